@@ -1,0 +1,58 @@
+"""Progress and cancellation for one job: the bridge between a model's step loop and its caller.
+
+The generator calls :meth:`JobControl.step` once per denoising step; the step raises
+:class:`~engine.errors.Cancelled` when someone called :meth:`cancel`, so a cancelled job stops
+within one step and never reaches the point where files are written.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from .errors import Cancelled
+
+ProgressFn = Callable[[int, int, str], None]
+
+
+class JobControl:
+    """Thread-safe progress and cancel flag for one job."""
+
+    def __init__(self, on_progress: ProgressFn | None = None):
+        self._on_progress = on_progress
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self.done = 0
+        self.total = 0
+        self.stage = "queued"
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if the job was cancelled."""
+        if self._cancelled.is_set():
+            raise Cancelled()
+
+    def set_stage(self, stage: str, total: int | None = None) -> None:
+        with self._lock:
+            self.stage = stage
+            if total is not None:
+                self.total, self.done = total, 0
+        self.check()
+
+    def step(self, done: int, total: int) -> None:
+        """Record progress (``done`` of ``total``), tell the listener, then honour a cancel."""
+        with self._lock:
+            self.done, self.total = done, total
+        if self._on_progress is not None:
+            self._on_progress(done, total, self.stage)
+        self.check()
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"stage": self.stage, "done": self.done, "total": self.total}

@@ -1,0 +1,56 @@
+"""What the engine returns: plain pydantic models, shared by the CLI and the MCP layer."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from .plan import Plan
+
+
+class OutputFile(BaseModel):
+    """One file the engine wrote into the output directory."""
+
+    path: str  # absolute
+    name: str  # file name inside the output directory
+    mime_type: str
+    size_bytes: int
+    width: int
+    height: int
+    num_frames: int
+    fps: float | None = None  # video only
+    duration_s: float | None = None  # video only
+    sidecar: str | None = None  # absolute path of the JSON metadata beside it
+
+
+class GenerateResult(BaseModel):
+    plan: Plan
+    outputs: list[OutputFile]
+    seed: int
+    steps: int
+    guidance: float
+    projector: bool  # whether the projector's 4 tokens conditioned the generator
+    timings: dict[str, float] = Field(default_factory=dict)
+    notes: list[str] = Field(default_factory=list)
+
+
+class UnderstandResult(BaseModel):
+    answer: str
+    model: str
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class AutoResult(BaseModel):
+    plan: Plan
+    answer: UnderstandResult | None = None
+    generation: GenerateResult | None = None
+
+
+class Sampling(BaseModel):
+    """Per-request sampling overrides; ``None`` takes the configured default."""
+
+    steps: int | None = Field(None, ge=1)
+    guidance: float | None = Field(None, ge=0)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    negative_prompt: str | None = None
+    conditioning_scale: float | None = Field(None, ge=0)
+    flow_shift: float | None = Field(None, gt=0)
