@@ -1,0 +1,433 @@
+"""The engine facade: planner, projector and generator, each loaded once, behind one GPU lock.
+
+``Engine`` knows nothing about MCP. It turns requests into validated plans, answers
+understanding questions, and runs generation plans into files. Every model call happens under
+``self._lock`` so two jobs never share the accelerator; the MCP layer's ``JobQueue`` puts one
+bounded queue in front of it.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from .config import EngineConfig
+from .control import JobControl
+from .errors import InvalidRequest, ModelError, OutOfMemory
+from .plan import (
+    IMGPAD,
+    VIDPAD,
+    MediaInput,
+    MediaKind,
+    Plan,
+    Request,
+    Role,
+    check_plan,
+    parse_request,
+)
+from .results import AutoResult, GenerateResult, Sampling, UnderstandResult
+
+if TYPE_CHECKING:
+    import torch
+
+    from .generator import Generator
+    from .planner import QwenPlanner
+    from .projector import Projector
+
+log = logging.getLogger(__name__)
+
+_UNSET: Any = object()
+
+
+class Engine:
+    """Planner + projector + generator, lazily loaded, serialised behind one lock.
+
+    ``planner``, ``generator`` and ``projector`` are injectable seams (tests, benchmarks);
+    by default each is built from ``config`` on first use, or all at once by :meth:`preload`.
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        planner: QwenPlanner | None = _UNSET,
+        generator: Generator | None = _UNSET,
+        projector: Projector | None = _UNSET,
+    ):
+        self.config = config
+        self._planner = planner
+        self._generator = generator
+        self._projector = projector
+        self._lock = threading.RLock()  # model work: one job on the accelerator at a time
+        self._build_lock = threading.Lock()  # constructing components
+        from .rules import RulesPlanner
+
+        self._rules = RulesPlanner()
+
+    # ------------------------------------------------------------------ components
+
+    @property
+    def planner(self) -> QwenPlanner | None:
+        """The Qwen2.5-VL planner, or ``None`` when no planner weights are configured."""
+        if self._planner is _UNSET:
+            with self._build_lock:
+                if self._planner is _UNSET:
+                    if self.config.planner_model is None:
+                        self._planner = None
+                    else:
+                        from .planner import QwenPlanner
+
+                        self._planner = QwenPlanner(self.config)
+        return self._planner
+
+    @property
+    def generator(self) -> Generator:
+        if self._generator is _UNSET or self._generator is None:
+            with self._build_lock:
+                if self._generator is _UNSET or self._generator is None:
+                    from .generator import Generator
+
+                    self._generator = Generator(self.config)
+        return self._generator
+
+    def _require_planner(self, what: str) -> QwenPlanner:
+        planner = self.planner
+        if planner is None:
+            raise ModelError(
+                f"{what} needs the Qwen2.5-VL planner, but no planner weights are configured "
+                "(set planner_model / --planner-model / UNISON_PLANNER_MODEL)"
+            )
+        return planner
+
+    def projector(self) -> Projector | None:
+        """The projector, loaded on first use; ``None`` when not configured or no planner."""
+        if self._projector is _UNSET:
+            with self._build_lock:
+                if self._projector is _UNSET:
+                    self._projector = self._load_projector()
+        return self._projector
+
+    def _load_projector(self) -> Projector | None:
+        if self.config.projector is None:
+            log.info("no projector configured: generation runs as plain Wan-VACE")
+            return None
+        if self.config.planner_model is None:
+            log.warning("a projector is configured but no planner: generation runs as plain Wan-VACE")
+            return None
+        from .projector import load_projector
+
+        planner = self._require_planner("the projector")
+        planner.load()
+        generator = self.generator
+        generator.load()
+        return load_projector(
+            self.config.projector,
+            hidden_size=planner.hidden_size,
+            text_dim=generator.text_dim,
+            local_files_only=self.config.local_files_only,
+            cache_dir=self.config.cache_dir,
+        )
+
+    def preload(self) -> None:
+        """Load every configured model now instead of on first use."""
+        t0 = time.perf_counter()
+        with self._lock:
+            if self.planner is not None:
+                self.planner.load()
+            self.generator.load()
+            self.projector()
+        log.info("models loaded in %.1f s", time.perf_counter() - t0)
+
+    def status(self) -> dict[str, Any]:
+        def loaded(obj: Any) -> bool:
+            return obj not in (_UNSET, None) and bool(getattr(obj, "loaded", False))
+
+        return {
+            "planner": self.config.planner_model,
+            "planner_backend": self.config.backend,
+            "adapter": self.config.adapter if self.config.backend == "unison" else None,
+            "projector": self.config.projector,
+            "generator": self.config.generator_model,
+            "device": self.config.device,
+            "dtype": self.config.dtype,
+            "loaded": {
+                "planner": loaded(self._planner),
+                "generator": loaded(self._generator),
+                "projector": self._projector not in (_UNSET, None),
+            },
+            "preset": self.config.preset,
+        }
+
+    # ------------------------------------------------------------------ planning
+
+    def plan(self, request: str, media: Sequence[str] = (), *, backend: str | None = None) -> Plan:
+        """The validated plan for a free-form request (the dry run of :meth:`auto`)."""
+        plan, _, _ = self._plan(parse_request(request, media), backend=backend, want_features=False)
+        return plan
+
+    def _plan(
+        self, req: Request, *, backend: str | None, want_features: bool
+    ) -> tuple[Plan, torch.Tensor | None, float]:
+        backend = backend or self.config.backend
+        if backend not in ("rules", "instruct", "unison"):
+            raise InvalidRequest.for_field("planner", backend, "one of rules, instruct, unison")
+        t0 = time.perf_counter()
+        features = None
+        if backend == "rules":
+            plan = self._rules.plan(req)
+        else:
+            if backend == "unison" and not self.config.adapter:
+                raise ModelError("the unison planner needs the Unison adapter (set adapter / --adapter)")
+            planner = self._require_planner(f"the {backend} planner")
+            with self._lock, _oom_guard():
+                out = planner.plan(req, backend=backend, want_features=want_features)
+            plan, features = out.plan, out.features
+        plan = check_plan(plan, self.config.limits)
+        return plan, features, time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ understanding
+
+    def understand(
+        self,
+        prompt: str,
+        media: Sequence[str] = (),
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        control: JobControl | None = None,
+    ) -> UnderstandResult:
+        """Answer a question about text, images and/or a video."""
+        req = parse_request(prompt, media)
+        inputs = [MediaInput(path=p, kind=k, role=Role.QUERY) for p, k in req.media]
+        return self._understand(req.prompt, inputs, max_new_tokens, temperature, control)
+
+    def _understand(
+        self,
+        prompt: str,
+        inputs: list[MediaInput],
+        max_new_tokens: int | None,
+        temperature: float | None,
+        control: JobControl | None,
+    ) -> UnderstandResult:
+        if len(inputs) > self.config.limits.max_inputs:
+            raise InvalidRequest.for_field(
+                "media", len(inputs), f"at most {self.config.limits.max_inputs} files"
+            )
+        planner = self._require_planner("understanding")
+        control = control or JobControl()
+        t0 = time.perf_counter()
+        with self._lock, _oom_guard():
+            control.set_stage("loading planner")
+            planner.load()
+            t1 = time.perf_counter()
+            control.set_stage("understanding")
+            answer = planner.understand(
+                prompt, inputs, max_new_tokens=max_new_tokens, temperature=temperature, control=control
+            )
+        t2 = time.perf_counter()
+        return UnderstandResult(
+            answer=answer,
+            model=planner.name,
+            timings={"load_s": t1 - t0, "answer_s": t2 - t1, "total_s": t2 - t0},
+        )
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(
+        self,
+        plan: Plan,
+        sampling: Sampling | None = None,
+        *,
+        control: JobControl | None = None,
+        features: torch.Tensor | None = None,
+        request: Request | None = None,
+    ) -> GenerateResult:
+        """Run a generation plan and write its file (PNG or MP4, plus a JSON sidecar).
+
+        ``features`` are the planner's hidden states from the planning pass (``auto``); when they
+        are missing and a projector is configured they are computed with one planner forward
+        over ``request`` (or, for a typed plan, its prompt with one placeholder per input).
+        """
+        from .generator import resolve_sampling
+        from .outputs import write_output
+        from .tasks import PrepContext, prepare
+
+        plan = check_plan(plan, self.config.limits)
+        if plan.spec.understanding:
+            raise InvalidRequest.for_field("task", plan.task.value, "is an understanding task: use understand")
+        control = control or JobControl()
+        resolved = resolve_sampling(sampling, self.config.sampling)
+        if resolved.steps > self.config.limits.max_steps:
+            raise InvalidRequest.for_field("steps", resolved.steps, f"at most {self.config.limits.max_steps}")
+        timings: dict[str, float] = {}
+        notes = list(plan.notes)
+        t_start = time.perf_counter()
+        with self._lock, _oom_guard():
+            t = time.perf_counter()
+            control.set_stage("preparing inputs")
+            planner = self.planner
+            ground = self._grounder(planner, control) if planner is not None else None
+            prepared = prepare(plan, PrepContext(limits=self.config.limits, ground=ground, control=control))
+            notes.extend(prepared.notes)
+            timings["prepare_s"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            control.set_stage("loading models")
+            generator = self.generator
+            generator.load()
+            projector = self.projector()
+            timings["load_s"] = time.perf_counter() - t
+
+            extra_tokens = None
+            if projector is not None:
+                t = time.perf_counter()
+                if features is None:
+                    control.set_stage("planner features")
+                    features = planner.features(request or request_for_plan(plan))
+                import torch
+
+                with torch.no_grad():
+                    extra_tokens = projector(features.float().to(_module_device(projector)))
+                timings["projector_s"] = time.perf_counter() - t
+            else:
+                notes.append("no projector configured: ran as plain Wan-VACE (512-position text context)")
+
+            t = time.perf_counter()
+            frames = generator.run(
+                prepared, plan.prompt, extra_tokens=extra_tokens, sampling=resolved, control=control
+            )
+            timings["generate_s"] = time.perf_counter() - t
+
+            control.set_stage("writing")
+            control.check()  # a cancel that landed after the last step still writes nothing
+            timings["total_s"] = time.perf_counter() - t_start
+            metadata = {
+                "task": plan.task.value,
+                "prompt": plan.prompt,
+                "negative_prompt": resolved.negative_prompt,
+                "plan": plan.model_dump(mode="json"),
+                "seed": resolved.seed,
+                "steps": resolved.steps,
+                "guidance": resolved.guidance,
+                "flow_shift": resolved.flow_shift,
+                "conditioning_scale": resolved.conditioning_scale,
+                "width": plan.width,
+                "height": plan.height,
+                "num_frames": plan.num_frames,
+                "fps": plan.fps,
+                "projector": projector is not None,
+                "text_context": resolved.text_len if projector is not None else 512,
+                "models": {
+                    "planner": self.config.planner_model,
+                    "adapter": self.config.adapter,
+                    "projector": self.config.projector if projector is not None else None,
+                    "generator": self.config.generator_model,
+                },
+                "notes": notes,
+                "timings": timings,
+            }
+            output = write_output(
+                frames, output_dir=self.config.output_dir, task=plan.task.value, fps=plan.fps, metadata=metadata
+            )
+        return GenerateResult(
+            plan=plan,
+            outputs=[output],
+            seed=resolved.seed,
+            steps=resolved.steps,
+            guidance=resolved.guidance,
+            projector=projector is not None,
+            timings=timings,
+            notes=notes,
+        )
+
+    def _grounder(
+        self, planner: QwenPlanner, control: JobControl
+    ) -> Callable[[Any, str], list[tuple[float, float, float, float]]]:
+        def ground(image: Any, phrase: str) -> list[tuple[float, float, float, float]]:
+            control.check()
+            planner.load()
+            return planner.ground(image, phrase)
+
+        return ground
+
+    # ------------------------------------------------------------------ automation
+
+    def auto(
+        self,
+        request: str,
+        media: Sequence[str] = (),
+        *,
+        sampling: Sampling | None = None,
+        dry_run: bool = False,
+        control: JobControl | None = None,
+        backend: str | None = None,
+    ) -> AutoResult:
+        """Unison's full automation: plan the request, then answer it or generate for it."""
+        control = control or JobControl()
+        req = parse_request(request, media)
+        control.set_stage("planning")
+        want = not dry_run and self.config.projector is not None
+        plan, features, plan_s = self._plan(req, backend=backend, want_features=want)
+        if dry_run:
+            return AutoResult(plan=plan)
+        if plan.spec.understanding:
+            answer = self._understand(plan.prompt, list(plan.inputs), None, None, control)
+            answer.timings["plan_s"] = plan_s
+            return AutoResult(plan=plan, answer=answer)
+        generation = self.generate(plan, sampling, control=control, features=features, request=req)
+        generation.timings["plan_s"] = plan_s
+        return AutoResult(plan=plan, generation=generation)
+
+
+def request_for_plan(plan: Plan) -> Request:
+    """The planner-visible request for a typed plan: its prompt plus one placeholder per input."""
+    pads = "".join(IMGPAD if m.kind is MediaKind.IMAGE else VIDPAD for m in plan.inputs)
+    text = f"{plan.prompt} {pads}".strip()
+    return Request(text=text, prompt=plan.prompt, media=tuple((m.path, m.kind) for m in plan.inputs))
+
+
+def _module_device(module: Any) -> Any:
+    try:
+        return next(module.parameters()).device
+    except (StopIteration, AttributeError):
+        return "cpu"
+
+
+@contextmanager
+def _oom_guard() -> Iterator[None]:
+    """Turn an accelerator out-of-memory error into ``OutOfMemory`` after freeing what we can."""
+    try:
+        yield
+    except Exception as exc:
+        if not _is_oom(exc):
+            raise
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # freeing is best effort; the report below matters more
+            log.debug("could not empty the CUDA cache", exc_info=True)
+        raise OutOfMemory(
+            "the accelerator ran out of memory; caches were freed. Try a smaller size, fewer frames, "
+            "or a low-VRAM offload mode"
+        ) from exc
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, OutOfMemory):
+        return False
+    try:
+        import torch
+
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
