@@ -67,7 +67,7 @@ class Engine:
         self._build_lock = threading.Lock()  # constructing components
         from .rules import RulesPlanner
 
-        self._rules = RulesPlanner()
+        self._rules = RulesPlanner(config.limits)
 
     # ------------------------------------------------------------------ components
 
@@ -261,9 +261,7 @@ class Engine:
         if plan.spec.understanding:
             raise InvalidRequest.for_field("task", plan.task.value, "is an understanding task: use understand")
         control = control or JobControl()
-        resolved = resolve_sampling(sampling, self.config.sampling)
-        if resolved.steps > self.config.limits.max_steps:
-            raise InvalidRequest.for_field("steps", resolved.steps, f"at most {self.config.limits.max_steps}")
+        resolved = resolve_sampling(sampling, self.config.sampling, limits=self.config.limits)
         timings: dict[str, float] = {}
         notes = list(plan.notes)
         t_start = time.perf_counter()
@@ -321,7 +319,7 @@ class Engine:
                 "num_frames": plan.num_frames,
                 "fps": plan.fps,
                 "projector": projector is not None,
-                "text_context": resolved.text_len if projector is not None else 512,
+                "text_context": resolved.text_len if projector is not None else resolved.max_sequence_length,
                 "models": {
                     "planner": self.config.planner_model,
                     "adapter": self.config.adapter,

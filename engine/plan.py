@@ -133,7 +133,9 @@ class Plan(BaseModel):
     def one(self, role: Role) -> MediaInput:
         found = self.by_role(role)
         if len(found) != 1:
-            raise InvalidRequest.for_field("inputs", [m.path for m in found], f"expected exactly one {role} input")
+            raise InvalidRequest.for_field(
+                "inputs", [m.path for m in found], f"expected exactly one {role} input"
+            )
         return found[0]
 
     @property
@@ -184,7 +186,9 @@ TASKS: dict[Task, TaskSpec] = {
     s.task: s
     for s in (
         TaskSpec(Task.TEXT_UNDERSTANDING, "text", (), "answer a question from text alone"),
-        TaskSpec(Task.IMAGE_UNDERSTANDING, "text", (RoleRule(Role.QUERY, _I, 1, 8),), "answer about 1-8 images"),
+        TaskSpec(
+            Task.IMAGE_UNDERSTANDING, "text", (RoleRule(Role.QUERY, _I, 1, 8),), "answer about 1-8 images"
+        ),
         TaskSpec(
             Task.VIDEO_UNDERSTANDING,
             "text",
@@ -283,6 +287,8 @@ class Limits(BaseModel):
     max_steps: int = 200
     max_prompt_chars: int = 4000
     max_inputs: int = 8
+    #: Largest input image / video frame decoded (a decompression bomb is refused from its header).
+    max_input_pixels: int = Field(64_000_000, ge=256)
     #: What an unset size or frame count becomes (the reference's 832×480, 81 frames).
     default_width: int = Field(832, ge=16)
     default_height: int = Field(480, ge=16)
@@ -296,7 +302,9 @@ DEFAULT_CONTEXT_FRAMES = 9
 
 
 def round16(value: int) -> int:
-    return max(16, int(round(value / 16.0)) * 16)
+    """The nearest multiple of 16, ties up (``round`` would send ties to the even multiple: 1000
+    to 992 but 1048 to 1056); never below 16."""
+    return max(16, (int(value) + 8) // 16 * 16)
 
 
 def nearest_4k1(n: int) -> int:
@@ -326,7 +334,7 @@ def check_plan(plan: Plan, limits: Limits | None = None) -> Plan:
         )
     if len(plan.inputs) > limits.max_inputs:
         raise InvalidRequest.for_field("inputs", len(plan.inputs), f"at most {limits.max_inputs} input files")
-    _check_roles(plan, spec)
+    check_roles(plan)
 
     if spec.understanding:
         update.update(width=None, height=None, num_frames=None, fps=None)
@@ -358,7 +366,9 @@ def check_plan(plan: Plan, limits: Limits | None = None) -> Plan:
     # Frame count: 1 for images, 4k+1 within bounds for video.
     if spec.output == "image":
         if plan.num_frames not in (None, 1):
-            raise InvalidRequest.for_field("num_frames", plan.num_frames, f"{plan.task} makes one image: use 1")
+            raise InvalidRequest.for_field(
+                "num_frames", plan.num_frames, f"{plan.task} makes one image: use 1"
+            )
         update["num_frames"] = 1
     else:
         n = limits.default_frames if plan.num_frames is None else plan.num_frames
@@ -391,21 +401,27 @@ def check_plan(plan: Plan, limits: Limits | None = None) -> Plan:
     return plan.model_copy(update=update)
 
 
-def _check_roles(plan: Plan, spec: TaskSpec) -> None:
+def check_roles(plan: Plan) -> None:
+    """Check that the plan's inputs fit its task: each role allowed, of the right kind, counted.
+
+    The part of :func:`check_plan` that depends only on the task and the inputs (planners use it
+    to tell whether a reading of a request is possible). Raises :class:`InvalidRequest`.
+    """
+    spec = TASKS[plan.task]
     allowed = {r.role: r for r in spec.roles}
     for i, m in enumerate(plan.inputs):
         rule = allowed.get(m.role)
         if rule is None:
             expected = ", ".join(r.role.value for r in spec.roles) or "no input files"
-            raise InvalidRequest.for_field(
-                f"inputs[{i}].role", m.role.value, f"{plan.task} takes {expected}"
-            )
+            raise InvalidRequest.for_field(f"inputs[{i}].role", m.role.value, f"{plan.task} takes {expected}")
         if m.kind not in rule.kinds:
             raise InvalidRequest.for_field(
                 f"inputs[{i}]",
                 f"{m.path} ({m.kind.value})",
                 f"the {m.role.value} of {plan.task} must be "
-                + " or ".join(f"an {k.value}" if k is MediaKind.IMAGE else f"a {k.value}" for k in rule.kinds),
+                + " or ".join(
+                    f"an {k.value}" if k is MediaKind.IMAGE else f"a {k.value}" for k in rule.kinds
+                ),
             )
     for rule in spec.roles:
         n = len(plan.by_role(rule.role))
@@ -422,7 +438,9 @@ def _check_roles(plan: Plan, spec: TaskSpec) -> None:
             "(both ends: use first_last_to_video)",
         )
     if plan.task is Task.VIDEO_UNDERSTANDING and not any(m.kind is MediaKind.VIDEO for m in plan.inputs):
-        raise InvalidRequest.for_field("inputs", [m.path for m in plan.inputs], "video_understanding needs a video")
+        raise InvalidRequest.for_field(
+            "inputs", [m.path for m in plan.inputs], "video_understanding needs a video"
+        )
 
 
 def build_plan(
@@ -457,9 +475,14 @@ def build_plan(
         media.append(MediaInput(path=str(path), kind=media_kind(path), role=role))
     if duration_s is not None:
         if num_frames is not None:
-            raise InvalidRequest.for_field("duration_s", duration_s, "give num_frames or duration_s, not both")
+            raise InvalidRequest.for_field(
+                "duration_s", duration_s, "give num_frames or duration_s, not both"
+            )
         if not duration_s > 0:
             raise InvalidRequest.for_field("duration_s", duration_s, "must be above 0 seconds")
+        if TASKS[task].output != "video":
+            # Said here rather than as a num_frames error the caller never set.
+            raise InvalidRequest.for_field("duration_s", duration_s, f"{task} does not make a video")
         num_frames = frames_for_seconds(duration_s, fps or DEFAULT_FPS)
     plan = Plan(
         task=task,
@@ -539,11 +562,12 @@ BOEDIT, EOEDIT = "<BOEDIT>", "<EOEDIT>"
 #: The 14 special tokens the Unison LoRA adds to the tokenizer, in a fixed order.
 UNISON_TOKENS: tuple[str, ...] = (
     CFI, CFV, BORES, EORES, BONF, EONF, BOFIDX, EOFIDX, REF, CTRL, BOEDIT, EOEDIT, IMGPAD, VIDPAD,
-)
+)  # fmt: skip
 
 _FIRST_WORDS = {"first", "start", "begin", "beginning", "0", "head"}
 _LAST_WORDS = {"last", "end", "final", "-1", "tail"}
 _CHAT_END = ("<|im_end|>", "<|endoftext|>")
+_PAIRS = ((BORES, EORES), (BONF, EONF), (BOFIDX, EOFIDX), (BOEDIT, EOEDIT))
 
 
 def _span(text: str, start: str, end: str) -> str | None:
@@ -568,7 +592,7 @@ def _ints(value: str, n: int, token: str, raw: str) -> list[int]:
 
 
 def _strip_tokens(text: str) -> str:
-    for a, b in ((BORES, EORES), (BONF, EONF), (BOFIDX, EOFIDX), (BOEDIT, EOEDIT)):
+    for a, b in _PAIRS:
         text = re.sub(re.escape(a) + r".*?" + re.escape(b), " ", text, flags=re.DOTALL)
     for tok in (*UNISON_TOKENS, *_CHAT_END):
         text = text.replace(tok, " ")
@@ -590,6 +614,9 @@ def parse_unison(
     raw = text
     for end in _CHAT_END:
         text = text.replace(end, "")
+    for begin, end in _PAIRS:
+        if end in text and (begin not in text or text.find(end) < text.find(begin)):
+            raise PlannerError(f"planner output has {end} without {begin} before it: {raw!r}")
     files = [(str(p), MediaKind(k)) for p, k in inputs]
     leftover = _strip_tokens(text)
     gen_prompt = prompt if prompt is not None else leftover
@@ -634,13 +661,9 @@ def parse_unison(
     edit = _span(text, BOEDIT, EOEDIT)
     media: list[MediaInput]
     if fidx is not None:
-        word = fidx.lower()
-        if word in _FIRST_WORDS:
-            role = Role.FIRST_FRAME
-        elif word in _LAST_WORDS:
-            role = Role.LAST_FRAME
-        else:
-            raise PlannerError(f"<BOFIDX> holds {fidx!r}; expected first/start/0 or last/end/-1: {raw!r}")
+        if creates_image:
+            raise PlannerError(f"<BOFIDX> (image-to-video) needs <CFV>, but the output has <CFI>: {raw!r}")
+        role = _frame_role(fidx, num_frames, raw)
         task, media = Task.IMAGE_TO_VIDEO, [ref(_first_of(files, MediaKind.IMAGE, raw), role)]
     elif REF in text:
         refs = [ref(i, Role.REFERENCE) for i, (_, k) in enumerate(files) if k is MediaKind.IMAGE]
@@ -650,20 +673,30 @@ def parse_unison(
     elif CTRL in text:
         if not files:
             raise PlannerError(f"<CTRL> but the request has no file: {raw!r}")
-        task, media = (Task.IMAGE_CONTROL if creates_image else Task.VIDEO_CONTROL), [ref(0, Role.CONTROL)]
+        # The reference takes input 0; with several files the first of the output's kind is the
+        # control (the same file whenever the request holds one), so a stray extra image before
+        # a control video does not turn into an impossible plan.
+        want = MediaKind.IMAGE if creates_image else MediaKind.VIDEO
+        control_i = next((i for i, (_, k) in enumerate(files) if k is want), 0)
+        task = Task.IMAGE_CONTROL if creates_image else Task.VIDEO_CONTROL
+        media = [ref(control_i, Role.CONTROL)]
     elif edit is not None:
         if creates_image:
             mask_i, source_i = _ints(edit, 2, "<BOEDIT>", raw)
+            if mask_i == source_i:
+                raise PlannerError(f"<BOEDIT> names input {mask_i} as both mask and source: {raw!r}")
             task, media = Task.IMAGE_EDIT, [ref(source_i, Role.SOURCE), ref(mask_i, Role.MASK)]
-        else:
-            # For video the region is found automatically; indices, when present, may name a mask.
-            source_i = _first_of(files, MediaKind.VIDEO, raw)
+        elif edit:
+            # Video with indices: mask first, source second, as for images; equal indices mean
+            # no mask (the region is then found from the prompt).
+            mask_i, source_i = _ints(edit, 2, "<BOEDIT>", raw)
             media = [ref(source_i, Role.SOURCE)]
-            if edit:
-                mask_i, src = _ints(edit, 2, "<BOEDIT>", raw)
-                if src == source_i and mask_i != source_i:
-                    media.append(ref(mask_i, Role.MASK))
+            if mask_i != source_i:
+                media.append(ref(mask_i, Role.MASK))
             task = Task.VIDEO_EDIT
+        else:
+            # The released grammar: no indices, the region to edit is found automatically.
+            task, media = Task.VIDEO_EDIT, [ref(_first_of(files, MediaKind.VIDEO, raw), Role.SOURCE)]
     elif creates_image:
         task, media = Task.TEXT_TO_IMAGE, []
     else:
@@ -686,6 +719,26 @@ def _first_of(files: list[tuple[str, MediaKind]], kind: MediaKind, raw: str) -> 
     raise PlannerError(f"planner output needs an input {kind.value} but the request has none: {raw!r}")
 
 
+def _frame_role(value: str, num_frames: int | None, raw: str) -> Role:
+    """Which end of the clip the image of ``<BOFIDX>`` is.
+
+    Compared by value, unlike the reference (whose comparison with a constant always chose the
+    last frame): a word (first/start/0 or last/end/-1) or the last index of the clip.
+    """
+    word = value.strip().lower()
+    if word in _FIRST_WORDS:
+        return Role.FIRST_FRAME
+    if word in _LAST_WORDS:
+        return Role.LAST_FRAME
+    n = DEFAULT_VIDEO_FRAMES if num_frames is None else num_frames
+    if word.isdigit() and int(word) == n - 1:
+        return Role.LAST_FRAME
+    raise PlannerError(
+        f"<BOFIDX> holds {value!r}; expected first/start/0 or last/end/-1 (or {n - 1}, the last "
+        f"index of {n} frames): {raw!r}"
+    )
+
+
 def format_unison(plan: Plan, files: Sequence[str] | None = None) -> str:
     """Write a plan in the Unison grammar (the inverse of :func:`parse_unison`).
 
@@ -695,6 +748,10 @@ def format_unison(plan: Plan, files: Sequence[str] | None = None) -> str:
     order = list(files) if files is not None else [m.path for m in plan.inputs]
 
     def idx(m: MediaInput) -> int:
+        if m.path not in order:
+            raise InvalidRequest.for_field(
+                "files", order, f"must include the {m.role.value} input {m.path!r}"
+            )
         return order.index(m.path)
 
     spec = TASKS[plan.task]

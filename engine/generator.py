@@ -1,0 +1,449 @@
+"""Stage two: Wan2.1-VACE through diffusers' ``WanVACEPipeline``, conditioned the Unison way.
+
+Conditioning follows UNISON.md ("Text context length"): the prompt and the negative prompt are
+encoded with the pipeline's own umT5 over their real tokens (the tokenizer stops at
+``max_sequence_length``, 512); the positive context gains the projector's 4 tokens; both are
+zero-padded to ``text_len`` (2048, the reference's DiT text length). The DiT attends to every
+context position, padding included, so the padded length is part of the conditioning. Without
+projector tokens the generator runs as plain Wan-VACE with a 512-position context.
+
+This module imports torch at the top: import it lazily (the engine does).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .config import EngineConfig, SamplingDefaults
+from .control import JobControl
+from .errors import InvalidRequest, ModelError, OutOfMemory
+from .plan import Limits
+from .results import Sampling
+
+if TYPE_CHECKING:
+    from .tasks import Prepared
+
+log = logging.getLogger(__name__)
+
+#: Upper bound (exclusive) of a seed drawn when the request gives none: short enough to retype.
+RANDOM_SEED_RANGE = 2**32
+
+
+@dataclass(frozen=True)
+class ResolvedSampling:
+    """Sampling settings with every default filled in; what a run actually used."""
+
+    steps: int
+    guidance: float
+    seed: int
+    negative_prompt: str
+    conditioning_scale: float
+    flow_shift: float
+    text_len: int
+    max_sequence_length: int
+    seed_was_random: bool = False
+
+
+def resolve_sampling(
+    sampling: Sampling | None, defaults: SamplingDefaults, *, limits: Limits | None = None
+) -> ResolvedSampling:
+    """Fill per-request overrides from the configured defaults; draw (and report) a random seed
+    when none is given. With ``limits``, ``steps`` above ``limits.max_steps`` is refused."""
+    sampling = sampling or Sampling()
+
+    def pick(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    steps = int(pick(sampling.steps, defaults.steps))
+    if limits is not None and steps > limits.max_steps:
+        raise InvalidRequest.for_field("steps", steps, f"must be between 1 and {limits.max_steps}")
+    seed_was_random = sampling.seed is None
+    seed = random.SystemRandom().randrange(RANDOM_SEED_RANGE) if seed_was_random else int(sampling.seed)
+    return ResolvedSampling(
+        steps=steps,
+        guidance=float(pick(sampling.guidance, defaults.guidance)),
+        seed=seed,
+        negative_prompt=str(pick(sampling.negative_prompt, defaults.negative_prompt)),
+        conditioning_scale=float(pick(sampling.conditioning_scale, defaults.conditioning_scale)),
+        flow_shift=float(pick(sampling.flow_shift, defaults.flow_shift)),
+        text_len=defaults.text_len,
+        max_sequence_length=defaults.max_sequence_length,
+        seed_was_random=seed_was_random,
+    )
+
+
+# --- conditioning -------------------------------------------------------------------------------
+
+
+def encode_text(
+    tokenizer: Any,
+    text_encoder: torch.nn.Module,
+    text: str,
+    *,
+    max_sequence_length: int,
+    device: torch.device | str,
+) -> torch.Tensor:
+    """umT5 output over the real tokens of ``text`` only: ``(n, text_dim)``, n <= max_sequence_length."""
+    from diffusers.pipelines.wan.pipeline_wan_vace import prompt_clean
+
+    # Padded to max_length like the reference; the attention mask keeps padding out of the real
+    # tokens' outputs, and only the real positions are kept.
+    inputs = tokenizer(
+        [prompt_clean(text)],
+        padding="max_length",
+        max_length=max_sequence_length,
+        truncation=True,
+        add_special_tokens=True,
+        return_attention_mask=True,
+        return_tensors="pt",
+    )
+    n = int(inputs.attention_mask[0].sum())
+    with torch.inference_mode():
+        hidden = text_encoder(
+            inputs.input_ids.to(device), attention_mask=inputs.attention_mask.to(device)
+        ).last_hidden_state  # (1, max_sequence_length, text_dim)
+    return hidden[0, :n]
+
+
+def pad_context(parts: list[torch.Tensor], length: int) -> torch.Tensor:
+    """Concatenate ``(n_i, D)`` pieces and zero-pad to ``(1, length, D)``.
+
+    If they do not fit, the first piece (the text tokens) is cut so that later pieces (the
+    projector's tokens) survive whole.
+    """
+    fixed = sum(p.shape[0] for p in parts[1:])
+    if fixed > length:
+        raise InvalidRequest.for_field("text_len", length, f"must leave room for {fixed} projector tokens")
+    if parts[0].shape[0] + fixed > length:
+        log.warning(
+            "text context of %d tokens cut to %d to fit text_len=%d",
+            parts[0].shape[0],
+            length - fixed,
+            length,
+        )
+        parts = [parts[0][: length - fixed], *parts[1:]]
+    context = torch.cat(parts, dim=0)  # (n, D)
+    padding = context.new_zeros(length - context.shape[0], context.shape[1])
+    return torch.cat([context, padding], dim=0).unsqueeze(0)  # (1, length, D)
+
+
+def build_text_context(
+    pipe: Any,
+    prompt: str,
+    *,
+    negative_prompt: str | None,
+    extra_tokens: torch.Tensor | None,
+    text_len: int,
+    max_sequence_length: int,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(prompt_embeds, negative_prompt_embeds)`` for ``WanVACEPipeline``, as UNISON.md says.
+
+    With ``extra_tokens`` ``(1, 4, text_dim)``: positive = real tokens + the 4 tokens + zeros up to
+    ``text_len``; negative = real tokens + zeros up to ``text_len``. Without: both padded to
+    ``max_sequence_length`` (plain Wan-VACE). ``negative_prompt=None`` skips the negative (no
+    classifier-free guidance). Both come back in the transformer's dtype on the execution device.
+    """
+    device = pipe._execution_device
+    dtype = pipe.transformer.dtype
+
+    def encode(text: str) -> torch.Tensor:
+        return encode_text(
+            pipe.tokenizer, pipe.text_encoder, text, max_sequence_length=max_sequence_length, device=device
+        ).to(dtype)
+
+    positive = [encode(prompt)]
+    length = max_sequence_length
+    if extra_tokens is not None:
+        width = pipe.text_encoder.config.d_model
+        if extra_tokens.ndim != 3 or extra_tokens.shape[0] != 1 or extra_tokens.shape[2] != width:
+            raise ModelError(
+                f"extra_tokens shape={tuple(extra_tokens.shape)}: must be (1, n, {width}) "
+                "(the projector's text_dim must equal the generator's umT5 width)"
+            )
+        positive.append(extra_tokens[0].to(device=device, dtype=dtype))
+        length = text_len
+    prompt_embeds = pad_context(positive, length)
+    negative_embeds = None
+    if negative_prompt is not None:
+        negative_embeds = pad_context([encode(negative_prompt)], length)
+    return prompt_embeds, negative_embeds
+
+
+# --- the generator ------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda, else mps, else cpu; anything else must be a device torch knows and has."""
+    if name != "auto":
+        try:
+            device = torch.device(name)
+        except RuntimeError as exc:
+            raise InvalidRequest.for_field("device", name, "must be auto, cpu, cuda, cuda:N or mps") from exc
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise InvalidRequest.for_field("device", name, "CUDA is not available on this machine")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """``(F, H, W, 3)`` floats in [0, 1] -> uint8."""
+    return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def _free_accelerator_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class Generator:
+    """Wan2.1-VACE, loaded lazily once, run with Unison's conditioning, progress and cancel."""
+
+    def __init__(self, config: EngineConfig):
+        self.config = config
+        self.name = config.generator_model
+        if config.generator_single_file:
+            self.name += f" (transformer: {Path(config.generator_single_file).name})"
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self._pipe: Any = None
+        self._text_dim: int | None = None
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+
+    # -- loading --
+
+    @property
+    def loaded(self) -> bool:
+        return self._pipe is not None
+
+    @property
+    def pipeline(self) -> Any:
+        """The loaded ``WanVACEPipeline`` (loads it first)."""
+        self.load()
+        return self._pipe
+
+    @property
+    def text_dim(self) -> int:
+        """umT5 width: from the loaded model, or before loading from ``text_encoder/config.json``."""
+        if self._text_dim is None:
+            self._text_dim = self._read_text_dim()
+        return self._text_dim
+
+    def _read_text_dim(self) -> int:
+        model = self.config.generator_model
+        local = Path(model).expanduser()
+        if local.is_dir():
+            file = local / "text_encoder" / "config.json"
+        else:
+            from huggingface_hub import hf_hub_download
+
+            try:
+                file = Path(
+                    hf_hub_download(
+                        repo_id=model,
+                        filename="text_encoder/config.json",
+                        local_files_only=self.config.local_files_only,
+                        cache_dir=str(self.config.cache_dir) if self.config.cache_dir else None,
+                    )
+                )
+            except Exception as exc:  # offline, 404, cache miss: all mean "config not available"
+                raise ModelError(
+                    f"generator_model={model!r}: cannot read text_encoder/config.json: {exc}"
+                ) from exc
+        try:
+            return int(json.loads(file.read_text(encoding="utf-8"))["d_model"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"generator_model={model!r}: no d_model in {file}: {exc}") from exc
+
+    def load(self) -> None:
+        """Load the pipeline now (once; concurrent callers wait for the first)."""
+        if self._pipe is not None:
+            return
+        with self._load_lock:
+            if self._pipe is not None:
+                return
+            try:
+                pipe = self._load_pipeline()
+            except torch.cuda.OutOfMemoryError as exc:
+                _free_accelerator_memory()
+                raise OutOfMemory(f"out of accelerator memory while loading the generator: {exc}") from exc
+            self._text_dim = int(pipe.text_encoder.config.d_model)
+            self._pipe = pipe
+
+    def _load_pipeline(self) -> Any:
+        from diffusers import WanVACEPipeline, WanVACETransformer3DModel
+
+        cfg = self.config
+        common: dict[str, Any] = {"local_files_only": cfg.local_files_only}
+        if cfg.cache_dir is not None:
+            common["cache_dir"] = str(cfg.cache_dir)
+        # The Wan VAE is run in float32 (as Wan does); everything else in the configured dtype.
+        dtypes = {"default": self.dtype, "vae": torch.float32}
+        extra: dict[str, Any] = {}
+        if cfg.generator_single_file:
+            from .projector import resolve_weights_file
+
+            file = resolve_weights_file(
+                cfg.generator_single_file,
+                local_files_only=cfg.local_files_only,
+                cache_dir=cfg.cache_dir,
+                what="generator_single_file",
+            )
+            log.info("loading the VACE transformer from single file %s", file)
+            try:
+                extra["transformer"] = WanVACETransformer3DModel.from_single_file(
+                    str(file), config=cfg.generator_model, subfolder="transformer", dtype=self.dtype, **common
+                )
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                if isinstance(exc, torch.cuda.OutOfMemoryError):
+                    raise
+                raise ModelError(
+                    f"generator_single_file={cfg.generator_single_file!r}: cannot load as a Wan-VACE "
+                    f"transformer with the config of {cfg.generator_model!r}: {exc}"
+                ) from exc
+        log.info("loading WanVACEPipeline %s on %s (%s)", cfg.generator_model, self.device, self.dtype)
+        try:
+            pipe = WanVACEPipeline.from_pretrained(cfg.generator_model, dtype=dtypes, **common, **extra)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            if isinstance(exc, torch.cuda.OutOfMemoryError):
+                raise
+            hint = (
+                " (local_files_only is set: only local files were searched)" if cfg.local_files_only else ""
+            )
+            raise ModelError(
+                f"generator_model={cfg.generator_model!r}: cannot load a WanVACEPipeline{hint}: {exc}"
+            ) from exc
+        pipe.to(self.device)
+        # tqdm bars would only add noise to the server's stderr; progress goes through JobControl.
+        pipe.set_progress_bar_config(disable=True)
+        pipe.scheduler = self._flow_scheduler(pipe.scheduler, cfg.sampling.flow_shift)
+        return pipe
+
+    @staticmethod
+    def _flow_scheduler(current: Any, flow_shift: float) -> Any:
+        """UniPC configured for flow matching with ``flow_shift`` (as the reference samples)."""
+        from diffusers import UniPCMultistepScheduler
+
+        config = current.config
+        if (
+            isinstance(current, UniPCMultistepScheduler)
+            and config.get("prediction_type") == "flow_prediction"
+            and config.get("use_flow_sigmas")
+            and config.get("flow_shift") == flow_shift
+        ):
+            return current
+        return UniPCMultistepScheduler.from_config(
+            config, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift
+        )
+
+    # -- running --
+
+    def run(
+        self,
+        prepared: Prepared,
+        prompt: str,
+        *,
+        extra_tokens: torch.Tensor | None,
+        sampling: ResolvedSampling,
+        control: JobControl | None,
+    ) -> np.ndarray:
+        """Generate ``prepared.num_frames`` frames: ``(F, H, W, 3)`` uint8.
+
+        ``extra_tokens`` ``(1, 4, text_dim)`` are the projector's tokens (``None``: plain
+        Wan-VACE). Progress goes to ``control.step`` once per step; a cancel raises
+        :class:`~engine.errors.Cancelled` from inside the step loop, before any VAE decode.
+        """
+        self.load()
+        pipe = self._pipe
+        with self._run_lock:
+            try:
+                return self._run_locked(pipe, prepared, prompt, extra_tokens, sampling, control)
+            except torch.cuda.OutOfMemoryError as exc:
+                _free_accelerator_memory()
+                raise OutOfMemory(
+                    f"out of accelerator memory generating {prepared.width}x{prepared.height}, "
+                    f"{prepared.num_frames} frames; try a smaller size or fewer frames"
+                ) from exc
+            finally:
+                # A run left by an exception (cancel, OOM) must not leak into the next one.
+                pipe._current_timestep = None
+                pipe._interrupt = False
+
+    def _run_locked(
+        self,
+        pipe: Any,
+        prepared: Prepared,
+        prompt: str,
+        extra_tokens: torch.Tensor | None,
+        sampling: ResolvedSampling,
+        control: JobControl | None,
+    ) -> np.ndarray:
+        pipe.scheduler = self._flow_scheduler(pipe.scheduler, sampling.flow_shift)
+        with torch.inference_mode():
+            prompt_embeds, negative_embeds = build_text_context(
+                pipe,
+                prompt,
+                # The pipeline skips the unconditional pass at guidance <= 1, so skip encoding it too.
+                negative_prompt=sampling.negative_prompt if sampling.guidance > 1.0 else None,
+                extra_tokens=extra_tokens,
+                text_len=sampling.text_len,
+                max_sequence_length=sampling.max_sequence_length,
+            )
+
+        total = sampling.steps
+        if control is not None:
+            control.set_stage("generating", total=total)
+
+        def on_step_end(_pipe: Any, i: int, _t: Any, callback_kwargs: dict) -> dict:
+            # Raising Cancelled here stops the loop at once: no further step, no VAE decode.
+            if control is not None:
+                control.step(i + 1, total)
+            return callback_kwargs
+
+        generator = torch.Generator(device=self.device if self.device.type == "cuda" else "cpu")
+        generator.manual_seed(sampling.seed)
+        try:
+            output = pipe(
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_embeds,
+                video=prepared.video,
+                mask=prepared.mask,
+                reference_images=prepared.reference_images,
+                conditioning_scale=sampling.conditioning_scale,
+                height=prepared.height,
+                width=prepared.width,
+                num_frames=prepared.num_frames,
+                num_inference_steps=total,
+                guidance_scale=sampling.guidance,
+                generator=generator,
+                output_type="np",
+                callback_on_step_end=on_step_end,
+                max_sequence_length=sampling.max_sequence_length,
+            )
+        except BaseException:
+            # The pipeline only releases offload hooks at its normal end.
+            pipe.maybe_free_model_hooks()
+            raise
+        frames = np.asarray(output.frames[0])  # (F, H, W, 3) float in [0, 1]
+        return to_uint8(frames)

@@ -1,0 +1,316 @@
+"""One bounded queue in front of the accelerator: jobs run one at a time, in order, on one thread.
+
+:class:`JobQueue` holds at most ``capacity`` jobs waiting behind the running one; beyond that
+:meth:`JobQueue.submit` raises :class:`~engine.errors.Busy` at once, naming how many jobs are
+ahead, so a client learns immediately instead of waiting on an unbounded backlog. Finished jobs
+are kept (for clients that follow a job handle) up to ``keep_jobs``, oldest evicted first, so
+memory stays bounded however long the server runs.
+
+Each :class:`Job` owns a :class:`~engine.control.JobControl`: the model's step loop reports
+progress through it and honours its cancel flag, so a cancelled job stops within one step. A
+job still waiting is simply removed from the queue when cancelled.
+
+No MCP here: the server adapts jobs to tool calls (``unison_mcp.server``).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Generic, Literal, TypeVar
+
+from .control import JobControl
+from .errors import Busy, Cancelled
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+#: ``(done, total, stage)``, called on the worker thread once per reported step.
+ProgressListener = Callable[[int, int, str], None]
+
+FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+
+
+class Job(Generic[T]):
+    """One unit of accelerator work and its handle: status, progress, result or error.
+
+    Status moves ``queued → running → done | failed | cancelled`` (or ``queued → cancelled``).
+    ``result`` is set when done, ``error`` when failed or cancelled. Timestamps are
+    ``time.time()`` seconds.
+    """
+
+    def __init__(self, kind: str, fn: Callable[[JobControl], T], on_progress: ProgressListener | None = None):
+        # 128 random bits: a job handle is a capability (it can cancel), so it must not be guessable.
+        self.id = secrets.token_urlsafe(16)
+        self.kind = kind
+        self.fn = fn
+        self.status: JobStatus = "queued"
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.created_at = time.time()
+        self.started_at: float | None = None
+        self.finished_at: float | None = None
+        self._lock = threading.Lock()
+        self._finished = threading.Event()
+        self._listeners: list[ProgressListener] = [on_progress] if on_progress is not None else []
+        self._cancel_queued: Callable[[Job[T]], bool] | None = None  # set by the queue
+        self.control = JobControl(on_progress=self._emit)
+
+    def __repr__(self) -> str:
+        return f"Job({self.kind!r}, id={self.id[:8]}…, status={self.status})"
+
+    # ------------------------------------------------------------------ progress
+
+    def _emit(self, done: int, total: int, stage: str) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(done, total, stage)
+            except Exception:
+                # A broken listener (a client that went away) must never fail the job itself.
+                log.warning("progress listener of job %s failed", self.id[:8], exc_info=True)
+
+    def add_listener(self, listener: ProgressListener) -> Callable[[], None]:
+        """Call ``listener(done, total, stage)`` on each later step; returns the function that removes it."""
+        with self._lock:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return remove
+
+    def progress(self) -> dict[str, Any]:
+        """A snapshot: ``{"stage", "done", "total"}``."""
+        return self.control.snapshot()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block up to ``timeout`` seconds (``None``: forever); ``True`` once the job has finished."""
+        return self._finished.wait(timeout)
+
+    def cancel(self) -> bool:
+        """Cancel the job; ``False`` when it had already finished.
+
+        A queued job is removed without running. A running job stops at its next step (the
+        engine writes nothing after a cancel); its status turns ``cancelled`` when it has.
+        """
+        if self.finished:
+            return False
+        self.control.cancel()
+        remover = self._cancel_queued
+        if remover is not None:
+            remover(self)
+        return True
+
+    def outcome(self) -> T:
+        """The result of a finished job, or its error raised again (``Cancelled`` when cancelled)."""
+        # Status, result and error are set together under the lock, before the event: reading
+        # status alone is enough, and never blocks.
+        if self.status not in FINISHED:
+            raise RuntimeError(f"job {self.id} has not finished (status {self.status})")
+        if self.status == "done":
+            return self.result  # type: ignore[return-value]
+        raise self.error if self.error is not None else Cancelled()
+
+    def info(self) -> dict[str, Any]:
+        """A plain snapshot for status displays."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "progress": self.progress(),
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": str(self.error) if self.error is not None else None,
+        }
+
+    def _finish(self, status: JobStatus, *, result: Any = None, error: BaseException | None = None) -> None:
+        with self._lock:
+            # Status last: a reader that sees a finished status (without the lock) sees its result.
+            self.result = result
+            self.error = error
+            self.finished_at = time.time()
+            self.status = status
+            self._listeners.clear()
+        self.fn = None  # type: ignore[assignment]  # drop the closure (and what it holds) early
+        self._finished.set()
+
+
+class JobQueue:
+    """A bounded FIFO of jobs run one at a time on one worker thread.
+
+    ``capacity`` jobs may wait behind the running one; ``keep_jobs`` finished jobs stay
+    retrievable by id. The worker thread starts with the first job and is a daemon, so an idle
+    queue costs nothing and never keeps a process alive.
+    """
+
+    def __init__(self, capacity: int = 8, keep_jobs: int = 64, *, name: str = "unison-jobs"):
+        if capacity < 0:
+            raise ValueError(f"capacity={capacity}: must be 0 or more")
+        if keep_jobs < 1:
+            raise ValueError(f"keep_jobs={keep_jobs}: must be 1 or more")
+        self.capacity = capacity
+        self.keep_jobs = keep_jobs
+        self._name = name
+        self._cond = threading.Condition()
+        self._waiting: collections.deque[Job[Any]] = collections.deque()
+        self._running: Job[Any] | None = None
+        self._jobs: dict[str, Job[Any]] = {}  # every job not yet evicted, by id
+        self._finished_ids: collections.deque[str] = collections.deque()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(
+        self, kind: str, fn: Callable[[JobControl], T], *, on_progress: ProgressListener | None = None
+    ) -> Job[T]:
+        """Queue ``fn(control)`` and return its job at once; raise ``Busy`` when the queue is full.
+
+        ``on_progress`` is attached before the job can start, so it sees every step.
+        """
+        job: Job[T] = Job(kind, fn, on_progress)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the job queue is closed")
+            ahead = len(self._waiting) + (1 if self._running is not None else 0)
+            # One job runs and `capacity` wait. Counted together, so a job the worker has not
+            # picked up yet still holds the running slot, not a waiting one.
+            if ahead >= self.capacity + 1:
+                raise Busy(ahead, self.capacity)
+            job._cancel_queued = self._remove_queued
+            self._waiting.append(job)
+            self._jobs[job.id] = job
+            self._ensure_worker()
+            self._cond.notify_all()
+        log.debug("queued %s (%d ahead)", job, ahead)
+        return job
+
+    def get(self, job_id: str) -> Job[Any] | None:
+        """The job with this id, or ``None`` when unknown or evicted."""
+        with self._cond:
+            return self._jobs.get(job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        job = self.get(job_id)
+        return job.cancel() if job is not None else False
+
+    def position(self, job: Job[Any]) -> int:
+        """How many jobs run before this one (0 when it is running or finished)."""
+        with self._cond:
+            try:
+                return self._waiting.index(job) + (1 if self._running is not None else 0)
+            except ValueError:
+                return 0
+
+    @property
+    def running(self) -> Job[Any] | None:
+        return self._running
+
+    @property
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    def jobs(self) -> list[Job[Any]]:
+        """Every job still known: waiting, running and the kept finished ones."""
+        with self._cond:
+            return list(self._jobs.values())
+
+    def idle(self) -> bool:
+        with self._cond:
+            return self._running is None and not self._waiting
+
+    def close(self, *, cancel: bool = True, timeout: float | None = None) -> None:
+        """Stop taking jobs; cancel what waits and what runs (``cancel``); join the worker."""
+        with self._cond:
+            self._closed = True
+            pending = list(self._waiting) if cancel else []
+            running = self._running if cancel else None
+            self._cond.notify_all()
+        for job in pending:
+            job.cancel()
+        if running is not None:
+            running.cancel()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # ------------------------------------------------------------------ internals
+
+    def _remove_queued(self, job: Job[Any]) -> bool:
+        with self._cond:
+            try:
+                self._waiting.remove(job)
+            except ValueError:
+                return False  # already running (it will stop at its next step) or finished
+            self._record_finished(job)
+        job._finish(
+            "cancelled", error=Cancelled("the job was cancelled before it started; nothing was written")
+        )
+        log.info("cancelled queued %s", job)
+        return True
+
+    def _record_finished(self, job: Job[Any]) -> None:
+        """Remember a finished job, evicting the oldest beyond ``keep_jobs`` (call under the lock)."""
+        self._finished_ids.append(job.id)
+        while len(self._finished_ids) > self.keep_jobs:
+            self._jobs.pop(self._finished_ids.popleft(), None)
+
+    def _ensure_worker(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+            self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiting and not self._closed:
+                    self._cond.wait()
+                if not self._waiting:  # closed and drained
+                    return
+                job = self._waiting.popleft()
+                self._running = job
+                job.status = "running"
+                job.started_at = time.time()
+            self._run(job)
+
+    def _run(self, job: Job[Any]) -> None:
+        log.info("running %s", job)
+        status: JobStatus
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            job.control.check()  # cancelled between being taken and starting
+            result = job.fn(job.control)
+            status = "done"
+        except Cancelled as exc:
+            status, error = "cancelled", exc
+        except BaseException as exc:
+            # Recorded, not raised: the caller reads it from the job; the worker keeps serving.
+            status, error = "failed", exc
+            log.info("%s failed: %s: %s", job, type(exc).__name__, exc)
+        with self._cond:
+            self._running = None
+            self._record_finished(job)
+        job._finish(status, result=result, error=error)
+        took = (job.finished_at or 0) - (job.started_at or 0)
+        log.info("%s %s in %.2f s", job, status, took)
+        if error is not None and not isinstance(error, Exception):
+            raise error  # KeyboardInterrupt/SystemExit: the job is settled, now let it through

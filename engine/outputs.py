@@ -1,0 +1,160 @@
+"""Writing generated frames: one PNG or one H.264 MP4, plus a JSON sidecar, atomically.
+
+Each file is encoded under a hidden temporary name in the output directory, flushed to disk, then
+renamed into place, so a reader never sees a half-written file and a failure leaves nothing
+behind. Final names are generated here (``<UTC time>-<task>-<short id>.png|mp4``), never taken
+from the request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from .errors import InvalidRequest
+from .results import OutputFile
+
+log = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".tmp-"
+
+
+def _safe_task(task: str) -> str:
+    # Names come from the Task table, but a file name must never carry anything path-like.
+    cleaned = re.sub(r"[^a-z0-9_]+", "_", str(task).lower()).strip("_")
+    return cleaned[:40] or "output"
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for the values metadata tends to hold (pydantic models, enums, paths, numpy scalars)."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return value.item()
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(f"metadata value of type {type(value).__name__} is not JSON-serialisable")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the renames durable; not every platform/filesystem allows opening a directory.
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _check_frames(frames: Any, fps: float) -> tuple[int, int, int]:
+    import numpy as np
+
+    if (
+        not isinstance(frames, np.ndarray)
+        or frames.dtype != np.uint8
+        or frames.ndim != 4
+        or frames.shape[-1] != 3
+    ):
+        shape = getattr(frames, "shape", None)
+        raise InvalidRequest.for_field("frames", shape, "must be a uint8 array of shape (F, H, W, 3)")
+    num_frames, height, width = (int(s) for s in frames.shape[:3])
+    if num_frames < 1 or height < 1 or width < 1:
+        raise InvalidRequest.for_field("frames", frames.shape, "must hold at least one non-empty frame")
+    if num_frames > 1:
+        if height % 2 or width % 2:
+            raise InvalidRequest.for_field(
+                "size", f"{width}x{height}", "video width and height must be even (H.264 yuv420p)"
+            )
+        if not fps > 0:
+            raise InvalidRequest.for_field("fps", fps, "must be greater than 0 for a video")
+    return num_frames, height, width
+
+
+def write_output(frames: Any, *, output_dir: Path, task: str, fps: float, metadata: dict) -> OutputFile:
+    """Write ``frames`` ``(F, H, W, 3)`` uint8 as a PNG (one frame) or an MP4, plus ``<name>.json``.
+
+    The sidecar holds ``metadata`` (task, prompt, plan, seed, steps, timings...) and the file's
+    facts. Returns the :class:`OutputFile`; on any failure no file (temporary or final) remains.
+    """
+    from . import media
+
+    num_frames, height, width = _check_frames(frames, fps)
+    is_video = num_frames > 1
+    ext, mime = ("mp4", "video/mp4") if is_video else ("png", "image/png")
+
+    output_dir = Path(output_dir).expanduser().resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(timezone.utc)
+    name = f"{now:%Y%m%dT%H%M%S}Z-{_safe_task(task)}-{uuid.uuid4().hex[:8]}.{ext}"
+    final = output_dir / name
+    final_sidecar = output_dir / f"{name}.json"
+    tmp = output_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}.{ext}"
+    tmp_sidecar = output_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}.json"
+
+    placed: list[Path] = []
+    try:
+        if is_video:
+            media.encode_mp4(tmp, frames, fps)
+        else:
+            media.encode_png(tmp, frames[0])
+        _fsync_file(tmp)
+        size = tmp.stat().st_size
+        result = OutputFile(
+            path=str(final),
+            name=name,
+            mime_type=mime,
+            size_bytes=size,
+            width=width,
+            height=height,
+            num_frames=num_frames,
+            fps=float(fps) if is_video else None,
+            duration_s=num_frames / float(fps) if is_video else None,
+            sidecar=str(final_sidecar),
+        )
+        facts = result.model_dump(mode="json", exclude={"path", "sidecar"})
+        sidecar = {
+            "task": str(task),
+            **metadata,
+            "file": facts,
+            "created": now.isoformat().replace("+00:00", "Z"),
+        }
+        tmp_sidecar.write_text(json.dumps(sidecar, indent=2, default=_json_default), encoding="utf-8")
+        _fsync_file(tmp_sidecar)
+
+        os.replace(tmp, final)
+        placed.append(final)
+        os.replace(tmp_sidecar, final_sidecar)
+        placed.append(final_sidecar)
+        _fsync_dir(output_dir)
+    except BaseException:
+        # A media file without its sidecar is a half-output too: take back whatever was placed.
+        for path in (tmp, tmp_sidecar, *placed):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        raise
+    log.info("wrote %s (%d bytes, %d frame(s) %dx%d)", final, size, num_frames, width, height)
+    return result

@@ -1,0 +1,794 @@
+"""The rules planner: a plan from the wording of a request and the kinds of its files, no model.
+
+It is the default backend when no planner weights are configured, and the tests' oracle. It reads
+a :class:`~engine.plan.Request` (``###path###`` markers already numbered, see
+:func:`~engine.plan.parse_request`) and returns a :class:`~engine.plan.Plan` that
+:func:`~engine.plan.check_plan` accepts; the Engine runs ``check_plan``. When no reading of the
+request fits its files, :class:`~engine.errors.InvalidRequest` says what the preferred task needs.
+The generator's prompt is always ``request.prompt`` (the request without its markers).
+
+Conventions
+-----------
+Output size (generation tasks only; ``None`` means the configured default, 832×480):
+
+* "480p" → 832×480, "720p" → 1280×720, "1080p" → 1920×1080 (another "Np" → N high at 16:9);
+  turned to portrait (480×832, 720×1280) when the text says portrait or vertical.
+* "portrait"/"vertical" alone → the default size upright (480×832); "9:16" likewise; "16:9" is
+  the default; "square"/"1:1" and other ratios (4:3, 21:9…) keep the default's pixel count.
+* Explicit sizes win over all of that: "W×H", "WxH", "W by H", "width of W … height of H",
+  "W pixels wide", "H pixels tall" (one side alone keeps the default aspect).
+
+Frames (video tasks only; images always have 1):
+
+* "N seconds" (also "N s", "N sec", "N-second", "N minutes", words one…ten) → 16·N+1 frames at
+  16 fps (:func:`~engine.plan.frames_for_seconds`); "N frames" as given; both normalised to
+  4k+1 (:func:`~engine.plan.nearest_4k1`). Unsaid: ``None`` (81 by default).
+
+Understanding or generation:
+
+* A request that opens with a question word or a reading verb (what, how, is, describe, explain,
+  summarize, count, tell me, translate, write…), or asks for text ("write a caption"), is
+  understanding; so is one with "?" or such verbs anywhere and no generation verb. The task is
+  typed by the files: any video → video_understanding, images → image_understanding, none →
+  text_understanding. Every file is a ``query`` input.
+* Without files, anything else is text_to_video when a video is asked for (video, clip,
+  animation, "N seconds"…) and text_to_image otherwise (a bare description is a picture).
+* With files, a request with neither a generation verb nor an output noun is understanding.
+
+Generation with files, in order of preference (the first one the files make possible wins):
+
+* A file named ``*mask*`` or called "the mask" (with two or more files) → image_edit /
+  video_edit, with that file as ``mask``.
+* A file named or called a pose / depth / edge / canny / sketch / scribble / line-art / control
+  map or video (or "following the motion of") → image_control / video_control.
+* Images with first/last-frame wording ("as the first frame", "ends on", "starting frame",
+  "final shot") → first_last_to_video with two images, image_to_video with one; for two images
+  "from ### to ###", "transition/morph between" also count. The image is the ``last_frame``
+  when the words near it (or its file name) say so, else the ``first_frame``.
+* "outpaint", "uncrop", "zoom out", "expand", "extend/enlarge … canvas / sides / left / by N
+  pixels", "aspect ratio" → image_outpaint / video_outpaint. "by N pixels" sets margins on the
+  sides named (left, right, top, bottom, "sides" = left+right, "vertically" = top+bottom, none
+  named = all four); sides named without an amount get 1/8 of the output's width/height; with
+  neither, every side gets 1/8, unless a new size or aspect ratio is asked for (no margins: the
+  source is then fitted, centred, inside the output).
+* "continue", "extend", "make it (N seconds) longer", "what happens next" with a video →
+  video_extend.
+  "extend"/"expand" with an image and no video wanted → image_outpaint.
+* Images when a video is wanted: image_to_video (one image), video_reference (the subjects),
+  first_last_to_video (two images).
+* Edit verbs (replace, remove, change, edit, add, erase, swap, "turn … into", "make the/it …")
+  → image_edit (two images: the mask is the one so named, else the second) or video_edit (the
+  video is the source; another file, if any, is its mask).
+* Reference wording ("reference", "face ID", "subject", "the person in ###", "this dog",
+  "featuring", "same character") → image_reference / video_reference (every image, 1-3).
+* Otherwise images → image_reference; a video with a creation verb ("generate a video of a
+  robot … ###dance.mp4###") → video_control; a video otherwise → video_edit.
+
+When the wording asks for a task the files cannot serve (an edit with one image and no mask),
+the next possible reading is taken and ``plan.notes`` says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from .errors import InvalidRequest
+from .plan import (
+    Limits,
+    Margins,
+    MediaInput,
+    MediaKind,
+    Plan,
+    Request,
+    Role,
+    Task,
+    check_roles,
+    frames_for_seconds,
+    nearest_4k1,
+    round16,
+)
+
+log = logging.getLogger(__name__)
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary. Everything is matched on the lowercased planner text, where each file is a
+# ``<imgpad>`` / ``<vidpad>`` placeholder, so paths never look like words or sizes.
+
+_PAD = re.compile(r"<(?:img|vid)pad>")
+_ANY_PAD = r"<(?:img|vid)pad>"
+
+_NUM_WORDS = {
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+}
+_NUM = r"\b(\d+(?:\.\d+)?|" + "|".join(_NUM_WORDS) + r")"
+_SECONDS = re.compile(_NUM + r"\s*-?\s*(?:seconds?|secs?)\b")
+# "5s" / "2 s": only small numbers, because "the 80s" and "1990s" are decades, not durations.
+_SHORT_SECONDS = re.compile(r"\b(\d{1,2}(?:\.\d+)?)\s?s\b")
+_SHORT_SECONDS_MAX = 15
+_MINUTES = re.compile(_NUM + r"\s*-?\s*(?:minutes?|mins?)\b")
+_FRAMES = re.compile(r"\b(\d+)\s*-?\s*frames?\b(?!\s*(?:per|a|/)\s*(?:second|sec|s)\b)")
+
+_WXH = re.compile(r"\b(\d{2,5})\s*(?:px|pixels)?\s*(?:x|\*|by)\s*(\d{2,5})\b")
+_WIDTH = re.compile(r"\bwidth\s*(?:of|=|:|is|to|at)?\s*(\d{2,5})\b|\b(\d{2,5})\s*(?:px|pixels?)?\s*wide\b")
+_HEIGHT = re.compile(
+    r"\bheight\s*(?:of|=|:|is|to|at)?\s*(\d{2,5})\b|\b(\d{2,5})\s*(?:px|pixels?)?\s*(?:tall|high)\b"
+)
+_P_RES = re.compile(r"\b(\d{3,4})\s*p\b")
+_P_SIZES = {480: (832, 480), 720: (1280, 720), 1080: (1920, 1080)}
+_ASPECT = re.compile(r"\b(\d{1,2})\s*:\s*(\d{1,2})\b")
+_RATIOS = {(16, 9), (9, 16), (4, 3), (3, 4), (1, 1), (21, 9), (9, 21), (3, 2), (2, 3), (4, 5), (5, 4)}
+_PORTRAIT = re.compile(r"\b(?:portrait|vertical|vertically oriented)\b")
+_SQUARE = re.compile(
+    r"\bsquare\s+(?:image|picture|photo|video|clip|format|aspect|frame|canvas|crop|output|size|shape)\b"
+    r"|\b(?:in|as)\s+(?:a\s+)?square\b"
+)
+
+# Understanding: the first word after greetings and polite openings, or text asked for.
+_POLITE = re.compile(
+    r"^(?:please|pls|kindly|hey|hi|hello|ok|okay|so|now|also|and|then|could you|can you|would you"
+    r"|will you|would you mind|i(?:'d| would) like(?: you)? to|i want(?: you)? to|i need(?: you)? to"
+    r"|i'd love(?: you)? to|help me|let's|let me|is it possible to|try to|go ahead and)\b[\s,!:]*"
+)
+_UNDERSTAND_FIRST = frozenset(
+    re.findall(
+        r"\S+",
+        "what what's whats who who's whom whose where where's when why how how's which is are was were "
+        "does do did has have should isn't aren't doesn't describe explain summarize summarise caption "
+        "count identify tell transcribe translate list compare analyze analyse classify recognize "
+        "recognise read write answer name detect find locate rate evaluate critique define solve "
+        "calculate compute guess estimate suggest",
+    )
+)
+_DESCRIBING_VERBS = frozenset({"is", "are", "was", "were", "has", "have", "does", "do", "should"})
+_TEXT_OUTPUT = re.compile(
+    r"\b(?:generate|create|write|give|make|produce|provide|suggest|compose|draft)\s+(?:me\s+)?"
+    r"(?:a|an|the|some|\d+)?\s*(?:\w+\s+)?(?:captions?|descriptions?|summary|summaries|titles?|"
+    r"story|stories|poems?|lists?|answers?|explanations?|transcripts?|reports?|tags?|hashtags?|"
+    r"alt text|names?|ideas?|prompts?|essays?|letters?|emails?|jokes?|haikus?|lyrics|scripts?|"
+    r"tweets?|paragraphs?|sentences?|text)\b"
+)
+_QUESTION = re.compile(r"\?|\b(?:describe|explain|summari[sz]e|how many|what|why|caption|identify|count)\b")
+
+# Generation.
+_CREATE = re.compile(
+    r"\b(?:create|generate|draw|render|paint|produce|design|illustrate|imagine|visuali[sz]e|depict"
+    r"|film|shoot|sketch|craft)\b|\bmake\s+(?:me\s+|us\s+)?(?:a|an|some|\d+|another|one)\b"
+    r"|\bshow\s+(?:me\s+)?(?:a|an|some)\b|\bgive\s+me\s+(?:a|an)\b"
+)
+_EDIT = re.compile(
+    r"\b(?:replace|remove|erase|delete|change|edit|recolou?r|inpaint|retouch|swap|add|fix|restyle"
+    r"|redraw|repaint|transform|convert|modify|alter|get rid of|fill)\b"
+    r"|\bturn\b.{0,80}?\binto\b"
+    r"|\bmake\s+(?:the|this|these|those|his|her|its|their|it|them|him|all|every|" + _ANY_PAD + r")\s"
+)
+_ANIMATE = re.compile(
+    r"\banimat(?:e|es|ed|ing|ion|ions)\b|\bbring\b.{0,40}?\bto life\b|\bcomes? (?:alive|to life)\b"
+    r"|\bmake\s+(?:it|this|them|him|her|" + _ANY_PAD + r")\s+(?:move|moving|dance|dancing|walk|walking"
+    r"|run|running|talk|talking|smile|blink|wave|jump|fly|swim|spin|sing)\b|\bin motion\b"
+)
+# Output nouns. A noun right next to a file, or after "this/my/the attached…", names an input.
+_IMAGE_NOUNS = (
+    r"images?|pictures?|photos?|photographs?|pics?|drawings?|paintings?|illustrations?"
+    r"|posters?|renders?|artworks?|stills?|wallpapers?|logos?|icons?|stickers?|sketch(?:es)?"
+)
+_VIDEO_NOUNS = (
+    r"videos?|clips?|movies?|films?|footage|gifs?|timelapses?|time-lapses?|cinemagraphs?|animations?"
+)
+_OUTPUT_NOUN = re.compile(r"\b(?:(" + _IMAGE_NOUNS + r")|(" + _VIDEO_NOUNS + r"))\b")
+_INPUT_DETERMINER = re.compile(
+    r"(?:this|that|these|those|my|our|your|attached|given|above|following|provided|uploaded|input"
+    r"|source|original|reference|pose|depth|edge|control|mask)\s+$"
+)
+
+# What a file is for, from the words near its marker (near) or from its file name (name).
+_NEAR_MASK = re.compile(r"\bmasks?\b|\bmasked\b|\bmatte\b")
+_NAME_MASK = re.compile(r"mask")
+_CONTROL_WORDS = (
+    r"(?:open)?poses?|posture|skeletons?|depth(?! of field)|canny|edges? (?:map|image|video|detection)"
+    r"|edge ?maps?|sketch(?:es)?|scribbles?|line ?art|line drawings?|outlines?|contours?"
+    r"|segmentation|control"
+)
+_NEAR_CONTROL = re.compile(r"\b(?:" + _CONTROL_WORDS + r")\b")
+_NAME_CONTROL = re.compile(
+    r"(?<![a-z])(?:open)?(?:pose|depth|canny|edges?|sketch|scribble|lineart|line art|skeleton|control"
+    r"|seg|segmentation)(?:map|maps|video|vid|img|image|s)?(?![a-z])"
+)
+# "following the motion of ###dance.mp4###": motion transfer is controllable generation too.
+_MOTION_CONTROL = re.compile(
+    r"\b(?:follow(?:s|ing)?|copy(?:ing)?|mimic(?:s|king)?|same|match(?:es|ing)?)\s+(?:the\s+)?"
+    r"(?:motion|movements?|moves|choreography|dance moves|poses?)\b"
+)
+_CONTROL_PHRASE = re.compile(
+    r"\b(?:" + _CONTROL_WORDS + r")\s+(?:map|maps|video|videos|image|images|sequence|clip|input"
+    r"|condition|guide|frames)\b"
+)
+_REFERENCE = re.compile(
+    r"\breferences?\b|\bref\b|\bface[ -]?id\b|\bidentity\b|\bsubjects?\b|\blikeness\b|\bfeaturing\b"
+    r"|\bstarring\b|\bsame (?:person|face|man|woman|girl|boy|guy|character|dog|cat|pet|product|outfit"
+    r"|object)\b|\bthis (?:person|man|woman|girl|boy|guy|lady|character|dog|cat|pet|product|object"
+    r"|toy|face|kid|child|baby)\b|\b(?:person|man|woman|girl|boy|guy|lady|character|dog|cat|pet"
+    r"|product|object|toy|face|people|kid|child|baby|car)s? (?:in|from|of) (?:the |this )?"
+    r"(?:photo |image |picture )?" + _ANY_PAD
+)
+_NAME_REFERENCE = re.compile(r"(?<![a-z])(?:ref|reference|subject|face|faceid|identity)(?![a-z])")
+
+_FRAME_NOUNS = r"(?:frames?|shots?|images?|stills?|pictures?|scenes?|points?)"
+_FIRST_ADJ = r"(?:first|start(?:ing)?|opening|initial|beginning|begin)"
+_LAST_ADJ = r"(?:last|final|end(?:ing)?|closing)"
+# Anywhere in the text only the unmistakable "first frame" / "last shot" count; next to a file,
+# "as the first image" and "starts with ###a.png###" / "ends on ###b.png###" count too.
+_FIRST_FRAME_NOUN = re.compile(r"\b" + _FIRST_ADJ + r"\s+(?:frames?|shots?|stills?)\b")
+_LAST_FRAME_NOUN = re.compile(r"\b" + _LAST_ADJ + r"\s+(?:frames?|shots?|stills?)\b")
+# Next to a file: "as the first image", or a verb right before it: "starts with ###a.png###",
+# "ends on this image ###b.png###" (not "a clip that ends with the car arriving ###a.png###").
+_FIRST_NEAR = re.compile(r"\b" + _FIRST_ADJ + r"\s+" + _FRAME_NOUNS + r"\b")
+_LAST_NEAR = re.compile(r"\b" + _LAST_ADJ + r"\s+" + _FRAME_NOUNS + r"\b")
+_FIRST_VERB = re.compile(
+    r"\b(?:starts?|starting|begins?|beginning|opens?|opening)\s+(?:with|from|on|at)\b(?:\s+\S+){0,2}\s*$"
+)
+_LAST_VERB = re.compile(
+    r"\b(?:ends?|ending|finish(?:es)?|finishing|closes?|closing|lands?|arrives?)\s+(?:with|on|at|in)\b"
+    r"(?:\s+\S+){0,2}\s*$"
+)
+# "as the first and last frames": both ends named at once; the files' order then decides.
+_BOTH_ENDS = re.compile(r"\b" + _FIRST_ADJ + r"\s+(?:and|&|/)\s+" + _LAST_ADJ + r"\s+" + _FRAME_NOUNS + r"\b")
+_WEAK_FIRST = re.compile(r"\bfrom\b")
+_WEAK_LAST = re.compile(r"\b(?:to|into|until|towards?)\b")
+_NAME_FIRST = re.compile(r"(?<![a-z])(?:first|start|begin|beginning|opening|initial)(?![a-z])")
+_NAME_LAST = re.compile(r"(?<![a-z])(?:last|end|ending|final|closing)(?![a-z])")
+_TRANSITION = re.compile(
+    r"\btransition\w*|\bmorph\w*|\binterpolat\w*|\bbetween\b|\bblend\w*|\bfrom\b.*\bto\b"
+)
+
+_SPATIAL = (
+    r"canvas|borders?|sides?|edges|left|right|top|bottom|wider|taller|pixels?|px|aspect|field of view"
+    r"|surroundings|around|\d+\s*:\s*\d+"
+)
+_OUTPAINT = re.compile(
+    r"\b(?:outpaint\w*|uncrop\w*|zoom(?:ed|ing)? out|widen\w*|expand\w*)\b|\baspect ratio\b"
+    r"|\b(?:extend\w*|enlarg\w*|grow|pad|padding)\b.{0,60}?\b(?:" + _SPATIAL + r")\b"
+    r"|\bmake\s+(?:it|the \w+|" + _ANY_PAD + r")\s+(?:wider|taller)\b"
+)
+_EXTEND = re.compile(
+    r"\b(?:continue\w*|extend\w*|lengthen\w*|prolong\w*|what happens next|carry on|keep going)\b"
+    # "make the clip 3 seconds longer", not "make the dog's tail longer"
+    r"|\bmake\s+(?:it|this|the (?:video|clip|footage|movie|film)|"
+    + _ANY_PAD
+    + r")\s+(?:\S+\s+){0,2}?longer\b"
+)
+_EXTEND_IMAGE = re.compile(r"\b(?:extend\w*|expand\w*|enlarg\w*)\b")
+# Wording that changes the output's shape, after which the source is fitted rather than framed.
+_RESHAPE = re.compile(r"\baspect ratio\b|\b\d{1,2}\s*:\s*\d{1,2}\b")
+
+_MARGIN_PX = re.compile(r"\b(\d{1,4})\s*(?:px|pixels?)\b")
+_ALL_SIDES = re.compile(
+    r"\b(?:all (?:four )?sides|each side|every side|all around|around|every direction|all directions"
+    r"|evenly)\b"
+)
+_LEFT_RIGHT = re.compile(
+    r"\b(?:both sides|the sides|sides|horizontally|left and right|right and left|wider)\b"
+)
+_TOP_BOTTOM = re.compile(r"\b(?:vertically|top and bottom|bottom and top|above and below|taller)\b")
+_SIDE_WORDS = {
+    "left": re.compile(r"\bleft\b"),
+    "right": re.compile(r"\bright\b"),
+    "top": re.compile(r"\b(?:top|above|upwards?)\b"),
+    "bottom": re.compile(r"\b(?:bottom|below|downwards?)\b"),
+}
+#: Margin given to a side named without an amount: this fraction of the output's side.
+_DEFAULT_MARGIN = 1 / 8
+
+# Words that end the clause a file's marker sits in (the words "near" a file stop there).
+_BOUNDARY = re.compile(r"[.;!?,\n]|\b(?:and|then|but|while|plus|also)\b")
+# A clause between two files that starts like this describes the file before it.
+_ATTACHES_BACK = re.compile(r"\s*(?:\(|(?:as|is|=|being|will be|should be|serves|works|acts)\b)")
+_NEAR_WORDS = 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a request.
+
+
+@dataclass(frozen=True)
+class _File:
+    index: int
+    path: str
+    kind: MediaKind
+    name: str  # file name without extension, lowercased, separators as spaces
+    before: str  # the words of its clause before its marker
+    after: str  # … and after it
+
+    @property
+    def near(self) -> str:
+        return f"{self.before} | {self.after}"
+
+    def named(self, name_pattern: re.Pattern, near_pattern: re.Pattern | None = None) -> bool:
+        return bool(name_pattern.search(self.name) or (near_pattern and near_pattern.search(self.near)))
+
+    @property
+    def said_first(self) -> bool:
+        """The words next to it make it the opening frame."""
+        return bool(_FIRST_NEAR.search(self.near) or _FIRST_VERB.search(self.before))
+
+    @property
+    def said_last(self) -> bool:
+        return bool(_LAST_NEAR.search(self.near) or _LAST_VERB.search(self.before))
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What the wording of one request says, computed once."""
+
+    low: str  # planner text, lowercased, "×" as "x"
+    files: tuple[_File, ...]
+    wants_video: bool
+    frame_cue: bool  # an image is said to be the first or the last frame of a clip
+    mask: _File | None
+    control: _File | None
+
+    @property
+    def images(self) -> list[_File]:
+        return [f for f in self.files if f.kind is MediaKind.IMAGE]
+
+    @property
+    def videos(self) -> list[_File]:
+        return [f for f in self.files if f.kind is MediaKind.VIDEO]
+
+    def says(self, pattern: re.Pattern) -> bool:
+        return bool(pattern.search(self.low))
+
+
+def _read(request: Request) -> _Reading:
+    low = request.text.lower().replace("×", "x").replace("’", "'")
+    nears = _near_words(low, len(request.media))
+    files = tuple(
+        _File(
+            index=i,
+            path=path,
+            kind=kind,
+            name=re.sub(r"[_\-.]+", " ", PurePath(path).stem.lower()),
+            before=nears[i][0],
+            after=nears[i][1],
+        )
+        for i, (path, kind) in enumerate(request.media)
+    )
+    mask = None
+    if len(files) >= 2:
+        mask = next((f for f in files if _NAME_MASK.search(f.name)), None) or next(
+            (f for f in files if _NEAR_MASK.search(f.near)), None
+        )
+    control = next((f for f in files if f is not mask and _NAME_CONTROL.search(f.name)), None) or next(
+        (f for f in files if f is not mask and _NEAR_CONTROL.search(f.near)), None
+    )
+    if control is None and files and (_CONTROL_PHRASE.search(low) or _MOTION_CONTROL.search(low)):
+        # "follow the pose video ###p.mp4###" names the file's kind: prefer a file of that kind.
+        wanted = MediaKind.VIDEO if re.search(r"\b(?:video|videos|clip|sequence|frames)\b", low) else None
+        control = next((f for f in files if f.kind is wanted), files[0])
+    frame_cue = bool(
+        _FIRST_FRAME_NOUN.search(low)
+        or _LAST_FRAME_NOUN.search(low)
+        or _BOTH_ENDS.search(low)
+        or any(f.said_first or f.said_last for f in files if f.kind is MediaKind.IMAGE)
+    )
+    wants_video = frame_cue or _wants_video(low)
+    if wants_video and not frame_cue:
+        # "###start.png###" and "###end.png###" say which end they are once a clip is wanted.
+        frame_cue = any(
+            f.named(_NAME_FIRST) or f.named(_NAME_LAST) for f in files if f.kind is MediaKind.IMAGE
+        )
+    return _Reading(
+        low=low, files=files, wants_video=wants_video, frame_cue=frame_cue, mask=mask, control=control
+    )
+
+
+def _near_words(low: str, n: int) -> list[tuple[str, str]]:
+    """For each file, the words of its clause before and after its marker (at most 8 each side).
+
+    The text between two markers is split at the first and last clause boundary ("," "." "and"…);
+    with no boundary it belongs to the file after it ("the mask ###m.png###") unless it opens like
+    a description of the file before it ("###m.png### as the mask").
+    """
+    segments = _PAD.split(low)
+    if len(segments) != n + 1:  # a literal placeholder typed by the user: no positions to trust
+        return [("", "")] * n
+    before = [""] * n
+    after = [""] * n
+    for k, seg in enumerate(segments):
+        prev_file, next_file = k - 1, k
+        cuts = list(_BOUNDARY.finditer(seg))
+        if 0 < k < n and not cuts:
+            if _ATTACHES_BACK.match(seg):
+                after[prev_file] = seg
+            else:
+                before[next_file] = seg
+            continue
+        if k > 0:
+            after[prev_file] = seg[: cuts[0].start()] if cuts else seg
+        if k < n:
+            before[next_file] = seg[cuts[-1].start() :] if cuts else seg
+    return [
+        (" ".join(before[i].split()[-_NEAR_WORDS:]), " ".join(after[i].split()[:_NEAR_WORDS]))
+        for i in range(n)
+    ]
+
+
+def _wants_video(low: str) -> bool:
+    """Whether the output asked for is a video: animate and durations force it (so does frame
+    wording, see ``_read``), otherwise the first output noun that does not name an input decides."""
+    if _ANIMATE.search(low) or _duration_frames(low) is not None:
+        return True
+    for m in _OUTPUT_NOUN.finditer(low):
+        is_video = m.group(2) is not None
+        before, after = low[: m.start()], low[m.end() :]
+        # "the photo ###a.png###" names its file; "a video ###a.png###" cannot, so it is the output.
+        pad = "<vidpad>" if is_video else "<imgpad>"
+        if re.match(r"\s*" + pad, after) or re.search(pad + r"\s*$", before):
+            continue
+        if _INPUT_DETERMINER.search(before):
+            continue
+        return is_video
+    return False
+
+
+def _is_understanding(r: _Reading) -> bool:
+    """Whether the request asks for text rather than a picture or a clip (module docstring)."""
+    low = r.low
+    # "###m.png### is the mask, …" describes a file: its "is" does not open a question.
+    opens_with_file = bool(re.match(r"\s*" + _ANY_PAD, low))
+    rest = _PAD.sub(" ", low).strip()
+    while True:
+        stripped = _POLITE.sub("", rest, count=1).strip()
+        if stripped == rest:
+            break
+        rest = stripped
+    first = re.match(r"[a-z']+", rest)
+    first_word = first.group(0) if first else ""
+    if opens_with_file and first_word in _DESCRIBING_VERBS:
+        first_word = ""
+    if first_word in _UNDERSTAND_FIRST or _TEXT_OUTPUT.search(low):
+        return True
+    strong = (
+        r.mask is not None
+        or _CREATE.search(low)
+        or _EDIT.search(low)
+        or _ANIMATE.search(low)
+        or _OUTPAINT.search(low)
+        or _EXTEND.search(low)
+        or r.frame_cue
+    )
+    if strong:
+        return False
+    if _QUESTION.search(low):
+        return True
+    if not r.files:
+        return False  # a bare description is a picture (or a clip) to make
+    weak = (
+        r.control is not None
+        or _OUTPUT_NOUN.search(low)
+        or _REFERENCE.search(low)
+        or _NEAR_CONTROL.search(low)
+        or _TRANSITION.search(low)
+        or _duration_frames(low) is not None
+    )
+    return not weak
+
+
+# ---------------------------------------------------------------------------------------------
+# Size, frames, margins.
+
+
+def _number(word: str) -> float:
+    return float(_NUM_WORDS[word]) if word in _NUM_WORDS else float(word)
+
+
+def _duration_frames(low: str) -> int | None:
+    """Frames asked for, as 4k+1: "N frames" first, then a duration."""
+    m = _FRAMES.search(low)
+    if m:
+        return nearest_4k1(int(m.group(1)))
+    m = _SECONDS.search(low)
+    if m:
+        return frames_for_seconds(_number(m.group(1)))
+    m = _MINUTES.search(low)
+    if m:
+        return frames_for_seconds(60 * _number(m.group(1)))
+    for m in _SHORT_SECONDS.finditer(low):
+        if float(m.group(1)) <= _SHORT_SECONDS_MAX:
+            return frames_for_seconds(float(m.group(1)))
+    return None
+
+
+def _first_int(m: re.Match | None) -> int | None:
+    if m is None:
+        return None
+    return int(next(g for g in m.groups() if g is not None))
+
+
+def _size(low: str, limits: Limits) -> tuple[int | None, int | None]:
+    """Width and height asked for, ``None`` where the configured default applies."""
+    dw, dh = limits.default_width, limits.default_height
+    portrait = bool(_PORTRAIT.search(low))
+    m = _WXH.search(low)
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    w, h = _first_int(_WIDTH.search(low)), _first_int(_HEIGHT.search(low))
+    if w is not None or h is not None:
+        ratio = min(dw, dh) / max(dw, dh) if portrait else dw / dh  # width / height
+        if w is None:
+            w = round16(h * ratio)
+        if h is None:
+            h = round16(w / ratio)
+        return w, h
+    m = _P_RES.search(low)
+    if m and 240 <= int(m.group(1)) <= 2160:
+        n = int(m.group(1))
+        pw, ph = _P_SIZES.get(n, (round16(n * 16 / 9), n))
+        return (ph, pw) if portrait else (pw, ph)
+    for m in _ASPECT.finditer(low):
+        rw, rh = int(m.group(1)), int(m.group(2))
+        if (rw, rh) in _RATIOS:
+            return _size_for_ratio(rw / rh, dw, dh)
+    if _SQUARE.search(low):
+        return _size_for_ratio(1.0, dw, dh)
+    if portrait and dw > dh:
+        return dh, dw
+    return None, None
+
+
+def _size_for_ratio(ratio: float, dw: int, dh: int) -> tuple[int | None, int | None]:
+    """A size of this width/height ratio: the default or its upright form when close (16:9 is
+    832×480), else the default's pixel count at that ratio, in multiples of 16."""
+    if abs(ratio - dw / dh) / ratio < 0.05:
+        return None, None
+    if abs(ratio - dh / dw) / ratio < 0.05:
+        return dh, dw
+    h = math.sqrt(dw * dh / ratio)
+    return round16(h * ratio), round16(h)
+
+
+def _margins(low: str, width: int, height: int, explicit_size: bool) -> Margins | None:
+    """Outpainting margins from "by N pixels" and the sides named; see the module docstring."""
+    amount = _MARGIN_PX.search(low)
+    sides: set[str] = set()
+    if _ALL_SIDES.search(low):
+        sides = {"left", "right", "top", "bottom"}
+    else:
+        if _LEFT_RIGHT.search(low):
+            sides |= {"left", "right"}
+        if _TOP_BOTTOM.search(low):
+            sides |= {"top", "bottom"}
+        sides |= {side for side, pattern in _SIDE_WORDS.items() if pattern.search(low)}
+    if amount is None and not sides and (explicit_size or _RESHAPE.search(low)):
+        return None  # a new size or aspect: the source is fitted, centred, inside it
+    if not sides:
+        sides = {"left", "right", "top", "bottom"}
+    if amount is not None:
+        n = int(amount.group(1))
+        return Margins(**{side: n for side in sides})
+    mx, my = int(width * _DEFAULT_MARGIN), int(height * _DEFAULT_MARGIN)
+    return Margins(**{side: (mx if side in ("left", "right") else my) for side in sides})
+
+
+# ---------------------------------------------------------------------------------------------
+# Roles: for each task, which file plays which part. Every file gets a role, so a reading that
+# leaves a file out fails check_roles (naming it) instead of silently dropping the file.
+
+Assigner = Callable[[_Reading, Task], list[tuple[_File, Role]]]
+
+
+def _all_as(role: Role) -> Assigner:
+    return lambda r, task: [(f, role) for f in r.files]
+
+
+def _assign_edit(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
+    if task is Task.IMAGE_EDIT:
+        # The mask is the file named or called so, else the second one; the rest are sources
+        # (more than one source then fails check_roles with the count).
+        mask = r.mask or (r.files[1] if len(r.files) >= 2 else None)
+        return [(f, Role.MASK if f is mask else Role.SOURCE) for f in r.files]
+    # video_edit: the video is the source; any other file is its mask.
+    source = next((f for f in r.videos if f is not r.mask), r.files[0])
+    return [(f, Role.SOURCE if f is source else Role.MASK) for f in r.files]
+
+
+def _assign_control(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
+    return [(f, Role.CONTROL) for f in r.files]
+
+
+def _frame_scores(r: _Reading) -> list[int]:
+    """How strongly each file is said to open (+) or close (-) the clip."""
+    scores = []
+    for f in r.files:
+        s = 0
+        if f.said_first or _NAME_FIRST.search(f.name):
+            s += 2
+        if f.said_last or _NAME_LAST.search(f.name):
+            s -= 2
+        if len(r.images) == 2:  # "from ###a### to ###b###" only tells ends apart between two
+            s += bool(_WEAK_FIRST.search(f.near)) - bool(_WEAK_LAST.search(f.near))
+        scores.append(s)
+    return scores
+
+
+def _assign_image_to_video(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
+    scores = _frame_scores(r)
+    out = []
+    for f, s in zip(r.files, scores, strict=True):
+        if s == 0:  # nothing near the file: a global "last frame" decides
+            last = bool(_LAST_FRAME_NOUN.search(r.low)) and not _FIRST_FRAME_NOUN.search(r.low)
+        else:
+            last = s < 0
+        out.append((f, Role.LAST_FRAME if last else Role.FIRST_FRAME))
+    return out
+
+
+def _assign_first_last(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
+    scores = _frame_scores(r)
+    pair = [i for i, f in enumerate(r.files) if f.kind is MediaKind.IMAGE][:2]
+    last_i = pair[-1] if pair else None
+    if len(pair) == 2 and scores[pair[1]] > scores[pair[0]]:
+        last_i = pair[0]
+    return [
+        (f, Role.LAST_FRAME if i == last_i and len(pair) == 2 else Role.FIRST_FRAME)
+        for i, f in enumerate(r.files)
+    ]
+
+
+_ASSIGNERS: dict[Task, Assigner] = {
+    Task.TEXT_UNDERSTANDING: _all_as(Role.QUERY),
+    Task.IMAGE_UNDERSTANDING: _all_as(Role.QUERY),
+    Task.VIDEO_UNDERSTANDING: _all_as(Role.QUERY),
+    Task.TEXT_TO_IMAGE: _all_as(Role.QUERY),  # any file makes these fail check_roles, by name
+    Task.TEXT_TO_VIDEO: _all_as(Role.QUERY),
+    Task.IMAGE_EDIT: _assign_edit,
+    Task.VIDEO_EDIT: _assign_edit,
+    Task.IMAGE_CONTROL: _assign_control,
+    Task.VIDEO_CONTROL: _assign_control,
+    Task.IMAGE_REFERENCE: _all_as(Role.REFERENCE),
+    Task.VIDEO_REFERENCE: _all_as(Role.REFERENCE),
+    Task.IMAGE_TO_VIDEO: _assign_image_to_video,
+    Task.FIRST_LAST_TO_VIDEO: _assign_first_last,
+    Task.IMAGE_OUTPAINT: _all_as(Role.SOURCE),
+    Task.VIDEO_OUTPAINT: _all_as(Role.SOURCE),
+    Task.VIDEO_EXTEND: _all_as(Role.SOURCE),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Which tasks the wording asks for, most wanted first. ``True`` marks a reading asked for in so
+# many words (its failure is reported in the plan's notes); ``False`` a default.
+
+
+def _candidates(r: _Reading) -> list[tuple[Task, bool]]:
+    if not r.files:
+        return [(Task.TEXT_TO_VIDEO if r.wants_video else Task.TEXT_TO_IMAGE, True)]
+    edit = r.says(_EDIT)
+    reference = r.says(_REFERENCE) or any(_NAME_REFERENCE.search(f.name) for f in r.files)
+    control = []
+    if r.control is not None:
+        control = [(Task.VIDEO_CONTROL if r.control.kind is MediaKind.VIDEO else Task.IMAGE_CONTROL, True)]
+    if r.videos:
+        out = [(Task.VIDEO_EDIT, True)] if r.mask is not None else []
+        out += control
+        if r.says(_OUTPAINT):
+            out += [(Task.VIDEO_OUTPAINT, True)]
+        if r.says(_EXTEND):
+            out += [(Task.VIDEO_EXTEND, True)]
+        if edit:
+            out += [(Task.VIDEO_EDIT, True)]
+        if len(r.files) == 1:
+            # A lone video and a creation verb: a new clip shaped by it; anything else: an edit.
+            out += [(Task.VIDEO_CONTROL, False)] if r.says(_CREATE) else []
+            out += [(Task.VIDEO_EDIT, False)]
+        return out
+
+    out = [(Task.IMAGE_EDIT, True)] if r.mask is not None else []
+    out += control
+    if r.frame_cue or (len(r.images) == 2 and r.wants_video and r.says(_TRANSITION)):
+        out += [(Task.FIRST_LAST_TO_VIDEO, True)] if len(r.images) >= 2 else []
+        out += [(Task.IMAGE_TO_VIDEO, True)]
+    if r.says(_OUTPAINT) or (r.says(_EXTEND_IMAGE) and not r.wants_video):
+        out += [(Task.IMAGE_OUTPAINT, True)]
+    if r.wants_video:
+        if reference:
+            out += [(Task.VIDEO_REFERENCE, True)]
+        out += [
+            (Task.IMAGE_TO_VIDEO, False),
+            (Task.VIDEO_REFERENCE, False),
+            (Task.FIRST_LAST_TO_VIDEO, False),
+        ]
+    if edit:
+        out += [(Task.IMAGE_EDIT, True)]
+    return out + [(Task.IMAGE_REFERENCE, reference)]
+
+
+def _understanding_task(r: _Reading) -> Task:
+    if r.videos:
+        return Task.VIDEO_UNDERSTANDING
+    return Task.IMAGE_UNDERSTANDING if r.files else Task.TEXT_UNDERSTANDING
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class RulesPlanner:
+    """Plans requests from their wording and file kinds, without a model (see module docstring).
+
+    ``limits`` supplies the default size that "portrait", "square" and aspect ratios turn or
+    reshape, and the size default margins are taken from; pass the engine's ``config.limits``.
+    """
+
+    name = "rules"
+
+    def __init__(self, limits: Limits | None = None):
+        self.limits = limits or Limits()
+
+    def plan(self, request: Request) -> Plan:
+        """The plan for ``request``: not yet normalised (``check_plan`` does that), but valid.
+
+        Raises :class:`InvalidRequest` when no task the wording allows fits the files.
+        """
+        r = _read(request)
+        if _is_understanding(r):
+            task = _understanding_task(r)
+            plan = Plan(task=task, prompt=request.prompt, inputs=self._inputs(r, task))
+            log.debug("rules plan: %s", plan.summary())
+            return plan
+
+        errors: list[InvalidRequest] = []
+        skipped: dict[Task, str] = {}  # tasks asked for in so many words that the files cannot serve
+        for task, asked in _candidates(r):
+            plan = Plan(task=task, prompt=request.prompt, inputs=self._inputs(r, task))
+            try:
+                check_roles(plan)
+            except InvalidRequest as e:
+                errors.append(e)
+                if asked:
+                    skipped.setdefault(task, str(e))
+                continue
+            plan = self._shape(plan, r)
+            if skipped:
+                why = "; ".join(f"read as {t.value}, but {e}" for t, e in skipped.items())
+                note = f"{why}; planned as {task.value}"
+                plan = plan.model_copy(update={"notes": [*plan.notes, note]})
+                log.info("rules planner: %s", note)
+            log.debug("rules plan: %s", plan.summary())
+            return plan
+        # No reading fits the files: the most wanted one says what it needs.
+        raise errors[0]
+
+    @staticmethod
+    def _inputs(r: _Reading, task: Task) -> list[MediaInput]:
+        pairs = sorted(_ASSIGNERS[task](r, task), key=lambda p: p[0].index)
+        return [MediaInput(path=f.path, kind=f.kind, role=role) for f, role in pairs]
+
+    def _shape(self, plan: Plan, r: _Reading) -> Plan:
+        """Width, height, frames and margins from the wording."""
+        width, height = _size(r.low, self.limits)
+        update: dict = {"width": width, "height": height}
+        if plan.spec.output == "image":
+            update["num_frames"] = 1
+        else:
+            update["num_frames"] = _duration_frames(r.low)
+        if plan.task in (Task.IMAGE_OUTPAINT, Task.VIDEO_OUTPAINT):
+            update["margins"] = _margins(
+                r.low,
+                width or self.limits.default_width,
+                height or self.limits.default_height,
+                explicit_size=width is not None,
+            )
+        return plan.model_copy(update=update)

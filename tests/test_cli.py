@@ -1,0 +1,474 @@
+"""The ``unison-mcp`` command: fast help, JSON plans, files from the tiny models, clean errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.errors import InvalidRequest
+from engine.plan import MediaKind, Role, Task
+from unison_mcp.cli import main, natural_role, parse_margins
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Runs the CLI as `python -m unison_mcp` would, then reports which heavy modules got imported.
+HELP_PROBE = """
+import runpy, sys
+sys.argv = ["unison-mcp", *sys.argv[1:]]
+try:
+    runpy.run_module("unison_mcp", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+heavy = [m for m in ("torch", "transformers", "diffusers", "peft", "av", "engine.engine") if m in sys.modules]
+sys.stderr.write(f"EXIT={code} HEAVY={','.join(heavy)}")
+"""
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+    return env
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def make_png(path: Path, size: tuple[int, int] = (64, 48), color=(200, 40, 40)) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Start-up cost: help must not pull in torch.
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["generate", "--help"]])
+def test_help_imports_neither_torch_nor_transformers_and_is_fast(argv: list[str]):
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", HELP_PROBE, *argv],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
+    elapsed = time.perf_counter() - t0
+    assert "EXIT=0 HEAVY=" in proc.stderr and proc.stderr.endswith("HEAVY="), proc.stderr[-500:]
+    assert "usage: unison-mcp" in proc.stdout
+    # Interpreter start-up included; torch alone takes longer than this on these machines.
+    assert elapsed < 2.0, f"help took {elapsed:.2f} s"
+
+
+def test_serve_help_lists_the_flags_the_server_is_started_with(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    for flag in (
+        "--preset",
+        "--output-dir",
+        "--allow-root",
+        "--wait-s",
+        "--queue-size",
+        "--transport",
+        "--auth-token",
+    ):
+        assert flag in out
+    assert "UNISON_AUTH_TOKEN" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# plan
+
+
+@pytest.mark.parametrize(
+    ("request_text", "task", "size", "frames", "roles"),
+    [
+        ("Generate an image of a lighthouse at dusk", "text_to_image", (832, 480), 1, []),
+        ("Make a 5 second video of waves at 720P", "text_to_video", (1280, 720), 81, []),
+        ("Animate ###cat.png### as the first frame", "image_to_video", (832, 480), 81, ["first_frame"]),
+        ("What is in ###photo.jpg###?", "image_understanding", (None, None), None, ["query"]),
+        (
+            "Replace the sky in ###a.png### using the mask ###a_mask.png###",
+            "image_edit",
+            (832, 480),
+            1,
+            ["source", "mask"],
+        ),
+    ],
+)
+def test_plan_with_the_rules_planner_prints_one_json_plan(capsys, request_text, task, size, frames, roles):
+    code, out, err = cli(capsys, "plan", "--planner", "rules", request_text)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 1
+    plan = json.loads(lines[0])
+    assert set(plan) == {"task", "prompt", "width", "height", "num_frames", "inputs"}
+    assert plan["task"] == task
+    assert (plan["width"], plan["height"]) == size
+    assert plan["num_frames"] == frames
+    assert [i["role"] for i in plan["inputs"]] == roles
+
+
+def test_plan_takes_extra_files_with_media_and_keeps_logs_off_stdout(capsys):
+    code, out, err = cli(
+        capsys, "-v", "plan", "--planner", "rules", "what happens in this clip?", "--media", "c.mp4"
+    )
+    assert code == 0, err
+    plan = json.loads(out)  # stdout holds the plan and nothing else, even with -v
+    assert plan["task"] == "video_understanding"
+    assert plan["inputs"] == [{"path": "c.mp4", "kind": "video", "role": "query"}]
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: one clean line, exit status 2.
+
+
+def test_an_engine_error_prints_one_clean_line_and_exits_2(capsys):
+    code, out, err = cli(capsys, "generate", "--task", "text_to_video", "--prompt", "waves", "--frames", "30")
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("unison-mcp generate: invalid_request: num_frames=30: must be 4k+1")
+    assert "Traceback" not in err
+
+
+def test_verbose_adds_the_traceback_to_the_error(capsys):
+    code, _, err = cli(capsys, "-v", "plan", "--planner", "rules", "look at ###notes.txt###")
+    assert code == 2
+    assert "Traceback" in err
+    assert err.rstrip().splitlines()[-1].startswith("unison-mcp plan: invalid_request: path='notes.txt'")
+
+
+def test_a_bad_environment_value_is_a_clean_config_error(capsys, monkeypatch):
+    monkeypatch.setenv("UNISON_STEPS", "0")
+    code, out, err = cli(capsys, "plan", "--planner", "rules", "an image of a cat")
+    assert code == 2
+    assert out == ""
+    assert err.startswith("unison-mcp plan: config_error: UNISON_STEPS='0'")
+
+
+def test_an_error_in_a_real_subprocess_has_no_traceback():
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unison_mcp",
+            "generate",
+            "--task",
+            "text_to_image",
+            "--prompt",
+            "x",
+            "--margins",
+            "1,2",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "unison-mcp generate: invalid_request: --margins='1,2': must be L,T,R,B (four whole numbers of pixels, "
+        "0 or more) or one number"
+    ]
+
+
+def test_an_image_for_a_task_that_takes_none_is_refused_naming_the_flag(capsys):
+    code, _, err = cli(capsys, "generate", "--task", "text_to_image", "--prompt", "x", "--image", "a.png")
+    assert code == 2
+    assert "--image='a.png': text_to_image takes no image here; it takes no input files" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# generate's flags.
+
+
+@pytest.mark.parametrize(
+    ("task", "kind", "role"),
+    [
+        (Task.IMAGE_EDIT, MediaKind.IMAGE, Role.SOURCE),
+        (Task.IMAGE_TO_VIDEO, MediaKind.IMAGE, Role.FIRST_FRAME),
+        (Task.IMAGE_REFERENCE, MediaKind.IMAGE, Role.REFERENCE),
+        (Task.IMAGE_CONTROL, MediaKind.IMAGE, Role.CONTROL),
+        (Task.VIDEO_CONTROL, MediaKind.VIDEO, Role.CONTROL),
+        (Task.VIDEO_EDIT, MediaKind.VIDEO, Role.SOURCE),
+        (Task.VIDEO_EXTEND, MediaKind.VIDEO, Role.SOURCE),
+        (Task.VIDEO_EDIT, MediaKind.IMAGE, None),  # a mask is never implied
+        (Task.TEXT_TO_IMAGE, MediaKind.IMAGE, None),
+    ],
+)
+def test_image_and_video_flags_take_the_tasks_natural_role(task, kind, role):
+    assert natural_role(task, kind) == role
+
+
+def test_margins_take_four_sides_or_one_number():
+    m = parse_margins("1, 2,3,4")
+    assert (m.left, m.top, m.right, m.bottom) == (1, 2, 3, 4)
+    m = parse_margins("16")
+    assert (m.left, m.top, m.right, m.bottom) == (16, 16, 16, 16)
+    for bad in ("1,2,3", "a,b,c,d", "-1,0,0,0"):
+        with pytest.raises(InvalidRequest, match="--margins"):
+            parse_margins(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# make-tiny, and the commands that run the tiny models.
+
+
+def test_make_tiny_builds_what_is_missing_in_the_released_layouts(capsys, tiny_paths, tmp_path: Path):
+    import torch
+
+    # Reuse the session's planner and generator; the projector is built here.
+    for name in ("qwen", "adapter", "wan"):
+        (tmp_path / name).symlink_to(getattr(tiny_paths, name), target_is_directory=True)
+    code, out, err = cli(capsys, "make-tiny", str(tmp_path))
+    assert code == 0, err
+    paths = json.loads(out)
+    assert paths["root"] == str(tmp_path)
+    projector = Path(paths["projector"])
+    assert projector == tmp_path / "projector.pth"
+    state = torch.load(projector, weights_only=True)
+    assert "module.seq_adjust.weight" in state
+    assert state["module.seq_adjust.weight"].shape == (4, 56)
+
+
+@pytest.fixture()
+def tiny_env(tiny_paths, monkeypatch, tmp_path: Path) -> Path:
+    """The tiny preset, with outputs in a fresh directory."""
+    monkeypatch.setenv("UNISON_TINY_DIR", str(tiny_paths.root))
+    out = tmp_path / "outputs"
+    monkeypatch.setenv("UNISON_OUTPUT_DIR", str(out))
+    return out
+
+
+def test_generate_with_the_tiny_preset_writes_an_image_and_its_sidecar(capsys, tiny_env: Path):
+    from PIL import Image
+
+    code, out, err = cli(
+        capsys,
+        "generate",
+        "--preset",
+        "tiny",
+        "--task",
+        "text_to_image",
+        "--prompt",
+        "a lighthouse",
+        "--seed",
+        "3",
+    )
+    assert code == 0, err
+    (path,) = out.splitlines()
+    png = Path(path)
+    assert png.parent == tiny_env.resolve() and png.suffix == ".png"
+    with Image.open(png) as im:
+        assert im.size == (64, 48)  # the tiny preset's default size
+    sidecar = json.loads(png.with_name(png.name + ".json").read_text())
+    assert sidecar["seed"] == 3
+    assert sidecar["task"] == "text_to_image"
+
+
+def test_generate_animates_an_image_given_with_image_as_the_first_frame(
+    capsys, tiny_env: Path, tmp_path: Path
+):
+    import av
+
+    still = make_png(tmp_path / "still.png")
+    code, out, err = cli(
+        capsys,
+        "generate",
+        "--preset",
+        "tiny",
+        "--task",
+        "image_to_video",
+        "--image",
+        str(still),
+        "--prompt",
+        "the light flickers",
+        "--frames",
+        "5",
+        "--width",
+        "32",
+        "--height",
+        "32",
+        "--fps",
+        "8",
+        "--json",
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert [i["role"] for i in result["plan"]["inputs"]] == ["first_frame"]
+    (output,) = result["outputs"]
+    assert (output["width"], output["height"], output["num_frames"], output["fps"]) == (32, 32, 5, 8.0)
+    with av.open(output["path"]) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 5
+    assert (frames[0].width, frames[0].height) == (32, 32)
+
+
+def test_run_plans_then_generates_and_prints_the_plan_and_the_path(capsys, tiny_env: Path):
+    code, out, err = cli(
+        capsys, "run", "--preset", "tiny", "--planner", "rules", "an image of a red boat", "--seed", "1"
+    )
+    assert code == 0, err
+    plan_line, path_line = out.splitlines()
+    assert json.loads(plan_line)["task"] == "text_to_image"
+    assert Path(path_line).is_file()
+    assert Path(path_line).parent == tiny_env.resolve()
+
+
+def test_run_answers_an_understanding_request_with_the_tiny_planner(capsys, tiny_env: Path, tmp_path: Path):
+    photo = make_png(tmp_path / "photo.png")
+    code, out, err = cli(
+        capsys, "run", "--preset", "tiny", "--planner", "rules", f"what is in ###{photo}###?", "--json"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["plan"]["task"] == "image_understanding"
+    assert result["generation"] is None
+    assert isinstance(result["answer"]["answer"], str)
+    assert not tiny_env.exists() or not any(tiny_env.iterdir())  # nothing written for an answer
+
+
+def test_understand_prints_the_tiny_models_answer(capsys, tiny_env: Path, tmp_path: Path):
+    photo = make_png(tmp_path / "photo.png")
+    code, out, err = cli(
+        capsys, "understand", "--preset", "tiny", "describe this image", "--media", str(photo), "--json"
+    )
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result) >= {"answer", "model", "timings"}
+    assert isinstance(result["answer"], str)
+    assert result["model"]
+
+
+# ---------------------------------------------------------------------------------------------
+# doctor and download, offline.
+
+
+def fake_hub_snapshot(cache: Path, repo_id: str, files: dict[str, str]) -> Path:
+    """A hub-cache entry laid out as huggingface_hub writes it (refs/main → snapshots/<commit>)."""
+    commit = "0" * 40
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snap = repo / "snapshots" / commit
+    for name, text in files.items():
+        (snap / name).parent.mkdir(parents=True, exist_ok=True)
+        (snap / name).write_text(text)
+    return snap
+
+
+def test_doctor_reports_missing_weights_with_the_download_hint(capsys, tmp_path: Path):
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    fake_hub_snapshot(cache, "Qwen/Qwen2.5-VL-3B-Instruct", {"config.json": "{}"})
+    code, out, err = cli(capsys, "doctor", "--cache-dir", str(cache), "--output-dir", str(tmp_path / "out"))
+    assert code == 1, err
+    assert "ok   planner: Qwen/Qwen2.5-VL-3B-Instruct in the hub cache" in out
+    assert "FAIL generator: Wan-AI/Wan2.1-VACE-1.3B-diffusers is not in the hub cache" in out
+    assert "FAIL projector: ali-vilab/Unison: projector.pth is not in the hub cache" in out
+    assert "unison-mcp download --only generator" in out
+    assert "transformers:" in out and "diffusers:" in out and "flash-attn" in out
+
+
+def test_doctor_as_json_is_all_good_for_the_tiny_preset(capsys, tiny_paths, monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("UNISON_TINY_DIR", str(tiny_paths.root))
+    code, out, err = cli(capsys, "doctor", "--preset", "tiny", "--output-dir", str(tmp_path), "--json")
+    report = json.loads(out)
+    weights = {c["name"]: c for c in report["checks"] if c["section"] == "weights"}
+    assert {weights[r]["status"] for r in ("planner", "adapter", "projector", "generator")} == {"ok"}
+    assert weights["planner"]["detail"].startswith(f"local directory {tiny_paths.qwen}")
+    assert report["ok"] is (code == 0)
+    failed = [c for c in report["checks"] if c["status"] == "fail"]
+    assert failed == [] and code == 0, failed
+
+
+def test_download_dry_run_lists_the_hub_weights_and_skips_local_ones(capsys, tiny_paths):
+    code, out, err = cli(capsys, "download", "--dry-run", "--planner-model", str(tiny_paths.qwen))
+    assert code == 0, err
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert rows == [
+        ["planner", str(tiny_paths.qwen), str(tiny_paths.qwen)],
+        ["adapter", "ali-vilab/Unison", "would download ali-vilab/Unison"],
+        ["projector", "ali-vilab/Unison/projector.pth", "would download ali-vilab/Unison: projector.pth"],
+        [
+            "generator",
+            "Wan-AI/Wan2.1-VACE-1.3B-diffusers",
+            "would download Wan-AI/Wan2.1-VACE-1.3B-diffusers",
+        ],
+    ]
+
+
+def test_download_refuses_when_local_files_only_is_set(capsys):
+    code, out, err = cli(capsys, "download", "--local-files-only", "--only", "generator")
+    assert code == 2
+    assert "local_files_only is set" in err
+
+
+def test_download_offline_fails_with_a_clear_message(tmp_path: Path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "unison_mcp", "download", "--only", "projector", "--cache-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(HF_HUB_OFFLINE="1"),
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("unison-mcp download: model_error: projector: cannot download ali-vilab/Unison")
+    assert "offline" in last
+
+
+# ---------------------------------------------------------------------------------------------
+# The example client.
+
+
+async def test_the_chain_example_links_three_calls_through_unison_uris(tiny_paths, tmp_path: Path, capsys):
+    import argparse
+    import importlib.util
+
+    from mcp import Client
+
+    from unison_mcp.config import load_config
+    from unison_mcp.server import build_server
+
+    spec = importlib.util.spec_from_file_location("chain_example", ROOT / "examples" / "chain.py")
+    assert spec is not None and spec.loader is not None
+    chain_example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chain_example)
+
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    out_dir = tmp_path / "outputs"
+    config = load_config(
+        {"preset": "tiny", "output_dir": out_dir, "allowed_roots": [workdir]},
+        env={"UNISON_TINY_DIR": str(tiny_paths.root)},
+    )
+    args = argparse.Namespace(steps=None, frames=5, seed=0)
+    async with Client(build_server(config)) as client:
+        image, edited, video = await chain_example.chain(client, workdir, args)
+
+    assert [o["uri"].split("/")[-1] for o in (image, edited, video)] == [
+        o["name"] for o in (image, edited, video)
+    ]
+    assert all(o["uri"].startswith("unison://outputs/") for o in (image, edited, video))
+    sidecar = json.loads((out_dir / f"{edited['name']}.json").read_text())
+    roles = {i["role"]: i["path"] for i in sidecar["plan"]["inputs"]}
+    assert roles["source"] == image["path"]  # the URI was resolved to the first call's file
+    assert roles["mask"] == str(workdir / "mask.png")
+    assert video["num_frames"] == 5 and video["mime_type"] == "video/mp4"
+    printed = capsys.readouterr().out
+    assert "3. image_to_video -> unison://outputs/" in printed

@@ -1,0 +1,207 @@
+"""The job queue: one worker in order, bounded waiting, cancel, progress, bounded memory."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from engine.control import JobControl
+from engine.errors import Busy, Cancelled
+from engine.jobs import Job, JobQueue
+
+
+def _gate() -> tuple[threading.Event, threading.Event]:
+    """(started, release): a job that signals it runs, then holds the worker until released."""
+    return threading.Event(), threading.Event()
+
+
+def _holding(started: threading.Event, release: threading.Event, value: str = "held"):
+    def fn(control: JobControl) -> str:
+        started.set()
+        assert release.wait(5), "test never released the job"
+        return value
+
+    return fn
+
+
+@pytest.fixture()
+def queue():
+    q = JobQueue(capacity=2, keep_jobs=3)
+    yield q
+    q.close(cancel=True, timeout=5)
+
+
+def test_a_job_runs_on_the_worker_thread_and_returns_its_result(queue: JobQueue):
+    caller = threading.get_ident()
+    job = queue.submit("t", lambda control: threading.get_ident())
+    assert job.wait(5)
+    assert job.status == "done"
+    assert job.result != caller
+    assert job.outcome() == job.result
+    assert job.started_at is not None and job.finished_at is not None and job.finished_at >= job.started_at
+
+
+def test_jobs_run_one_at_a_time_in_submission_order(queue: JobQueue):
+    order: list[int] = []
+    active = []
+    overlap = []
+
+    def make(i: int):
+        def fn(control: JobControl) -> int:
+            active.append(i)
+            overlap.append(len(active))
+            time.sleep(0.02)
+            order.append(i)
+            active.remove(i)
+            return i
+
+        return fn
+
+    jobs = [queue.submit("t", make(i)) for i in range(3)]
+    assert all(j.wait(5) for j in jobs)
+    assert order == [0, 1, 2]
+    assert max(overlap) == 1
+
+
+def test_a_full_queue_refuses_at_once_naming_the_jobs_ahead(queue: JobQueue):
+    started, release = _gate()
+    running = queue.submit("t", _holding(started, release))
+    assert started.wait(5)
+    waiting = [queue.submit("t", lambda c: 1) for _ in range(2)]
+    t0 = time.perf_counter()
+    with pytest.raises(Busy) as err:
+        queue.submit("t", lambda c: 1)
+    assert time.perf_counter() - t0 < 0.5
+    assert err.value.ahead == 3 and err.value.capacity == 2
+    assert "3 jobs ahead" in str(err.value)
+    release.set()
+    assert running.wait(5) and all(j.wait(5) for j in waiting)
+    assert queue.submit("t", lambda c: 2).wait(5)  # room again once the backlog drained
+
+
+def test_a_queue_of_capacity_zero_still_runs_one_job_when_idle():
+    q = JobQueue(capacity=0)
+    try:
+        started, release = _gate()
+        job = q.submit("t", _holding(started, release))
+        assert started.wait(5)
+        with pytest.raises(Busy):
+            q.submit("t", lambda c: 1)
+        release.set()
+        assert job.wait(5) and job.status == "done"
+    finally:
+        q.close(timeout=5)
+
+
+def test_cancelling_a_queued_job_removes_it_without_running_it(queue: JobQueue):
+    started, release = _gate()
+    queue.submit("t", _holding(started, release))
+    assert started.wait(5)
+    ran = threading.Event()
+    queued = queue.submit("t", lambda c: ran.set())
+    assert queued.status == "queued" and queue.position(queued) == 1
+    assert queued.cancel()
+    assert queued.finished and queued.status == "cancelled"
+    assert isinstance(queued.error, Cancelled)
+    assert queue.waiting == 0
+    release.set()
+    time.sleep(0.1)
+    assert not ran.is_set()
+    with pytest.raises(Cancelled):
+        queued.outcome()
+
+
+def test_cancelling_a_running_job_stops_it_at_its_next_step(queue: JobQueue):
+    steps_done: list[int] = []
+    first = threading.Event()
+
+    def fn(control: JobControl) -> str:
+        for i in range(1, 1000):
+            control.step(i, 1000)
+            steps_done.append(i)
+            first.set()
+            time.sleep(0.005)
+        return "finished"
+
+    job = queue.submit("t", fn)
+    assert first.wait(5)
+    job.cancel()
+    assert job.wait(5)
+    assert job.status == "cancelled"
+    assert len(steps_done) < 1000
+    assert job.result is None
+
+
+def test_progress_reaches_the_listener_given_at_submit_for_every_step(queue: JobQueue):
+    seen: list[tuple[int, int, str]] = []
+
+    def fn(control: JobControl) -> None:
+        control.set_stage("denoising", total=4)
+        for i in range(1, 5):
+            control.step(i, 4)
+
+    job = queue.submit("t", fn, on_progress=lambda d, t, s: seen.append((d, t, s)))
+    assert job.wait(5)
+    assert seen == [(1, 4, "denoising"), (2, 4, "denoising"), (3, 4, "denoising"), (4, 4, "denoising")]
+    assert job.progress() == {"stage": "denoising", "done": 4, "total": 4}
+
+
+def test_a_failing_listener_does_not_fail_the_job(queue: JobQueue):
+    def broken(done: int, total: int, stage: str) -> None:
+        raise RuntimeError("client went away")
+
+    def fn(control: JobControl) -> str:
+        control.step(1, 1)
+        return "ok"
+
+    job = queue.submit("t", fn, on_progress=broken)
+    assert job.wait(5) and job.status == "done" and job.result == "ok"
+
+
+def test_a_failing_job_records_its_error_and_the_worker_keeps_serving(queue: JobQueue):
+    def boom(control: JobControl) -> None:
+        raise ValueError("bad weights")
+
+    failed = queue.submit("t", boom)
+    assert failed.wait(5)
+    assert failed.status == "failed" and isinstance(failed.error, ValueError)
+    with pytest.raises(ValueError, match="bad weights"):
+        failed.outcome()
+    nxt = queue.submit("t", lambda c: "still here")
+    assert nxt.wait(5) and nxt.result == "still here"
+
+
+def test_finished_jobs_beyond_keep_jobs_are_forgotten_oldest_first(queue: JobQueue):
+    jobs = []
+    for i in range(5):
+        job = queue.submit("t", lambda c, i=i: i)
+        assert job.wait(5)
+        jobs.append(job)
+    assert [queue.get(j.id) for j in jobs[:2]] == [None, None]
+    assert [queue.get(j.id) for j in jobs[2:]] == jobs[2:]
+    assert len(queue.jobs()) == 3
+
+
+def test_job_ids_are_long_random_and_distinct():
+    ids = {Job("t", lambda c: None).id for _ in range(200)}
+    assert len(ids) == 200
+    assert all(len(i) >= 20 for i in ids)
+
+
+def test_closing_the_queue_cancels_waiting_and_running_jobs():
+    q = JobQueue(capacity=4)
+
+    def slow(control: JobControl) -> None:
+        for i in range(1, 500):
+            control.step(i, 500)
+            time.sleep(0.01)
+
+    running = q.submit("t", slow)
+    waiting = q.submit("t", slow)
+    time.sleep(0.05)
+    q.close(cancel=True, timeout=5)
+    assert running.status == "cancelled" and waiting.status == "cancelled"
+    with pytest.raises(RuntimeError, match="closed"):
+        q.submit("t", slow)

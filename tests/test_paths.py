@@ -1,0 +1,165 @@
+"""The input path policy: allowed roots after resolving symlinks, never /proc, only regular files."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from engine.errors import InputRefused
+from unison_mcp.paths import PathPolicy, check_output_name, output_uri
+
+
+@pytest.fixture()
+def tree(tmp_path: Path) -> dict[str, Path]:
+    root = tmp_path / "root"
+    out = tmp_path / "outputs"
+    outside = tmp_path / "outside"
+    for d in (root, out, outside):
+        d.mkdir()
+    (root / "cat.png").write_bytes(b"x" * 10)
+    (out / "text_to_image-0001.png").write_bytes(b"y" * 10)
+    (outside / "secret.png").write_bytes(b"s")
+    return {"root": root, "out": out, "outside": outside}
+
+
+@pytest.fixture()
+def policy(tree: dict[str, Path]) -> PathPolicy:
+    return PathPolicy([tree["root"]], tree["out"], max_bytes=100)
+
+
+def test_a_file_under_an_allowed_root_resolves_to_its_real_path(policy: PathPolicy, tree):
+    assert policy.resolve(str(tree["root"] / "cat.png")) == (tree["root"] / "cat.png").resolve()
+
+
+def test_an_output_uri_resolves_into_the_output_directory(policy: PathPolicy, tree):
+    got = policy.resolve(output_uri("text_to_image-0001.png"))
+    assert got == (tree["out"] / "text_to_image-0001.png").resolve()
+
+
+def test_a_file_uri_is_read_like_its_path(policy: PathPolicy, tree):
+    assert policy.resolve((tree["root"] / "cat.png").as_uri()) == (tree["root"] / "cat.png").resolve()
+
+
+def test_a_file_outside_the_roots_is_refused_naming_the_roots(policy: PathPolicy, tree):
+    with pytest.raises(InputRefused) as err:
+        policy.resolve(str(tree["outside"] / "secret.png"), field="source")
+    msg = str(err.value)
+    assert "source=" in msg and "outside the allowed roots" in msg
+    assert str(tree["root"].resolve()) in msg and str(tree["out"].resolve()) in msg
+
+
+def test_dot_dot_that_climbs_out_of_a_root_is_refused(policy: PathPolicy, tree):
+    with pytest.raises(InputRefused, match="outside the allowed roots"):
+        policy.resolve(f"{tree['root']}/../outside/secret.png")
+
+
+def test_a_symlink_inside_a_root_pointing_outside_is_refused(policy: PathPolicy, tree):
+    link = tree["root"] / "innocent.png"
+    link.symlink_to(tree["outside"] / "secret.png")
+    with pytest.raises(InputRefused, match="resolves to"):
+        policy.resolve(str(link))
+
+
+def test_a_symlink_from_outside_into_a_root_is_allowed(policy: PathPolicy, tree):
+    link = tree["outside"] / "alias.png"
+    link.symlink_to(tree["root"] / "cat.png")
+    assert policy.resolve(str(link)) == (tree["root"] / "cat.png").resolve()
+
+
+def test_proc_self_environ_is_refused_even_when_slash_is_a_root(tree):
+    everything = PathPolicy([Path("/")], tree["out"], max_bytes=10**9)
+    with pytest.raises(InputRefused, match="/proc is never readable"):
+        everything.resolve("/proc/self/environ")
+
+
+def test_a_symlink_to_proc_is_refused_after_resolving(tree):
+    everything = PathPolicy([Path("/")], tree["out"], max_bytes=10**9)
+    link = tree["root"] / "env.png"
+    link.symlink_to("/proc/self/environ")
+    with pytest.raises(InputRefused, match="never readable"):
+        everything.resolve(str(link))
+
+
+def test_a_missing_file_is_refused_as_missing(policy: PathPolicy, tree):
+    with pytest.raises(InputRefused, match="no such file"):
+        policy.resolve(str(tree["root"] / "nope.png"))
+
+
+def test_a_directory_is_refused(policy: PathPolicy, tree):
+    (tree["root"] / "album.png").mkdir()
+    with pytest.raises(InputRefused, match="is a directory"):
+        policy.resolve(str(tree["root"] / "album.png"))
+
+
+def test_a_fifo_is_refused_without_being_opened(policy: PathPolicy, tree):
+    fifo = tree["root"] / "pipe.png"
+    os.mkfifo(fifo)
+    # Opening a FIFO with no writer would block forever: reaching the assertion proves it wasn't.
+    with pytest.raises(InputRefused, match="FIFO"):
+        policy.resolve(str(fifo))
+
+
+def test_a_socket_is_refused(policy: PathPolicy, tree):
+    path = tree["root"] / "s.png"
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(path))
+        with pytest.raises(InputRefused, match="socket"):
+            policy.resolve(str(path))
+    finally:
+        sock.close()
+
+
+def test_a_device_is_refused(tree):
+    everything = PathPolicy([Path("/")], tree["out"], max_bytes=10**9)
+    with pytest.raises(InputRefused, match="never readable"):
+        everything.resolve("/dev/zero")
+
+
+def test_a_file_over_the_size_limit_is_refused_with_both_sizes(policy: PathPolicy, tree):
+    big = tree["root"] / "big.png"
+    big.write_bytes(b"z" * 101)
+    with pytest.raises(InputRefused, match="101 bytes is over the input limit of 100 bytes"):
+        policy.resolve(str(big))
+
+
+def test_a_relative_path_is_refused_asking_for_an_absolute_one(policy: PathPolicy):
+    with pytest.raises(InputRefused, match="absolute path"):
+        policy.resolve("cat.png")
+
+
+def test_other_uri_schemes_are_refused(policy: PathPolicy):
+    with pytest.raises(InputRefused, match="only local paths"):
+        policy.resolve("https://example.com/cat.png")
+
+
+@pytest.mark.parametrize("name", ["", "..", "../x.png", "a/b.png", "a\\b.png", ".hidden.png", "x\0.png"])
+def test_output_names_with_folders_dots_or_control_characters_are_refused(name: str):
+    with pytest.raises(InputRefused):
+        check_output_name(name)
+
+
+def test_an_output_uri_cannot_climb_out_of_the_output_directory(policy: PathPolicy):
+    with pytest.raises(InputRefused, match="not valid"):
+        policy.resolve(output_uri("../root/cat.png"))
+    with pytest.raises(InputRefused, match="not valid"):
+        policy.resolve(output_uri("%2E%2E%2Froot%2Fcat.png"))
+
+
+def test_markers_in_a_prompt_are_checked_and_replaced_by_real_paths(policy: PathPolicy, tree):
+    real = (tree["root"] / "cat.png").resolve()
+    text, paths = policy.resolve_markers(f"what is in ###{tree['root']}/../root/cat.png### ?")
+    assert text == f"what is in ###{real}### ?" and paths == [str(real)]
+    with pytest.raises(InputRefused):
+        policy.resolve_markers(f"leak ###{tree['outside']}/secret.png###")
+
+
+def test_listing_outputs_skips_hidden_files_and_symlinks(policy: PathPolicy, tree):
+    (tree["out"] / ".tmp-123.png").write_bytes(b"partial")
+    (tree["out"] / "link.png").symlink_to(tree["outside"] / "secret.png")
+    assert [p.name for p in policy.list_outputs()] == ["text_to_image-0001.png"]
+    with pytest.raises(InputRefused, match="not a regular file"):
+        policy.output_file("link.png")

@@ -1,0 +1,392 @@
+"""QwenPlanner on the tiny real-format Qwen2.5-VL + Unison adapter: loading, planning, features,
+understanding, grounding; and the pure JSON-plan and box parsers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.config import EngineConfig
+from engine.control import JobControl
+from engine.errors import Cancelled, InvalidRequest, ModelError, PlannerError
+from engine.media import encode_mp4
+from engine.plan import MediaInput, MediaKind, Role, Task, parse_request
+from engine.planner import (
+    QwenPlanner,
+    parse_boxes,
+    plan_from_json,
+    plan_with_retry,
+    scale_boxes,
+)
+from engine.tiny_qwen import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def planner(tiny_paths) -> QwenPlanner:
+    p = QwenPlanner(EngineConfig.tiny(tiny_paths.root))
+    p.load()
+    return p
+
+
+@pytest.fixture(scope="module")
+def base_planner(tiny_paths) -> QwenPlanner:
+    """The tiny Qwen without the adapter: the instruct backend."""
+    p = QwenPlanner(EngineConfig.tiny(tiny_paths.root, adapter=None))
+    p.instruct_max_new_tokens = 12  # a random model never closes its JSON: keep the two tries short
+    p.load()
+    return p
+
+
+@pytest.fixture(scope="module")
+def media_files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("media")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(d / "a.png")
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(d / "b.jpg")
+    encode_mp4(d / "v.mp4", rng.integers(0, 255, (12, 64, 96, 3), dtype=np.uint8), fps=8)
+    return {"image": d / "a.png", "image2": d / "b.jpg", "video": d / "v.mp4"}
+
+
+class _Spy:
+    """Wraps the real ``generate`` and records what it was given (the model still runs)."""
+
+    def __init__(self, planner: QwenPlanner, monkeypatch: pytest.MonkeyPatch):
+        self.calls: list[dict] = []
+        real = planner._model.generate
+
+        def generate(**kwargs):
+            self.calls.append(kwargs)
+            return real(**kwargs)
+
+        monkeypatch.setattr(planner._model, "generate", generate)
+
+
+def _copy_adapter(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def test_nothing_loads_until_first_use(tiny_paths):
+    p = QwenPlanner(EngineConfig.tiny(tiny_paths.root))
+    assert not p.loaded
+    assert p.hidden_size == 64  # read from config.json alone
+    assert not p.loaded
+    assert p.name == f"{tiny_paths.qwen} + {tiny_paths.adapter}"
+
+
+def test_the_adapter_is_merged_with_embeddings_resized_and_untied(planner, tiny_paths):
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    base = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_paths.qwen)
+    model = planner._model
+    tok = AutoTokenizer.from_pretrained(tiny_paths.adapter)
+    embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert base.lm_head.weight is base.get_input_embeddings().weight
+    assert embed.shape[0] == head.shape[0] == len(tok) != base.get_input_embeddings().weight.shape[0]
+    assert embed.data_ptr() != head.data_ptr() and not torch.equal(embed, head)
+    assert model.config.tie_word_embeddings is False
+    assert not any("lora_" in name for name, _ in model.named_modules())  # merged, not wrapped
+    q = "model.language_model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(model.state_dict()[q], base.state_dict()[q])
+    vision = "model.visual.blocks.0.attn.qkv.weight"
+    assert torch.equal(model.state_dict()[vision], base.state_dict()[vision])
+    assert planner._tokenizer.convert_tokens_to_ids("<CFI>") < embed.shape[0]
+
+
+def test_without_an_adapter_the_base_model_keeps_its_tied_embeddings(base_planner):
+    model = base_planner._model
+    assert model.lm_head.weight is model.get_input_embeddings().weight
+    assert not base_planner.adapter_loaded
+    assert base_planner.name == base_planner.model_id
+
+
+def test_a_missing_adapter_directory_is_a_model_error(tiny_paths, tmp_path):
+    cfg = EngineConfig.tiny(tiny_paths.root, adapter=str(tmp_path / "no-adapter"))
+    with pytest.raises(ModelError, match=r"adapter=.*no-adapter.*no such directory.*adapter_config\.json"):
+        QwenPlanner(cfg).load()
+
+
+def test_a_directory_without_adapter_config_is_a_model_error(tiny_paths, tmp_path):
+    cfg = EngineConfig.tiny(tiny_paths.root, adapter=str(tmp_path))
+    with pytest.raises(ModelError, match="has no adapter_config.json"):
+        QwenPlanner(cfg).load()
+
+
+def test_a_missing_planner_directory_is_a_model_error(tiny_paths, tmp_path):
+    cfg = EngineConfig.tiny(tiny_paths.root, planner_model=str(tmp_path / "no-qwen"))
+    with pytest.raises(ModelError, match=r"planner_model=.*no-qwen.*no such directory"):
+        QwenPlanner(cfg).load()
+
+
+def test_an_adapter_whose_embeddings_do_not_match_its_tokenizer_is_refused(tiny_paths, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    adapter = _copy_adapter(tiny_paths.adapter, tmp_path / "adapter")
+    weights = load_file(adapter / "adapter_model.safetensors")
+    for k in list(weights):
+        if k.endswith(("embed_tokens.weight", "lm_head.weight")):
+            weights[k] = weights[k][:-3].contiguous()  # 3 rows short of the tokenizer
+    save_file(weights, adapter / "adapter_model.safetensors")
+    cfg = EngineConfig.tiny(tiny_paths.root, adapter=str(adapter))
+    with pytest.raises(ModelError, match=r"embeddings have \d+ rows but its tokenizer has \d+ tokens"):
+        QwenPlanner(cfg).load()
+
+
+def test_an_adapter_made_for_a_wider_model_is_refused(tiny_paths, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    adapter = _copy_adapter(tiny_paths.adapter, tmp_path / "adapter")
+    weights = load_file(adapter / "adapter_model.safetensors")
+    weights = {k: torch.zeros(v.shape[0], 128) if k.endswith("embed_tokens.weight") else v for k, v in weights.items()}
+    save_file(weights, adapter / "adapter_model.safetensors")
+    cfg = EngineConfig.tiny(tiny_paths.root, adapter=str(adapter))
+    with pytest.raises(ModelError, match="width 128 but the planner model's hidden size is 64"):
+        QwenPlanner(cfg).load()
+
+
+def test_an_adapter_for_another_architecture_is_refused(tiny_paths, tmp_path):
+    adapter = _copy_adapter(tiny_paths.adapter, tmp_path / "adapter")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["target_modules"] = ["c_attn", "c_proj"]  # GPT-2's attention: nothing like it in Qwen
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    cfg = EngineConfig.tiny(tiny_paths.root, adapter=str(adapter))
+    with pytest.raises(ModelError, match="cannot be applied to"):
+        QwenPlanner(cfg).load()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_cuda_is_a_model_error(tiny_paths):
+    cfg = EngineConfig.tiny(tiny_paths.root, planner_device="cuda")
+    with pytest.raises(ModelError, match="CUDA is not available"):
+        QwenPlanner(cfg).load()
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.task.value + ":" + e.request[:24])
+def test_the_unison_backend_plans_each_trained_request(planner, example):
+    req = parse_request(example.request)
+    out = planner.plan(req, backend="unison", want_features=False)
+    assert out.plan.raw == example.plan
+    assert out.plan.task is example.task
+    assert out.features is None
+    assert out.timings["plan_s"] > 0
+
+
+def test_unison_plans_give_inputs_their_roles(planner):
+    edit = planner.plan(parse_request(EXAMPLES[3].request), backend="unison", want_features=False).plan
+    assert edit.task is Task.IMAGE_EDIT
+    assert edit.one(Role.SOURCE).path == "photo.png" and edit.one(Role.MASK).path == "mask.png"
+    assert edit.prompt == "Edit using the mask: put a hat on the dog."
+    video = planner.plan(parse_request(EXAMPLES[2].request), backend="unison", want_features=False).plan
+    assert (video.width, video.height, video.num_frames) == (832, 480, 81)
+    last = planner.plan(parse_request(EXAMPLES[5].request), backend="unison", want_features=False).plan
+    assert last.one(Role.LAST_FRAME).path == "end.png"
+
+
+@pytest.mark.parametrize("index", [0, 3, 9])
+def test_features_from_the_planning_pass_equal_a_separate_forward(planner, index):
+    req = parse_request(EXAMPLES[index].request)
+    out = planner.plan(req, backend="unison", want_features=True)
+    separate = planner.features(req)
+    rendered = planner._chat_text([{"role": "user", "content": req.text}], generation_prompt=False)
+    length = len(planner._ids(rendered))
+    assert out.features.shape == separate.shape == (1, length - 1, planner.hidden_size)
+    assert out.features.dtype == torch.float32
+    assert torch.allclose(out.features, separate, atol=1e-5)
+
+
+def test_features_are_the_normed_last_layer_without_the_first_position(planner):
+    req = parse_request("Draw a cat.")
+    ids = planner._ids(planner._chat_text([{"role": "user", "content": req.text}], generation_prompt=False))
+    with torch.inference_mode():
+        out = planner._model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+    assert torch.allclose(planner.features(req), out.hidden_states[-1][:, 1:], atol=1e-6)
+
+
+def test_the_unison_backend_without_the_adapter_is_a_model_error(base_planner):
+    with pytest.raises(ModelError, match="needs the Unison adapter"):
+        base_planner.plan(parse_request("Draw a cat."), backend="unison", want_features=False)
+
+
+def test_an_unknown_backend_is_refused(planner):
+    with pytest.raises(InvalidRequest, match="backend='rules'"):
+        planner.plan(parse_request("Draw a cat."), backend="rules", want_features=False)  # type: ignore[arg-type]
+
+
+def test_the_instruct_backend_retries_once_with_the_error_then_gives_up(base_planner, monkeypatch):
+    spy = _Spy(base_planner, monkeypatch)
+    with pytest.raises(PlannerError, match="no usable plan in 2 attempts: first answer: .*second answer: "):
+        base_planner.plan(parse_request("Draw a red fox."), backend="instruct", want_features=False)
+    assert len(spy.calls) == 2
+    second_prompt = base_planner._tokenizer.decode(spy.calls[1]["input_ids"][0])
+    assert "That answer cannot be used:" in second_prompt
+    assert "<|im_start|>assistant" in second_prompt.split("Request: Draw a red fox.")[1]
+
+
+def test_plan_with_retry_accepts_a_corrected_second_answer():
+    answers = iter(["Sure! Here is the plan.", '```json\n{"task": "text_to_video", "num_frames": 33}\n```'])
+    seen: list[list[dict]] = []
+
+    def ask(messages: list[dict]) -> str:
+        seen.append([dict(m) for m in messages])
+        return next(answers)
+
+    plan = plan_with_retry(ask, parse_request("A clip of rain."))
+    assert plan.task is Task.TEXT_TO_VIDEO and plan.num_frames == 33 and plan.prompt == "A clip of rain."
+    assert len(seen) == 2
+    assert seen[1][1] == {"role": "assistant", "content": "Sure! Here is the plan."}
+    assert "no JSON object in the reply" in seen[1][2]["content"]
+
+
+# ---------------------------------------------------------------------------------------------
+# plan_from_json (pure)
+
+FILES = [("photo.png", MediaKind.IMAGE), ("mask.png", MediaKind.IMAGE), ("clip.mp4", MediaKind.VIDEO)]
+
+
+def test_a_json_plan_becomes_a_plan_with_roles():
+    text = (
+        'Plan: {"task": "image_edit", "width": 640, "height": 480, '
+        '"inputs": [{"index": 0, "role": "source"}, {"index": 1, "role": "mask"}]}'
+    )
+    plan = plan_from_json(text, FILES[:2], prompt="put a hat on it")
+    assert plan.task is Task.IMAGE_EDIT and (plan.width, plan.height, plan.num_frames) == (640, 480, 1)
+    assert plan.one(Role.SOURCE).path == "photo.png" and plan.one(Role.MASK).path == "mask.png"
+    assert plan.raw == text and plan.prompt == "put a hat on it"
+
+
+def test_an_understanding_plan_reads_every_file_and_takes_its_kind_from_them():
+    plan = plan_from_json('{"task": "image_understanding", "inputs": []}', FILES, prompt="what?")
+    assert plan.task is Task.VIDEO_UNDERSTANDING
+    assert [m.path for m in plan.by_role(Role.QUERY)] == ["photo.png", "mask.png", "clip.mp4"]
+    assert plan_from_json('{"task": "video_understanding"}', [], prompt="hi").task is Task.TEXT_UNDERSTANDING
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("I would draw a cat.", "no JSON object"),
+        ('{"task": "paint"}', "task='paint'.*one of text_understanding"),
+        ('{"task": "text_to_image", "width": "wide"}', "width='wide'"),
+        ('{"task": "image_reference", "inputs": [{"index": 5, "role": "reference"}]}', r"inputs\[0\]\.index=5"),
+        (
+            '{"task": "image_edit", "inputs": [{"index": 2, "role": "source"}, {"index": 1, "role": "mask"}]}',
+            "do not fit task image_edit.*must be an image",
+        ),
+        (
+            '{"task": "image_reference", "inputs": [{"index": 0, "role": "reference"}, {"index": 0, "role": "reference"}]}',
+            "one role only",
+        ),
+    ],
+)
+def test_a_bad_json_plan_names_what_is_wrong(text, message):
+    with pytest.raises(PlannerError, match=message):
+        plan_from_json(text, FILES, prompt="x")
+
+
+# ---------------------------------------------------------------------------------------------
+# Understanding
+
+
+def _inputs(*pairs: tuple[Path, MediaKind]) -> list[MediaInput]:
+    return [MediaInput(path=str(p), kind=k, role=Role.QUERY) for p, k in pairs]
+
+
+def test_understanding_answers_text_alone(planner):
+    answer = planner.understand("What is the capital of France?", [])
+    assert isinstance(answer, str) and "<|im_end|>" not in answer
+
+
+def test_understanding_answers_about_images(planner, media_files, monkeypatch):
+    spy = _Spy(planner, monkeypatch)
+    media = _inputs((media_files["image"], MediaKind.IMAGE), (media_files["image2"], MediaKind.IMAGE))
+    answer = planner.understand("Compare them.", media, max_new_tokens=3)
+    assert isinstance(answer, str)
+    call = spy.calls[0]
+    assert call["image_grid_thw"].shape == (2, 3) and "mm_token_type_ids" in call
+    assert call["generation_config"].max_new_tokens == 3
+
+
+def test_a_video_reaches_the_model_as_video_with_its_frame_timing(planner, media_files, monkeypatch):
+    spy = _Spy(planner, monkeypatch)
+    answer = planner.understand("What happens?", _inputs((media_files["video"], MediaKind.VIDEO)))
+    assert isinstance(answer, str)
+    call = spy.calls[0]
+    assert "pixel_values_videos" in call and "pixel_values" not in call
+    t, h, w = (int(v) for v in call["video_grid_thw"][0])
+    assert t >= 1 and h * w * 14 * 14 <= planner.config.understanding.max_pixels * 1.05
+    # 2 frames per temporal patch at the configured 2 fps: one second per grid step.
+    assert call["second_per_grid_ts"].tolist() == [pytest.approx(2 / planner.config.understanding.video_fps)]
+    video_pad = planner._tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    assert int((call["input_ids"] == video_pad).sum()) == t * h * w // 4
+
+
+def test_understanding_reports_progress_and_stops_when_cancelled(planner):
+    steps: list[int] = []
+    control = JobControl(on_progress=lambda done, total, stage: steps.append(done))
+    planner.understand("Describe a cat.", [], max_new_tokens=4, control=control)
+    assert steps and steps == sorted(steps) and steps[-1] <= 4
+
+    cancelling = JobControl(on_progress=lambda done, total, stage: cancelling.cancel())
+    with pytest.raises(Cancelled):
+        planner.understand("Describe a cat.", [], max_new_tokens=8, control=cancelling)
+
+
+def test_understanding_refuses_a_negative_temperature(planner):
+    with pytest.raises(InvalidRequest, match="temperature=-1"):
+        planner.understand("hi", [], temperature=-1)
+
+
+def test_understanding_can_sample(planner):
+    assert isinstance(planner.understand("Tell me a story.", [], max_new_tokens=4, temperature=0.8), str)
+
+
+# ---------------------------------------------------------------------------------------------
+# Grounding
+
+
+def test_grounding_returns_boxes_inside_the_image(planner, media_files):
+    image = Image.open(media_files["image"])
+    boxes = planner.ground(image, "the red square")
+    assert isinstance(boxes, list)
+    for x0, y0, x1, y1 in boxes:
+        assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height
+
+
+@pytest.mark.parametrize(
+    ("text", "boxes"),
+    [
+        (
+            '```json\n[\n  {"bbox_2d": [10, 20, 110, 220], "label": "dog"},\n'
+            '  {"bbox_2d": [5, 6, 7, 8], "label": "dog"}\n]\n```',
+            [(10, 20, 110, 220), (5, 6, 7, 8)],
+        ),
+        ('{"bbox_2d": [30, 40, 10, 20], "label": "cat"}', [(10, 20, 30, 40)]),
+        ('The dog is at {"bbox": [1.5, 2, 3.5, 4]}.', [(1.5, 2, 3.5, 4)]),
+        ("The box is [12, 34, 56, 78] and again (12, 34, 56, 78).", [(12, 34, 56, 78)]),
+        ('[{"bbox_2d": [10, 10, 10, 50]}]', []),
+        ('[{"bbox_2d": [1, 2, 3]}]', []),
+        ("I cannot see any dog.", []),
+        ("", []),
+    ],
+)
+def test_grounding_answers_are_parsed_leniently(text, boxes):
+    assert parse_boxes(text) == [tuple(float(v) for v in b) for b in boxes]
+
+
+def test_boxes_are_scaled_back_to_the_original_image_and_clipped():
+    boxes = scale_boxes([(14, 28, 56, 56), (50, 50, 70, 70), (60, 0, 80, 10)], (56, 56), (112, 224))
+    assert boxes == [(28.0, 112.0, 112.0, 224.0), (100.0, 200.0, 112.0, 224.0)]

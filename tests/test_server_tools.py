@@ -1,0 +1,672 @@
+"""The MCP tools through the SDK's in-memory client, over a scripted fake engine.
+
+The fake sits at the ``build_server(config, engine=...)`` seam: it validates plans with the real
+``check_plan``, reports one step per denoising step through the real ``JobControl``, and writes
+real PNG/MP4 files with the real ``write_output``, so everything the server does with files
+(links, previews, resources, chaining) is exercised for every task. The real tiny engine runs
+the same tools in ``test_server_real.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+from mcp import Client
+from PIL import Image
+
+from engine.config import EngineConfig, SamplingDefaults
+from engine.control import JobControl
+from engine.errors import ModelError, OutOfMemory
+from engine.plan import TASKS, Limits, MediaInput, Plan, Role, Task, check_plan, parse_request
+from engine.results import AutoResult, GenerateResult, Sampling, UnderstandResult
+from unison_mcp.config import ServerConfig
+from unison_mcp.server import build_server, state_of
+
+# ---------------------------------------------------------------------------------------------
+# The fake engine
+
+
+class FakeEngine:
+    """A scripted engine: real plans, real progress, real files; no models.
+
+    ``step_delay`` slows each step; ``hold`` (an Event) parks a job before its first step until
+    set; a prompt containing ``raise:oom`` / ``raise:model`` / ``raise:bug`` fails that way.
+    """
+
+    def __init__(self, config: EngineConfig, *, step_delay: float = 0.0):
+        self.config = config
+        self.step_delay = step_delay
+        self.hold: threading.Event | None = None
+        self.calls: list[tuple[str, Any]] = []
+        self.preloaded = threading.Event()
+        self.preload_delay = 0.0
+
+    def preload(self) -> None:
+        time.sleep(self.preload_delay)
+        self.preloaded.set()
+
+    def _script(self, prompt: str) -> None:
+        if "raise:oom" in prompt:
+            raise OutOfMemory("the accelerator ran out of memory; caches were freed")
+        if "raise:model" in prompt:
+            raise ModelError("adapter not found at /nowhere")
+        if "raise:bug" in prompt:
+            raise RuntimeError("secret internal detail")
+
+    def _steps(self, control: JobControl, n: int) -> None:
+        if self.hold is not None:
+            assert self.hold.wait(10), "test never released the fake engine"
+        control.set_stage("denoising", total=n)
+        for i in range(1, n + 1):
+            time.sleep(self.step_delay)
+            control.step(i, n)
+
+    def understand(self, prompt, media=(), *, max_new_tokens=None, temperature=None, control=None):
+        control = control or JobControl()
+        self.calls.append(("understand", (prompt, list(media))))
+        self._script(prompt)
+        req = parse_request(prompt, media)
+        for path, _ in req.media:
+            assert Path(path).is_file(), path
+        self._steps(control, 3)
+        return UnderstandResult(answer=f"I see {len(req.media)} file(s). {req.prompt}", model="fake-vl")
+
+    def generate(
+        self, plan: Plan, sampling: Sampling | None = None, *, control=None, features=None, request=None
+    ):
+        from engine.outputs import write_output
+
+        control = control or JobControl()
+        plan = check_plan(plan, self.config.limits)
+        self.calls.append(("generate", plan))
+        self._script(plan.prompt)
+        for m in plan.inputs:
+            assert Path(m.path).is_file(), m.path
+        steps = (sampling.steps if sampling and sampling.steps else None) or self.config.sampling.steps
+        self._steps(control, steps)
+        control.check()
+        frames = np.zeros((plan.num_frames, plan.height, plan.width, 3), dtype=np.uint8)
+        frames[..., 0] = np.arange(plan.width, dtype=np.uint8)[None, None, :]
+        out = write_output(
+            frames, output_dir=self.config.output_dir, task=plan.task.value, fps=plan.fps, metadata={}
+        )
+        seed = sampling.seed if sampling and sampling.seed is not None else 0
+        return GenerateResult(
+            plan=plan, outputs=[out], seed=seed, steps=steps, guidance=5.0, projector=True, notes=plan.notes
+        )
+
+    def auto(self, request, media=(), *, sampling=None, dry_run=False, control=None):
+        control = control or JobControl()
+        req = parse_request(request, media)
+        self.calls.append(("auto", req))
+        if req.media:
+            task, inputs = (
+                Task.IMAGE_UNDERSTANDING,
+                [MediaInput(path=p, kind=k, role=Role.QUERY) for p, k in req.media],
+            )
+        elif "video" in req.prompt:
+            task, inputs = Task.TEXT_TO_VIDEO, []
+        else:
+            task, inputs = Task.TEXT_TO_IMAGE, []
+        plan = check_plan(Plan(task=task, prompt=req.prompt, inputs=inputs, raw="<CFI>"), self.config.limits)
+        if dry_run:
+            return AutoResult(plan=plan)
+        if plan.spec.understanding:
+            return AutoResult(
+                plan=plan, answer=self.understand(req.prompt, [m.path for m in inputs], control=control)
+            )
+        return AutoResult(plan=plan, generation=self.generate(plan, sampling, control=control))
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures and helpers
+
+
+@pytest.fixture()
+def dirs(tmp_path: Path) -> dict[str, Path]:
+    root, out, outside = tmp_path / "inputs", tmp_path / "outputs", tmp_path / "outside"
+    for d in (root, out, outside):
+        d.mkdir()
+    Image.new("RGB", (40, 32), (200, 30, 30)).save(root / "photo.png")
+    Image.new("L", (40, 32), 255).save(root / "mask.png")
+    Image.new("RGB", (40, 32), (0, 0, 0)).save(outside / "secret.png")
+    _write_mp4(root / "clip.mp4")
+    return {"root": root, "out": out, "outside": outside}
+
+
+def _write_mp4(path: Path, frames: int = 9) -> None:
+    from engine.media import encode_mp4
+
+    encode_mp4(path, np.full((frames, 32, 48, 3), 90, dtype=np.uint8), 16.0)
+
+
+def _make(dirs, *, step_delay: float = 0.0, **server_kw) -> tuple[Any, FakeEngine]:
+    econf = EngineConfig(
+        planner_model=None,
+        output_dir=dirs["out"],
+        sampling=SamplingDefaults(steps=3),
+        limits=Limits(default_width=64, default_height=48, default_frames=9),
+    )
+    cfg = ServerConfig(engine=econf, allowed_roots=[dirs["root"]], **server_kw)
+    fake = FakeEngine(econf, step_delay=step_delay)
+    return build_server(cfg, engine=fake), fake
+
+
+def _data(result) -> dict:
+    assert not result.is_error, _text(result)
+    return result.structured_content
+
+
+def _text(result) -> str:
+    return "\n".join(c.text for c in result.content if c.type == "text")
+
+
+def _outputs_on_disk(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if not p.name.endswith(".json"))
+
+
+# Inputs that make each generation task valid (files are created by the `dirs` fixture).
+TASK_INPUTS: dict[str, dict[str, Any]] = {
+    "text_to_image": {},
+    "text_to_video": {},
+    "image_edit": {"source": "photo.png", "mask": "mask.png"},
+    "image_control": {"control": "photo.png"},
+    "image_reference": {"reference": ["photo.png"]},
+    "image_to_video": {"first_frame": "photo.png"},
+    "video_reference": {"reference": ["photo.png", "mask.png"]},
+    "video_edit": {"source": "clip.mp4"},
+    "video_control": {"control": "clip.mp4"},
+    "first_last_to_video": {"first_frame": "photo.png", "last_frame": "mask.png"},
+    "image_outpaint": {"source": "photo.png", "margins": {"left": 16}},
+    "video_outpaint": {"source": "clip.mp4", "margins": {"top": 16}},
+    "video_extend": {"source": "clip.mp4", "context_frames": 5},
+}
+
+
+def _args(task: str, root: Path) -> dict[str, Any]:
+    args: dict[str, Any] = {"task": task, "prompt": f"a test of {task}"}
+    for key, value in TASK_INPUTS[task].items():
+        if key in ("margins", "context_frames"):
+            args[key] = value
+        elif isinstance(value, list):
+            args[key] = [str(root / v) for v in value]
+        else:
+            args[key] = str(root / value)
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# tools/list
+
+
+async def test_tools_list_publishes_the_four_tools_with_input_and_output_schemas(dirs):
+    server, _ = _make(dirs)
+    async with Client(server) as client:
+        tools = {t.name: t for t in (await client.list_tools()).tools}
+    assert set(tools) == {"understand", "generate", "auto", "job"}
+    for tool in tools.values():
+        assert tool.input_schema["type"] == "object"
+        assert tool.output_schema is not None and tool.output_schema["type"] == "object"
+        assert "status" in tool.output_schema["properties"]
+    gen = tools["generate"].input_schema["properties"]
+    assert set(gen["task"]["enum"]) == {t.value for t in Task if not TASKS[t].understanding}
+    assert gen["width"]["anyOf"][0]["minimum"] == 16 and gen["width"]["anyOf"][0]["maximum"] == 1920
+    assert gen["steps"]["anyOf"][0]["maximum"] == 200
+    assert gen["reference"]["maxItems"] == 3
+    assert tools["generate"].input_schema["required"] == ["task", "prompt"]
+    assert "outputs" in tools["generate"].output_schema["properties"]
+    assert "answer" in tools["understand"].output_schema["properties"]
+    assert tools["job"].input_schema["properties"]["action"]["enum"] == ["status", "wait", "cancel", "result"]
+    assert tools["understand"].annotations.read_only_hint is True
+    assert tools["generate"].annotations.read_only_hint is False
+    assert tools["generate"].annotations.destructive_hint is False
+    # Descriptions are written for the calling model: every task, the rules, the roots.
+    desc = tools["generate"].description
+    for task in TASK_INPUTS:
+        assert f"- {task} " in desc
+    assert "4k+1" in desc and "multiples of 16" in desc and str(dirs["root"].resolve()) in desc
+    assert "video_understanding" in tools["auto"].description
+
+
+async def test_tools_list_answers_at_once_while_the_models_preload_in_the_background(dirs):
+    server, fake = _make(dirs, preload=True)
+    fake.preload_delay = 3.0
+    t0 = time.perf_counter()
+    async with Client(server) as client:
+        await client.list_tools()
+        assert time.perf_counter() - t0 < 2.0
+        assert not fake.preloaded.is_set()
+    assert await anyio.to_thread.run_sync(fake.preloaded.wait, 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every task reachable; results as files
+
+
+@pytest.mark.parametrize("task", list(TASK_INPUTS))
+async def test_every_generation_task_is_reachable_and_returns_a_linked_file(dirs, task):
+    server, fake = _make(dirs)
+    async with Client(server) as client:
+        result = await client.call_tool("generate", _args(task, dirs["root"]))
+    data = _data(result)
+    assert data["status"] == "done" and data["plan"]["task"] == task
+    (out,) = data["outputs"]
+    assert Path(out["path"]).is_file() and Path(out["path"]).parent == dirs["out"].resolve()
+    assert out["uri"] == f"unison://outputs/{out['name']}"
+    assert out["size_bytes"] == Path(out["path"]).stat().st_size
+    links = [c for c in result.content if c.type == "resource_link"]
+    assert [str(link.uri) for link in links] == [out["uri"]]
+    assert links[0].size == out["size_bytes"] and links[0].mime_type == out["mime_type"]
+    previews = [c for c in result.content if c.type == "image"]
+    assert len(previews) == 1 and previews[0].mime_type == "image/jpeg"
+    assert len(previews[0].data) < 1_000_000
+    if TASKS[Task(task)].output == "video":
+        assert out["mime_type"] == "video/mp4" and out["num_frames"] == 9 and out["fps"] == 16.0
+        assert "9 frames at 16 fps" in _text(result)
+    else:
+        assert out["mime_type"] == "image/png" and out["num_frames"] == 1
+    # Inputs reached the engine as checked real paths.
+    (plan,) = [p for kind, p in fake.calls if kind == "generate"]
+    assert all(Path(m.path).is_absolute() for m in plan.inputs)
+
+
+async def test_an_image_preview_is_downscaled_to_the_preview_side(dirs):
+    server, _ = _make(dirs, preview_side=32)
+    async with Client(server) as client:
+        result = await client.call_tool(
+            "generate", {"task": "text_to_image", "prompt": "x", "width": 256, "height": 128}
+        )
+    (preview,) = [c for c in result.content if c.type == "image"]
+    img = Image.open(io.BytesIO(base64.b64decode(preview.data)))
+    assert img.size == (32, 16)
+    assert _data(result)["outputs"][0]["width"] == 256
+
+
+async def test_understand_answers_about_media_given_as_a_list_or_inline_markers(dirs):
+    server, fake = _make(dirs)
+    photo, clip = dirs["root"] / "photo.png", dirs["root"] / "clip.mp4"
+    async with Client(server) as client:
+        listed = await client.call_tool(
+            "understand", {"prompt": "what is this?", "media": [str(photo), str(clip)]}
+        )
+        inline = await client.call_tool("understand", {"prompt": f"describe ###{photo}### please"})
+        text_only = await client.call_tool("understand", {"prompt": "what is a haiku?"})
+    assert _data(listed)["answer"].startswith("I see 2 file(s)") and _data(listed)["model"] == "fake-vl"
+    assert _text(listed) == _data(listed)["answer"]
+    assert _data(inline)["answer"].startswith("I see 1 file(s)")
+    assert _data(text_only)["answer"].startswith("I see 0 file(s)")
+    assert fake.calls[1][1][0] == f"describe ###{photo.resolve()}### please"
+
+
+async def test_auto_plans_then_generates_or_answers_and_a_dry_run_only_plans(dirs):
+    server, _ = _make(dirs)
+    async with Client(server) as client:
+        image = await client.call_tool("auto", {"prompt": "a red fox in snow"})
+        video = await client.call_tool("auto", {"prompt": "a video of waves"})
+        answer = await client.call_tool(
+            "auto", {"prompt": "what is shown?", "media": [str(dirs["root"] / "photo.png")]}
+        )
+        dry = await client.call_tool("auto", {"prompt": "a video of rain", "dry_run": True})
+    assert _data(image)["plan"]["task"] == "text_to_image" and len(_data(image)["outputs"]) == 1
+    assert _data(video)["outputs"][0]["mime_type"] == "video/mp4"
+    assert _data(answer)["plan"]["task"] == "image_understanding" and _data(answer)["answer"].startswith(
+        "I see 1"
+    )
+    dry_data = _data(dry)
+    assert dry_data["dry_run"] is True and dry_data["plan"]["task"] == "text_to_video"
+    assert dry_data["outputs"] == [] and dry_data["plan"]["num_frames"] == 9
+    assert len(_outputs_on_disk(dirs["out"])) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress, cancel, job handles, the queue
+
+
+async def test_progress_notifications_count_equals_steps_and_always_increase(dirs):
+    server, _ = _make(dirs)
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append((progress, total, message))
+
+    async with Client(server) as client:
+        result = await client.call_tool(
+            "generate", {"task": "text_to_image", "prompt": "x", "steps": 5}, progress_callback=on_progress
+        )
+    assert _data(result)["steps"] == 5
+    assert [p for p, _, _ in seen] == [1, 2, 3, 4, 5]
+    assert all(t == 5 for _, t, _ in seen)
+    assert seen[-1][2] == "denoising 5/5"
+
+
+async def test_a_client_cancel_stops_the_job_mid_way_and_nothing_is_written(dirs):
+    server, _ = _make(dirs, step_delay=0.05)
+    first_step = anyio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        first_step.set()
+
+    async with Client(server) as client:
+        async with anyio.create_task_group() as tg:
+
+            async def call() -> None:
+                await client.call_tool(
+                    "generate",
+                    {"task": "text_to_image", "prompt": "x", "steps": 50},
+                    progress_callback=on_progress,
+                )
+
+            tg.start_soon(call)
+            with anyio.fail_after(10):
+                await first_step.wait()
+            tg.cancel_scope.cancel()
+        (job,) = state_of(server).queue.jobs()
+        assert await anyio.to_thread.run_sync(job.wait, 10)
+        assert job.status == "cancelled" and job.progress()["done"] < 50
+        assert list(dirs["out"].iterdir()) == []
+        # The server keeps serving.
+        assert _data(await client.call_tool("generate", {"task": "text_to_image", "prompt": "y", "steps": 1}))
+
+
+async def test_a_job_outliving_wait_s_returns_a_handle_that_the_job_tool_follows_to_the_result(dirs):
+    server, fake = _make(dirs, wait_s=0.5, step_delay=0.02)
+    fake.hold = threading.Event()
+    async with Client(server) as client:
+        first = await client.call_tool("generate", {"task": "text_to_video", "prompt": "waves", "steps": 4})
+        handle = _data(first)
+        assert handle["status"] in ("queued", "running") and handle["outputs"] == []
+        job_id = handle["job_id"]
+        assert job_id and "job" in _text(first) and job_id in _text(first)
+
+        status = _data(await client.call_tool("job", {"action": "status", "job_id": job_id}))
+        assert status["status"] == "running" and status["kind"] == "generate"
+        early = _data(await client.call_tool("job", {"action": "result", "job_id": job_id}))
+        assert early["status"] == "running" and early["job_id"] == job_id
+
+        seen: list[float] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            seen.append(progress)
+
+        async def release_soon() -> None:
+            await anyio.sleep(0.2)  # the wait below is listening by then
+            fake.hold.set()
+
+        final = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(release_soon)
+            with anyio.fail_after(10):
+                while final is None or final.structured_content["status"] != "done":
+                    final = await client.call_tool(
+                        "job", {"action": "wait", "job_id": job_id}, progress_callback=on_progress
+                    )
+        data = _data(final)
+        assert data["plan"]["task"] == "text_to_video" and data["outputs"][0]["mime_type"] == "video/mp4"
+        assert any(c.type == "resource_link" for c in final.content)
+        assert seen == [1, 2, 3, 4]  # the wait relays the job's steps too
+        again = await client.call_tool("job", {"action": "result", "job_id": job_id})
+        assert again.structured_content == data
+        done = _data(await client.call_tool("job", {"action": "status", "job_id": job_id}))
+        assert done["status"] == "done" and done["finished_at"] >= done["started_at"]
+
+
+async def test_with_wait_s_zero_every_call_returns_a_handle_at_once(dirs):
+    server, _ = _make(dirs, wait_s=0)
+    async with Client(server) as client:
+        t0 = time.perf_counter()
+        handle = _data(await client.call_tool("understand", {"prompt": "hi"}))
+        assert time.perf_counter() - t0 < 1.0
+        assert handle["status"] in ("queued", "running", "done") and handle["job_id"]
+        job = state_of(server).queue.get(handle["job_id"])
+        assert await anyio.to_thread.run_sync(job.wait, 10)
+        result = await client.call_tool("job", {"action": "result", "job_id": handle["job_id"]})
+    assert _data(result)["answer"] == "I see 0 file(s). hi"
+
+
+async def test_the_job_tool_cancels_a_queued_job_without_running_it(dirs):
+    server, fake = _make(dirs, wait_s=0)
+    fake.hold = threading.Event()
+    async with Client(server) as client:
+        running = _data(await client.call_tool("generate", {"task": "text_to_image", "prompt": "a"}))
+        queued = _data(await client.call_tool("generate", {"task": "text_to_image", "prompt": "b"}))
+        status = _data(await client.call_tool("job", {"action": "status", "job_id": queued["job_id"]}))
+        assert status["status"] == "queued" and status["ahead"] == 1
+        cancelled = _data(await client.call_tool("job", {"action": "cancel", "job_id": queued["job_id"]}))
+        assert cancelled["status"] == "cancelled"
+        result = await client.call_tool("job", {"action": "result", "job_id": queued["job_id"]})
+        assert result.is_error and "cancelled" in _text(result)
+        fake.hold.set()
+        job = state_of(server).queue.get(running["job_id"])
+        assert await anyio.to_thread.run_sync(job.wait, 10)
+    assert len(_outputs_on_disk(dirs["out"])) == 1
+    assert [p.prompt for kind, p in fake.calls if kind == "generate"] == ["a"]
+
+
+async def test_a_full_queue_answers_busy_with_the_jobs_ahead_then_serves_again(dirs):
+    server, fake = _make(dirs, wait_s=0, queue_size=1)
+    fake.hold = threading.Event()
+    async with Client(server) as client:
+        await client.call_tool("understand", {"prompt": "one"})
+        await client.call_tool("understand", {"prompt": "two"})
+        busy = await client.call_tool("understand", {"prompt": "three"})
+        assert busy.is_error
+        assert "busy: 2 jobs ahead (queue holds 1)" in _text(busy)
+        fake.hold.set()
+        queue = state_of(server).queue
+        with anyio.fail_after(10):
+            while not queue.idle():
+                await anyio.sleep(0.02)
+        accepted = _data(await client.call_tool("understand", {"prompt": "four"}))
+        assert accepted["job_id"] and accepted["status"] in ("queued", "running", "done")
+
+
+async def test_an_unknown_job_id_is_a_tool_error_naming_it(dirs):
+    server, _ = _make(dirs)
+    async with Client(server) as client:
+        result = await client.call_tool("job", {"action": "status", "job_id": "nope"})
+    assert result.is_error and "job_id='nope'" in _text(result) and "no such job" in _text(result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resources and chaining
+
+
+async def test_outputs_are_listed_as_resources_and_readable_through_resources_read(dirs):
+    server, _ = _make(dirs)
+    async with Client(server) as client:
+        data = _data(await client.call_tool("generate", {"task": "text_to_image", "prompt": "x"}))
+        (out,) = data["outputs"]
+        listed = {str(r.uri): r for r in (await client.list_resources()).resources}
+        assert out["uri"] in listed and listed[out["uri"]].mime_type == "image/png"
+        assert listed[out["uri"]].size == out["size_bytes"]
+        assert out["uri"] + ".json" in listed  # the sidecar with the settings
+        templates = (await client.list_resource_templates()).resource_templates
+        assert [t.uri_template for t in templates] == ["unison://outputs/{name}"]
+        read = await client.read_resource(out["uri"])
+        (content,) = read.contents
+        assert content.mime_type == "image/png"
+        assert base64.b64decode(content.blob) == Path(out["path"]).read_bytes()
+        sidecar = (await client.read_resource(out["uri"] + ".json")).contents[0]
+        assert sidecar.mime_type == "application/json" and '"task": "text_to_image"' in sidecar.text
+
+
+@pytest.mark.parametrize("name", ["nope.png", "..%2Fsecret.png", ".hidden"])
+async def test_reading_an_unknown_or_escaping_output_name_fails_cleanly(dirs, name):
+    from mcp.shared.exceptions import MCPError
+
+    server, _ = _make(dirs)
+    async with Client(server) as client:
+        with pytest.raises(MCPError):
+            await client.read_resource(f"unison://outputs/{name}")
+        assert (await client.list_tools()).tools  # still serving
+
+
+async def test_calls_chain_through_unison_uris_generate_then_edit_then_animate(dirs):
+    server, fake = _make(dirs)
+    async with Client(server) as client:
+        first = _data(await client.call_tool("generate", {"task": "text_to_image", "prompt": "a cat"}))
+        uri1 = first["outputs"][0]["uri"]
+        edited = _data(
+            await client.call_tool(
+                "generate",
+                {
+                    "task": "image_edit",
+                    "prompt": "a cat in a hat",
+                    "source": uri1,
+                    "mask": str(dirs["root"] / "mask.png"),
+                },
+            )
+        )
+        uri2 = edited["outputs"][0]["uri"]
+        video = _data(
+            await client.call_tool(
+                "generate", {"task": "image_to_video", "prompt": "the cat waves", "first_frame": uri2}
+            )
+        )
+    plans = [p for kind, p in fake.calls if kind == "generate"]
+    assert plans[1].one(Role.SOURCE).path == first["outputs"][0]["path"]
+    assert plans[2].one(Role.FIRST_FRAME).path == edited["outputs"][0]["path"]
+    assert video["outputs"][0]["mime_type"] == "video/mp4"
+    assert video["plan"]["inputs"] == [
+        {"path": edited["outputs"][0]["path"], "kind": "image", "role": "first_frame"}
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals and errors: clear tool errors, and the server keeps serving
+
+
+def _refused_paths(dirs) -> dict[str, tuple[str, str]]:
+    root = dirs["root"]
+    (root / "album.png").mkdir()
+    os.mkfifo(root / "pipe.png")
+    (root / "escape.png").symlink_to(dirs["outside"] / "secret.png")
+    return {
+        "outside": (str(dirs["outside"] / "secret.png"), "outside the allowed roots"),
+        "dotdot": (f"{root}/../outside/secret.png", "outside the allowed roots"),
+        "symlink": (str(root / "escape.png"), "resolves to"),
+        "proc": ("/proc/self/environ", "/proc is never readable"),
+        "missing": (str(root / "missing.png"), "no such file"),
+        "directory": (str(root / "album.png"), "is a directory"),
+        "fifo": (str(root / "pipe.png"), "FIFO"),
+        "relative": ("photo.png", "absolute path"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["outside", "dotdot", "symlink", "proc", "missing", "directory", "fifo", "relative"]
+)
+async def test_a_refused_input_path_is_a_clear_tool_error_and_the_next_call_succeeds(dirs, case):
+    server, fake = _make(dirs)
+    path, expected = _refused_paths(dirs)[case]
+    async with Client(server) as client:
+        refused = await client.call_tool(
+            "generate",
+            {"task": "image_edit", "prompt": "x", "source": path, "mask": str(dirs["root"] / "mask.png")},
+        )
+        assert refused.is_error
+        msg = _text(refused)
+        assert "input_refused" in msg and "source=" in msg and expected in msg
+        if case in ("outside", "dotdot", "symlink", "proc"):
+            assert str(dirs["root"].resolve()) in msg  # names the allowed roots
+        assert not fake.calls  # refused before any engine work
+        ok = await client.call_tool("generate", _args("image_edit", dirs["root"]))
+        assert _data(ok)["status"] == "done"
+
+
+async def test_a_refused_path_in_understand_media_or_an_auto_marker_is_a_tool_error(dirs):
+    server, fake = _make(dirs)
+    secret = dirs["outside"] / "secret.png"
+    async with Client(server) as client:
+        listed = await client.call_tool("understand", {"prompt": "what?", "media": [str(secret)]})
+        marker = await client.call_tool("auto", {"prompt": f"describe ###{secret}###"})
+        assert listed.is_error and "media[0]=" in _text(listed)
+        assert marker.is_error and "prompt marker=" in _text(marker)
+        assert not fake.calls
+        assert _data(await client.call_tool("understand", {"prompt": "still there?"}))["answer"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"task": "text_to_image", "prompt": "x", "width": 8}, "greater than or equal to 16"),
+        ({"task": "text_to_image", "prompt": "x", "steps": 0}, "greater than or equal to 1"),
+        ({"task": "text_to_video", "prompt": "x", "num_frames": 30}, "num_frames=30: must be 4k+1"),
+        ({"task": "text_to_video", "prompt": "x", "num_frames": 9, "duration_s": 2}, "not both"),
+        ({"task": "text_to_image", "prompt": "x", "width": 1920, "height": 1920}, "at most 921600 pixels"),
+        ({"task": "image_edit", "prompt": "x", "source": "SRC"}, "image_edit needs 1 mask input(s)"),
+        ({"task": "text_to_image", "prompt": "x", "source": "SRC"}, "text_to_image takes no input files"),
+        ({"task": "image_to_video", "prompt": "x", "first_frame": "CLIP"}, "must be an image"),
+        ({"task": "make_coffee", "prompt": "x"}, "Input should be"),
+        ({"task": "text_to_image", "prompt": ""}, "at least 1 character"),
+    ],
+)
+async def test_bad_parameters_are_tool_errors_naming_the_field_and_the_rule(dirs, args, expected):
+    server, fake = _make(dirs)
+    args = {k: str(dirs["root"] / "photo.png") if v == "SRC" else v for k, v in args.items()}
+    args = {k: str(dirs["root"] / "clip.mp4") if v == "CLIP" else v for k, v in args.items()}
+    async with Client(server) as client:
+        bad = await client.call_tool("generate", args)
+        assert bad.is_error and expected in _text(bad), _text(bad)
+        assert not fake.calls
+        assert _data(await client.call_tool("generate", {"task": "text_to_image", "prompt": "ok"}))
+
+
+@pytest.mark.parametrize(
+    ("trigger", "expected"),
+    [
+        (
+            "raise:oom",
+            "out_of_memory: the accelerator ran out of memory; caches were freed. Retry with a smaller",
+        ),
+        ("raise:model", "model_error: adapter not found at /nowhere"),
+    ],
+)
+async def test_an_engine_failure_inside_a_job_is_an_actionable_tool_error(dirs, trigger, expected):
+    server, _ = _make(dirs)
+    async with Client(server) as client:
+        failed = await client.call_tool("generate", {"task": "text_to_image", "prompt": trigger})
+        assert failed.is_error and expected in _text(failed)
+        assert _data(await client.call_tool("generate", {"task": "text_to_image", "prompt": "fine"}))
+
+
+async def test_an_unexpected_exception_is_a_generic_tool_error_with_the_traceback_logged(dirs, caplog):
+    server, _ = _make(dirs)
+    async with Client(server) as client:
+        failed = await client.call_tool("understand", {"prompt": "raise:bug"})
+        assert failed.is_error
+        assert "internal_error" in _text(failed) and "RuntimeError" in _text(failed)
+        assert "secret internal detail" not in _text(failed)
+        assert _data(await client.call_tool("understand", {"prompt": "fine"}))["answer"]
+    logged = [r for r in caplog.records if r.name == "unison_mcp.errors"]
+    assert logged and logged[0].exc_info is not None
+
+
+async def test_a_corrupt_or_oversized_input_is_refused_before_any_job_is_queued(dirs):
+    server, fake = _make(dirs)
+    (dirs["root"] / "broken.png").write_bytes(b"not a png at all")
+    Image.new("1", (9000, 8000)).save(dirs["root"] / "bomb.png")  # 72 MP declared, a few kB on disk
+    (dirs["root"] / "broken.mp4").write_bytes(b"\x00" * 64)
+    async with Client(server) as client:
+        broken = await client.call_tool(
+            "generate", {"task": "image_control", "prompt": "x", "control": str(dirs["root"] / "broken.png")}
+        )
+        bomb = await client.call_tool(
+            "understand", {"prompt": "what?", "media": [str(dirs["root"] / "bomb.png")]}
+        )
+        clip = await client.call_tool(
+            "generate", {"task": "video_extend", "prompt": "x", "source": str(dirs["root"] / "broken.mp4")}
+        )
+    assert broken.is_error and "not a readable image" in _text(broken)
+    assert bomb.is_error and "72000000 pixels; the limit is" in _text(bomb)
+    assert clip.is_error and "input_refused" in _text(clip)
+    assert not fake.calls and state_of(server).queue.jobs() == []

@@ -1,0 +1,5 @@
+"""``python -m unison_mcp``: the same as the ``unison-mcp`` command."""
+
+from .cli import main
+
+raise SystemExit(main())

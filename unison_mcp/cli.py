@@ -1,0 +1,474 @@
+"""The ``unison-mcp`` command: the MCP server, and the engine from a terminal.
+
+Commands: ``serve`` (the MCP server), ``plan`` (dry run of ``run``: prints the plan as JSON),
+``understand`` (prints the answer), ``run`` (plan + answer or generate, with a progress bar),
+``generate`` (one typed task), ``make-tiny`` (build the tiny test models), ``doctor`` (what is
+installed and found) and ``download`` (fetch the configured weights).
+
+Results go to stdout through :func:`emit` and nowhere else; logs and progress go to stderr (stdout
+belongs to the MCP protocol under ``serve``). Engine errors end the command with one line on
+stderr and exit status 2. Heavy modules (torch, transformers, the engine) are imported inside the
+command functions so that ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import InvalidRequest, UnisonError
+from engine.plan import GENERATION_TASKS, TASKS, MediaKind, Role, Task
+
+from . import __version__
+from .config import add_config_arguments, add_preset_argument, load_config
+
+if TYPE_CHECKING:
+    from engine.control import JobControl
+    from engine.engine import Engine
+    from engine.plan import Margins
+
+    from .config import ServerConfig
+
+log = logging.getLogger(__name__)
+
+ENGINE_SECTIONS = ("models and devices", "limits", "sampling defaults", "understanding", "performance")
+SERVER_SECTIONS = (*ENGINE_SECTIONS, "server")
+
+#: Exit status of a command that failed on an engine error (bad request, missing weights...).
+EXIT_ERROR = 2
+
+
+def emit(text: str) -> None:
+    """Write one result to stdout: the only place this program prints."""
+    sys.stdout.write(text + "\n")  # stdout-ok
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands.
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import run_server
+
+    config = load_config(args)
+    log.info("serving over %s; outputs in %s", config.transport, config.output_dir)
+    run_server(config)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    plan = _engine(config).plan(args.request, args.media or (), backend=config.engine.planner_backend)
+    emit(json.dumps(plan.summary(), ensure_ascii=False))
+    return 0
+
+
+def cmd_understand(args: argparse.Namespace) -> int:
+    config = load_config(args)
+    with _Progress() as progress:
+        result = _engine(config).understand(args.question, args.media or (), control=progress.control())
+    emit(result.model_dump_json() if args.json else result.answer)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engine.results import Sampling
+
+    config = load_config(args)
+    with _Progress() as progress:
+        result = _engine(config).auto(
+            args.request,
+            args.media or (),
+            sampling=Sampling(seed=args.seed),
+            dry_run=args.dry_run,
+            control=progress.control(),
+            backend=config.engine.planner_backend,
+        )
+    if args.json:
+        emit(result.model_dump_json())
+        return 0
+    emit(json.dumps(result.plan.summary(), ensure_ascii=False))
+    if result.answer is not None:
+        emit(result.answer.answer)
+    if result.generation is not None:
+        for out in result.generation.outputs:
+            emit(out.path)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from engine.plan import build_plan
+    from engine.results import Sampling
+
+    config = load_config(args)
+    task = Task(args.task)
+    plan = build_plan(
+        task,
+        args.prompt,
+        generate_inputs(task, args),
+        width=args.width,
+        height=args.height,
+        num_frames=args.frames,
+        duration_s=args.duration,
+        # check_plan defaults an unset fps to 16, not to the configured one: pass --fps/env/TOML here.
+        fps=config.engine.sampling.fps,
+        margins=parse_margins(args.margins) if args.margins is not None else None,
+        context_frames=args.context_frames,
+        limits=config.engine.limits,
+    )
+    with _Progress() as progress:
+        result = _engine(config).generate(plan, Sampling(seed=args.seed), control=progress.control())
+    log.info("seed %d, %d steps", result.seed, result.steps)
+    if args.json:
+        emit(result.model_dump_json())
+    else:
+        for out in result.outputs:
+            emit(out.path)
+    return 0
+
+
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from engine.tiny import default_tiny_dir, ensure_tiny
+
+    root = Path(args.dir) if args.dir else default_tiny_dir()
+    t0 = time.perf_counter()
+    paths = ensure_tiny(root)
+    log.info("tiny models ready in %s (%.1f s)", paths.root, time.perf_counter() - t0)
+    emit(
+        json.dumps(
+            {k: str(getattr(paths, k)) for k in ("root", "qwen", "adapter", "wan", "projector")},
+            ensure_ascii=False,
+        )
+    )
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import format_report, run_doctor
+
+    report = run_doctor(load_config(args))
+    emit(json.dumps(report.as_dict(), ensure_ascii=False) if args.json else format_report(report))
+    return 0 if report.ok else 1
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from .download import download_weights
+
+    config = load_config(args)
+    for item in download_weights(config.engine, only=args.only, dry_run=args.dry_run):
+        emit(f"{item.role}\t{item.spec}\t{item.local_path or item.action}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers shared by the commands.
+
+
+def _engine(config: ServerConfig) -> Engine:
+    from engine.engine import Engine
+
+    return Engine(config.engine)
+
+
+#: ``generate`` flags that name a role directly (flag dest, role).
+ROLE_FLAGS: tuple[tuple[str, Role], ...] = (
+    ("source", Role.SOURCE),
+    ("mask", Role.MASK),
+    ("ref", Role.REFERENCE),
+    ("control", Role.CONTROL),
+    ("first_frame", Role.FIRST_FRAME),
+    ("last_frame", Role.LAST_FRAME),
+)
+
+
+def natural_role(task: Task, kind: MediaKind) -> Role | None:
+    """The role an unlabelled ``--image``/``--video`` plays in ``task``: its first input of that kind.
+
+    Read from the task table (so new tasks need no change here). Masks are never implied: a file
+    is a mask only when given with ``--mask``.
+    """
+    for rule in TASKS[task].roles:
+        if kind in rule.kinds and rule.role is not Role.MASK:
+            return rule.role
+    return None
+
+
+def generate_inputs(task: Task, args: argparse.Namespace) -> list[tuple[str, Role]]:
+    """The ``(path, role)`` inputs of a ``generate`` command line."""
+    inputs: list[tuple[str, Role]] = []
+    for dest, role in ROLE_FLAGS:
+        value = getattr(args, dest, None)
+        for path in value if isinstance(value, list) else [value] if value else []:
+            inputs.append((_expand(path), role))
+    for dest, kind in (("image", MediaKind.IMAGE), ("video", MediaKind.VIDEO)):
+        for path in getattr(args, dest, None) or []:
+            role = natural_role(task, kind)
+            if role is None:
+                flags = [
+                    f"--{d.replace('_', '-')}"
+                    for d, r in ROLE_FLAGS
+                    if r in {x.role for x in TASKS[task].roles}
+                ]
+                takes = ", ".join(flags) if flags else "no input files"
+                raise InvalidRequest.for_field(
+                    f"--{dest}", path, f"{task} takes no {kind} here; it takes {takes}"
+                )
+            inputs.append((_expand(path), role))
+    return inputs
+
+
+def parse_margins(text: str) -> Margins:
+    """``L,T,R,B`` (or one number for all four sides) in output pixels."""
+    from engine.plan import Margins
+
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values *= 4
+    if len(values) != 4 or any(v < 0 for v in values):
+        raise InvalidRequest.for_field(
+            "--margins", text, "must be L,T,R,B (four whole numbers of pixels, 0 or more) or one number"
+        )
+    left, top, right, bottom = values
+    return Margins(left=left, top=top, right=right, bottom=bottom)
+
+
+def _expand(path: str) -> str:
+    return str(Path(path).expanduser())
+
+
+class _Progress:
+    """A one-line progress bar on stderr fed by the engine's ``JobControl``.
+
+    On a terminal it redraws in place; otherwise (pipes, CI logs) each step is logged at INFO.
+    """
+
+    WIDTH = 28
+
+    def __init__(self, stream: Any = None):
+        self._stream = stream if stream is not None else sys.stderr
+        self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
+        self._open = False
+        self._t0 = time.perf_counter()
+
+    def control(self) -> JobControl:
+        from engine.control import JobControl
+
+        return JobControl(on_progress=self.update)
+
+    def update(self, done: int, total: int, stage: str) -> None:
+        if not self._tty:
+            log.info("%s: %d/%d", stage, done, total)
+            return
+        filled = self.WIDTH * done // max(total, 1)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        elapsed = time.perf_counter() - self._t0
+        self._stream.write(f"\r{stage[:20]:<20} [{bar}] {done}/{total} {elapsed:6.1f}s")
+        self._stream.flush()
+        self._open = done < total
+        if not self._open:
+            self._stream.write("\n")
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._open:  # interrupted mid-bar: end the line so the error starts on its own
+            self._stream.write("\n")
+            self._open = False
+
+
+# ---------------------------------------------------------------------------------------------
+# The parser.
+
+
+def _add_global(parser: argparse.ArgumentParser) -> None:
+    """Flags accepted before or after the command name (defaults suppressed so neither overwrites)."""
+    g = parser.add_argument_group("global")
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS,
+        help="log to stderr: -v info, -vv debug (with tracebacks)",
+    )
+    g.add_argument(
+        "--config",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="TOML configuration file [UNISON_CONFIG]",
+    )
+    add_preset_argument(g)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unison-mcp",
+        description="Unison (Qwen2.5-VL planner + Wan2.1-VACE generator) as an MCP server and a CLI.",
+        epilog="Settings: flags > UNISON_* environment variables > TOML file (--config) > defaults.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"unison-mcp {__version__}")
+    _add_global(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        name: str,
+        usage: str,
+        func: Callable[[argparse.Namespace], int],
+        help_text: str,
+        sections: Sequence[str] = (),
+    ) -> argparse.ArgumentParser:
+        # A short usage line: the full one would list every configuration flag.
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            usage=f"%(prog)s {usage}".rstrip() + " [options]",
+            allow_abbrev=False,
+        )
+        _add_global(p)
+        if sections:
+            add_config_arguments(p, sections)
+        p.set_defaults(func=func)
+        return p
+
+    command("serve", "", cmd_serve, "run the MCP server (stdio by default)", SERVER_SECTIONS)
+
+    about = "print the plan for a request as JSON (the dry run of `run`)"
+    p = command("plan", "REQUEST", cmd_plan, about, ENGINE_SECTIONS)
+    p.add_argument(
+        "request", help='the request; input files inline as ###path###, e.g. "animate ###cat.png###"'
+    )
+    p.add_argument(
+        "--media", action="append", metavar="FILE", help="an input file not marked inline (repeatable)"
+    )
+
+    about = "answer a question about text, images or a video"
+    p = command("understand", "QUESTION", cmd_understand, about, ENGINE_SECTIONS)
+    p.add_argument("question", help="the question; files may also be marked inline as ###path###")
+    p.add_argument(
+        "--media", action="append", metavar="FILE", help="an image or video to ask about (repeatable)"
+    )
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+    about = "plan a request, then answer it or generate for it (progress on stderr)"
+    p = command("run", "REQUEST", cmd_run, about, ENGINE_SECTIONS)
+    p.add_argument("request", help="the request; input files inline as ###path###")
+    p.add_argument(
+        "--media", action="append", metavar="FILE", help="an input file not marked inline (repeatable)"
+    )
+    p.add_argument("--seed", type=_seed, help="random seed (default: random, reported)")
+    p.add_argument("--dry-run", action="store_true", help="only plan (same as `plan`)")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+    about = "run one generation task with typed parameters (progress on stderr)"
+    p = command("generate", "--task TASK --prompt TEXT", cmd_generate, about, ENGINE_SECTIONS)
+    _add_generate_arguments(p)
+
+    about = "build the tiny random test models (real on-disk formats)"
+    p = command("make-tiny", "[DIR]", cmd_make_tiny, about)
+    p.add_argument("dir", nargs="?", help="where (default: $UNISON_TINY_DIR or ~/.cache/unison-mcp/tiny)")
+
+    about = "check devices, versions and which weights are present (exit 1 if something is missing)"
+    p = command("doctor", "", cmd_doctor, about, SERVER_SECTIONS)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    about = "fetch the configured weights from the Hugging Face hub (progress on stderr)"
+    p = command("download", "", cmd_download, about, ENGINE_SECTIONS)
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=("planner", "adapter", "projector", "generator", "transformer"),
+        help="fetch only these (repeatable)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="list what would be fetched")
+    return parser
+
+
+def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    tasks = sorted(t.value for t in GENERATION_TASKS)
+    p.add_argument("--task", required=True, choices=tasks, metavar="TASK", help="one of: " + ", ".join(tasks))
+    p.add_argument("--prompt", required=True, help="what to make")
+    files = p.add_argument_group(
+        "input files",
+        "--image/--video take the task's natural role (image_edit: source, image_to_video: first frame, "
+        "video_control: control...); the other flags name the role",
+    )
+    files.add_argument("--image", action="append", metavar="PATH", help="an input image (repeatable)")
+    files.add_argument("--video", action="append", metavar="PATH", help="an input video")
+    files.add_argument("--source", metavar="PATH", help="image or video to edit, outpaint or extend")
+    files.add_argument("--mask", metavar="PATH", help="mask image/video: white = regenerate, black = keep")
+    files.add_argument("--ref", action="append", metavar="PATH", help="reference image (repeatable, 1-3)")
+    files.add_argument("--control", metavar="PATH", help="control image/video (pose, depth, edges)")
+    files.add_argument("--first-frame", metavar="PATH", help="image to start the video from")
+    files.add_argument("--last-frame", metavar="PATH", help="image to end the video on")
+    shape = p.add_argument_group("output")
+    shape.add_argument("--width", type=int, metavar="PX", help="output width (rounded to a multiple of 16)")
+    shape.add_argument("--height", type=int, metavar="PX", help="output height (rounded to a multiple of 16)")
+    shape.add_argument("--frames", type=int, metavar="N", help="video frames, 4k+1 (17, 33, 49, 81...)")
+    shape.add_argument("--duration", type=float, metavar="SECONDS", help="video length instead of --frames")
+    shape.add_argument("--margins", metavar="L,T,R,B", help="outpainting margins in pixels")
+    shape.add_argument("--context-frames", type=int, metavar="N", help="video_extend: frames of context")
+    shape.add_argument("--seed", type=_seed, help="random seed (default: random, reported)")
+    shape.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"seed {value} must be between 0 and 2**63-1")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point.
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Always writes to the *current* ``sys.stderr`` (which tests and embedders may swap)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def setup_logging(verbose: int) -> None:
+    """Logs to stderr only: -v shows this project's INFO, -vv everything at DEBUG."""
+    root = logging.getLogger()
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    ours = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
+    for name in ("engine", "unison_mcp"):
+        logging.getLogger(name).setLevel(ours)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 doctor found problems, 2 error)."""
+    args = build_parser().parse_args(argv)
+    verbose = getattr(args, "verbose", 0)
+    setup_logging(verbose)
+    try:
+        return int(args.func(args) or 0)
+    except UnisonError as exc:
+        if verbose:
+            log.error("%s failed", args.command, exc_info=exc)
+        message = " ".join(str(exc).split())  # one line, whatever the message holds
+        sys.stderr.write(f"unison-mcp {args.command}: {exc.code}: {message}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write(f"unison-mcp {args.command}: interrupted\n")
+        return 130

@@ -1,0 +1,172 @@
+"""Which weights a configuration needs, where they are, and fetching them from the hub.
+
+:func:`weight_sources` turns an ``EngineConfig`` into a list of :class:`WeightSource` (local
+directory/file, hub repository, or one file in a hub repository); ``doctor`` checks them offline
+and :func:`download_weights` fetches the hub ones with ``huggingface_hub`` (its progress bars go
+to stderr). ``huggingface_hub`` is imported only when something is actually looked up.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from engine.config import EngineConfig
+from engine.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+#: ``owner/name``, as the hub spells repository ids.
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+Role = Literal["planner", "adapter", "projector", "generator", "transformer"]
+SourceKind = Literal["local", "repo", "file", "missing"]
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """One configured set of weights and how to find it.
+
+    ``kind``: ``local`` (an existing path), ``repo`` (a whole hub repository, or the part under
+    ``subfolder``), ``file`` (one file ``filename`` in hub repository ``repo_id``), ``missing``
+    (a path that does not exist and is not a hub id either).
+    """
+
+    role: Role
+    spec: str  # as configured
+    kind: SourceKind
+    repo_id: str | None = None
+    filename: str | None = None  # for "file"; for "repo" the file whose presence proves the download
+    subfolder: str | None = None
+
+    @property
+    def allow_patterns(self) -> list[str] | None:
+        return [f"{self.subfolder}/*"] if self.subfolder else None
+
+
+@dataclass(frozen=True)
+class DownloadedItem:
+    role: Role
+    spec: str
+    action: str  # "downloaded", "local", "would download ..."
+    local_path: str | None = None
+
+
+def weight_sources(config: EngineConfig) -> list[WeightSource]:
+    """The weights ``config`` needs, in loading order; unconfigured (``None``) parts are skipped."""
+    out: list[WeightSource] = []
+    if config.planner_model:
+        out.append(_repo_or_path("planner", config.planner_model, "config.json"))
+        # The adapter only matters when a planner will load it.
+        if config.adapter and config.backend == "unison":
+            sub = (config.adapter_subfolder or "").strip("/") or None
+            probe = f"{sub}/adapter_config.json" if sub else "adapter_config.json"
+            out.append(_repo_or_path("adapter", config.adapter, probe, subfolder=sub))
+        if config.projector:
+            out.append(_file_or_path("projector", config.projector))
+    out.append(_repo_or_path("generator", config.generator_model, "model_index.json"))
+    if config.generator_single_file:
+        out.append(_file_or_path("transformer", config.generator_single_file))
+    return out
+
+
+def _is_local(spec: str) -> bool:
+    return Path(spec).expanduser().exists()
+
+
+def _repo_or_path(role: Role, spec: str, probe: str, subfolder: str | None = None) -> WeightSource:
+    if _is_local(spec):
+        return WeightSource(role, spec, "local")
+    if _REPO_ID.match(spec):
+        return WeightSource(role, spec, "repo", repo_id=spec, filename=probe, subfolder=subfolder)
+    return WeightSource(role, spec, "missing")
+
+
+def _file_or_path(role: Role, spec: str) -> WeightSource:
+    """A local file, or ``owner/repo/path/in/repo`` on the hub."""
+    if _is_local(spec):
+        return WeightSource(role, spec, "local")
+    parts = spec.split("/")
+    if len(parts) >= 3 and _REPO_ID.match("/".join(parts[:2])) and all(parts[2:]):
+        return WeightSource(role, spec, "file", repo_id="/".join(parts[:2]), filename="/".join(parts[2:]))
+    return WeightSource(role, spec, "missing")
+
+
+def download_weights(
+    config: EngineConfig, *, only: Iterable[str] | None = None, dry_run: bool = False
+) -> list[DownloadedItem]:
+    """Fetch every configured hub weight (or those in ``only``) into the hub cache.
+
+    Local paths are left alone; a configured local path that does not exist is an error (there
+    is nothing to fetch it from). Progress bars are huggingface_hub's own, on stderr.
+    """
+    wanted = set(only) if only else None
+    sources = [s for s in weight_sources(config) if wanted is None or s.role in wanted]
+    if wanted and not sources:
+        raise ModelError(f"nothing to download for {', '.join(sorted(wanted))}: not configured")
+    if config.local_files_only and not dry_run and any(s.kind in ("repo", "file") for s in sources):
+        raise ModelError(
+            "local_files_only is set (--local-files-only / UNISON_LOCAL_FILES_ONLY): downloading is "
+            "disabled; unset it to fetch the weights"
+        )
+    items: list[DownloadedItem] = []
+    for s in sources:
+        if s.kind == "missing":
+            raise ModelError(
+                f"{s.role}={s.spec!r}: not a local path that exists and not a hub id (owner/name"
+                + (" or owner/name/path/to/file" if s.role in ("projector", "transformer") else "")
+                + "); fix the path or give a hub id"
+            )
+        if s.kind == "local":
+            items.append(DownloadedItem(s.role, s.spec, "local", str(Path(s.spec).expanduser())))
+            continue
+        what = f"{s.repo_id}" + (f" ({s.subfolder}/)" if s.subfolder else "")
+        if s.kind == "file":
+            what = f"{s.repo_id}: {s.filename}"
+        if dry_run:
+            items.append(DownloadedItem(s.role, s.spec, f"would download {what}"))
+            continue
+        log.warning("downloading %s: %s", s.role, what)  # shown without -v: this can take a while
+        items.append(DownloadedItem(s.role, s.spec, "downloaded", _fetch(s, config.cache_dir)))
+    return items
+
+
+def _fetch(s: WeightSource, cache_dir: Path | None) -> str:
+    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    repo_id = s.repo_id or ""  # always set for hub sources, the only ones fetched
+    try:
+        if s.kind == "file":
+            return hf_hub_download(repo_id, s.filename or "", cache_dir=cache_dir)
+        return snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=s.allow_patterns)
+    except GatedRepoError as exc:
+        raise ModelError(
+            f"{s.role}: {s.repo_id} is gated: accept its terms on huggingface.co and log in "
+            f"(`hf auth login` or HF_TOKEN), then retry ({_short(exc)})"
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelError(
+            f"{s.role}: hub repository {s.repo_id!r} not found (or private: log in with `hf auth login`)"
+        ) from exc
+    except LocalEntryNotFoundError as exc:
+        raise ModelError(
+            f"{s.role}: cannot download {s.repo_id}: the hub is unreachable or offline mode is on "
+            f"(HF_HUB_OFFLINE); connect and retry ({_short(exc)})"
+        ) from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise ModelError(f"{s.role}: downloading {s.repo_id} failed: {_short(exc)}") from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:297] + "..."

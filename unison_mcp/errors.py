@@ -1,0 +1,54 @@
+"""Errors cross into MCP here, in one function.
+
+Every engine error becomes the SDK's ``ToolError``: the call returns ``isError`` with a message a
+model can act on, and the SDK logs it at INFO without a traceback. Anything else is a bug: its
+traceback is logged here and the client gets a generic message (internal details stay on the
+server). Either way the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mcp.server.mcpserver.exceptions import ToolError
+
+from engine.errors import (
+    Busy,
+    Cancelled,
+    InputRefused,
+    InvalidRequest,
+    ModelError,
+    OutOfMemory,
+    PlannerError,
+    UnisonError,
+)
+
+log = logging.getLogger(__name__)
+
+#: What the caller can do next, per error type (appended to the engine's own message).
+_HINTS: dict[type[UnisonError], str] = {
+    InvalidRequest: "Fix that argument and call again.",
+    InputRefused: "Pass a file the server may read, or the unison://outputs/<name> URI of an earlier result.",
+    Busy: "",  # the message already says when to retry
+    Cancelled: "",
+    OutOfMemory: "Retry with a smaller width/height, fewer frames or fewer steps.",
+    ModelError: "The server's model configuration needs fixing: run `unison-mcp doctor` on the server.",
+    PlannerError: "Rephrase the request, or call `generate` with an explicit task.",
+}
+
+
+def tool_error(exc: BaseException, *, tool: str = "tool") -> ToolError:
+    """The ``ToolError`` to raise for ``exc`` (engine errors keep their message; others are logged)."""
+    if isinstance(exc, ToolError):
+        return exc
+    if isinstance(exc, UnisonError):
+        hint = next((h for cls, h in _HINTS.items() if isinstance(exc, cls)), "")
+        text = f"{exc.code}: {str(exc).rstrip()}"
+        if hint:
+            text = f"{text}{'' if text.endswith(('.', '!', '?')) else '.'} {hint}"
+        return ToolError(text)
+    log.error("%s failed unexpectedly", tool, exc_info=(type(exc), exc, exc.__traceback__))
+    return ToolError(
+        f"internal_error: {tool} failed unexpectedly ({type(exc).__name__}); the details are in the "
+        "server's log. The server keeps serving: check the request and try again."
+    )

@@ -1,0 +1,181 @@
+"""Engine results as tool results: text for the model, resource links, small previews, structure.
+
+Files are never inlined: each output is a ``resource_link`` (``unison://outputs/<name>``, mime
+type, size) plus its absolute path in the structured content. The model gets a small preview to
+look at: the image downscaled (JPEG, longest side ``preview_side``), or a video's first frame
+with its frame count, fps and duration. These functions run on the job's worker thread, right
+after the engine returns, so a finished job holds exactly what the call returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import mimetypes
+from pathlib import Path
+
+from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
+
+from engine.results import AutoResult, GenerateResult, OutputFile, UnderstandResult
+
+from .models import AutoOutput, GenerateOutput, OutputInfo, PlanInfo, UnderstandOutput
+
+log = logging.getLogger(__name__)
+
+#: A preview above this is re-encoded smaller: clients cap whole results near 1 MB.
+PREVIEW_MAX_BYTES = 256 * 1024
+
+
+def mime_type(path: Path | str) -> str:
+    guessed, _ = mimetypes.guess_type(str(path))
+    return guessed or "application/octet-stream"
+
+
+def _human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB"):
+        if size < 1000 or unit == "MB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+def _describe(out: OutputFile) -> str:
+    shape = f"{out.width}×{out.height}"
+    if out.num_frames > 1 or out.fps is not None:
+        duration = f" = {out.duration_s:.2f} s" if out.duration_s is not None else ""
+        fps = f" at {out.fps:g} fps" if out.fps is not None else ""
+        shape += f", {out.num_frames} frames{fps}{duration}"
+    return f"{out.mime_type}, {shape}, {_human_size(out.size_bytes)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Previews
+
+
+def _first_frame(path: Path):
+    """The first frame of an image or video as a PIL image (PyAV for videos)."""
+    from PIL import Image
+
+    if mime_type(path).startswith("video/"):
+        import av
+
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                return frame.to_image()
+        raise ValueError(f"{path} has no video frame")
+    with Image.open(path) as img:
+        img.load()
+        return img.copy()
+
+
+def preview(path: Path, side: int) -> ImageContent | None:
+    """A small JPEG of the output (a video's first frame), or ``None`` if it cannot be made."""
+    try:
+        img = _first_frame(path).convert("RGB")
+        img.thumbnail((side, side))
+        for quality in (85, 60, 40):
+            buf = io.BytesIO()
+            img.save(buf, format="JPEG", quality=quality)
+            if buf.tell() <= PREVIEW_MAX_BYTES:
+                break
+        data = base64.b64encode(buf.getvalue()).decode("ascii")
+    except Exception:
+        # A preview is a courtesy: the file and its link are what matter, so never fail over one.
+        log.warning("no preview for %s", path, exc_info=True)
+        return None
+    return ImageContent(type="image", data=data, mime_type="image/jpeg")
+
+
+def _output_blocks(outputs: list[OutputFile], preview_side: int) -> list[ContentBlock]:
+    blocks: list[ContentBlock] = []
+    for out in outputs:
+        kind = "video" if out.mime_type.startswith("video/") else "image"
+        info = OutputInfo.of(out)
+        blocks.append(
+            ResourceLink(
+                type="resource_link",
+                uri=info.uri,
+                name=out.name,
+                title=f"{kind} ({out.width}×{out.height})",
+                description=f"{_describe(out)}; on disk: {out.path}",
+                mime_type=out.mime_type,
+                size=out.size_bytes,
+            )
+        )
+        image = preview(Path(out.path), preview_side)
+        if image is not None:
+            blocks.append(image)
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+
+
+def _generation_text(gen: GenerateResult) -> str:
+    lines = [f"{gen.plan.task.value}: wrote {len(gen.outputs)} file(s)."]
+    for out in gen.outputs:
+        lines.append(f"- {OutputInfo.of(out).uri} → {out.path} ({_describe(out)})")
+    lines.append(
+        f"seed {gen.seed}, {gen.steps} steps, guidance {gen.guidance:g}"
+        + ("" if gen.projector else ", without projector tokens")
+        + "."
+    )
+    if gen.notes:
+        lines.append("Notes: " + "; ".join(gen.notes))
+    lines.append("Pass a unison://outputs/ URI as an input to edit or animate the result.")
+    return "\n".join(lines)
+
+
+def _generation_fields(gen: GenerateResult) -> dict:
+    return dict(
+        plan=PlanInfo.of(gen.plan),
+        outputs=[OutputInfo.of(o) for o in gen.outputs],
+        seed=gen.seed,
+        steps=gen.steps,
+        guidance=gen.guidance,
+        projector=gen.projector,
+        timings=gen.timings,
+        notes=gen.notes,
+    )
+
+
+def understand_result(res: UnderstandResult) -> CallToolResult:
+    out = UnderstandOutput(answer=res.answer, model=res.model, timings=res.timings)
+    return CallToolResult(
+        content=[TextContent(type="text", text=res.answer)],
+        structured_content=out.model_dump(mode="json"),
+    )
+
+
+def generate_result(gen: GenerateResult, *, preview_side: int) -> CallToolResult:
+    out = GenerateOutput(**_generation_fields(gen))
+    blocks: list[ContentBlock] = [TextContent(type="text", text=_generation_text(gen))]
+    blocks += _output_blocks(gen.outputs, preview_side)
+    return CallToolResult(content=blocks, structured_content=out.model_dump(mode="json"))
+
+
+def auto_result(res: AutoResult, *, dry_run: bool, preview_side: int) -> CallToolResult:
+    plan = PlanInfo.of(res.plan)
+    head = f"Plan: {plan.task}" + (
+        f" {plan.width}×{plan.height}, {plan.num_frames} frame(s)" if plan.width is not None else ""
+    )
+    if plan.inputs:
+        head += "; inputs: " + ", ".join(f"{i.role}={i.path}" for i in plan.inputs)
+    blocks: list[ContentBlock] = []
+    fields: dict = {"plan": plan, "dry_run": dry_run}
+    if res.generation is not None:
+        fields.update(_generation_fields(res.generation))
+        fields["plan"] = plan
+        blocks.append(TextContent(type="text", text=head + "\n" + _generation_text(res.generation)))
+        blocks += _output_blocks(res.generation.outputs, preview_side)
+    elif res.answer is not None:
+        fields.update(answer=res.answer.answer, model=res.answer.model, timings=res.answer.timings)
+        blocks.append(TextContent(type="text", text=res.answer.answer))
+        blocks.append(TextContent(type="text", text=head))
+    else:
+        blocks.append(TextContent(type="text", text=head + "\n(dry run: nothing was generated)"))
+    out = AutoOutput(**fields)
+    return CallToolResult(content=blocks, structured_content=out.model_dump(mode="json"))
