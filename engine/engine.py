@@ -259,7 +259,9 @@ class Engine:
 
         plan = check_plan(plan, self.config.limits)
         if plan.spec.understanding:
-            raise InvalidRequest.for_field("task", plan.task.value, "is an understanding task: use understand")
+            raise InvalidRequest.for_field(
+                "task", plan.task.value, "is an understanding task: use understand"
+            )
         control = control or JobControl()
         resolved = resolve_sampling(sampling, self.config.sampling, limits=self.config.limits)
         timings: dict[str, float] = {}
@@ -330,7 +332,11 @@ class Engine:
                 "timings": timings,
             }
             output = write_output(
-                frames, output_dir=self.config.output_dir, task=plan.task.value, fps=plan.fps, metadata=metadata
+                frames,
+                output_dir=self.config.output_dir,
+                task=plan.task.value,
+                fps=plan.fps,
+                metadata=metadata,
             )
         return GenerateResult(
             plan=plan,

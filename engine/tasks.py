@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 from .control import JobControl
 from .errors import InvalidRequest
 from .media import (
-    DEFAULT_MAX_PIXELS,
     GREY,
     Size,
     VideoClip,
