@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from .plan import Limits
 
@@ -82,6 +82,13 @@ class EngineConfig(BaseModel):
     understanding: UnderstandingDefaults = Field(default_factory=UnderstandingDefaults)
     performance: PerformanceOptions = Field(default_factory=PerformanceOptions)
     preset: str | None = None
+
+    @model_validator(mode="after")
+    def _one_fps_default(self) -> EngineConfig:
+        # The configured output fps is the default every plan validation uses.
+        if self.limits.default_fps != self.sampling.fps:
+            self.limits = self.limits.model_copy(update={"default_fps": self.sampling.fps})
+        return self
 
     @property
     def backend(self) -> PlannerBackend:

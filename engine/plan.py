@@ -293,6 +293,7 @@ class Limits(BaseModel):
     default_width: int = Field(832, ge=16)
     default_height: int = Field(480, ge=16)
     default_frames: int = Field(81, ge=1)
+    default_fps: float = Field(16.0, gt=0)
 
 
 DEFAULT_WIDTH, DEFAULT_HEIGHT = 832, 480
@@ -377,7 +378,7 @@ def check_plan(plan: Plan, limits: Limits | None = None) -> Plan:
             raise InvalidRequest.for_field("num_frames", n, rule)
         update["num_frames"] = n
 
-    fps = DEFAULT_FPS if plan.fps is None else plan.fps
+    fps = limits.default_fps if plan.fps is None else plan.fps
     if not 0 < fps <= limits.max_fps:
         raise InvalidRequest.for_field("fps", fps, f"must be above 0 and at most {limits.max_fps}")
     update["fps"] = float(fps)
@@ -483,7 +484,7 @@ def build_plan(
         if TASKS[task].output != "video":
             # Said here rather than as a num_frames error the caller never set.
             raise InvalidRequest.for_field("duration_s", duration_s, f"{task} does not make a video")
-        num_frames = frames_for_seconds(duration_s, fps or DEFAULT_FPS)
+        num_frames = frames_for_seconds(duration_s, fps or (limits or Limits()).default_fps)
     plan = Plan(
         task=task,
         prompt=prompt,

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ValidationError
 
 from .config import EngineConfig
 from .control import JobControl
-from .errors import InvalidRequest, ModelError, PlannerError
+from .errors import InputRefused, InvalidRequest, ModelError, PlannerError
 from .plan import (
     IMGPAD,
     TASKS,
@@ -494,13 +494,16 @@ class QwenPlanner:
 
     def _call_hub(self, fn: Callable[..., Any], ref: str, *, what: str, **kwargs: Any) -> Any:
         """``fn(ref, ...)`` with the hub settings; a missing or unreadable source is a ModelError."""
-        if _looks_local(ref) and not Path(ref).expanduser().exists():
-            raise ModelError(
-                f"planner_model={ref!r}: no such directory; give a local Qwen2.5-VL directory or a hub "
-                "id such as 'Qwen/Qwen2.5-VL-3B-Instruct'"
-            )
+        source = ref
+        if _looks_local(ref):
+            source = str(Path(ref).expanduser())
+            if not Path(source).exists():
+                raise ModelError(
+                    f"planner_model={ref!r}: no such directory; give a local Qwen2.5-VL directory or a "
+                    "hub id such as 'Qwen/Qwen2.5-VL-3B-Instruct'"
+                )
         try:
-            return fn(ref, **self._hub_kwargs(), **kwargs)
+            return fn(source, **self._hub_kwargs(), **kwargs)
         except (OSError, ValueError) as exc:  # not found, offline, invalid id, unreadable files
             offline = " (local_files_only is set: download it first)" if self.config.local_files_only else ""
             raise ModelError(f"planner_model={ref!r}: cannot load the {what}{offline}: {exc}") from exc
@@ -731,8 +734,9 @@ class QwenPlanner:
     def _plan_unison(self, request: Request, want_features: bool) -> tuple[Plan, torch.Tensor | None]:
         if not self.adapter_loaded:
             raise ModelError(
-                "the unison backend needs the Unison adapter merged into the planner: set adapter "
-                "(e.g. 'ali-vilab/Unison') and planner_backend='unison', or use the instruct backend"
+                f"the unison backend needs the Unison adapter, but the planner was loaded without it "
+                f"(adapter={self.config.adapter!r}, planner_backend={self.config.backend!r}): set adapter "
+                "(e.g. 'ali-vilab/Unison') with planner_backend 'unison', or plan with 'instruct'"
             )
         messages = [{"role": "user", "content": request.text}]
         prefix = self._ids(self._chat_text(messages, generation_prompt=False))
@@ -851,22 +855,27 @@ class QwenPlanner:
     ) -> dict[str, Any]:
         """The processor's whole output (ids, pixels, grids, mm_token_type_ids, second_per_grid_ts)."""
         max_px = self.config.understanding.max_pixels
-        inputs = self._processor(
-            text=[text],
-            images=images or None,
-            videos=videos or None,
-            images_kwargs={"size": {"shortest_edge": min(IMAGE_MIN_PIXELS, max_px), "longest_edge": max_px}},
-            videos_kwargs={
-                "size": {"shortest_edge": min(VIDEO_MIN_PIXELS, max_px), "longest_edge": max_px},
-                # Frames were sampled by read_video at video_fps; the metadata tells the processor
-                # their real rate so the temporal positions (second_per_grid_ts) are right.
-                "do_sample_frames": False,
-                "video_metadata": metadata or None,
-                # qwen-vl-utils' bound on a whole video's pixels (on top of max_pixels per frame).
-                "cap_pixels_per_frame": True,
-            },
-            return_tensors="pt",
-        )
+        try:
+            inputs = self._processor(
+                text=[text],
+                images=images or None,
+                videos=videos or None,
+                images_kwargs={
+                    "size": {"shortest_edge": min(IMAGE_MIN_PIXELS, max_px), "longest_edge": max_px}
+                },
+                videos_kwargs={
+                    "size": {"shortest_edge": min(VIDEO_MIN_PIXELS, max_px), "longest_edge": max_px},
+                    # Frames were sampled by read_video at video_fps; the metadata tells the processor
+                    # their real rate so the temporal positions (second_per_grid_ts) are right.
+                    "do_sample_frames": False,
+                    "video_metadata": metadata or None,
+                    # qwen-vl-utils' bound on a whole video's pixels (on top of max_pixels per frame).
+                    "cap_pixels_per_frame": True,
+                },
+                return_tensors="pt",
+            )
+        except ValueError as exc:  # e.g. an aspect ratio over 200:1, which Qwen's resizer refuses
+            raise InputRefused(f"an input image or video cannot be prepared for Qwen2.5-VL: {exc}") from None
         inputs = inputs.to(self.device)
         for key in ("pixel_values", "pixel_values_videos"):
             # Only the pixels take the model's dtype: second_per_grid_ts stays exact in float32.

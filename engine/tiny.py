@@ -63,8 +63,6 @@ def _atomic_build(target: Path, build) -> None:
 
 def ensure_tiny(root: Path | str | None = None) -> TinyPaths:
     """Build whatever tiny model is missing under ``root`` and return all their paths."""
-    from . import tiny_qwen, tiny_wan
-
     root = Path(root) if root is not None else default_tiny_dir()
     paths = TinyPaths(
         root=root,
@@ -73,8 +71,11 @@ def ensure_tiny(root: Path | str | None = None) -> TinyPaths:
         wan=root / "wan",
         projector=root / "projector.pth",
     )
-    if not all(p.exists() for p in (paths.qwen, paths.adapter, paths.wan, paths.projector)):
-        log.info("building tiny models in %s", root)
+    if all(p.exists() for p in (paths.qwen, paths.adapter, paths.wan, paths.projector)):
+        return paths  # the builders import torch: skip them when there is nothing to build
+    from . import tiny_qwen, tiny_wan
+
+    log.info("building tiny models in %s", root)
     _atomic_build(paths.qwen, lambda d: tiny_qwen.build_qwen(d, seed=SEED))
     _atomic_build(paths.adapter, lambda d: tiny_qwen.build_adapter(d, base=paths.qwen, seed=SEED))
     _atomic_build(paths.wan, lambda d: tiny_wan.build_wan(d, seed=SEED))

@@ -14,7 +14,7 @@ from PIL import Image
 
 from engine.config import EngineConfig
 from engine.control import JobControl
-from engine.errors import Cancelled, InvalidRequest, ModelError, PlannerError
+from engine.errors import Cancelled, InputRefused, InvalidRequest, ModelError, PlannerError
 from engine.media import encode_mp4
 from engine.plan import MediaInput, MediaKind, Role, Task, parse_request
 from engine.planner import (
@@ -128,6 +128,25 @@ def test_a_missing_planner_directory_is_a_model_error(tiny_paths, tmp_path):
         QwenPlanner(cfg).load()
 
 
+def test_a_hub_adapter_missing_from_an_offline_cache_is_a_model_error(tiny_paths, tmp_path):
+    cfg = EngineConfig.tiny(tiny_paths.root).model_copy(
+        update={"adapter": "someone/unison-lora", "cache_dir": tmp_path}
+    )
+    with pytest.raises(ModelError, match="adapter='someone/unison-lora'.*not in the local cache"):
+        QwenPlanner(cfg).load()
+
+
+def test_a_hub_model_missing_from_an_offline_cache_is_a_model_error(tiny_paths, tmp_path):
+    cfg = EngineConfig.tiny(tiny_paths.root).model_copy(
+        update={"planner_model": "Qwen/Qwen2.5-VL-3B-Instruct", "cache_dir": tmp_path}
+    )
+    planner = QwenPlanner(cfg)
+    with pytest.raises(ModelError, match="planner_model='Qwen/Qwen2.5-VL-3B-Instruct'.*local_files_only"):
+        planner.hidden_size  # noqa: B018 (the property reads the config)
+    with pytest.raises(ModelError, match="planner_model='Qwen/Qwen2.5-VL-3B-Instruct'"):
+        planner.load()
+
+
 def test_an_adapter_whose_embeddings_do_not_match_its_tokenizer_is_refused(tiny_paths, tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -147,7 +166,10 @@ def test_an_adapter_made_for_a_wider_model_is_refused(tiny_paths, tmp_path):
 
     adapter = _copy_adapter(tiny_paths.adapter, tmp_path / "adapter")
     weights = load_file(adapter / "adapter_model.safetensors")
-    weights = {k: torch.zeros(v.shape[0], 128) if k.endswith("embed_tokens.weight") else v for k, v in weights.items()}
+    weights = {
+        k: torch.zeros(v.shape[0], 128) if k.endswith("embed_tokens.weight") else v
+        for k, v in weights.items()
+    }
     save_file(weights, adapter / "adapter_model.safetensors")
     cfg = EngineConfig.tiny(tiny_paths.root, adapter=str(adapter))
     with pytest.raises(ModelError, match="width 128 but the planner model's hidden size is 64"):
@@ -281,7 +303,10 @@ def test_an_understanding_plan_reads_every_file_and_takes_its_kind_from_them():
         ("I would draw a cat.", "no JSON object"),
         ('{"task": "paint"}', "task='paint'.*one of text_understanding"),
         ('{"task": "text_to_image", "width": "wide"}', "width='wide'"),
-        ('{"task": "image_reference", "inputs": [{"index": 5, "role": "reference"}]}', r"inputs\[0\]\.index=5"),
+        (
+            '{"task": "image_reference", "inputs": [{"index": 5, "role": "reference"}]}',
+            r"inputs\[0\]\.index=5",
+        ),
         (
             '{"task": "image_edit", "inputs": [{"index": 2, "role": "source"}, {"index": 1, "role": "mask"}]}',
             "do not fit task image_edit.*must be an image",
@@ -343,6 +368,13 @@ def test_understanding_reports_progress_and_stops_when_cancelled(planner):
     cancelling = JobControl(on_progress=lambda done, total, stage: cancelling.cancel())
     with pytest.raises(Cancelled):
         planner.understand("Describe a cat.", [], max_new_tokens=8, control=cancelling)
+
+
+def test_an_image_qwen_cannot_resize_is_refused_as_input(planner, tmp_path):
+    path = tmp_path / "strip.png"
+    Image.new("RGB", (600, 2), "white").save(path)
+    with pytest.raises(InputRefused, match="aspect ratio"):
+        planner.understand("What is it?", _inputs((path, MediaKind.IMAGE)))
 
 
 def test_understanding_refuses_a_negative_temperature(planner):

@@ -12,7 +12,13 @@ from PIL import Image
 from safetensors import safe_open
 
 from engine.plan import UNISON_TOKENS
-from engine.tiny_qwen import CHAT_TEMPLATE, DEFAULT_SYSTEM_MESSAGE, QWEN_ADDED_TOKENS, build_qwen, text_hidden_size
+from engine.tiny_qwen import (
+    CHAT_TEMPLATE,
+    DEFAULT_SYSTEM_MESSAGE,
+    QWEN_ADDED_TOKENS,
+    build_qwen,
+    text_hidden_size,
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +104,9 @@ def test_the_chat_template_renders_qwen25_vl_turns(processor):
     text = processor.tokenizer.apply_chat_template(own_system, tokenize=False, chat_template=CHAT_TEMPLATE)
     assert text == "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
     video = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "?"}]}]
-    assert "<|vision_start|><|video_pad|><|vision_end|>" in processor.apply_chat_template(video, tokenize=False)
+    assert "<|vision_start|><|video_pad|><|vision_end|>" in processor.apply_chat_template(
+        video, tokenize=False
+    )
 
 
 def test_an_image_goes_through_the_processor_and_the_model(processor, model):
@@ -153,4 +161,6 @@ def test_the_build_is_deterministic_for_a_seed(tiny_paths, tmp_path: Path):
     assert ref.keys() == same.keys()
     assert all(torch.equal(ref[k], same[k]) for k in ref)
     assert not all(torch.equal(ref[k], other[k]) for k in ref)
-    assert (tmp_path / "same" / "tokenizer.json").read_text() == (tiny_paths.qwen / "tokenizer.json").read_text()
+    assert (tmp_path / "same" / "tokenizer.json").read_text() == (
+        tiny_paths.qwen / "tokenizer.json"
+    ).read_text()
