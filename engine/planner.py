@@ -154,9 +154,9 @@ def _resolve_adapter_dir(ref: str, subfolder: str | None, config: EngineConfig) 
             local_files_only=config.local_files_only,
         )
     except Exception as exc:  # hub errors have many types; all mean "not available here"
-        hint = (
-            "it is not in the local cache (local_files_only is set)" if config.local_files_only else str(exc)
-        )
+        hint = str(exc)
+        if config.local_files_only:
+            hint = "it is not in the local cache (local_files_only is set: download it first)"
         raise ModelError(f"{where}: cannot fetch the adapter: {hint}") from exc
     return Path(root) / prefix
 
@@ -673,9 +673,7 @@ class QwenPlanner:
             kwargs.update(do_sample=False, temperature=1.0, top_k=50, top_p=1.0)
         return GenerationConfig(**kwargs)
 
-    def _generate(
-        self, inputs: dict[str, Any], gen: Any, control: JobControl | None = None, **extra: Any
-    ) -> Any:
+    def _generate(self, inputs: dict[str, Any], gen: Any, control: JobControl | None = None) -> Any:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 

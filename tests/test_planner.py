@@ -213,7 +213,7 @@ def test_unison_plans_give_inputs_their_roles(planner):
     assert edit.one(Role.SOURCE).path == "photo.png" and edit.one(Role.MASK).path == "mask.png"
     assert edit.prompt == "Edit using the mask: put a hat on the dog."
     video = planner.plan(parse_request(EXAMPLES[2].request), backend="unison", want_features=False).plan
-    assert (video.width, video.height, video.num_frames) == (832, 480, 81)
+    assert (video.width, video.height, video.num_frames) == (64, 48, 9)
     last = planner.plan(parse_request(EXAMPLES[5].request), backend="unison", want_features=False).plan
     assert last.one(Role.LAST_FRAME).path == "end.png"
 
