@@ -113,6 +113,11 @@ class EngineConfig(BaseModel):
             dtype="float32",
             local_files_only=True,
             preset="tiny",
+            # The tiny Unison adapter only knows the requests it was trained on
+            # (engine.tiny_qwen.EXAMPLES): route any request with the rules planner, while the
+            # tiny Qwen still provides understanding, grounding and the projector's features.
+            # `--planner unison` on the tiny preset exercises the LoRA path.
+            planner_backend="rules",
             sampling=SamplingDefaults(steps=2),
             understanding=UnderstandingDefaults(max_new_tokens=8, video_max_frames=4, max_pixels=56 * 56),
             # Real-size plans still validate; unset sizes default small so CPU runs take seconds.

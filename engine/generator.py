@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .config import EngineConfig, SamplingDefaults
+from .config import EngineConfig, PerformanceOptions, SamplingDefaults
 from .control import JobControl
 from .errors import InvalidRequest, ModelError, OutOfMemory
 from .plan import Limits
 from .results import Sampling
 
 if TYPE_CHECKING:
+    from .perf import Switches
     from .tasks import Prepared
 
 log = logging.getLogger(__name__)
@@ -92,15 +93,20 @@ def encode_text(
     *,
     max_sequence_length: int,
     device: torch.device | str,
+    pad_to_max: bool = True,
 ) -> torch.Tensor:
-    """umT5 output over the real tokens of ``text`` only: ``(n, text_dim)``, n <= max_sequence_length."""
+    """umT5 output over the real tokens of ``text`` only: ``(n, text_dim)``, n <= max_sequence_length.
+
+    ``pad_to_max`` pads to ``max_sequence_length`` like the reference. The attention mask keeps
+    the padding out of the real tokens' outputs, so without it the result is the same up to
+    floating-point summation order, for a fraction of the work (a 20-token prompt instead of 512
+    positions): used when umT5-XXL runs on the CPU (``offload="text_encoder_cpu"``).
+    """
     from diffusers.pipelines.wan.pipeline_wan_vace import prompt_clean
 
-    # Padded to max_length like the reference; the attention mask keeps padding out of the real
-    # tokens' outputs, and only the real positions are kept.
     inputs = tokenizer(
         [prompt_clean(text)],
-        padding="max_length",
+        padding="max_length" if pad_to_max else "do_not_pad",
         max_length=max_sequence_length,
         truncation=True,
         add_special_tokens=True,
@@ -145,6 +151,7 @@ def build_text_context(
     extra_tokens: torch.Tensor | None,
     text_len: int,
     max_sequence_length: int,
+    encoder_device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(prompt_embeds, negative_prompt_embeds)`` for ``WanVACEPipeline``, as UNISON.md says.
 
@@ -152,14 +159,23 @@ def build_text_context(
     ``text_len``; negative = real tokens + zeros up to ``text_len``. Without: both padded to
     ``max_sequence_length`` (plain Wan-VACE). ``negative_prompt=None`` skips the negative (no
     classifier-free guidance). Both come back in the transformer's dtype on the execution device.
+    ``encoder_device``: where umT5 runs when that is not the execution device (umT5 kept on the
+    CPU); its prompts are then encoded without padding (see :func:`encode_text`).
     """
     device = pipe._execution_device
     dtype = pipe.transformer.dtype
+    encode_on = torch.device(encoder_device) if encoder_device is not None else torch.device(device)
+    pad_to_max = encode_on.type == torch.device(device).type
 
     def encode(text: str) -> torch.Tensor:
         return encode_text(
-            pipe.tokenizer, pipe.text_encoder, text, max_sequence_length=max_sequence_length, device=device
-        ).to(dtype)
+            pipe.tokenizer,
+            pipe.text_encoder,
+            text,
+            max_sequence_length=max_sequence_length,
+            device=encode_on,
+            pad_to_max=pad_to_max,
+        ).to(device=device, dtype=dtype)
 
     positive = [encode(prompt)]
     length = max_sequence_length
@@ -217,7 +233,11 @@ def _free_accelerator_memory() -> None:
 
 
 class Generator:
-    """Wan2.1-VACE, loaded lazily once, run with Unison's conditioning, progress and cancel."""
+    """Wan2.1-VACE, loaded lazily once, run with Unison's conditioning, progress and cancel.
+
+    The speed/memory switches of ``config.performance`` (see :mod:`engine.perf` and
+    docs/performance.md) are applied at load; :meth:`configure` changes them on a loaded pipeline.
+    """
 
     def __init__(self, config: EngineConfig):
         self.config = config
@@ -226,7 +246,12 @@ class Generator:
             self.name += f" (transformer: {Path(config.generator_single_file).name})"
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
+        #: The switches in force (``config.performance`` until :meth:`configure` changes them).
+        self.performance: PerformanceOptions = config.performance.model_copy()
+        #: What the switches did in the last run (batched passes, cache skips), for benchmarks.
+        self.last_run: dict[str, Any] = {}
         self._pipe: Any = None
+        self._switches: Switches | None = None
         self._text_dim: int | None = None
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()
@@ -283,13 +308,45 @@ class Generator:
         with self._load_lock:
             if self._pipe is not None:
                 return
+            from . import perf
+
+            options = self.performance
+            # Every switch is checked before gigabytes of weights are read.
+            perf.check_options(options, self.device)
             try:
                 pipe = self._load_pipeline()
+                switches = perf.Switches(pipe, self.device, options.offload)
+                switches.apply(options)
             except torch.cuda.OutOfMemoryError as exc:
                 _free_accelerator_memory()
                 raise OutOfMemory(f"out of accelerator memory while loading the generator: {exc}") from exc
             self._text_dim = int(pipe.text_encoder.config.d_model)
+            self._switches = switches
             self._pipe = pipe
+
+    def configure(self, options: PerformanceOptions) -> None:
+        """Change the speed/memory switches; takes effect from the next run.
+
+        A loaded pipeline is changed in place (hooks added or removed, blocks compiled or
+        restored); a different ``offload`` puts the weights elsewhere, so the pipeline is dropped
+        and loads again on next use. Waits for a running generation to finish.
+        """
+        from . import perf
+
+        perf.check_options(options, self.device)
+        with self._load_lock, self._run_lock:
+            if self._pipe is not None and self._switches is not None:
+                if options.offload != self._switches.offload:
+                    log.info(
+                        "offload %r -> %r: the generator reloads on next use",
+                        self._switches.offload,
+                        options.offload,
+                    )
+                    self._pipe, self._switches = None, None
+                    _free_accelerator_memory()
+                else:
+                    self._switches.apply(options)
+            self.performance = options.model_copy()
 
     def _load_pipeline(self) -> Any:
         from diffusers import WanVACEPipeline, WanVACETransformer3DModel
@@ -334,7 +391,10 @@ class Generator:
             raise ModelError(
                 f"generator_model={cfg.generator_model!r}: cannot load a WanVACEPipeline{hint}: {exc}"
             ) from exc
-        pipe.to(self.device)
+        from .perf import place_pipeline
+
+        where = place_pipeline(pipe, self.performance.offload, self.device)
+        log.info("generator placement: %s", where)
         # tqdm bars would only add noise to the server's stderr; progress goes through JobControl.
         pipe.set_progress_bar_config(disable=True)
         pipe.scheduler = self._flow_scheduler(pipe.scheduler, cfg.sampling.flow_shift)
@@ -374,31 +434,52 @@ class Generator:
         Wan-VACE). Progress goes to ``control.step`` once per step; a cancel raises
         :class:`~engine.errors.Cancelled` from inside the step loop, before any VAE decode.
         """
-        self.load()
-        pipe = self._pipe
-        with self._run_lock:
-            try:
-                return self._run_locked(pipe, prepared, prompt, extra_tokens, sampling, control)
-            except torch.cuda.OutOfMemoryError as exc:
-                _free_accelerator_memory()
-                raise OutOfMemory(
-                    f"out of accelerator memory generating {prepared.width}x{prepared.height}, "
-                    f"{prepared.num_frames} frames; try a smaller size or fewer frames"
-                ) from exc
-            finally:
-                # A run left by an exception (cancel, OOM) must not leak into the next one.
-                pipe._current_timestep = None
-                pipe._interrupt = False
+        while True:
+            self.load()
+            with self._run_lock:
+                pipe, switches = self._pipe, self._switches
+                if pipe is not None and switches is not None:
+                    return self._run_guarded(
+                        pipe, switches, prepared, prompt, extra_tokens, sampling, control
+                    )
+            # configure() dropped the pipeline between load() and the lock: load it again.
 
-    def _run_locked(
+    def _run_guarded(
         self,
         pipe: Any,
+        switches: Switches,
         prepared: Prepared,
         prompt: str,
         extra_tokens: torch.Tensor | None,
         sampling: ResolvedSampling,
         control: JobControl | None,
     ) -> np.ndarray:
+        try:
+            return self._run_locked(pipe, switches, prepared, prompt, extra_tokens, sampling, control)
+        except torch.cuda.OutOfMemoryError as exc:
+            _free_accelerator_memory()
+            raise OutOfMemory(
+                f"out of accelerator memory generating {prepared.width}x{prepared.height}, "
+                f"{prepared.num_frames} frames; try a smaller size or fewer frames, or a low-VRAM "
+                "offload mode"
+            ) from exc
+        finally:
+            # A run left by an exception (cancel, OOM) must not leak into the next one.
+            pipe._current_timestep = None
+            pipe._interrupt = False
+
+    def _run_locked(
+        self,
+        pipe: Any,
+        switches: Switches,
+        prepared: Prepared,
+        prompt: str,
+        extra_tokens: torch.Tensor | None,
+        sampling: ResolvedSampling,
+        control: JobControl | None,
+    ) -> np.ndarray:
+        from . import perf
+
         pipe.scheduler = self._flow_scheduler(pipe.scheduler, sampling.flow_shift)
         with torch.inference_mode():
             prompt_embeds, negative_embeds = build_text_context(
@@ -409,6 +490,7 @@ class Generator:
                 extra_tokens=extra_tokens,
                 text_len=sampling.text_len,
                 max_sequence_length=sampling.max_sequence_length,
+                encoder_device=perf.text_encoder_device(pipe, switches.offload, self.device),
             )
 
         total = sampling.steps
@@ -423,27 +505,44 @@ class Generator:
 
         generator = torch.Generator(device=self.device if self.device.type == "cuda" else "cpu")
         generator.manual_seed(sampling.seed)
+        self.last_run = {}
         try:
-            output = pipe(
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_embeds,
-                video=prepared.video,
-                mask=prepared.mask,
-                reference_images=prepared.reference_images,
-                conditioning_scale=sampling.conditioning_scale,
-                height=prepared.height,
-                width=prepared.width,
-                num_frames=prepared.num_frames,
-                num_inference_steps=total,
-                guidance_scale=sampling.guidance,
-                generator=generator,
-                output_type="np",
-                callback_on_step_end=on_step_end,
-                max_sequence_length=sampling.max_sequence_length,
-            )
+            with switches.running(steps=total, positive=prompt_embeds, negative=negative_embeds) as stats:
+                output = self._call_pipeline(
+                    pipe, prepared, prompt_embeds, negative_embeds, sampling, generator, on_step_end
+                )
         except BaseException:
-            # The pipeline only releases offload hooks at its normal end.
+            # The pipeline only releases offload hooks (and resets cache state) at its normal end.
             pipe.maybe_free_model_hooks()
             raise
+        self.last_run = stats.as_dict()
         frames = np.asarray(output.frames[0])  # (F, H, W, 3) float in [0, 1]
         return to_uint8(frames)
+
+    @staticmethod
+    def _call_pipeline(
+        pipe: Any,
+        prepared: Prepared,
+        prompt_embeds: torch.Tensor,
+        negative_embeds: torch.Tensor | None,
+        sampling: ResolvedSampling,
+        generator: torch.Generator,
+        on_step_end: Any,
+    ) -> Any:
+        return pipe(
+            prompt_embeds=prompt_embeds,
+            negative_prompt_embeds=negative_embeds,
+            video=prepared.video,
+            mask=prepared.mask,
+            reference_images=prepared.reference_images,
+            conditioning_scale=sampling.conditioning_scale,
+            height=prepared.height,
+            width=prepared.width,
+            num_frames=prepared.num_frames,
+            num_inference_steps=sampling.steps,
+            guidance_scale=sampling.guidance,
+            generator=generator,
+            output_type="np",
+            callback_on_step_end=on_step_end,
+            max_sequence_length=sampling.max_sequence_length,
+        )

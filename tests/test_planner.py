@@ -27,9 +27,15 @@ from engine.planner import (
 from engine.tiny_qwen import EXAMPLES
 
 
+def _tiny(root, **overrides) -> EngineConfig:
+    """The tiny preset with the Unison backend (the preset itself routes with the rules planner)."""
+    overrides.setdefault("planner_backend", "unison" if overrides.get("adapter", "") is not None else None)
+    return EngineConfig.tiny(root, **overrides)
+
+
 @pytest.fixture(scope="module")
 def planner(tiny_paths) -> QwenPlanner:
-    p = QwenPlanner(EngineConfig.tiny(tiny_paths.root))
+    p = QwenPlanner(_tiny(tiny_paths.root))
     p.load()
     return p
 
@@ -37,7 +43,7 @@ def planner(tiny_paths) -> QwenPlanner:
 @pytest.fixture(scope="module")
 def base_planner(tiny_paths) -> QwenPlanner:
     """The tiny Qwen without the adapter: the instruct backend."""
-    p = QwenPlanner(EngineConfig.tiny(tiny_paths.root, adapter=None))
+    p = QwenPlanner(_tiny(tiny_paths.root, adapter=None))
     p.instruct_max_new_tokens = 12  # a random model never closes its JSON: keep the two tries short
     p.load()
     return p
@@ -77,7 +83,7 @@ def _copy_adapter(src: Path, dst: Path) -> Path:
 
 
 def test_nothing_loads_until_first_use(tiny_paths):
-    p = QwenPlanner(EngineConfig.tiny(tiny_paths.root))
+    p = QwenPlanner(_tiny(tiny_paths.root))
     assert not p.loaded
     assert p.hidden_size == 64  # read from config.json alone
     assert not p.loaded
@@ -111,25 +117,25 @@ def test_without_an_adapter_the_base_model_keeps_its_tied_embeddings(base_planne
 
 
 def test_a_missing_adapter_directory_is_a_model_error(tiny_paths, tmp_path):
-    cfg = EngineConfig.tiny(tiny_paths.root, adapter=str(tmp_path / "no-adapter"))
+    cfg = _tiny(tiny_paths.root, adapter=str(tmp_path / "no-adapter"))
     with pytest.raises(ModelError, match=r"adapter=.*no-adapter.*no such directory.*adapter_config\.json"):
         QwenPlanner(cfg).load()
 
 
 def test_a_directory_without_adapter_config_is_a_model_error(tiny_paths, tmp_path):
-    cfg = EngineConfig.tiny(tiny_paths.root, adapter=str(tmp_path))
+    cfg = _tiny(tiny_paths.root, adapter=str(tmp_path))
     with pytest.raises(ModelError, match="has no adapter_config.json"):
         QwenPlanner(cfg).load()
 
 
 def test_a_missing_planner_directory_is_a_model_error(tiny_paths, tmp_path):
-    cfg = EngineConfig.tiny(tiny_paths.root, planner_model=str(tmp_path / "no-qwen"))
+    cfg = _tiny(tiny_paths.root, planner_model=str(tmp_path / "no-qwen"))
     with pytest.raises(ModelError, match=r"planner_model=.*no-qwen.*no such directory"):
         QwenPlanner(cfg).load()
 
 
 def test_a_hub_adapter_missing_from_an_offline_cache_is_a_model_error(tiny_paths, tmp_path):
-    cfg = EngineConfig.tiny(tiny_paths.root).model_copy(
+    cfg = _tiny(tiny_paths.root).model_copy(
         update={"adapter": "someone/unison-lora", "cache_dir": tmp_path}
     )
     with pytest.raises(ModelError, match="adapter='someone/unison-lora'.*not in the local cache"):
@@ -137,7 +143,7 @@ def test_a_hub_adapter_missing_from_an_offline_cache_is_a_model_error(tiny_paths
 
 
 def test_a_hub_model_missing_from_an_offline_cache_is_a_model_error(tiny_paths, tmp_path):
-    cfg = EngineConfig.tiny(tiny_paths.root).model_copy(
+    cfg = _tiny(tiny_paths.root).model_copy(
         update={"planner_model": "Qwen/Qwen2.5-VL-3B-Instruct", "cache_dir": tmp_path}
     )
     planner = QwenPlanner(cfg)
@@ -156,7 +162,7 @@ def test_an_adapter_whose_embeddings_do_not_match_its_tokenizer_is_refused(tiny_
         if k.endswith(("embed_tokens.weight", "lm_head.weight")):
             weights[k] = weights[k][:-3].contiguous()  # 3 rows short of the tokenizer
     save_file(weights, adapter / "adapter_model.safetensors")
-    cfg = EngineConfig.tiny(tiny_paths.root, adapter=str(adapter))
+    cfg = _tiny(tiny_paths.root, adapter=str(adapter))
     with pytest.raises(ModelError, match=r"embeddings have \d+ rows but its tokenizer has \d+ tokens"):
         QwenPlanner(cfg).load()
 
@@ -171,7 +177,7 @@ def test_an_adapter_made_for_a_wider_model_is_refused(tiny_paths, tmp_path):
         for k, v in weights.items()
     }
     save_file(weights, adapter / "adapter_model.safetensors")
-    cfg = EngineConfig.tiny(tiny_paths.root, adapter=str(adapter))
+    cfg = _tiny(tiny_paths.root, adapter=str(adapter))
     with pytest.raises(ModelError, match="width 128 but the planner model's hidden size is 64"):
         QwenPlanner(cfg).load()
 
@@ -181,14 +187,14 @@ def test_an_adapter_for_another_architecture_is_refused(tiny_paths, tmp_path):
     config = json.loads((adapter / "adapter_config.json").read_text())
     config["target_modules"] = ["c_attn", "c_proj"]  # GPT-2's attention: nothing like it in Qwen
     (adapter / "adapter_config.json").write_text(json.dumps(config))
-    cfg = EngineConfig.tiny(tiny_paths.root, adapter=str(adapter))
+    cfg = _tiny(tiny_paths.root, adapter=str(adapter))
     with pytest.raises(ModelError, match="cannot be applied to"):
         QwenPlanner(cfg).load()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_asking_for_cuda_without_cuda_is_a_model_error(tiny_paths):
-    cfg = EngineConfig.tiny(tiny_paths.root, planner_device="cuda")
+    cfg = _tiny(tiny_paths.root, planner_device="cuda")
     with pytest.raises(ModelError, match="CUDA is not available"):
         QwenPlanner(cfg).load()
 

@@ -9,14 +9,16 @@ per-step progress and cancel, the PNG/MP4 writer, previews and resources.
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import anyio
+import numpy as np
 import pytest
 from mcp import Client
 from PIL import Image
 
-from engine.plan import Task
+from engine.tiny_qwen import EXAMPLES
 from unison_mcp.config import ServerConfig
 from unison_mcp.server import build_server, state_of
 
@@ -25,11 +27,16 @@ from unison_mcp.server import build_server, state_of
 def real(tiny_paths, tmp_path_factory):
     from engine.config import EngineConfig
     from engine.engine import Engine
+    from engine.media import encode_mp4
 
     base = tmp_path_factory.mktemp("real")
     root = base / "inputs"
     root.mkdir()
     Image.new("RGB", (64, 48), (220, 40, 40)).save(root / "photo.png")
+    for name in ("start.png", "end.png", "face.jpg", "cat.png", "depth.png"):  # files the examples name
+        Image.new("RGB", (64, 48), (40, 40, 220)).save(root / name)
+    for name in ("clip.mp4", "pose.mp4"):
+        encode_mp4(root / name, np.full((9, 48, 64, 3), 90, dtype=np.uint8), 16.0)
     mask = Image.new("L", (64, 48), 0)
     mask.paste(255, (16, 12, 48, 36))
     mask.save(root / "mask.png")
@@ -125,22 +132,43 @@ async def test_chaining_generate_edit_animate_through_unison_uris_on_the_real_en
     assert any(c.type == "image" for c in video_result.content)  # the poster frame
 
 
-async def test_auto_plans_with_the_real_planner_and_a_dry_run_writes_nothing(real):
+def _example_request(request: str, root: Path) -> str:
+    """A training request of the tiny planner with its ###name### markers pointing at real files."""
+    return re.sub(r"###(.+?)###", lambda m: f"###{root / m.group(1)}###", request)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.task.value)
+async def test_auto_dry_run_reaches_every_task_of_the_grammar_with_the_real_planner(real, example):
     async with Client(_server(real)) as client:
         before = _files(real["out"])
-        dry = _data(
-            await client.call_tool("auto", {"prompt": "a short video of a dog running", "dry_run": True})
+        result = await client.call_tool(
+            "auto", {"prompt": _example_request(example.request, real["root"]), "dry_run": True}
         )
-        assert _files(real["out"]) == before
-        assert dry["dry_run"] is True and dry["outputs"] == [] and dry["answer"] is None
-        assert Task(dry["plan"]["task"])  # a task of the table, whatever the random planner chose
+        assert _files(real["out"]) == before  # a dry run writes nothing
+    data = _data(result)
+    assert data["dry_run"] is True and data["plan"]["task"] == example.task.value
+    assert data["outputs"] == [] and data["answer"] is None
+    assert all(Path(i["path"]).parent == real["root"].resolve() for i in data["plan"]["inputs"])
 
-        ran = _data(await client.call_tool("auto", {"prompt": "a short video of a dog running", "steps": 1}))
-    assert ran["plan"]["task"] == dry["plan"]["task"]  # greedy planning is deterministic
-    if ran["outputs"]:
-        assert all(Path(o["path"]).is_file() for o in ran["outputs"])
-    else:
-        assert isinstance(ran["answer"], str)
+
+async def test_auto_generates_a_video_or_answers_as_the_real_planner_decides(real):
+    async with Client(_server(real)) as client:
+        video = _data(
+            await client.call_tool(
+                "auto", {"prompt": "Make a video of waves crashing on a beach.", "steps": 1}
+            )
+        )
+        answer = _data(await client.call_tool("auto", {"prompt": "What is the capital of France?"}))
+    assert video["plan"]["task"] == "text_to_video"
+    (clip,) = video["outputs"]
+    assert clip["mime_type"] == "video/mp4" and (clip["width"], clip["height"], clip["num_frames"]) == (
+        64,
+        48,
+        9,
+    )
+    assert Path(clip["path"]).is_file()
+    assert answer["plan"]["task"] == "text_understanding"
+    assert isinstance(answer["answer"], str) and answer["outputs"] == []
 
 
 async def test_cancelling_a_real_generation_mid_way_writes_nothing(real):

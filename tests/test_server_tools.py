@@ -451,6 +451,19 @@ async def test_the_job_tool_cancels_a_queued_job_without_running_it(dirs):
     assert [p.prompt for kind, p in fake.calls if kind == "generate"] == ["a"]
 
 
+async def test_the_job_tool_cancels_a_running_job_at_its_next_step_and_nothing_is_written(dirs):
+    server, _ = _make(dirs, wait_s=0.2, step_delay=0.02)
+    async with Client(server) as client:
+        handle = _data(
+            await client.call_tool("generate", {"task": "text_to_video", "prompt": "x", "steps": 200})
+        )
+        assert handle["status"] == "running" and handle["progress"]["done"] > 0
+        cancelled = _data(await client.call_tool("job", {"action": "cancel", "job_id": handle["job_id"]}))
+    assert cancelled["status"] == "cancelled" and cancelled["progress"]["done"] < 200
+    assert "cancelled" in cancelled["error"]
+    assert list(dirs["out"].iterdir()) == []
+
+
 async def test_a_full_queue_answers_busy_with_the_jobs_ahead_then_serves_again(dirs):
     server, fake = _make(dirs, wait_s=0, queue_size=1)
     fake.hold = threading.Event()
@@ -459,7 +472,7 @@ async def test_a_full_queue_answers_busy_with_the_jobs_ahead_then_serves_again(d
         await client.call_tool("understand", {"prompt": "two"})
         busy = await client.call_tool("understand", {"prompt": "three"})
         assert busy.is_error
-        assert "busy: 2 jobs ahead (queue holds 1)" in _text(busy)
+        assert _text(busy).endswith("busy: 2 jobs ahead (queue holds 1); try again when a job has finished")
         fake.hold.set()
         queue = state_of(server).queue
         with anyio.fail_after(10):

@@ -252,13 +252,12 @@ async def test_over_http_with_the_token_the_tools_work_end_to_end(http_server):
         names = {t.name for t in (await client.list_tools()).tools}
         assert names == {"understand", "generate", "auto", "job"}
         with anyio.fail_after(120):
+            # understand loads only the planner: the cheapest real model call, with per-token progress.
             result = await client.call_tool(
-                "generate",
-                {"task": "text_to_image", "prompt": "a blue circle", "steps": 2},
-                progress_callback=on_progress,
+                "understand", {"prompt": "what is 2+2?"}, progress_callback=on_progress
             )
         assert not result.is_error, result.content
-        (out,) = result.structured_content["outputs"]
-        read = await client.read_resource(out["uri"])
-        assert read.contents[0].mime_type == "image/png"
-    assert seen == [1, 2]
+        assert isinstance(result.structured_content["answer"], str)
+        listed = (await client.list_resources()).resources
+        assert listed == []  # nothing generated yet, and listing works over HTTP
+    assert seen and seen == sorted(set(seen))  # progress reached the client, strictly increasing

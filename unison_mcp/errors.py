@@ -43,7 +43,9 @@ def tool_error(exc: BaseException, *, tool: str = "tool") -> ToolError:
         return exc
     if isinstance(exc, UnisonError):
         hint = next((h for cls, h in _HINTS.items() if isinstance(exc, cls)), "")
-        text = f"{exc.code}: {str(exc).rstrip()}"
+        message = str(exc).rstrip()
+        # The code leads so a model can branch on it; some messages already start with it ("busy: ...").
+        text = message if message.startswith(f"{exc.code}:") else f"{exc.code}: {message}"
         if hint:
             text = f"{text}{'' if text.endswith(('.', '!', '?')) else '.'} {hint}"
         return ToolError(text)

@@ -56,6 +56,8 @@ MAX_LISTED_OUTPUTS = 500
 #: How long `job cancel` waits for a running job to stop before answering.
 CANCEL_WAIT_S = 10.0
 _TEXT_MIMES = ("application/json",)
+#: Job kinds started by tools (and so holding a tool result).
+TOOL_KINDS = ("understand", "generate", "auto")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,10 +220,12 @@ def _progress(job: Job) -> Progress:
     return Progress(**job.progress())
 
 
-def _pending_result(job: Job, model: type[JobState], queue: JobQueue) -> CallToolResult:
-    """The job handle returned when a job outlives the call's wait."""
+def _pending_result(job: Job, model: type[JobState], queue: JobQueue, tool: str) -> CallToolResult:
+    """The job handle returned when a job outlives the call's wait (its result if it just finished)."""
     p = _progress(job)
     status = job.status
+    if status in FINISHED:  # it finished since the caller looked
+        return _outcome(job, tool)
     where = f"{p.stage} {p.done}/{p.total}" if p.total else p.stage
     extra: dict[str, Any] = {}
     if status == "queued":
@@ -441,13 +445,11 @@ def _add_tools(server: MCPServer, state: ServerState) -> None:
 
     async def run_job(
         kind: str, work: Callable[[JobControl], CallToolResult], ctx: Context, model: type[JobState]
-    ):
+    ) -> CallToolResult:
         pump = _ProgressPump()
         job = queue.submit(kind, work, on_progress=pump.push)
         await _follow(job, ctx, pump, config.wait_s, cancel_on_abort=True)
-        if job.status in FINISHED:
-            return _outcome(job, kind)
-        return _pending_result(job, model, queue)
+        return _pending_result(job, model, queue, kind)
 
     # -------------------------------------------------------------------------------- understand
 
@@ -645,11 +647,9 @@ def _add_tools(server: MCPServer, state: ServerState) -> None:
                     await _follow(found, ctx, pump, config.wait_s, cancel_on_abort=False)
                 finally:
                     remove()
-            if found.status in FINISHED:
-                if found.kind not in ("understand", "generate", "auto"):
-                    return _status_result(found, queue)
-                return _outcome(found, found.kind)
-            return _pending_result(found, JobOutput, queue)
+            if found.kind not in TOOL_KINDS:  # the preload job: nothing to return but its state
+                return _status_result(found, queue)
+            return _pending_result(found, JobOutput, queue, found.kind)
         except ToolError:
             raise
         except Exception as exc:

@@ -1,0 +1,717 @@
+"""Speed and memory switches for the Wan-VACE pipeline (``EngineConfig.performance``).
+
+Each switch of :class:`~engine.config.PerformanceOptions` is applied here to a loaded
+``WanVACEPipeline``; :class:`Switches` keeps track of what is applied so a switch can be turned off
+again (hooks removed, compiled blocks restored) without reloading the weights. Only ``offload``
+decides where the weights live, so changing it means loading the pipeline again (the generator
+does that).
+
+- ``attention_backend``: diffusers' ``set_attention_backend`` on the DiT (``None``: PyTorch SDPA).
+- ``compile``: regional ``torch.compile`` of the repeated DiT blocks.
+- ``batch_cfg``: the conditional and unconditional DiT passes of a step as one batch of two
+  (:class:`BatchedCFGHook`).
+- ``cache``: diffusers' First-Block cache or MagCache on the DiT blocks, with a fix for VACE (see
+  :class:`_PinHook`); MagCache calibrates its ratios on the first run (:class:`MagProbe`).
+- ``vae_tiling``: ``vae.enable_tiling()``.
+- ``offload``: model CPU offload, group offload, or umT5 kept on the CPU (:func:`place_pipeline`);
+  on a machine without CUDA there is nothing to offload to and the mode is a logged no-op.
+
+Also here: :func:`psnr` / :func:`ssim` (what a cache costs in quality) and :func:`dit_flops` (the
+compute floor of a generation). This module imports torch and diffusers at the top: import it
+lazily (the generator does).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.hooks import (
+    FirstBlockCacheConfig,
+    HookRegistry,
+    MagCacheConfig,
+    ModelHook,
+    apply_group_offloading,
+)
+
+from .config import PerformanceOptions
+from .errors import InvalidRequest, ModelError
+
+log = logging.getLogger(__name__)
+
+# --- attention ----------------------------------------------------------------------------------
+
+#: Backends that run on a CPU (PyTorch's own kernels); every other one needs CUDA.
+CPU_ATTENTION_BACKENDS = frozenset({"native", "_native_math", "_native_flash", "flex"})
+
+#: What to install for backends that need a package (diffusers' own message says it too).
+_INSTALL_HINTS = {
+    "flash": "pip install flash-attn",
+    "flash_varlen": "pip install flash-attn",
+    "_flash_3": "build FlashAttention 3 from flash-attn's hopper/ directory (H100/H200 only)",
+    "_flash_varlen_3": "build FlashAttention 3 from flash-attn's hopper/ directory (H100/H200 only)",
+    "sage": "pip install sageattention",
+    "sage_varlen": "pip install sageattention",
+    "xformers": "pip install xformers",
+}
+
+
+def _install_hint(name: str) -> str:
+    if name.endswith("_hub"):
+        return "pip install kernels; the kernel is fetched from the Hugging Face hub on first use"
+    if name.startswith("_sage"):
+        return "pip install sageattention"
+    return _INSTALL_HINTS.get(name, "see diffusers' attention backends documentation")
+
+
+def check_attention_backend(name: str | None, device: torch.device) -> str | None:
+    """Validate ``attention_backend`` before any weights load; returns the normalised name.
+
+    An unknown name is an ``InvalidRequest`` listing the valid ones; a backend whose package is
+    missing is a ``ModelError`` saying what to install; a CUDA-only backend on another device is an
+    ``InvalidRequest``.
+    """
+    if name is None:
+        return None
+    from diffusers.models.attention_dispatch import AttentionBackendName
+
+    key = name.lower()
+    valid = sorted(b.value for b in AttentionBackendName)
+    if key not in valid:
+        raise InvalidRequest.for_field(
+            "attention_backend", name, f"must be one of {', '.join(valid)}, or unset for PyTorch SDPA"
+        )
+    try:  # private in diffusers: without it the same check runs in set_attention_backend
+        from diffusers.models.attention_dispatch import _check_attention_backend_requirements
+    except ImportError:  # pragma: no cover - depends on the diffusers version
+        _check_attention_backend_requirements = None
+    if _check_attention_backend_requirements is not None:
+        try:
+            _check_attention_backend_requirements(AttentionBackendName(key))
+        except RuntimeError as exc:
+            raise ModelError(
+                f"attention_backend={name!r} is not usable here: {exc} (to install: {_install_hint(key)})"
+            ) from exc
+    if device.type != "cuda" and key not in CPU_ATTENTION_BACKENDS:
+        raise InvalidRequest.for_field(
+            "attention_backend",
+            name,
+            f"needs a CUDA device; on {device.type} use one of {', '.join(sorted(CPU_ATTENTION_BACKENDS))}",
+        )
+    return key
+
+
+def set_attention_backend(transformer: Any, name: str | None) -> None:
+    """Route the DiT's attention through ``name`` (``None``: PyTorch SDPA, diffusers' "native")."""
+    try:
+        # diffusers also makes the backend the process-wide active one, so "unset" must name SDPA
+        # explicitly rather than only clear the per-module choice.
+        transformer.set_attention_backend(name or "native")
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(
+            f"attention_backend={name!r}: {exc} (to install: {_install_hint(name or '')})"
+        ) from exc
+    log.info("attention backend of the DiT: %s", name or "native (PyTorch SDPA)")
+
+
+# --- regional compilation -----------------------------------------------------------------------
+
+
+def compile_blocks(transformer: Any, *, backend: str = "inductor", mode: str | None = None) -> int:
+    """Regional ``torch.compile``: each repeated DiT block (main and VACE) is compiled on its own.
+
+    One compiled graph per block class serves all 45 blocks of Wan2.1-VACE-1.3B, so compiling
+    takes seconds rather than minutes, with the speed of a whole-model compile. ``fullgraph`` stays
+    off because cache hooks on the blocks call code dynamo must not trace. Returns how many
+    modules were compiled.
+    """
+    names = set(getattr(transformer, "_repeated_blocks", None) or ())
+    modules = [m for m in transformer.modules() if type(m).__name__ in names]
+    if not modules:  # an architecture without _repeated_blocks: compile its block lists
+        modules = [b for attr in ("blocks", "vace_blocks") for b in getattr(transformer, attr, ())]
+    for module in modules:
+        module.compile(backend=backend, mode=mode)
+    log.info("compiled %d DiT blocks (backend %s)", len(modules), backend)
+    return len(modules)
+
+
+def uncompile_blocks(transformer: Any) -> None:
+    """Undo :func:`compile_blocks`: ``nn.Module.compile`` only sets ``_compiled_call_impl``."""
+    for module in transformer.modules():
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
+
+
+def compiled_blocks(transformer: Any) -> int:
+    return sum(getattr(m, "_compiled_call_impl", None) is not None for m in transformer.modules())
+
+
+# --- batched classifier-free guidance -----------------------------------------------------------
+
+BATCH_CFG_HOOK = "unison_batch_cfg"
+
+
+@dataclass
+class _Pending:
+    hidden_states: torch.Tensor
+    timestep: torch.Tensor
+    output: Any
+
+
+class BatchedCFGHook(ModelHook):
+    """One forward of batch 2B instead of two of batch B for each denoising step.
+
+    ``WanVACEPipeline`` calls the DiT twice per step with the same ``hidden_states`` and
+    ``timestep`` tensors: first with ``prompt_embeds`` (under ``cache_context("cond")``), then with
+    ``negative_prompt_embeds`` (``"uncond"``); see the loop in ``pipeline_wan_vace.py``. On the
+    conditional call this hook runs both contexts as one batch, returns the conditional half and
+    keeps the unconditional half; the unconditional call that follows, recognised by the very same
+    latents and timestep objects and the negative context, gets the kept half without running the
+    model. Any other call (no CFG, a different caller) runs unchanged, so the hook is exact: the
+    result equals the unbatched one up to floating-point summation order.
+    """
+
+    def __init__(self, positive: torch.Tensor, negative: torch.Tensor):
+        super().__init__()
+        self.positive = positive
+        self.negative = negative
+        self.pending: _Pending | None = None
+        self.batched = 0  # batched forwards run
+        self.served = 0  # unconditional calls answered from the batch
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        forward = self.fn_ref.original_forward
+        pending, self.pending = self.pending, None
+        context = kwargs.get("encoder_hidden_states")
+        x = kwargs.get("hidden_states")
+        t = kwargs.get("timestep")
+        if args or context is None or x is None or t is None:
+            return forward(*args, **kwargs)
+        if (
+            pending is not None
+            and _same(context, self.negative)
+            and x is pending.hidden_states
+            and t is pending.timestep
+        ):
+            self.served += 1
+            return pending.output
+        if not _same(context, self.positive) or self.negative.shape[1:] != context.shape[1:]:
+            return forward(*args, **kwargs)
+        n = x.shape[0]
+        batched = dict(kwargs)
+        batched["hidden_states"] = torch.cat([x, x])  # (2B, C, F, H, W)
+        batched["timestep"] = torch.cat([t, t])  # (2B,)
+        batched["encoder_hidden_states"] = torch.cat(
+            [context, self.negative.expand_as(context)]
+        )  # (2B, L, D)
+        control = kwargs.get("control_hidden_states")
+        if control is not None:
+            batched["control_hidden_states"] = torch.cat([control, control])  # (2B, 96, F, H, W)
+        out = forward(**batched)
+        self.batched += 1
+        cond, uncond = _split_output(out, n)
+        self.pending = _Pending(hidden_states=x, timestep=t, output=uncond)
+        return cond
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    # The pipeline only casts the contexts (a no-op when the dtype already matches), so identity,
+    # or at worst the same storage, recognises them without comparing values.
+    return a is b or (a.shape == b.shape and a.data_ptr() == b.data_ptr() and a.dtype == b.dtype)
+
+
+def _split_output(out: Any, n: int) -> tuple[Any, Any]:
+    if isinstance(out, tuple):
+        first, second = out[0][:n], out[0][n:]
+        return (first, *out[1:]), (second, *out[1:])
+    sample = out.sample
+    return type(out)(sample=sample[:n]), type(out)(sample=sample[n:])
+
+
+@contextmanager
+def batched_cfg(transformer: Any, positive: torch.Tensor, negative: torch.Tensor | None) -> Iterator[Any]:
+    """Install the batched-CFG hook on ``transformer`` for one pipeline call (yields it, or None).
+
+    Installed per run and removed afterwards, so that nothing outlives the call even when an
+    offload mode re-wraps ``forward`` between runs.
+    """
+    if negative is None:  # no classifier-free guidance: one pass per step already
+        yield None
+        return
+    registry = HookRegistry.check_if_exists_or_initialize(transformer)
+    hook = BatchedCFGHook(positive, negative)
+    registry.register_hook(hook, BATCH_CFG_HOOK)
+    installed = transformer.forward
+    try:
+        yield hook
+    finally:
+        current = transformer.forward
+        registry.remove_hook(BATCH_CFG_HOOK, recurse=False)
+        if current is not installed:
+            # Someone (accelerate's offload hooks) re-wrapped forward during the run: keep theirs.
+            transformer.forward = current
+    if hook.batched == 0:
+        log.warning("batch_cfg: the pipeline's calls were not recognised; the run was not batched")
+
+
+# --- caches -------------------------------------------------------------------------------------
+
+PIN_HOOK = "unison_cache_pin"
+
+
+@dataclass
+class CacheStats:
+    """What a cache did during one run: DiT passes through the blocks, and how many it skipped."""
+
+    passes: int = 0
+    skipped: int = 0
+    head_output: torch.Tensor | None = field(default=None, repr=False)
+
+
+class _PinHook(ModelHook):
+    """Keep a skipped pass equal to what the cache meant: ``head output + cached residual``.
+
+    diffusers' First-Block cache and MagCache skip a pass by returning the cached result from the
+    first block and letting every later block hand its input through. In Wan-VACE the transformer
+    adds a VACE hint after each block listed in ``vace_layers``, outside the blocks; those hints
+    are already inside the cached residual, so handing inputs through adds them a second time (with
+    identical inputs a skipped pass then differs from the computed one by the sum of the hints).
+    This hook, outermost on each block, records the first block's output and, when a later block
+    hands its input back unchanged (the cache's "skip"), returns that recorded output instead, so
+    the hints added in between are dropped. Passes that compute are untouched.
+    """
+
+    def __init__(self, stats: CacheStats, *, head: bool, tail: bool):
+        super().__init__()
+        self.stats = stats
+        self.head = head
+        self.tail = tail
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        stats = self.stats
+        if self.head:
+            stats.head_output = out
+            return out
+        x = args[0] if args else kwargs.get("hidden_states")
+        skipped = out is x
+        if self.tail:
+            stats.passes += 1
+            stats.skipped += int(skipped)
+        if skipped and stats.head_output is not None:
+            return stats.head_output
+        return out
+
+
+def _blocks(transformer: Any) -> list[torch.nn.Module]:
+    return list(transformer.blocks)
+
+
+def enable_cache(
+    transformer: Any,
+    mode: str,
+    *,
+    threshold: float,
+    steps: int | None = None,
+    mag_ratios: list[float] | None = None,
+) -> CacheStats:
+    """Apply diffusers' ``first_block`` cache or ``mag`` cache to the DiT (plus the VACE pin)."""
+    if mode == "first_block":
+        config: Any = FirstBlockCacheConfig(threshold=threshold)
+    elif mode == "mag":
+        if not mag_ratios or not steps:
+            raise ModelError("cache='mag' needs calibrated ratios and the step count")
+        config = MagCacheConfig(threshold=threshold, num_inference_steps=steps, mag_ratios=list(mag_ratios))
+    else:
+        raise InvalidRequest.for_field("cache", mode, "must be none, first_block or mag")
+    transformer.enable_cache(config)
+    stats = CacheStats()
+    blocks = _blocks(transformer)
+    for i, block in enumerate(blocks):
+        HookRegistry.check_if_exists_or_initialize(block).register_hook(
+            _PinHook(stats, head=i == 0, tail=i == len(blocks) - 1), PIN_HOOK
+        )
+    HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
+    return stats
+
+
+def disable_cache(transformer: Any) -> None:
+    """Remove every cache hook (and the pins); the DiT computes every pass again."""
+    for block in _blocks(transformer):
+        registry = getattr(block, "_diffusers_hook", None)
+        if registry is not None and registry.get_hook(PIN_HOOK) is not None:
+            registry.remove_hook(PIN_HOOK, recurse=False)
+    if getattr(transformer, "is_cache_enabled", False):
+        transformer.disable_cache()
+    HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
+
+
+def cache_hook_count(transformer: Any) -> int:
+    """How many cache-related hooks sit on the DiT's blocks (0 once the cache is off)."""
+    count = 0
+    for module in transformer.modules():
+        registry = getattr(module, "_diffusers_hook", None)
+        if registry is None:
+            continue
+        count += sum(
+            ("cache" in name or name.startswith("fbc") or name == PIN_HOOK) for name in registry.hooks
+        )
+    return count
+
+
+class MagProbe:
+    """Measures MagCache's ratios on one uncached run: ``mean_tokens(|r_t| / |r_t-1|)`` per step.
+
+    ``r_t`` is the residual the DiT's blocks add in step ``t`` (last block's output minus first
+    block's input), in the conditional pass. diffusers' own calibration mode prints its result to
+    stdout, which belongs to the MCP protocol here, hence this probe (same formula).
+    """
+
+    def __init__(self, transformer: Any, calls_per_step: int):
+        blocks = _blocks(transformer)
+        self.calls_per_step = max(1, calls_per_step)
+        self._input: torch.Tensor | None = None
+        self._norms: list[torch.Tensor] = []
+        self._handles = [
+            blocks[0].register_forward_pre_hook(self._pre, with_kwargs=True),
+            blocks[-1].register_forward_hook(self._post),
+        ]
+
+    def _pre(self, module: Any, args: tuple, kwargs: dict) -> None:
+        self._input = args[0] if args else kwargs["hidden_states"]
+
+    def _post(self, module: Any, args: tuple, output: Any) -> None:
+        out = output[0] if isinstance(output, tuple) else output
+        if self._input is None or out.shape != self._input.shape:
+            return
+        residual = (out - self._input).float()
+        self._norms.append(torch.linalg.norm(residual, dim=-1).cpu())  # (B, tokens)
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def ratios(self) -> list[float]:
+        norms = self._norms[:: self.calls_per_step]  # the conditional pass of each step
+        ratios = [1.0]
+        for prev, cur in zip(norms, norms[1:], strict=False):
+            ratios.append(float((cur / (prev + 1e-8)).mean()))
+        return ratios
+
+
+# --- VAE tiling ---------------------------------------------------------------------------------
+
+
+def set_vae_tiling(vae: Any, enabled: bool) -> None:
+    if enabled:
+        vae.enable_tiling()
+    else:
+        vae.disable_tiling()
+
+
+# --- placement and offload ----------------------------------------------------------------------
+
+
+def place_pipeline(pipe: Any, offload: str, device: torch.device) -> str:
+    """Put the pipeline's weights where ``offload`` says; returns what was done, for the logs.
+
+    ``none``: everything on ``device``. ``model``: each model moves to the device only while it
+    runs (accelerate's model CPU offload). ``group``: the DiT streams its blocks one at a time and
+    umT5 its layers, overlapped with compute on a CUDA stream; the VAE stays resident.
+    ``text_encoder_cpu``: umT5-XXL (11 GB in bf16) stays on the CPU, its embeddings are moved to
+    the device. Without CUDA there is nothing to offload to: the mode is logged and ignored.
+    """
+    if offload != "none" and device.type != "cuda":
+        log.info(
+            "offload=%r has no effect on %s (no accelerator memory to save): all on %s",
+            offload,
+            device,
+            device,
+        )
+        offload = "none"
+    if offload == "none":
+        pipe.to(device)
+        return f"all on {device}"
+    if offload == "model":
+        if importlib.util.find_spec("accelerate") is None:
+            raise ModelError("offload='model' needs the accelerate package: pip install accelerate")
+        pipe.enable_model_cpu_offload(device=device)
+        return "model CPU offload"
+    if offload == "group":
+        group_offload(pipe, onload=device, offload=torch.device("cpu"))
+        return "group offload (DiT per block, umT5 per layer)"
+    if offload == "text_encoder_cpu":
+        pipe.text_encoder.to("cpu")
+        for name in ("transformer", "vae"):
+            getattr(pipe, name).to(device)
+        return "umT5 on the CPU"
+    raise InvalidRequest.for_field("offload", offload, "must be none, model, group or text_encoder_cpu")
+
+
+def group_offload(pipe: Any, *, onload: torch.device, offload: torch.device) -> None:
+    """diffusers group offloading: DiT at block level, umT5 at leaf level, VAE resident."""
+    stream = onload.type == "cuda"  # prefetch the next group while this one computes
+    pipe.transformer.enable_group_offload(
+        onload_device=onload,
+        offload_device=offload,
+        offload_type="block_level",
+        num_blocks_per_group=1,
+        use_stream=stream,
+    )
+    # umT5's layers sit below encoder.block, which block level does not look into: leaf level.
+    apply_group_offloading(
+        pipe.text_encoder,
+        onload_device=onload,
+        offload_device=offload,
+        offload_type="leaf_level",
+        use_stream=stream,
+    )
+    pipe.vae.to(onload)
+
+
+def text_encoder_device(pipe: Any, offload: str, device: torch.device) -> torch.device:
+    """Where prompts are encoded: the CPU for ``text_encoder_cpu`` on CUDA, else the execution device."""
+    if offload == "text_encoder_cpu" and device.type == "cuda":
+        return torch.device("cpu")
+    return pipe._execution_device
+
+
+# --- the switch board ---------------------------------------------------------------------------
+
+
+@dataclass
+class RunStats:
+    """What the switches did in one run (reported by the benchmarks)."""
+
+    batched_passes: int = 0
+    cache: str = "none"
+    cache_passes: int = 0
+    cache_skipped: int = 0
+    calibrated: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def check_options(options: PerformanceOptions, device: torch.device) -> None:
+    """Validate every switch before anything loads or changes."""
+    check_attention_backend(options.attention_backend, device)
+    if options.cache != "none" and not (0 < options.cache_threshold < 10):
+        raise InvalidRequest.for_field(
+            "cache_threshold", options.cache_threshold, "must be above 0 (and below 10)"
+        )
+
+
+class Switches:
+    """The switches applied to one loaded pipeline; :meth:`apply` moves it to new options.
+
+    ``offload`` is fixed at load (see :func:`place_pipeline`); everything else can be turned on
+    and off in place.
+    """
+
+    def __init__(self, pipe: Any, device: torch.device, offload: str):
+        self.pipe = pipe
+        self.device = device
+        self.offload = offload
+        self.options = PerformanceOptions(offload=offload)  # what is applied now
+        self.mag_ratios: list[float] | None = None
+        self._cache_stats: CacheStats | None = None
+        self._cache_steps: int | None = None
+
+    @property
+    def transformer(self) -> Any:
+        return self.pipe.transformer
+
+    def apply(self, options: PerformanceOptions, *, compile_backend: str = "inductor") -> None:
+        if options.offload != self.offload:
+            raise ModelError(
+                f"offload={options.offload!r}: the pipeline was placed with offload={self.offload!r}; "
+                "changing it needs a reload"
+            )
+        check_options(options, self.device)
+        old = self.options
+        if options.attention_backend != old.attention_backend:
+            set_attention_backend(self.transformer, options.attention_backend)
+        if options.vae_tiling != old.vae_tiling:
+            set_vae_tiling(self.pipe.vae, options.vae_tiling)
+        cache_changed = (options.cache, options.cache_threshold) != (old.cache, old.cache_threshold)
+        if cache_changed:
+            self._set_cache(options)
+        if options.compile != old.compile:
+            if options.compile:
+                compile_blocks(self.transformer, backend=compile_backend)
+            else:
+                uncompile_blocks(self.transformer)
+        self.options = options.model_copy()
+
+    def _set_cache(self, options: PerformanceOptions) -> None:
+        disable_cache(self.transformer)
+        self._cache_stats, self._cache_steps = None, None
+        if options.cache == "first_block":
+            self._cache_stats = enable_cache(
+                self.transformer, "first_block", threshold=options.cache_threshold
+            )
+        elif options.cache == "mag" and self.mag_ratios is not None and self._cache_steps:
+            self._enable_mag(self._cache_steps, options.cache_threshold)
+        log.info("DiT cache: %s (threshold %.3g)", options.cache, options.cache_threshold)
+
+    def _enable_mag(self, steps: int, threshold: float) -> None:
+        disable_cache(self.transformer)
+        self._cache_stats = enable_cache(
+            self.transformer, "mag", threshold=threshold, steps=steps, mag_ratios=self.mag_ratios
+        )
+        self._cache_steps = steps
+
+    @contextmanager
+    def running(
+        self, *, steps: int, positive: torch.Tensor, negative: torch.Tensor | None
+    ) -> Iterator[RunStats]:
+        """Per-run work around one pipeline call: batched CFG, MagCache steps or calibration."""
+        opts = self.options
+        stats = RunStats(cache=opts.cache)
+        probe: MagProbe | None = None
+        if opts.cache == "mag":
+            if self.mag_ratios is None:
+                calls = 2 if (negative is not None and not opts.batch_cfg) else 1
+                probe = MagProbe(self.transformer, calls_per_step=calls)
+                stats.calibrated = True
+                log.info("MagCache: calibrating on this run (every step computed)")
+            elif self._cache_steps != steps:
+                # MagCache counts steps to know where it is in the schedule: set for this count.
+                self._enable_mag(steps, opts.cache_threshold)
+        cache = self._cache_stats
+        if cache is not None:
+            cache.passes = cache.skipped = 0
+            cache.head_output = None
+        cfg = batched_cfg(self.transformer, positive, negative if opts.batch_cfg else None)
+        try:
+            with cfg as hook:
+                yield stats
+            if hook is not None:
+                stats.batched_passes = hook.batched
+        finally:
+            if probe is not None:
+                probe.remove()
+                ratios = probe.ratios()
+                if len(ratios) >= 2:
+                    self.mag_ratios = ratios
+                    self._enable_mag(steps, opts.cache_threshold)
+                    log.info(
+                        "MagCache calibrated over %d steps: %s", len(ratios), [round(r, 3) for r in ratios]
+                    )
+            if cache is not None:
+                stats.cache_passes, stats.cache_skipped = cache.passes, cache.skipped
+                cache.head_output = None  # do not keep a DiT activation alive between runs
+
+
+# --- quality ------------------------------------------------------------------------------------
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of two uint8 frame stacks ``(F, H, W, 3)``; inf if equal."""
+    if a.shape != b.shape:
+        raise InvalidRequest.for_field("frames", f"{a.shape} vs {b.shape}", "must have the same shape")
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean structural similarity of two uint8 frame stacks ``(F, H, W, 3)``.
+
+    The usual definition: luma, 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, averaged
+    over the valid window positions and the frames.
+    """
+    if a.shape != b.shape:
+        raise InvalidRequest.for_field("frames", f"{a.shape} vs {b.shape}", "must have the same shape")
+
+    def luma(x: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(x.astype(np.float64))
+        y = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]  # (F, H, W)
+        return y.unsqueeze(1)  # (F, 1, H, W)
+
+    x, y = luma(a), luma(b)
+    size = min(11, x.shape[-1], x.shape[-2])
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(coords**2) / (2 * 1.5**2))
+    g = g / g.sum()
+    window = (g[:, None] * g[None, :]).view(1, 1, size, size)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(t, window)
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mx, my = blur(x), blur(y)
+    vx = blur(x * x) - mx**2
+    vy = blur(y * y) - my**2
+    cxy = blur(x * y) - mx * my
+    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(s.mean())
+
+
+# --- the compute floor --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DitShape:
+    """What the FLOP count needs from a Wan-VACE DiT config."""
+
+    dim: int = 1536
+    ffn_dim: int = 8960
+    num_layers: int = 30
+    vace_layers: int = 15
+    patch: tuple[int, int, int] = (1, 2, 2)
+    vae_stride: tuple[int, int, int] = (4, 8, 8)
+
+    @classmethod
+    def from_config(cls, config: Any) -> DitShape:
+        return cls(
+            dim=int(config["num_attention_heads"]) * int(config["attention_head_dim"]),
+            ffn_dim=int(config["ffn_dim"]),
+            num_layers=int(config["num_layers"]),
+            vace_layers=len(config["vace_layers"]),
+            patch=tuple(config["patch_size"]),
+        )
+
+
+def video_tokens(shape: DitShape, width: int, height: int, num_frames: int) -> int:
+    """DiT sequence length: latent frames x latent rows x latent columns, after patching."""
+    st, sh, sw = shape.vae_stride
+    pt, ph, pw = shape.patch
+    frames = (num_frames - 1) // st + 1
+    return (frames // pt) * (height // sh // ph) * (width // sw // pw)
+
+
+def dit_flops(
+    shape: DitShape,
+    *,
+    width: int,
+    height: int,
+    num_frames: int,
+    text_len: int,
+    steps: int,
+    cfg: bool = True,
+) -> float:
+    """Floating-point operations of the DiT over a whole generation (multiply-add = 2).
+
+    Per block (main and VACE alike) over ``N`` video tokens of width ``d`` with ``L`` context
+    positions: self-attention projections ``8 N d^2``, self-attention scores and mix ``4 N^2 d``,
+    cross-attention query/output projections ``4 N d^2``, key/value projections of the context
+    ``4 L d^2``, cross-attention ``4 N L d``, feed-forward ``4 N d ffn``; VACE blocks add their
+    output projection (and the first its input projection), ``2 N d^2`` each. Embeddings, norms,
+    modulation and the VAE are left out (under 1 %, and the VAE is not the DiT). One forward per
+    step, two with classifier-free guidance.
+    """
+    n = video_tokens(shape, width, height, num_frames)
+    d, f, L = shape.dim, shape.ffn_dim, text_len
+    block = 8 * n * d * d + 4 * n * n * d + 4 * n * d * d + 4 * L * d * d + 4 * n * L * d + 4 * n * d * f
+    blocks = shape.num_layers + shape.vace_layers
+    vace_proj = (shape.vace_layers + 1) * 2 * n * d * d
+    forward = blocks * block + vace_proj
+    return float(forward * steps * (2 if cfg else 1))

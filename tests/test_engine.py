@@ -1,0 +1,234 @@
+"""The Engine facade end to end on the tiny real-format models: every task writes a decodable file
+of the requested size and frame count with its sidecar; planning features come from one pass;
+cancellation and failures leave nothing in the output directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.config import EngineConfig
+from engine.control import JobControl
+from engine.engine import Engine, request_for_plan
+from engine.errors import Cancelled, InputRefused, InvalidRequest, ModelError, OutOfMemory
+from engine.media import encode_mp4, encode_png, probe_video
+from engine.plan import Margins, Task, build_plan
+from engine.results import Sampling
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("media")
+    rng = np.random.default_rng(0)
+    encode_png(d / "photo.png", rng.integers(0, 255, (60, 80, 3), dtype=np.uint8))
+    mask = np.zeros((60, 80, 3), np.uint8)
+    mask[10:40, 20:60] = 255
+    encode_png(d / "mask.png", mask)
+    encode_png(d / "face.png", rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    encode_mp4(d / "clip.mp4", rng.integers(0, 255, (20, 48, 64, 3), dtype=np.uint8), 16)
+    encode_mp4(d / "mask.mp4", np.repeat(mask[None, :48, :64], 20, axis=0), 16)
+    return {p.stem + p.suffix: str(p) for p in d.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_paths, tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    out = tmp_path_factory.mktemp("engine-out")
+    eng = Engine(EngineConfig.tiny(tiny_paths.root, output_dir=out))
+    eng.preload()
+    return eng
+
+
+def _files(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir()) if out.exists() else []
+
+
+# (task, inputs, extra build_plan kwargs)
+CASES = [
+    ("text_to_image", [], {}),
+    ("text_to_video", [], {"num_frames": 9}),
+    ("image_edit", [("photo.png", "source"), ("mask.png", "mask")], {}),
+    ("image_control", [("face.png", "control")], {}),
+    ("image_reference", [("face.png", "reference"), ("photo.png", "reference")], {}),
+    ("image_to_video", [("photo.png", "first_frame")], {"num_frames": 5}),
+    ("image_to_video", [("photo.png", "last_frame")], {"num_frames": 5}),
+    ("first_last_to_video", [("photo.png", "first_frame"), ("face.png", "last_frame")], {"num_frames": 9}),
+    ("video_reference", [("face.png", "reference")], {"num_frames": 5}),
+    ("video_edit", [("clip.mp4", "source"), ("mask.mp4", "mask")], {"num_frames": 9}),
+    ("video_edit", [("clip.mp4", "source"), ("mask.png", "mask")], {"num_frames": 5}),
+    ("video_control", [("clip.mp4", "control")], {"num_frames": 9}),
+    ("image_outpaint", [("photo.png", "source")], {"margins": Margins(left=16, right=16)}),
+    ("video_outpaint", [("clip.mp4", "source")], {"num_frames": 5, "width": 96}),
+    ("video_extend", [("clip.mp4", "source")], {"num_frames": 13, "context_frames": 5}),
+]
+
+
+@pytest.mark.parametrize(("task", "inputs", "extra"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_every_task_writes_a_decodable_file_of_the_requested_shape_with_its_sidecar(
+    engine: Engine, media: dict[str, str], task: str, inputs: list, extra: dict
+):
+    plan = build_plan(
+        task,
+        "a small test scene",
+        [(media[name], role) for name, role in inputs],
+        limits=engine.config.limits,
+        **extra,
+    )
+    steps: list[tuple[int, int]] = []
+    control = JobControl(on_progress=lambda done, total, stage: steps.append((done, total)))
+    result = engine.generate(plan, Sampling(steps=2, seed=7), control=control)
+
+    (out,) = result.outputs
+    path = Path(out.path)
+    assert path.parent == engine.config.output_dir.resolve() or path.parent == engine.config.output_dir
+    assert (out.width, out.height, out.num_frames) == (plan.width, plan.height, plan.num_frames)
+    if plan.num_frames == 1:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            assert path.suffix == ".png" and im.size == (plan.width, plan.height)
+    else:
+        info = probe_video(path)
+        assert path.suffix == ".mp4"
+        assert (info.width, info.height, info.num_frames) == (plan.width, plan.height, plan.num_frames)
+        assert info.fps == pytest.approx(plan.fps)
+    sidecar = json.loads(Path(out.sidecar).read_text())
+    assert sidecar["task"] == task and sidecar["seed"] == 7 and sidecar["steps"] == 2
+    assert sidecar["plan"]["inputs"] == [m.model_dump(mode="json") for m in plan.inputs]
+    assert result.projector is True and sidecar["projector"] is True
+    assert [s for s in steps if s[1] == 2] == [(1, 2), (2, 2)]  # one progress report per step
+
+
+def test_auto_uses_the_planning_pass_features_and_does_not_run_the_planner_twice(
+    tiny_paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    eng = Engine(EngineConfig.tiny(tiny_paths.root, output_dir=tmp_path, planner_backend="unison"))
+    planner = eng.planner
+    calls = []
+    original = planner.features
+    monkeypatch.setattr(planner, "features", lambda req: calls.append(req) or original(req))
+    result = eng.auto("Draw a red fox sitting in the snow.", sampling=Sampling(steps=1, seed=0))
+    assert result.plan.task is Task.TEXT_TO_IMAGE  # the trained tiny LoRA speaks the grammar
+    assert result.generation is not None and result.generation.projector
+    assert calls == []  # features came from the planning pass itself
+    # A typed plan (the `generate` tool) has no planning pass: one features forward instead.
+    eng.generate(result.plan, Sampling(steps=1, seed=0))
+    assert len(calls) == 1 and calls[0] == request_for_plan(result.plan)
+
+
+def test_the_same_seed_gives_the_same_file_and_a_missing_seed_is_chosen_and_reported(engine: Engine):
+    plan = build_plan("text_to_image", "a red fox", limits=engine.config.limits)
+    a = engine.generate(plan, Sampling(steps=1, seed=3))
+    b = engine.generate(plan, Sampling(steps=1, seed=3))
+    assert Path(a.outputs[0].path).read_bytes() == Path(b.outputs[0].path).read_bytes()
+    c = engine.generate(plan, Sampling(steps=1))
+    assert isinstance(c.seed, int) and json.loads(Path(c.outputs[0].sidecar).read_text())["seed"] == c.seed
+
+
+def test_without_a_projector_generation_runs_as_plain_wan_vace_and_says_so(tiny_paths, tmp_path: Path):
+    eng = Engine(EngineConfig.tiny(tiny_paths.root, output_dir=tmp_path, projector=None))
+    result = eng.generate(build_plan("text_to_image", "a fox", limits=eng.config.limits), Sampling(steps=1))
+    meta = json.loads(Path(result.outputs[0].sidecar).read_text())
+    assert result.projector is False and meta["projector"] is False and meta["text_context"] == 512
+    assert any("plain Wan-VACE" in n for n in result.notes)
+
+
+def test_a_cancel_mid_run_stops_and_leaves_nothing_in_the_output_directory(tiny_paths, tmp_path: Path):
+    eng = Engine(EngineConfig.tiny(tiny_paths.root, output_dir=tmp_path / "out"))
+    control = JobControl()
+    seen = []
+
+    def on_progress(done: int, total: int, stage: str) -> None:
+        seen.append(done)
+        if stage == "generating" and done == 1:
+            control.cancel()
+
+    control._on_progress = on_progress
+    plan = build_plan("text_to_video", "waves", num_frames=9, limits=eng.config.limits)
+    with pytest.raises(Cancelled):
+        eng.generate(plan, Sampling(steps=4), control=control)
+    assert _files(tmp_path / "out") == []
+    assert max(seen) == 1  # stopped within one step
+    # The engine keeps working after a cancel.
+    assert eng.generate(plan, Sampling(steps=1)).outputs
+
+
+def test_an_out_of_memory_error_inside_the_model_is_reported_and_the_engine_recovers(
+    tiny_paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import torch
+
+    eng = Engine(EngineConfig.tiny(tiny_paths.root, output_dir=tmp_path))
+    eng.preload()
+    transformer = eng.generator.pipeline.transformer
+    original = transformer.forward
+
+    def boom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
+
+    monkeypatch.setattr(transformer, "forward", boom)
+    plan = build_plan("text_to_image", "a fox", limits=eng.config.limits)
+    with pytest.raises(OutOfMemory, match="out of accelerator memory"):
+        eng.generate(plan, Sampling(steps=1))
+    assert _files(tmp_path) == []
+    monkeypatch.setattr(transformer, "forward", original)
+    assert eng.generate(plan, Sampling(steps=1)).outputs
+
+
+@pytest.mark.parametrize(
+    ("task", "inputs", "error", "match"),
+    [
+        ("image_edit", [("missing.png", "source"), ("mask.png", "mask")], InputRefused, "missing.png"),
+        ("image_edit", [("photo.png", "source"), ("clip.mp4", "mask")], InvalidRequest, "must be an image"),
+        ("video_control", [("bad.mp4", "control")], InputRefused, "bad.mp4"),
+        ("image_reference", [("bomb.png", "reference")], InputRefused, "pixels"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors_and_write_nothing(
+    engine: Engine, media: dict[str, str], tmp_path: Path, task, inputs, error, match
+):
+    (tmp_path / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    _bomb_png(tmp_path / "bomb.png", 40_000, 40_000)
+    paths = {**media, "missing.png": str(tmp_path / "missing.png"), "bad.mp4": str(tmp_path / "bad.mp4")}
+    paths["bomb.png"] = str(tmp_path / "bomb.png")
+    before = _files(engine.config.output_dir)
+    with pytest.raises(error, match=match):
+        plan = build_plan(task, "x", [(paths[n], r) for n, r in inputs], limits=engine.config.limits)
+        engine.generate(plan, Sampling(steps=1))
+    assert _files(engine.config.output_dir) == before
+
+
+def test_an_impossible_size_or_frame_count_is_refused_before_any_model_work(engine: Engine):
+    with pytest.raises(InvalidRequest, match="num_frames=30"):
+        build_plan("text_to_video", "x", num_frames=30, limits=engine.config.limits)
+    with pytest.raises(InvalidRequest, match="width"):
+        build_plan("text_to_image", "x", width=100_000, limits=engine.config.limits)
+
+
+def test_understanding_without_planner_weights_is_a_model_error(tiny_paths, tmp_path: Path):
+    eng = Engine(EngineConfig.tiny(tiny_paths.root, output_dir=tmp_path, planner_model=None))
+    assert eng.plan("Draw a cat").task is Task.TEXT_TO_IMAGE  # the rules planner still plans
+    with pytest.raises(ModelError, match="planner"):
+        eng.understand("What is this?")
+
+
+def test_auto_answers_understanding_requests_with_text(engine: Engine, media: dict[str, str]):
+    result = engine.auto(f"What is in this picture? ###{media['photo.png']}###")
+    assert result.plan.task is Task.IMAGE_UNDERSTANDING and result.generation is None
+    assert isinstance(result.answer.answer, str) and result.answer.model
+
+
+def _bomb_png(path: Path, width: int, height: int) -> None:
+    """A PNG whose header declares a huge image (the data is never there)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
