@@ -63,6 +63,11 @@ def _run(gen: Generator, *, extra: torch.Tensor | None = None, **sampling) -> np
     return gen.run(PREPARED, PROMPT, extra_tokens=extra, sampling=_sampling(**sampling), control=None)
 
 
+def _hooks(module: torch.nn.Module) -> dict:
+    registry = getattr(module, "_diffusers_hook", None)
+    return registry.hooks if registry is not None else {}
+
+
 def _max_diff(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max())
 
@@ -303,7 +308,8 @@ def test_group_offload_hooks_run_the_pipeline_unchanged(baseline: Generator, fre
     pipe = fresh.pipeline
     perf.group_offload(pipe, onload=torch.device("cpu"), offload=torch.device("cpu"))
     assert "group_offloading" in pipe.transformer._diffusers_hook.hooks
-    assert "group_offloading" in pipe.text_encoder._diffusers_hook.hooks
+    leaves = [m for m in pipe.text_encoder.modules() if "group_offloading" in _hooks(m)]
+    assert any(isinstance(m, torch.nn.Linear) for m in leaves)  # umT5 offloads layer by layer
     assert np.array_equal(_run(fresh), _run(baseline))
 
 
@@ -334,7 +340,9 @@ def test_unpadded_prompt_encoding_matches_the_padded_one(baseline: Generator) ->
 
 def test_psnr_and_ssim_are_perfect_for_equal_frames_and_drop_with_noise() -> None:
     rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, size=(2, 48, 64, 3), dtype=np.uint8)
+    y, x = np.mgrid[0:48, 0:64]
+    frame = np.stack([x * 4, y * 5, (x + y) * 2], axis=-1)  # smooth gradients, like a real picture
+    frames = np.stack([frame, frame[::-1]]).astype(np.uint8)  # (2, 48, 64, 3)
     noisy = np.clip(frames.astype(int) + rng.normal(0, 20, frames.shape), 0, 255).astype(np.uint8)
     assert perf.psnr(frames, frames) == float("inf")
     assert perf.ssim(frames, frames) == pytest.approx(1.0)
@@ -357,7 +365,7 @@ def test_the_flop_floor_of_a_480p_81_frame_video_is_about_42_pflop() -> None:
     )
     assert perf.video_tokens(shape, 832, 480, 81) == 32760
     flops = perf.dit_flops(shape, width=832, height=480, num_frames=81, text_len=512, steps=50)
-    assert flops == pytest.approx(42.5e15, rel=0.01)
+    assert flops == pytest.approx(42.7e15, rel=0.01)
     # The Unison context (2048 positions) adds about 3 %; without guidance it halves.
     unison = perf.dit_flops(shape, width=832, height=480, num_frames=81, text_len=2048, steps=50)
     assert 1.02 < unison / flops < 1.05
