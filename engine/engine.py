@@ -161,6 +161,7 @@ class Engine:
                 "projector": self._projector not in (_UNSET, None),
             },
             "preset": self.config.preset,
+            "performance": self.config.performance.model_dump(),
         }
 
     # ------------------------------------------------------------------ planning

@@ -226,6 +226,35 @@ def to_uint8(frames: np.ndarray) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
+def pad_reference_masks(pipe: Any) -> None:
+    """Work around diffusers 0.42's ``WanVACEPipeline.prepare_masks`` for outputs with more
+    reference images than latent frames (an image with two references).
+
+    It pads the mask with one zero frame per reference image using
+    ``zeros_like(mask[:, :num_refs])``, which has only ``min(num_refs, latent_frames)`` frames; the
+    VACE context then has more frames than its mask and ``torch.cat`` fails. The wrapper, on this
+    pipeline instance only, adds the missing zero frames at the front, where the padding belongs;
+    every other case is left exactly as diffusers computes it.
+    """
+    original = pipe.prepare_masks
+    stride = int(pipe.vae_scale_factor_temporal)
+
+    def prepare_masks(
+        mask: torch.Tensor, reference_images: Any = None, generator: Any = None
+    ) -> torch.Tensor:
+        masks = original(mask, reference_images, generator)  # (B, 64, F', h, w)
+        if not reference_images:
+            return masks
+        wanted = (mask.shape[2] + stride - 1) // stride + len(reference_images[0])
+        missing = wanted - masks.shape[2]
+        if missing <= 0:
+            return masks
+        pad = masks.new_zeros(masks.shape[0], masks.shape[1], missing, *masks.shape[3:])
+        return torch.cat([pad, masks], dim=2)
+
+    pipe.prepare_masks = prepare_masks
+
+
 def _free_accelerator_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -398,6 +427,7 @@ class Generator:
         # tqdm bars would only add noise to the server's stderr; progress goes through JobControl.
         pipe.set_progress_bar_config(disable=True)
         pipe.scheduler = self._flow_scheduler(pipe.scheduler, cfg.sampling.flow_shift)
+        pad_reference_masks(pipe)
         return pipe
 
     @staticmethod

@@ -108,8 +108,15 @@ def check_attention_backend(name: str | None, device: torch.device) -> str | Non
     return key
 
 
+#: Whether this process ever chose a backend: diffusers keeps the last one as the process-wide
+#: default, which a pipeline loaded afterwards would inherit.
+_backend_chosen = False
+
+
 def set_attention_backend(transformer: Any, name: str | None) -> None:
     """Route the DiT's attention through ``name`` (``None``: PyTorch SDPA, diffusers' "native")."""
+    global _backend_chosen
+    _backend_chosen = True
     try:
         # diffusers also makes the backend the process-wide active one, so "unset" must name SDPA
         # explicitly rather than only clear the per-module choice.
@@ -522,6 +529,7 @@ class Switches:
         self.offload = offload
         self.options = PerformanceOptions(offload=offload)  # what is applied now
         self.mag_ratios: list[float] | None = None
+        self._fresh = True  # nothing applied yet
         self._cache_stats: CacheStats | None = None
         self._cache_steps: int | None = None
 
@@ -537,8 +545,10 @@ class Switches:
             )
         check_options(options, self.device)
         old = self.options
-        if options.attention_backend != old.attention_backend:
+        fresh_after_switch = self._fresh and _backend_chosen and options.attention_backend is None
+        if options.attention_backend != old.attention_backend or fresh_after_switch:
             set_attention_backend(self.transformer, options.attention_backend)
+        self._fresh = False
         if options.vae_tiling != old.vae_tiling:
             set_vae_tiling(self.pipe.vae, options.vae_tiling)
         cache_changed = (options.cache, options.cache_threshold) != (old.cache, old.cache_threshold)

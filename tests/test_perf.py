@@ -289,6 +289,14 @@ def test_an_attention_backend_is_applied_and_unset_again(baseline: Generator, fr
     assert all(p._attention_backend.value == "native" for p in processors)
 
 
+def test_a_pipeline_loaded_after_a_backend_switch_gets_sdpa_again(wan_dir: Path) -> None:
+    # diffusers keeps the last backend as the process-wide default: a new pipeline must not inherit it.
+    Generator(_config(wan_dir, attention_backend="_native_math")).load()
+    gen = Generator(_config(wan_dir))
+    processors = [m.processor for m in gen.pipeline.transformer.modules() if hasattr(m, "processor")]
+    assert all(p._attention_backend.value == "native" for p in processors)
+
+
 # --- offload -------------------------------------------------------------------------------------
 
 

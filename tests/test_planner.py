@@ -135,9 +135,7 @@ def test_a_missing_planner_directory_is_a_model_error(tiny_paths, tmp_path):
 
 
 def test_a_hub_adapter_missing_from_an_offline_cache_is_a_model_error(tiny_paths, tmp_path):
-    cfg = _tiny(tiny_paths.root).model_copy(
-        update={"adapter": "someone/unison-lora", "cache_dir": tmp_path}
-    )
+    cfg = _tiny(tiny_paths.root).model_copy(update={"adapter": "someone/unison-lora", "cache_dir": tmp_path})
     with pytest.raises(ModelError, match="adapter='someone/unison-lora'.*not in the local cache"):
         QwenPlanner(cfg).load()
 

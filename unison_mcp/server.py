@@ -197,7 +197,8 @@ async def _follow(
         with anyio.move_on_after(timeout):
             while job.status not in FINISHED:
                 await pump.flush(ctx)
-                await anyio.sleep(POLL_S)
+                # Wake as soon as the job ends (a plain sleep added up to POLL_S to every call).
+                await anyio.to_thread.run_sync(job.wait, POLL_S, abandon_on_cancel=True)
         await pump.flush(ctx)
     except anyio.get_cancelled_exc_class():
         if cancel_on_abort:

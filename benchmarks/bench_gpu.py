@@ -1,0 +1,1021 @@
+#!/usr/bin/env python
+"""What every request costs on one GPU, with each speed/memory switch off and on.
+
+Builds the full-size models with RANDOM weights from the real configurations (Qwen2.5-VL-3B-Instruct
++ a Unison-style LoRA, Wan2.1-VACE-1.3B with umT5-XXL and the Wan VAE, the projector), saves them
+in their real on-disk layouts and loads them through the product's own path (``engine.Engine``), so
+no download is needed and the numbers are the product's. Tokenizers come from the tiny models
+(``engine.tiny.ensure_tiny``), with the configs' token ids aligned to them.
+
+Measured: plan latency (rules; the Unison planning pass with the projector's features from the same
+pass vs a second pass), understanding time to first token and tokens/s, an 832x480 image and 480p
+videos of 17, 33 and 81 frames (fewer steps than 50 where time is short: per-step times are
+extrapolated to 50 steps and the table says so), peak GPU memory, every switch of
+``EngineConfig.performance`` against the baseline in the same run, and the quality a step cache
+costs (PSNR/SSIM against the uncached output, same seed).
+
+Random weights time the compute exactly, but not what depends on what the weights say: a random
+planner never ends its plan (each plan runs to a fixed token count), and step caches decide what to
+skip from how the trained model's activations change, so their speed and quality here are not the
+real ones.
+
+    python benchmarks/bench_gpu.py --out docs/bench_gpu_h100.md        # on a CUDA GPU, ~8 min on an H100
+    python benchmarks/bench_gpu.py --toy --out /tmp/bench_toy.md       # scaled-down configs on a CPU, <2 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import Table, describe_machine, fmt, median, ratio, write_report  # noqa: E402
+
+log = logging.getLogger("bench_gpu")
+
+PROMPT = "a red fox runs through fresh snow at sunrise, cinematic, detailed fur"
+PLAN_REQUEST = "Make a video of waves crashing on a rocky beach at sunset."
+UNDERSTAND_PROMPT = "Describe this picture in detail."
+
+
+# ---------------------------------------------------------------------------------------------
+# Model configurations
+
+
+@dataclass(frozen=True)
+class Specs:
+    """Model sizes and the benchmark's scenarios: the real ones, or a toy scaled down for CPUs."""
+
+    name: str
+    qwen_text: dict[str, Any]
+    qwen_vision: dict[str, Any]
+    umt5: dict[str, Any]
+    dit: dict[str, Any]
+    vae: dict[str, Any]
+    lora_rank: int
+    image: tuple[int, int]  # width, height
+    video: tuple[int, int]
+    frames: tuple[int, ...]
+    steps: dict[str, int]  # scenario -> steps actually run
+    plan_tokens: int  # tokens each (random) plan generates
+    answer_tokens: int
+
+
+#: Qwen2.5-VL-3B-Instruct, Wan2.1-VACE-1.3B (umT5-XXL, Wan VAE): the published configurations.
+REAL = Specs(
+    name="real",
+    qwen_text=dict(
+        hidden_size=2048,
+        intermediate_size=11008,
+        num_hidden_layers=36,
+        num_attention_heads=16,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        max_position_embeddings=128000,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    ),
+    qwen_vision=dict(
+        depth=32,
+        hidden_size=1280,
+        intermediate_size=3420,
+        num_heads=16,
+        out_hidden_size=2048,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        fullatt_block_indexes=[7, 15, 23, 31],
+        in_channels=3,
+        tokens_per_second=2,
+    ),
+    umt5=dict(
+        vocab_size=256384,
+        d_model=4096,
+        d_kv=64,
+        d_ff=10240,
+        num_layers=24,
+        num_heads=64,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+    ),
+    dit=dict(
+        patch_size=(1, 2, 2),
+        num_attention_heads=12,
+        attention_head_dim=128,
+        in_channels=16,
+        out_channels=16,
+        text_dim=4096,
+        freq_dim=256,
+        ffn_dim=8960,
+        num_layers=30,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        rope_max_seq_len=1024,
+        # Every other layer: what diffusers' converter and the original VACE code give the 1.3B
+        # model (the 14B uses every fifth).
+        vace_layers=list(range(0, 30, 2)),
+        vace_in_channels=96,
+    ),
+    vae=dict(
+        base_dim=96,
+        z_dim=16,
+        dim_mult=[1, 2, 4, 4],
+        num_res_blocks=2,
+        temperal_downsample=[False, True, True],
+    ),
+    lora_rank=16,
+    image=(832, 480),
+    video=(832, 480),
+    frames=(17, 33, 81),
+    steps={"image": 50, "17": 10, "33": 8, "81": 4, "cache": 20, "offload": 2},
+    plan_tokens=16,
+    answer_tokens=64,
+)
+
+#: The same architectures scaled down so the whole script runs on a CPU in a minute or two.
+TOY = Specs(
+    name="toy",
+    qwen_text=dict(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1024,
+        max_position_embeddings=128000,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]},
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    ),
+    qwen_vision=dict(
+        depth=2,
+        hidden_size=64,
+        intermediate_size=128,
+        num_heads=2,
+        out_hidden_size=128,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=112,
+        fullatt_block_indexes=[1],
+        in_channels=3,
+        tokens_per_second=2,
+    ),
+    umt5=dict(
+        vocab_size=512,
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=32,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+    ),
+    dit=dict(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=32,
+        in_channels=16,
+        out_channels=16,
+        text_dim=64,
+        freq_dim=256,
+        ffn_dim=128,
+        num_layers=4,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        rope_max_seq_len=1024,
+        vace_layers=[0, 2],
+        vace_in_channels=96,
+    ),
+    vae=dict(
+        base_dim=8,
+        z_dim=16,
+        dim_mult=[1, 2, 4, 4],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    ),
+    lora_rank=4,
+    image=(64, 48),
+    video=(64, 48),
+    frames=(17, 33, 81),
+    steps={"image": 4, "17": 3, "33": 3, "81": 3, "cache": 8, "offload": 2},
+    plan_tokens=16,
+    answer_tokens=16,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the models (random weights, real layouts)
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    qwen: Path
+    adapter: Path
+    wan: Path
+    projector: Path
+
+
+@contextmanager
+def _default_dtype(dtype: Any):
+    import torch
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+def _free() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def build_models(specs: Specs, root: Path, device: Any, dtype: Any) -> ModelPaths:
+    """Random-weight models from ``specs`` in the layouts ``Engine`` loads (built on ``device``)."""
+    from engine import tiny_wan
+    from engine.tiny import ensure_tiny
+
+    tiny = ensure_tiny()
+    paths = ModelPaths(root / "qwen", root / "adapter", root / "wan", root / "projector.pth")
+    t0 = time.perf_counter()
+    _build_qwen(specs, tiny.qwen, tiny.adapter, paths, device, dtype)
+    log.info("planner + adapter built in %.0f s", time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    _build_wan(specs, tiny.wan, paths.wan, device, dtype)
+    log.info("generator built in %.0f s", time.perf_counter() - t0)
+    tiny_wan.build_projector(
+        paths.projector,
+        hidden_size=specs.qwen_text["hidden_size"],
+        text_dim=specs.umt5["d_model"],
+    )
+    return paths
+
+
+def _build_qwen(
+    specs: Specs, tiny_qwen: Path, tiny_adapter: Path, paths: ModelPaths, device: Any, dtype: Any
+):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        AutoTokenizer,
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+    )
+
+    from engine.planner import untie_word_embeddings
+    from engine.tiny_qwen import LORA_TARGETS
+
+    tiny_cfg = json.loads((tiny_qwen / "config.json").read_text())
+    ids = {
+        k: tiny_cfg[k]
+        for k in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    }
+    text = dict(specs.qwen_text, bos_token_id=tiny_cfg["bos_token_id"], eos_token_id=tiny_cfg["eos_token_id"])
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=dict(specs.qwen_vision),
+        tie_word_embeddings=specs.qwen_text["tie_word_embeddings"],
+        architectures=["Qwen2_5_VLForConditionalGeneration"],
+        **ids,
+    )
+    torch.manual_seed(0)
+    with torch.device(device), _default_dtype(dtype):
+        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig.from_pretrained(tiny_qwen)
+    model.save_pretrained(paths.qwen)
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.json",
+        "chat_template.jinja",
+        "preprocessor_config.json",
+    ):
+        if (tiny_qwen / name).exists():
+            shutil.copy(tiny_qwen / name, paths.qwen / name)
+
+    # The Unison adapter: a LoRA on the text attention, embed_tokens and lm_head saved whole, the
+    # tokenizer with the 14 added tokens (from the tiny adapter: same base tokenizer).
+    tok = AutoTokenizer.from_pretrained(tiny_adapter)
+    untie_word_embeddings(model)
+    lora = LoraConfig(
+        r=specs.lora_rank,
+        lora_alpha=2 * specs.lora_rank,
+        target_modules=LORA_TARGETS,
+        modules_to_save=["embed_tokens", "lm_head"],
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, lora)
+    peft_model.save_pretrained(paths.adapter)
+    tok.save_pretrained(paths.adapter)
+    del model, peft_model
+    _free()
+
+
+def _build_wan(specs: Specs, tiny_wan_dir: Path, out: Path, device: Any, dtype: Any) -> None:
+    import torch
+    from diffusers import (
+        AutoencoderKLWan,
+        UniPCMultistepScheduler,
+        WanVACEPipeline,
+        WanVACETransformer3DModel,
+    )
+    from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_wan_dir / "tokenizer")
+    torch.manual_seed(1)
+    with torch.device(device), _default_dtype(dtype):
+        text_encoder = UMT5EncoderModel(
+            UMT5Config(
+                **specs.umt5, dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0
+            )
+        ).eval()
+        transformer = WanVACETransformer3DModel(**specs.dit)
+    with torch.device(device):
+        vae = AutoencoderKLWan(**specs.vae)  # the VAE runs in float32
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000, flow_shift=5.0
+    )
+    pipe = WanVACEPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    del pipe, text_encoder, transformer, vae
+    _free()
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+class Clock:
+    """Wall time with the GPU drained first, so a timestamp means the work before it is done."""
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+
+    def now(self) -> float:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+class Budget:
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.start = time.perf_counter()
+        self.skipped: list[str] = []
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def allows(self, what: str, need_s: float = 0.0) -> bool:
+        """Whether ``what``, expected to take ``need_s``, still fits in the budget."""
+        if self.elapsed + need_s <= self.seconds:
+            return True
+        log.warning(
+            "time budget: %.0f s used of %.0f, %s needs ~%.0f s: skipped",
+            self.elapsed,
+            self.seconds,
+            what,
+            need_s,
+        )
+        self.skipped.append(what)
+        return False
+
+
+@dataclass
+class GenRun:
+    """One timed generation."""
+
+    scenario: str
+    switch: str
+    steps: int
+    num_frames: int = 1
+    width: int = 0
+    height: int = 0
+    wall_s: float = math.nan
+    load_s: float = 0.0
+    step_s: float = math.nan
+    pre_s: float = math.nan
+    post_s: float = math.nan
+    peak_gb: float | None = None
+    resident_gb: float | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    frames: Any = None
+    error: str | None = None
+
+    def estimate(self, steps: int) -> float:
+        """Wall time at ``steps`` steps: fixed costs plus per-step time (load excluded)."""
+        return self.pre_s + steps * self.step_s + self.post_s
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace):
+        import torch
+
+        self.args = args
+        self.specs = TOY if args.toy else REAL
+        self.cuda = torch.cuda.is_available() and not args.cpu
+        self.device = torch.device("cuda" if self.cuda else "cpu")
+        self.dtype = torch.bfloat16 if self.cuda else torch.float32
+        self.clock = Clock(self.cuda)
+        self.budget = Budget(args.budget_s)
+        self.notes: list[str] = []
+        self.sections: list[str] = []
+        self.engine: Any = None
+        self.captured: dict[str, Any] = {}
+        self.runs: list[GenRun] = []
+        self.cache_runs: list[GenRun] = []
+        self.offload_runs: list[GenRun] = []
+        self.baselines: dict[str, GenRun] = {}
+
+    # -- setup --
+
+    def setup(self, root: Path) -> None:
+        from engine.config import EngineConfig, SamplingDefaults
+        from engine.engine import Engine
+        from engine.plan import Limits
+
+        t0 = time.perf_counter()
+        paths = build_models(self.specs, root / "models", self.device, self.dtype)
+        self.build_s = time.perf_counter() - t0
+        config = EngineConfig(
+            planner_model=str(paths.qwen),
+            adapter=str(paths.adapter),
+            projector=str(paths.projector),
+            generator_model=str(paths.wan),
+            device=str(self.device),
+            dtype="bfloat16" if self.cuda else "float32",
+            local_files_only=True,
+            output_dir=root / "outputs",
+            limits=Limits(max_frames=161),
+            sampling=SamplingDefaults(),
+        )
+        self.engine = Engine(config)
+        t0 = time.perf_counter()
+        self.engine.preload()
+        self.load_s = time.perf_counter() - t0
+        self._capture_frames()
+
+    def _capture_frames(self) -> None:
+        """Keep the frames of the last generation (for PSNR/SSIM) as the generator returns them."""
+        gen = self.engine.generator
+        real_run = gen.run
+
+        def run_and_keep(*args: Any, **kwargs: Any) -> Any:
+            frames = real_run(*args, **kwargs)
+            self.captured["frames"] = frames
+            return frames
+
+        gen.run = run_and_keep
+
+    # -- memory --
+
+    def _reset_peak(self) -> float | None:
+        if not self.cuda:
+            return None
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated() / 2**30
+
+    def _peak(self) -> float | None:
+        if not self.cuda:
+            return None
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**30
+
+    # -- planning --
+
+    def bench_plan(self) -> None:
+        from engine.errors import PlannerError
+        from engine.plan import parse_request
+
+        eng = self.engine
+        planner = eng.planner
+        # Random weights never write the end token: every plan runs to this many tokens (a real
+        # Unison plan is 5-14 tokens, e.g. <CFV><BORES>832,480<EORES><BONF>80<EONF>).
+        planner.unison_max_new_tokens = self.specs.plan_tokens
+        req = parse_request(PLAN_REQUEST)
+        n = self.args.repeat
+
+        def timed(fn: Callable[[], Any]) -> float:
+            t0 = self.clock.now()
+            # A random planner writes no valid plan: the time is what counts.
+            with contextlib.suppress(PlannerError):
+                fn()
+            return self.clock.now() - t0
+
+        timed(lambda: planner.plan(req, backend="unison", want_features=True))  # warm-up
+        rules = [timed(lambda: eng.plan(PLAN_REQUEST, backend="rules")) for _ in range(n)]
+        one = [timed(lambda: planner.plan(req, backend="unison", want_features=True)) for _ in range(n)]
+        plan_only = [
+            timed(lambda: planner.plan(req, backend="unison", want_features=False)) for _ in range(n)
+        ]
+        second = [timed(lambda: planner.features(req)) for _ in range(n)]
+        two = [a + b for a, b in zip(plan_only, second, strict=True)]
+
+        table = Table("what", "median ms", "vs one pass", "note")
+        table.add("rules planner", median(rules) * 1e3, "–", "no model")
+        table.add(
+            "unison plan + features, one pass (the engine's way)",
+            median(one) * 1e3,
+            "1.00×",
+            f"{self.specs.plan_tokens} generated tokens",
+        )
+        table.add("unison plan alone", median(plan_only) * 1e3, ratio(median(plan_only), median(one)), "")
+        table.add("features by a second forward", median(second) * 1e3, "–", "what the reference does")
+        table.add(
+            "unison plan + features, two passes",
+            median(two) * 1e3,
+            ratio(median(two), median(one)),
+            "saved per auto request: " + fmt((median(two) - median(one)) * 1e3) + " ms",
+        )
+        self.sections.append(f"## Planning ({n} runs each, median)\n\n{table.markdown()}")
+
+    # -- understanding --
+
+    def bench_understand(self, root: Path) -> None:
+        import numpy as np
+        from PIL import Image
+
+        from engine.control import JobControl
+
+        w, h = self.specs.image
+        image = root / "inputs" / "photo.png"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(image)
+        n = self.specs.answer_tokens
+
+        def once(media: list[str]) -> tuple[float, float, int]:
+            stamps: list[float] = []
+
+            def on_progress(done: int, total: int, stage: str) -> None:
+                if stage == "understanding":
+                    stamps.append(self.clock.now())
+
+            t0 = self.clock.now()
+            self.engine.understand(
+                UNDERSTAND_PROMPT, media, max_new_tokens=n, control=JobControl(on_progress)
+            )
+            ttft = stamps[0] - t0 if stamps else math.nan
+            rate = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else math.nan
+            return ttft, rate, len(stamps)
+
+        table = Table("input", "time to first token ms", "tokens/s", "tokens")
+        for label, media in (("text only", []), (f"one {w}x{h} image", [str(image)])):
+            once(media)  # warm-up
+            runs = [once(media) for _ in range(self.args.repeat)]
+            table.add(label, median([r[0] for r in runs]) * 1e3, median([r[1] for r in runs]), runs[-1][2])
+        self.sections.append(
+            f"## Understanding (greedy, {n} new tokens, median of {self.args.repeat})\n\n{table.markdown()}"
+        )
+
+    # -- generation --
+
+    def _plan(self, frames: int) -> Any:
+        from engine.plan import build_plan
+
+        w, h = self.specs.image if frames == 1 else self.specs.video
+        task = "text_to_image" if frames == 1 else "text_to_video"
+        return build_plan(
+            task, PROMPT, width=w, height=h, num_frames=frames, limits=self.engine.config.limits
+        )
+
+    def _features(self, plan: Any) -> Any:
+        from engine.engine import request_for_plan
+
+        return self.engine.planner.features(request_for_plan(plan))
+
+    def generate(self, scenario: str, frames: int, steps: int, switch: str, options: Any) -> GenRun:
+        from engine.control import JobControl
+        from engine.results import Sampling
+
+        plan = self._plan(frames)
+        run = GenRun(scenario, switch, steps, num_frames=frames, width=plan.width, height=plan.height)
+        features = self._features(plan)
+        stamps: list[float] = []
+
+        def on_progress(done: int, total: int, stage: str) -> None:
+            if stage == "generating":
+                stamps.append(self.clock.now())
+
+        try:
+            self.engine.generator.configure(options)
+            run.resident_gb = self._reset_peak()
+            self.captured.pop("frames", None)
+            t0 = self.clock.now()
+            result = self.engine.generate(
+                plan, Sampling(steps=steps, seed=0), control=JobControl(on_progress), features=features
+            )
+            t_end = self.clock.now()
+        except Exception as exc:  # a switch this machine lacks: report it in its row
+            log.warning("%s / %s failed: %s", scenario, switch, exc)
+            run.error = f"{type(exc).__name__}: {exc}"[:160]
+            return run
+        run.peak_gb = self._peak()
+        run.load_s = float(result.timings.get("load_s", 0.0))
+        run.wall_s = t_end - t0
+        run.stats = dict(self.engine.generator.last_run)
+        run.frames = self.captured.get("frames")
+        if len(stamps) >= 2:
+            run.step_s = median([b - a for a, b in zip(stamps, stamps[1:], strict=False)])
+            run.pre_s = stamps[0] - t0 - run.step_s - run.load_s
+            run.post_s = t_end - stamps[-1]
+        return run
+
+    def warm_up(self, frames: int, options: Any = None) -> None:
+        """One short run at this size first: one-time costs (kernel loads, allocator growth, a
+        compile) must not land in the measured run."""
+        from engine.config import PerformanceOptions
+
+        self.generate("warm-up", frames, 1, "warm-up", options or PerformanceOptions())
+
+    def attention_backends(self) -> list[str]:
+        """The non-default backends worth timing here: PyTorch's own, and any installed package."""
+        from engine import perf
+        from engine.errors import UnisonError
+
+        wanted = ["_flash_3", "flash", "sage", "_native_cudnn"] if self.cuda else ["_native_math"]
+        usable = []
+        for name in wanted:
+            try:
+                perf.check_attention_backend(name, self.device)
+                usable.append(name)
+            except UnisonError as exc:
+                self.notes.append(f"attention backend `{name}`: not measured ({exc})")
+        return usable
+
+    def _label(self, frames: int) -> str:
+        w, h = self.specs.image if frames == 1 else self.specs.video
+        return f"{w}x{h} image" if frames == 1 else f"{w}x{h}, {frames} frames"
+
+    def run_all(self, skip: set[str]) -> None:
+        """Every generation row, most important first, so a spent budget drops the least useful."""
+        from engine.config import PerformanceOptions as P
+
+        specs = self.specs
+        scenarios = [("image", 1)] + [(str(f), f) for f in specs.frames]
+        big_key, big = scenarios[-1]
+        backends = self.attention_backends() if "generate" not in skip else []
+        jobs: list[tuple[str, Callable[[], float], Callable[[], None]]] = []
+
+        def cost(key: str, factor: float = 1.0, extra: float = 0.0) -> Callable[[], float]:
+            """Expected seconds: a multiple of that size's measured baseline (0 before it exists)."""
+
+            def estimate() -> float:
+                base = self.baselines.get(key)
+                wall = base.wall_s if base is not None and not base.error else 0.0
+                return factor * wall + extra
+
+            return estimate
+
+        nothing = cost("", 0.0)
+
+        def row(key: str, frames: int, name: str, options: Any, into: list[GenRun] | None = None) -> None:
+            run = self.generate(self._label(frames), frames, specs.steps[key], name, options)
+            (self.runs if into is None else into).append(run)
+            if name.startswith("baseline"):
+                self.baselines[key] = run
+
+        if "generate" not in skip:
+            for key, frames in scenarios:  # 1. everything off, every size
+                jobs.append((f"warm-up {key}", nothing, lambda f=frames: self.warm_up(f)))
+                jobs.append(
+                    (
+                        f"baseline {key}",
+                        nothing,
+                        lambda k=key, f=frames: row(k, f, "baseline (SDPA, all off)", P()),
+                    )
+                )
+            for key, frames in scenarios:  # 2. batched CFG, every size
+                jobs.append(
+                    (
+                        f"batch_cfg {key}",
+                        cost(key),
+                        lambda k=key, f=frames: row(k, f, "batch_cfg", P(batch_cfg=True)),
+                    )
+                )
+            for b in backends:  # 3. attention backends at the largest video
+                jobs.append(
+                    (
+                        f"attention {b}",
+                        cost(big_key),
+                        lambda b=b: row(big_key, big, f"attention_backend={b}", P(attention_backend=b)),
+                    )
+                )
+        if "offload" not in skip:  # 4. low-VRAM modes at the largest video
+            for mode in ("model", "group", "text_encoder_cpu"):
+                jobs.append(
+                    (
+                        f"offload {mode}",
+                        cost(big_key, 1.0, 30.0),  # + reloading the pipeline
+                        lambda m=mode: row("offload", big, f"offload={m}", P(offload=m), self.offload_runs),
+                    )
+                )
+        if "cache" not in skip:  # 5. step caches and their quality
+            first = str(specs.frames[0])
+            ratio_steps = specs.steps["cache"] / specs.steps[first]
+            jobs.append(("caches", cost(first, 5 * ratio_steps, 10.0), self.run_caches))
+        if "generate" not in skip:
+            if self.cuda or self.args.compile_on_cpu:  # 6. regional compile (compiles in its warm-up)
+                # Two compiles (batch 1, then 2) plus four runs at the largest size.
+                jobs.append(
+                    ("compile", cost(big_key, 4.0, 90.0), lambda: self.run_compile(big_key, big, backends))
+                )
+            else:
+                self.notes.append(
+                    "regional compile: not run on the CPU by default (inductor builds C++ for each block shape, "
+                    "tens of seconds to minutes here); pass --compile-on-cpu to include it"
+                )
+            jobs.append(
+                (
+                    "vae_tiling",
+                    cost(big_key, 1.2),
+                    lambda: row(big_key, big, "vae_tiling", P(vae_tiling=True)),
+                )
+            )
+        for name, need, job in jobs:
+            if self.budget.allows(name, need()):
+                job()
+        self.engine.generator.configure(P())
+
+    def run_compile(self, key: str, frames: int, backends: list[str]) -> None:
+        from engine.config import PerformanceOptions as P
+
+        options = P(compile=True)
+        t0 = time.perf_counter()
+        self.warm_up(frames, options)
+        self.notes.append(
+            f"regional compile: the first {self._label(frames)} run (1 step, compiling the blocks) took "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
+        self.runs.append(
+            self.generate(self._label(frames), frames, self.specs.steps[key], "compile", options)
+        )
+        best = P(compile=True, batch_cfg=True, attention_backend=backends[0] if backends else None)
+        base = self.baselines.get(key)
+        if self.budget.allows(
+            "compile + batch_cfg + best attention", 2 * (base.wall_s if base else 0.0) + 45
+        ):
+            self.warm_up(frames, best)  # a batch of two is a new shape: compiled again
+            name = "compile + batch_cfg" + (f" + {backends[0]}" if backends else "")
+            self.runs.append(self.generate(self._label(frames), frames, self.specs.steps[key], name, best))
+
+    def run_caches(self) -> None:
+        from engine.config import PerformanceOptions as P
+
+        frames = self.specs.frames[0]
+        steps = self.specs.steps["cache"]
+        label = self._label(frames)
+        self.cache_runs.append(self.generate(label, frames, steps, "uncached", P()))
+        for name, options in (
+            ("first_block 0.05", P(cache="first_block", cache_threshold=0.05)),
+            ("first_block 0.10", P(cache="first_block", cache_threshold=0.10)),
+            ("mag 0.06: calibration run", P(cache="mag", cache_threshold=0.06)),
+            ("mag 0.06", P(cache="mag", cache_threshold=0.06)),
+        ):
+            if self.budget.allows(f"cache {name}", self.cache_runs[0].wall_s):
+                self.cache_runs.append(self.generate(label, frames, steps, name, options))
+        self.engine.generator.configure(P())
+
+    # -- tables --
+
+    def generation_table(self) -> str:
+        from engine import perf
+
+        target = 50
+        base_by_label = {b.scenario: b for b in self.baselines.values()}
+        shape = perf.DitShape.from_config(self.specs.dit)
+        table = Table(
+            "output",
+            "switch",
+            "steps run",
+            "s/step",
+            "fixed s",
+            f"est. {target} steps s",
+            "vs baseline",
+            "DiT TFLOP/s",
+            "peak GiB",
+            "notes",
+        )
+        order = {b.scenario: i for i, b in enumerate(self.baselines.values())}
+        for run in sorted(self.runs, key=lambda r: order.get(r.scenario, 99)):
+            if run.error:
+                table.add(run.scenario, run.switch, run.steps, "–", "–", "–", "–", "–", "–", run.error)
+                continue
+            base = base_by_label.get(run.scenario)
+            est = run.estimate(target)
+            flops_step = perf.dit_flops(
+                shape, width=run.width, height=run.height, num_frames=run.num_frames, text_len=2048, steps=1
+            )
+            notes = []
+            if run.stats.get("batched_passes"):
+                notes.append(f"{run.stats['batched_passes']} batched passes")
+            if run.steps < target:
+                notes.append(f"s/step x {target}")
+            table.add(
+                run.scenario,
+                run.switch,
+                run.steps,
+                run.step_s,
+                run.pre_s + run.post_s,
+                est,
+                ratio(est, base.estimate(target) if base else None),
+                flops_step / run.step_s / 1e12,
+                run.peak_gb,
+                "; ".join(notes),
+            )
+        return (
+            f"## Generation (seed 0, guidance 5, the Unison context of 2048 positions; est. {target} steps = "
+            "fixed s + s/step x 50)\n\n"
+            "`fixed s`: everything but the denoising steps (prompt encoding, VACE's VAE encode, VAE decode, "
+            "writing the file). `DiT TFLOP/s`: the DiT's FLOPs per step (`engine.perf.dit_flops`) over the "
+            "measured s/step.\n\n" + table.markdown()
+        )
+
+    def cache_table(self) -> str:
+        from engine import perf
+
+        runs = self.cache_runs
+        if not runs:
+            return ""
+        base = runs[0]
+        table = Table("cache", "wall s", "vs uncached", "DiT passes skipped", "PSNR dB", "SSIM", "notes")
+        for run in runs:
+            if run.error:
+                table.add(run.switch, "–", "–", "–", "–", "–", run.error)
+                continue
+            wall = run.wall_s - run.load_s
+            if run is base:
+                table.add(run.switch, wall, "1.00×", "–", "reference", "reference", "")
+                continue
+            quality = (math.nan, math.nan)
+            if run.frames is not None and base.frames is not None:
+                quality = (perf.psnr(run.frames, base.frames), perf.ssim(run.frames, base.frames))
+            calibrating = run.stats.get("calibrated")
+            skipped = (
+                "–"
+                if calibrating
+                else f"{run.stats.get('cache_skipped', 0)}/{run.stats.get('cache_passes', 0)}"
+            )
+            table.add(
+                run.switch,
+                wall,
+                ratio(wall, base.wall_s - base.load_s),
+                skipped,
+                quality[0],
+                quality[1],
+                "every step computed; ratios measured" if calibrating else "",
+            )
+        return (
+            f"## Step caches ({base.scenario}, {base.steps} steps, same seed; quality against the uncached "
+            "frames)\n\n" + table.markdown() + "\n\nRandom weights: what a cache skips depends on how the "
+            "trained model's activations change between steps, so these skip counts, speed-ups and PSNR/SSIM "
+            "are not the real model's."
+        )
+
+    def offload_table(self) -> str:
+        runs = self.offload_runs
+        if not runs:
+            return ""
+        base = self.baselines.get(str(self.specs.frames[-1]))
+        table = Table(
+            "mode", "reload s", "s/step", "fixed s", "est. 50 steps s", "vs none", "peak GiB", "notes"
+        )
+        if base is not None and not base.error:
+            table.add(
+                "none (the baseline row)",
+                "–",
+                base.step_s,
+                base.pre_s + base.post_s,
+                base.estimate(50),
+                "1.00×",
+                base.peak_gb,
+                "",
+            )
+        for run in runs:
+            if run.error:
+                table.add(run.switch, "–", "–", "–", "–", "–", "–", run.error)
+                continue
+            table.add(
+                run.switch,
+                run.load_s,
+                run.step_s,
+                run.pre_s + run.post_s,
+                run.estimate(50),
+                ratio(run.estimate(50), base.estimate(50) if base and not base.error else None),
+                run.peak_gb,
+                "no-op without CUDA" if not self.cuda else "",
+            )
+        return (
+            f"## Low-VRAM modes ({runs[0].scenario}, {runs[0].steps} steps)\n\n"
+            "The planner stays resident on the GPU in these rows (7.5 GB in bf16 for the 3B model); run it "
+            "with `--planner-device cpu` for the smallest cards.\n\n" + table.markdown()
+        )
+
+    # -- report --
+
+    def report(self) -> str:
+        specs = self.specs
+        head = [
+            f"# bench_gpu ({'toy configs on ' + str(self.device) if self.args.toy else 'real configurations'})",
+            "",
+            *[f"- {line}" for line in describe_machine()],
+            f"- models: random weights, {specs.name} configurations; built and saved in {self.build_s:.1f} s, "
+            f"loaded through engine.Engine.preload in {self.load_s:.1f} s",
+            f"- total benchmark time {self.budget.elapsed:.0f} s (budget {self.args.budget_s:.0f} s)"
+            + (f"; skipped for time: {', '.join(self.budget.skipped)}" if self.budget.skipped else ""),
+            f"- command: `python {' '.join(sys.argv)}`",
+        ]
+        sections = [*self.sections, self.generation_table() if self.runs else "", self.cache_table()]
+        sections.append(self.offload_table())
+        notes = ["## Notes", "", *[f"- {n}" for n in self.notes]] if self.notes else []
+        body = "\n\n".join(x for x in sections if x)
+        return "\n".join(head) + "\n\n" + body + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--toy", action="store_true", help="scaled-down configs and sizes (runs on a CPU)")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when CUDA is available")
+    parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
+    parser.add_argument("--workdir", type=Path, help="where models and outputs go (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=450.0,
+        help="seconds for the whole run, models included: rows expected to overrun it are skipped",
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs per planning/understanding measurement")
+    parser.add_argument("--compile-on-cpu", action="store_true", help="time torch.compile on a CPU too")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["plan", "understand", "generate", "cache", "offload"]
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("bench_gpu").setLevel(logging.INFO)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    bench = Bench(args)
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="unison-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        bench.setup(root)
+        if "plan" not in args.skip:
+            bench.bench_plan()
+        if "understand" not in args.skip:
+            bench.bench_understand(root)
+        bench.run_all(set(args.skip))
+        write_report(bench.report(), args.out)
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
