@@ -44,6 +44,30 @@ def _build_tokenizer():
     return T5Tokenizer(vocab=_tokenizer_vocab(), extra_ids=0, model_max_length=512)
 
 
+def tiny_transformer(*, seed: int = 0):
+    """The tiny ``WanVACETransformer3DModel`` (diffusers' own test sizes), seeded."""
+    import torch
+    from diffusers import WanVACETransformer3DModel
+
+    torch.manual_seed(seed)
+    return WanVACETransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=TINY_TEXT_DIM,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=3,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+        vace_layers=[0, 2],
+        vace_in_channels=96,
+    )
+
+
 def build_wan(out_dir: Path, *, seed: int = 0) -> None:
     """Write a tiny ``WanVACEPipeline`` directory to ``out_dir`` (created; must not hold a model)."""
     import torch
@@ -51,7 +75,6 @@ def build_wan(out_dir: Path, *, seed: int = 0) -> None:
         AutoencoderKLWan,
         UniPCMultistepScheduler,
         WanVACEPipeline,
-        WanVACETransformer3DModel,
     )
     from transformers import UMT5Config, UMT5EncoderModel
 
@@ -85,23 +108,7 @@ def build_wan(out_dir: Path, *, seed: int = 0) -> None:
         temperal_downsample=[False, True, True],
     )
 
-    torch.manual_seed(seed + 2)
-    transformer = WanVACETransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,
-        out_channels=16,
-        text_dim=TINY_TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=3,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-        vace_layers=[0, 2],
-        vace_in_channels=96,
-    )
+    transformer = tiny_transformer(seed=seed + 2)
 
     # The real Wan2.1-VACE diffusers repo ships UniPC configured for flow matching.
     scheduler = UniPCMultistepScheduler(

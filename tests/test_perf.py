@@ -93,25 +93,9 @@ def fresh(wan_dir: Path) -> Generator:
 
 
 def _tiny_transformer():
-    from diffusers import WanVACETransformer3DModel
+    from engine.tiny_wan import tiny_transformer
 
-    torch.manual_seed(0)
-    return WanVACETransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=16,
-        out_channels=16,
-        text_dim=TEXT_DIM,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=3,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-        vace_layers=[0, 2],
-        vace_in_channels=96,
-    ).eval()
+    return tiny_transformer(seed=0).eval()
 
 
 def _dit_inputs() -> dict:
