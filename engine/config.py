@@ -74,7 +74,8 @@ class EngineConfig(BaseModel):
     device: str = "auto"  # auto | cuda | cuda:N | cpu | mps
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     planner_device: str | None = None  # default: same as device
-    output_dir: Path = Path("outputs")
+    # Absolute by default: a client may start the server with any working directory (even "/").
+    output_dir: Path = Field(default_factory=lambda: Path.home() / "unison-outputs")
     cache_dir: Path | None = None  # hub cache override
     local_files_only: bool = False
     limits: Limits = Field(default_factory=Limits)
