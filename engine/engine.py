@@ -64,7 +64,9 @@ class Engine:
         self._generator = generator
         self._projector = projector
         self._lock = threading.RLock()  # model work: one job on the accelerator at a time
-        self._build_lock = threading.Lock()  # constructing components
+        # Constructing components. Re-entrant: projector() builds the planner and the generator
+        # it is sized by from inside the lock, through properties that take it too.
+        self._build_lock = threading.RLock()
         from .rules import RulesPlanner
 
         self._rules = RulesPlanner(config.limits)

@@ -126,6 +126,10 @@ def open_image(path: str | Path, *, max_pixels: int | None = None, mode: str = "
 def _to_mode(im: Image.Image, mode: str) -> Image.Image:
     from PIL import Image
 
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        # 16-bit grey PNGs (depth maps, masks) open as "I;16"; Pillow's own conversion to "L" or
+        # "RGB" clips at 255 instead of scaling, turning nearly every pixel white.
+        im = _grey16_to_l(im)
     if mode == "RGB" and (im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info):
         # Transparent areas become white, like the reference's canvas, not whatever colour the
         # encoder left under them.
@@ -133,6 +137,20 @@ def _to_mode(im: Image.Image, mode: str) -> Image.Image:
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     return im.convert(mode) if im.mode != mode else im.copy()
+
+
+def _grey16_to_l(im: Image.Image) -> Image.Image:
+    """A high-bit-depth grey image as 8-bit "L": the 16-bit range 0..65535 scaled to 0..255.
+
+    ("I" and "F" images carry no declared range: values within 0..255 are taken as 8-bit ones.)
+    """
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(im, dtype=np.float64)
+    if im.mode.startswith("I;16") or (values.size and float(values.max()) > 255.0):
+        values = values / 257.0  # 65535 -> 255
+    return Image.fromarray(np.clip(values.round(), 0, 255).astype(np.uint8))  # 2-D uint8: "L"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ request fails before any model work, with a message naming the field, the value 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -310,11 +311,21 @@ def round16(value: int) -> int:
 
 def nearest_4k1(n: int) -> int:
     """The nearest frame count of the form 4k+1 (ties go up)."""
-    return max(1, 4 * int((n - 1) / 4 + 0.5) + 1)
+    # Integer arithmetic: a request may spell out a count far beyond a float (check_plan then
+    # refuses it by name); (n - 1) / 4 would overflow or round.
+    return max(1, 4 * ((int(n) + 1) // 4) + 1)
 
 
 def frames_for_seconds(seconds: float, fps: float = DEFAULT_FPS) -> int:
-    """`seconds` of video at `fps`, as Wan needs it: 16·N+1 at 16 fps, normalised to 4k+1."""
+    """`seconds` of video at `fps`, as Wan needs it: 16·N+1 at 16 fps, normalised to 4k+1.
+
+    Raises :class:`InvalidRequest` for a rate or a duration that is not a finite number (``round``
+    of an infinity or a NaN would otherwise escape as a bare OverflowError/ValueError).
+    """
+    if not (math.isfinite(fps) and fps > 0):
+        raise InvalidRequest.for_field("fps", fps, "must be a finite number above 0")
+    if not math.isfinite(seconds * fps):
+        raise InvalidRequest.for_field("duration_s", seconds, "must be a finite number of seconds")
     return nearest_4k1(int(round(seconds * fps)) + 1)
 
 

@@ -47,6 +47,7 @@ from .plan import (
     Role,
     Task,
     check_roles,
+    nearest_4k1,
     parse_unison,
 )
 
@@ -84,6 +85,15 @@ _ADAPTER_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
+
+#: Adapters saved with transformers < 4.52 name Qwen2.5-VL's text model ``model.*`` and its vision
+#: tower ``visual.*``; transformers 5 nests them as ``model.language_model.*`` / ``model.visual.*``
+#: and renames base checkpoints itself, but PEFT 0.21 does not rename adapters of this model. Keys
+#: already in the new layout match neither pattern (PEFT strips ``base_model.model.`` first).
+LEGACY_ADAPTER_KEYS = {
+    r"^visual": "model.visual",
+    r"^model(?!\.(language_model|visual))": "model.language_model",
+}
 
 
 @dataclass
@@ -277,6 +287,19 @@ def plan_from_json(text: str, media: Sequence[tuple[str, MediaKind | str]], *, p
         inputs = [MediaInput(path=p, kind=k, role=Role.QUERY) for p, k in files]
         return Plan(task=task, prompt=prompt, inputs=inputs, raw=text)
 
+    output = TASKS[parsed.task].output
+    num_frames = 1 if output == "image" else parsed.num_frames  # any count on an image: ignored
+    # Values only a model would get wrong are its error (retried), not the user's: check them here.
+    for name, value in (("width", parsed.width), ("height", parsed.height), ("num_frames", num_frames)):
+        if value is not None and value <= 0:
+            raise PlannerError(f"{name}={value}: must be a positive whole number or null")
+    notes = []
+    if num_frames is not None and num_frames % 4 != 1:
+        # The meaning is clear (diffusers rounds such counts too): onto the 4k+1 grid, noted.
+        rounded = nearest_4k1(num_frames)
+        notes.append(f"num_frames {num_frames} from the planner rounded to {rounded} (4k+1)")
+        num_frames = rounded
+
     inputs = []
     seen: set[int] = set()
     for n, item in enumerate(parsed.inputs):
@@ -290,15 +313,15 @@ def plan_from_json(text: str, media: Sequence[tuple[str, MediaKind | str]], *, p
         seen.add(item.index)
         path, kind = files[item.index]
         inputs.append(MediaInput(path=path, kind=kind, role=item.role))
-    output = TASKS[parsed.task].output
     plan = Plan(
         task=parsed.task,
         prompt=prompt,
         inputs=inputs,
         width=parsed.width,
         height=parsed.height,
-        num_frames=1 if output == "image" else parsed.num_frames,
+        num_frames=num_frames,
         raw=text,
+        notes=notes,
     )
     try:
         check_roles(plan)
@@ -612,7 +635,12 @@ class QwenPlanner:
                     "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
                 )
                 peft_model = PeftModel(model, peft_config)
-            result = peft_model.load_adapter(str(adapter_dir), adapter_name="default", is_trainable=False)
+            result = peft_model.load_adapter(
+                str(adapter_dir),
+                adapter_name="default",
+                is_trainable=False,
+                key_mapping=LEGACY_ADAPTER_KEYS,
+            )
         except (ValueError, RuntimeError, KeyError, OSError) as exc:
             raise ModelError(
                 f"{where}: cannot be applied to {self.model_id}: {exc}; use the base model the adapter "
@@ -815,7 +843,7 @@ class QwenPlanner:
             if check:
                 check()
             if m.kind is MediaKind.IMAGE:
-                images.append(open_image(m.path))
+                images.append(open_image(m.path, max_pixels=self.config.limits.max_input_pixels))
                 content.append({"type": "image"})
             else:
                 clip = self._read_video(m.path, check)
@@ -836,13 +864,21 @@ class QwenPlanner:
         from .media import probe_video, read_video
 
         u = self.config.understanding
-        info = probe_video(path)
+        limit = self.config.limits.max_input_pixels  # the same input limit generation applies
+        info = probe_video(path, max_pixels=limit)
         size = None
         if info.width * info.height > u.max_pixels:
             # Decode straight to the pixel budget (aspect kept) instead of holding full frames.
             s = math.sqrt(u.max_pixels / (info.width * info.height))
             size = (max(2, round(info.width * s / 2) * 2), max(2, round(info.height * s / 2) * 2))
-        return read_video(path, fps=u.video_fps, max_frames=u.video_max_frames, size=size, check=check)
+        return read_video(
+            path,
+            fps=u.video_fps,
+            max_frames=u.video_max_frames,
+            size=size,
+            max_pixels=limit,
+            check=check,
+        )
 
     def _vision_inputs(
         self,

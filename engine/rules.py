@@ -769,7 +769,16 @@ class RulesPlanner:
             log.debug("rules plan: %s", plan.summary())
             return plan
         # No reading fits the files: the most wanted one says what it needs.
-        raise errors[0]
+        if errors:
+            raise errors[0]
+        # No reading at all (several videos with no edit, control or extend wording).
+        kinds = ", ".join(f"{f.path} ({f.kind.value})" for f in r.files)
+        raise InvalidRequest.for_field(
+            "inputs",
+            [f.path for f in r.files],
+            f"no task takes these files ({kinds}) for this request: video tasks take one source or "
+            "control video (video_edit also a mask, named so); say what to do with each file",
+        )
 
     @staticmethod
     def _inputs(r: _Reading, task: Task) -> list[MediaInput]:

@@ -280,7 +280,7 @@ def prepare_video_edit(plan: Plan, ctx: PrepContext) -> Prepared:
     size = _size(plan)
     src_in = plan.one(Role.SOURCE)
     notes: list[str] = []
-    info = probe_video(src_in.path)
+    info = probe_video(src_in.path, max_pixels=ctx.limits.max_input_pixels)
     native = (info.width, info.height)
     notes.extend(_crop_note(Role.SOURCE, native, size))
     clip = _read(plan, ctx, src_in, notes, size=size)
@@ -319,14 +319,18 @@ def _given_mask(
             notes.append(f"mask {img.width}×{img.height} stretched to the source's {native[0]}×{native[1]}")
         one = _align_mask(img, native, size)
         return [one] * n  # the same mask on every frame
-    info = probe_video(m.path)
+    info = probe_video(m.path, max_pixels=ctx.limits.max_input_pixels)
     same = (info.width, info.height) == native
     if not same:
         notes.append(
             f"mask video {info.width}×{info.height} stretched to the source's {native[0]}×{native[1]}"
         )
-    # Same size as the source: read straight at the output size, by the same cover-crop.
-    clip = _read(plan, ctx, m, notes, size=size if same else None)
+    if same:
+        # Read straight at the output size by the same cover-crop as the source: already aligned.
+        # (Stretching these frames back to the source size and cropping again would crop twice.)
+        clip = _read(plan, ctx, m, notes, size=size)
+        return [binarize(Image.fromarray(f).convert("L"), MASK_THRESHOLD) for f in clip.frames]
+    clip = _read(plan, ctx, m, notes, size=None)
     return [_align_mask(Image.fromarray(f).convert("L"), native, size) for f in clip.frames]
 
 
@@ -343,7 +347,7 @@ def prepare_outpaint(plan: Plan, ctx: PrepContext) -> Prepared:
         image = _open(ctx, m)
         native = image.size
     else:
-        info = probe_video(m.path)
+        info = probe_video(m.path, max_pixels=ctx.limits.max_input_pixels)
         native = (info.width, info.height)
     left, top, iw, ih = _inner_rect(plan, native, size)
     if (iw, ih) == size:

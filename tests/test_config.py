@@ -219,3 +219,15 @@ def test_the_tiny_preset_starts_from_the_tiny_config_and_explicit_settings_win(t
     assert config.engine.limits.max_frames == 33  # a flag beats the preset
     assert config.engine.limits.default_width == tiny.limits.default_width
     assert config.engine.output_dir == tmp_path
+
+
+def test_a_tilde_in_any_path_setting_means_the_home_directory_from_every_source(tmp_path: Path):
+    # Client configs (JSON "args" / "env") reach the server without a shell to expand "~".
+    home = Path.home()
+    config = load_config(flags("--cache-dir", "~/hf-cache"), env={"UNISON_OUTPUT_DIR": "~/outs"})
+    assert config.engine.cache_dir == home / "hf-cache"
+    assert config.engine.output_dir == home / "outs"
+    toml = write_toml(tmp_path, 'cache_dir = "~/hub"\nallowed_roots = ["~/Pictures"]\n')
+    config = load_config(None, env={}, toml_path=toml)
+    assert config.engine.cache_dir == home / "hub"
+    assert config.allowed_roots == [home / "Pictures"]

@@ -207,6 +207,20 @@ def test_an_impossible_size_or_frame_count_is_refused_before_any_model_work(engi
         build_plan("text_to_image", "x", width=100_000, limits=engine.config.limits)
 
 
+def test_the_projector_loads_on_a_fresh_engine_without_deadlocking(tiny_paths, tmp_path: Path):
+    # projector() builds the planner and the generator it is sized by; it used to do so while
+    # holding the (non-reentrant) lock those builders take too, and hung forever.
+    import threading
+
+    eng = Engine(EngineConfig.tiny(tiny_paths.root, output_dir=tmp_path))
+    found: list = []
+    worker = threading.Thread(target=lambda: found.append(eng.projector()), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "Engine.projector() deadlocked"
+    assert found and found[0] is not None and found[0].hidden_size == eng.planner.hidden_size
+
+
 def test_understanding_without_planner_weights_is_a_model_error(tiny_paths, tmp_path: Path):
     eng = Engine(EngineConfig.tiny(tiny_paths.root, output_dir=tmp_path, planner_model=None))
     assert eng.plan("Draw a cat").task is Task.TEXT_TO_IMAGE  # the rules planner still plans

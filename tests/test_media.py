@@ -92,6 +92,21 @@ def test_transparent_areas_become_white(tmp_path: Path):
     assert open_image(path).getpixel((1, 1)) == (255, 255, 255)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_a_16_bit_grey_png_keeps_its_tones(tmp_path: Path, mode: str):
+    # Depth maps and masks are often 16-bit grey; clipping at 255 would turn them almost white.
+    path = tmp_path / "depth16.png"
+    ramp = np.linspace(0, 65535, 64, dtype=np.float64).round().astype(np.uint16)
+    Image.fromarray(np.tile(ramp, (8, 1))).save(path)
+    with Image.open(path) as raw:
+        assert raw.mode.startswith("I")
+    img = open_image(path, mode=mode)
+    assert img.mode == mode
+    row = np.asarray(img.convert("L"))[0].astype(int)
+    assert row[0] == 0 and row[-1] == 255 and abs(row[32] - 130) <= 2
+    assert (np.diff(row) >= 0).all()
+
+
 def test_a_missing_image_is_refused_naming_the_file(tmp_path: Path):
     with pytest.raises(InputRefused, match="nope.png: no such file") as e:
         open_image(tmp_path / "nope.png")

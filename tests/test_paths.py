@@ -163,3 +163,46 @@ def test_listing_outputs_skips_hidden_files_and_symlinks(policy: PathPolicy, tre
     assert [p.name for p in policy.list_outputs()] == ["text_to_image-0001.png"]
     with pytest.raises(InputRefused, match="not a regular file"):
         policy.output_file("link.png")
+
+
+def test_a_nul_byte_percent_encoded_in_a_file_uri_is_refused_cleanly(policy: PathPolicy, tree):
+    # Decoding happens after the raw value's NUL check: the decoded path must be checked too.
+    with pytest.raises(InputRefused, match="NUL byte"):
+        policy.resolve((tree["root"] / "cat.png").as_uri() + "%00.png", field="source")
+
+
+def test_the_home_of_an_unknown_user_is_refused_cleanly(policy: PathPolicy):
+    with pytest.raises(InputRefused, match=r"source='~no-such-user-r2x/cat.png': .*home"):
+        policy.resolve("~no-such-user-r2x/cat.png", field="source")
+
+
+def test_an_output_name_too_long_for_the_file_system_is_refused_as_missing(policy: PathPolicy):
+    with pytest.raises(InputRefused, match="no output named"):
+        policy.output_file("a" * 300 + ".png")
+
+
+def test_reading_an_output_never_follows_a_symlink_swapped_in_after_the_check(
+    policy: PathPolicy, tree, monkeypatch
+):
+    name = "text_to_image-0001.png"
+    checked = PathPolicy.output_file
+
+    def check_then_swap(self: PathPolicy, value: str) -> Path:
+        path = checked(self, value)
+        # Another process replaces the checked file by a link to a secret between check and read.
+        path.unlink()
+        path.symlink_to(tree["outside"] / "secret.png")
+        return path
+
+    assert policy.read_output(name) == (tree["out"].resolve() / name, b"y" * 10)
+    monkeypatch.setattr(PathPolicy, "output_file", check_then_swap)
+    with pytest.raises(InputRefused, match="not a regular file"):
+        policy.read_output(name)
+
+
+def test_reading_an_output_that_is_a_fifo_is_refused_without_blocking(policy: PathPolicy, tree, monkeypatch):
+    os.mkfifo(tree["out"] / "pipe.png")
+    # Even past the name check (a FIFO swapped in later), the read must not wait for a writer.
+    monkeypatch.setattr(PathPolicy, "output_file", lambda self, name: self.output_dir / name)
+    with pytest.raises(InputRefused, match="not a regular file"):
+        policy.read_output("pipe.png")

@@ -525,6 +525,12 @@ def test_nearest_4k1_rounds_to_the_closest_valid_count_ties_up(n, want):
     assert nearest_4k1(n) == want
 
 
+def test_nearest_4k1_stays_exact_for_counts_too_large_for_a_float():
+    # A request may spell out any number of frames; float division used to overflow or round.
+    assert nearest_4k1(10**30) == 10**30 + 1
+    assert nearest_4k1(10**400) % 4 == 1
+
+
 @pytest.mark.parametrize(("seconds", "want"), [(1, 17), (2, 33), (2.5, 41), (3, 49), (5, 81), (10, 161)])
 def test_seconds_become_16_frames_each_plus_one(seconds, want):
     assert frames_for_seconds(seconds) == want
@@ -535,6 +541,21 @@ def test_build_plan_turns_a_duration_into_frames():
     assert plan.num_frames == 49 and plan.fps == 16.0
     fast = build_plan("text_to_video", "waves", duration_s=2, fps=24)
     assert fast.num_frames == 49 and fast.fps == 24.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        (dict(duration_s=float("inf")), "duration_s"),
+        (dict(duration_s=1e308, fps=24), "duration_s"),
+        (dict(duration_s=2, fps=float("nan")), "fps"),
+        (dict(duration_s=2, fps=float("inf")), "fps"),
+    ],
+)
+def test_a_duration_or_rate_that_is_not_a_finite_number_is_refused_by_name(kwargs, field):
+    with pytest.raises(InvalidRequest) as info:
+        build_plan("text_to_video", "waves", **kwargs)
+    assert info.value.field == field
 
 
 def test_build_plan_gives_each_input_its_kind_and_role():

@@ -109,6 +109,26 @@ def test_the_adapter_is_merged_with_embeddings_resized_and_untied(planner, tiny_
     assert planner._tokenizer.convert_tokens_to_ids("<CFI>") < embed.shape[0]
 
 
+def test_an_adapter_saved_in_the_pre_4_52_layout_merges_to_the_same_model(planner, tiny_paths, tmp_path):
+    # transformers < 4.52 named the text model "model.*" (now "model.language_model.*"); LoRAs
+    # trained then keep those names. The planner must map them as transformers maps base weights.
+    from safetensors.torch import load_file, save_file
+
+    legacy = _copy_adapter(tiny_paths.adapter, tmp_path / "legacy")
+    file = legacy / "adapter_model.safetensors"
+    state = load_file(file)
+    renamed = {k.replace("model.language_model.", "model."): v for k, v in state.items()}
+    assert renamed.keys() != state.keys()
+    save_file(renamed, file, metadata={"format": "pt"})
+
+    old = QwenPlanner(_tiny(tiny_paths.root, adapter=str(legacy)))
+    old.load()
+    want, got = planner._model.state_dict(), old._model.state_dict()
+    for key in ("model.language_model.layers.0.self_attn.q_proj.weight", "lm_head.weight"):
+        assert torch.equal(got[key], want[key])
+    assert torch.equal(old._model.get_input_embeddings().weight, planner._model.get_input_embeddings().weight)
+
+
 def test_without_an_adapter_the_base_model_keeps_its_tied_embeddings(base_planner):
     model = base_planner._model
     assert model.lm_head.weight is model.get_input_embeddings().weight
@@ -301,6 +321,14 @@ def test_an_understanding_plan_reads_every_file_and_takes_its_kind_from_them():
     assert plan_from_json('{"task": "video_understanding"}', [], prompt="hi").task is Task.TEXT_UNDERSTANDING
 
 
+def test_a_json_frame_count_off_the_4k_plus_1_grid_is_rounded_onto_it_and_noted():
+    # An instruct model asked for "4k+1 frames" often answers 80; the meaning is clear (diffusers
+    # itself rounds such counts), and the user never typed 80, so it must not fail validation.
+    plan = plan_from_json('{"task": "text_to_video", "num_frames": 80}', [], prompt="waves")
+    assert plan.num_frames == 81
+    assert any("80" in note and "81" in note for note in plan.notes)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -319,6 +347,8 @@ def test_an_understanding_plan_reads_every_file_and_takes_its_kind_from_them():
             '{"task": "image_reference", "inputs": [{"index": 0, "role": "reference"}, {"index": 0, "role": "reference"}]}',
             "one role only",
         ),
+        ('{"task": "text_to_image", "width": 0, "height": 480}', "width=0: must be a positive"),
+        ('{"task": "text_to_video", "num_frames": -4}', "num_frames=-4: must be a positive"),
     ],
 )
 def test_a_bad_json_plan_names_what_is_wrong(text, message):
@@ -379,6 +409,16 @@ def test_an_image_qwen_cannot_resize_is_refused_as_input(planner, tmp_path):
     Image.new("RGB", (600, 2), "white").save(path)
     with pytest.raises(InputRefused, match="aspect ratio"):
         planner.understand("What is it?", _inputs((path, MediaKind.IMAGE)))
+
+
+@pytest.mark.parametrize("kind", [MediaKind.IMAGE, MediaKind.VIDEO])
+def test_understanding_honours_the_configured_input_pixel_limit(planner, media_files, monkeypatch, kind):
+    # 60×80 image / 64×96 video frames are over a 1000-pixel limit: refused before decoding.
+    limits = planner.config.limits.model_copy(update={"max_input_pixels": 1000})
+    monkeypatch.setattr(planner, "config", planner.config.model_copy(update={"limits": limits}))
+    path = media_files["image" if kind is MediaKind.IMAGE else "video"]
+    with pytest.raises(InputRefused, match="limit is 1000 pixels"):
+        planner.understand("What is it?", _inputs((path, kind)))
 
 
 def test_understanding_refuses_a_negative_temperature(planner):

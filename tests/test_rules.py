@@ -402,6 +402,12 @@ def test_an_action_word_on_a_video_picks_the_task_its_kind_allows():
             "inputs[0]",
             "the control of video_control must be a video",
         ),
+        (
+            # Two videos and no edit, control or extend wording: no task takes both.
+            "Generate a video of ###a.mp4### and ###b.mp4###",
+            "inputs",
+            "no task takes these files",
+        ),
     ],
 )
 def test_a_request_no_reading_of_which_fits_its_files_is_refused_by_name(request_text, field, rule):
@@ -409,6 +415,20 @@ def test_a_request_no_reading_of_which_fits_its_files_is_refused_by_name(request
         plan_of(request_text)
     assert info.value.field == field
     assert rule in info.value.rule
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "A video of waves, " + "1" * 400 + " seconds long",
+        "A video of waves, " + "9" * 400 + " minutes long",
+        "A video of waves with " + "1" * 400 + " frames",
+    ],
+)
+def test_a_number_too_large_for_a_float_is_refused_not_a_crash(request_text):
+    with pytest.raises(InvalidRequest) as info:
+        check_plan(plan_of(request_text))
+    assert info.value.field in ("duration_s", "num_frames")
 
 
 def test_files_given_beside_the_request_are_planned_like_markers():

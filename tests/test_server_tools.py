@@ -683,3 +683,100 @@ async def test_a_corrupt_or_oversized_input_is_refused_before_any_job_is_queued(
     assert bomb.is_error and "72000000 pixels; the limit is" in _text(bomb)
     assert clip.is_error and "input_refused" in _text(clip)
     assert not fake.calls and state_of(server).queue.jobs() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Review fixes: each test failed before its fix
+
+
+async def test_the_status_of_a_job_that_failed_unexpectedly_keeps_internal_details_on_the_server(dirs):
+    server, _ = _make(dirs, wait_s=0)
+    async with Client(server) as client:
+        handle = _data(await client.call_tool("understand", {"prompt": "raise:bug"}))
+        job = state_of(server).queue.get(handle["job_id"])
+        assert await anyio.to_thread.run_sync(job.wait, 10)
+        status = await client.call_tool("job", {"action": "status", "job_id": handle["job_id"]})
+    data = _data(status)
+    assert data["status"] == "failed"
+    assert "secret internal detail" not in data["error"] and "secret internal detail" not in _text(status)
+    assert data["error"].startswith("internal_error: understand failed unexpectedly (RuntimeError)")
+
+
+async def test_a_cancel_that_has_not_landed_yet_says_so_instead_of_inviting_a_wait(dirs):
+    server, fake = _make(dirs, wait_s=0)
+    fake.hold = threading.Event()  # the job is running but has not reached its next step
+    async with Client(server) as client:
+        handle = _data(await client.call_tool("generate", {"task": "text_to_image", "prompt": "x"}))
+        job = state_of(server).queue.get(handle["job_id"])
+        with anyio.fail_after(10):
+            while job.status != "running":
+                await anyio.sleep(0.01)
+        cancelling = await client.call_tool("job", {"action": "cancel", "job_id": handle["job_id"]})
+        assert _data(cancelling)["status"] == "running"
+        text = _text(cancelling)
+        assert "cancel was requested" in text and "nothing is written" in text
+        assert "to wait for its result" not in text
+        fake.hold.set()
+        assert await anyio.to_thread.run_sync(job.wait, 10)
+        done = _data(await client.call_tool("job", {"action": "status", "job_id": handle["job_id"]}))
+    assert done["status"] == "cancelled"
+    assert list(dirs["out"].iterdir()) == []
+
+
+async def test_reading_an_output_name_too_long_for_the_file_system_is_not_found_not_an_internal_error(dirs):
+    from mcp.shared.exceptions import MCPError
+
+    server, _ = _make(dirs)
+    async with Client(server) as client:
+        with pytest.raises(MCPError) as err:
+            await client.read_resource("unison://outputs/" + "a" * 300 + ".png")
+    assert "no output named" in str(err.value)
+
+
+async def test_an_output_swapped_for_a_symlink_after_its_check_is_not_read(dirs, monkeypatch):
+    from mcp.shared.exceptions import MCPError
+
+    from unison_mcp.paths import PathPolicy
+
+    server, _ = _make(dirs)
+    secret = dirs["outside"] / "secret.png"
+    checked = PathPolicy.output_file
+
+    def check_then_swap(self, name):
+        path = checked(self, name)
+        path.unlink()  # another process replaces the checked file by a link, between check and read
+        path.symlink_to(secret)
+        return path
+
+    async with Client(server) as client:
+        data = _data(await client.call_tool("generate", {"task": "text_to_image", "prompt": "x"}))
+        monkeypatch.setattr(PathPolicy, "output_file", check_then_swap)
+        with pytest.raises(MCPError) as err:
+            await client.read_resource(data["outputs"][0]["uri"])
+    assert "not a regular file" in str(err.value)
+
+
+async def test_the_descriptions_state_the_configured_video_frame_rate(dirs):
+    econf = EngineConfig(planner_model=None, output_dir=dirs["out"], sampling=SamplingDefaults(fps=24.0))
+    server = build_server(ServerConfig(engine=econf), engine=FakeEngine(econf))
+    async with Client(server) as client:
+        (gen,) = [t for t in (await client.list_tools()).tools if t.name == "generate"]
+    assert "default 16" not in gen.description and "(at `fps`, default 24)" in gen.description
+    assert gen.input_schema["properties"]["fps"]["description"] == "video frame rate (default 24)"
+
+
+async def test_more_input_files_than_the_limit_are_refused_before_any_is_probed(dirs, monkeypatch):
+    import unison_mcp.server as server_module
+
+    probed: list[str] = []
+    monkeypatch.setattr(server_module, "probe_media", lambda path: probed.append(str(path)))
+    server, fake = _make(dirs)
+    photo = dirs["root"] / "photo.png"
+    inline = " ".join(f"###{photo}###" for _ in range(5))
+    async with Client(server) as client:
+        # 5 markers + 4 listed files = 9 inputs; the limit is 8, counted over both.
+        too_many = await client.call_tool("understand", {"prompt": inline, "media": [str(photo)] * 4})
+        auto = await client.call_tool("auto", {"prompt": inline + " " + inline})
+    assert too_many.is_error and "media=9: at most 8 input files" in _text(too_many), _text(too_many)
+    assert auto.is_error and "media=10: at most 8 input files" in _text(auto), _text(auto)
+    assert probed == [] and not fake.calls

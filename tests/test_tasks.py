@@ -264,6 +264,29 @@ def test_a_mask_video_is_resampled_like_the_source(tmp_path: Path):
     assert all((arr(m) == 0).all() for m in p.mask[:8])
 
 
+def test_a_mask_video_of_the_sources_size_stays_aligned_when_the_output_crops_the_source(tmp_path: Path):
+    # Source 96×48 into a 48×48 output: the cover-crop keeps source columns 24..72. A mask band
+    # at source columns 40..56 must land on output columns 16..32, exactly where those pixels go.
+    encode_mp4(tmp_path / "src.mp4", np.full((9, 48, 96, 3), 100, np.uint8), 16)
+    band = np.zeros((9, 48, 96, 3), np.uint8)
+    band[:, :, 40:56] = 255
+    encode_mp4(tmp_path / "mask.mp4", band, 16)
+    plan = build_plan(
+        Task.VIDEO_EDIT,
+        "a red car",
+        [(tmp_path / "src.mp4", Role.SOURCE), (tmp_path / "mask.mp4", Role.MASK)],
+        width=48,
+        height=48,
+        num_frames=9,
+        fps=16,
+    )
+    p = prepare(plan, ctx())
+    for mask in p.mask:
+        white = np.nonzero(arr(mask)[24] == 255)[0]
+        # H.264 may soften the band's edges by a pixel; a re-stretched mask is 8 px off each side.
+        assert abs(int(white.min()) - 16) <= 1 and abs(int(white.max()) - 31) <= 1
+
+
 def scripted_ground(boxes_by_call: list[list[tuple[float, float, float, float]]]):
     """A stand-in for the planner's grounding: answers from a script and records its calls."""
     calls: list[tuple[tuple[int, int], str, int]] = []

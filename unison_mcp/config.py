@@ -509,10 +509,27 @@ def _resolve_file_paths(out: dict[str, Any], base: Path) -> None:
 
 
 def _normalise_models(merged: dict[str, Any]) -> None:
+    """Expand ``~`` in paths from every source: client configs pass flags and env without a shell."""
     for at in _MODEL_FIELDS:
         value = _get(merged, at)
         if isinstance(value, str) and value.startswith("~"):
             _set(merged, at, str(Path(value).expanduser()))
+    for at in _PATH_FIELDS:
+        value = _get(merged, at)
+        if isinstance(value, (list, tuple)):
+            _set(merged, at, [_expand_home(v) for v in value])
+        elif value is not None:
+            _set(merged, at, _expand_home(value))
+
+
+def _expand_home(value: Any) -> Any:
+    # "~nobody/x" (an unknown user) stays as given; pydantic or the path policy reports it.
+    if isinstance(value, (str, Path)) and str(value).startswith("~"):
+        try:
+            return Path(value).expanduser()
+        except RuntimeError:
+            return value
+    return value
 
 
 def _config_error(exc: ValidationError, sources: Mapping[tuple[str, ...], str]) -> ConfigError:

@@ -37,10 +37,9 @@ _HINTS: dict[type[UnisonError], str] = {
 }
 
 
-def tool_error(exc: BaseException, *, tool: str = "tool") -> ToolError:
-    """The ``ToolError`` to raise for ``exc`` (engine errors keep their message; others are logged)."""
-    if isinstance(exc, ToolError):
-        return exc
+def describe_error(exc: BaseException, *, tool: str = "tool") -> str:
+    """What the client is told about ``exc``: an engine error's message with its code and hint,
+    anything else a generic line (its details stay in the server's log)."""
     if isinstance(exc, UnisonError):
         hint = next((h for cls, h in _HINTS.items() if isinstance(exc, cls)), "")
         message = str(exc).rstrip()
@@ -48,9 +47,17 @@ def tool_error(exc: BaseException, *, tool: str = "tool") -> ToolError:
         text = message if message.startswith(f"{exc.code}:") else f"{exc.code}: {message}"
         if hint:
             text = f"{text}{'' if text.endswith(('.', '!', '?')) else '.'} {hint}"
-        return ToolError(text)
-    log.error("%s failed unexpectedly", tool, exc_info=(type(exc), exc, exc.__traceback__))
-    return ToolError(
+        return text
+    return (
         f"internal_error: {tool} failed unexpectedly ({type(exc).__name__}); the details are in the "
         "server's log. The server keeps serving: check the request and try again."
     )
+
+
+def tool_error(exc: BaseException, *, tool: str = "tool") -> ToolError:
+    """The ``ToolError`` to raise for ``exc`` (engine errors keep their message; others are logged)."""
+    if isinstance(exc, ToolError):
+        return exc
+    if not isinstance(exc, UnisonError):
+        log.error("%s failed unexpectedly", tool, exc_info=(type(exc), exc, exc.__traceback__))
+    return ToolError(describe_error(exc, tool=tool))

@@ -144,13 +144,21 @@ class PathPolicy:
             parsed = urlparse(value)
             if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
                 value = unquote(parsed.path)
+                if "\0" in value:  # "%00" only becomes a NUL here, after the raw value's check
+                    raise InputRefused(f"{field}={value!r}: contains a NUL byte", path=value)
             else:
                 raise InputRefused(
                     f"{field}={value!r}: only local paths, file:// paths and {OUTPUT_URI_PREFIX}<name> URIs "
                     "can be inputs",
                     path=value,
                 )
-        path = Path(value).expanduser()
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError:  # "~someone/..." naming a user this machine does not know
+            raise InputRefused(
+                f"{field}={value!r}: no home directory for that user; give an absolute path",
+                path=value,
+            ) from None
         if not path.is_absolute():
             raise InputRefused(
                 f"{field}={value!r}: give an absolute path (or a {OUTPUT_URI_PREFIX}<name> URI); "
@@ -174,11 +182,31 @@ class PathPolicy:
         path = self.output_dir / name
         try:
             st = path.lstat()  # lstat: a symlink planted in the output dir is not followed
-        except FileNotFoundError:
+        except OSError:  # missing, or a name too long for the file system
             raise InputRefused(f"no output named {name!r} in {self.output_dir}", path=name) from None
         if not stat.S_ISREG(st.st_mode):
             raise InputRefused(f"output {name!r} is not a regular file", path=name)
         return path
+
+    def read_output(self, name: str) -> tuple[Path, bytes]:
+        """The path and bytes of the output ``name`` (resource reads), or ``InputRefused``.
+
+        The file is opened without following a symlink and without waiting on a FIFO, and the
+        opened descriptor itself is checked: what is read is what was checked, even if the name
+        was swapped for a link between :meth:`output_file` and the read.
+        """
+        path = self.output_file(name)
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:  # removed since the check
+            raise InputRefused(f"no output named {name!r} in {self.output_dir}", path=name) from None
+        except OSError:  # ELOOP: it became a symlink since the check
+            raise InputRefused(f"output {name!r} is not a regular file", path=name) from None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise InputRefused(f"output {name!r} is not a regular file", path=name)
+            return path, f.read()
 
     def list_outputs(self) -> list[Path]:
         """The result files in the output directory, newest first."""

@@ -39,7 +39,7 @@ from engine.results import Sampling
 
 from . import __version__
 from .config import ServerConfig
-from .errors import tool_error
+from .errors import describe_error, tool_error
 from .models import AutoOutput, GenerateOutput, JobOutput, JobState, Progress, UnderstandOutput
 from .paths import OUTPUT_URI_PREFIX, PathPolicy, output_uri, probe_media
 from .present import auto_result, generate_result, mime_type, understand_result
@@ -139,12 +139,13 @@ class UnisonServer(MCPServer):
         text = str(uri)
         if not text.startswith(OUTPUT_URI_PREFIX):
             return await super().read_resource(uri, context)
+        name = unquote(text[len(OUTPUT_URI_PREFIX) :])
         try:
-            path = self.state.policy.output_file(unquote(text[len(OUTPUT_URI_PREFIX) :]))
+            # Checked and read through one descriptor, off the event loop.
+            path, data = await anyio.to_thread.run_sync(self.state.policy.read_output, name)
         except InputRefused as exc:
             raise ResourceNotFoundError(str(exc)) from None
         mime = mime_type(path)
-        data = await anyio.to_thread.run_sync(path.read_bytes)
         if mime.startswith("text/") or mime in _TEXT_MIMES:
             return [ReadResourceContents(content=data.decode("utf-8", errors="replace"), mime_type=mime)]
         return [ReadResourceContents(content=data, mime_type=mime)]
@@ -208,10 +209,18 @@ async def _follow(
         raise
 
 
-def _checked_request(policy: PathPolicy, prompt: str, media: list[str]) -> tuple[str, list[str]]:
+def _checked_request(
+    policy: PathPolicy, prompt: str, media: list[str], max_inputs: int
+) -> tuple[str, list[str]]:
     """A request's ``###path###`` markers and ``media`` through the path policy and the media probe."""
     text, marked = policy.resolve_markers(prompt)
     files = policy.resolve_all(media, field="media")
+    count = len(marked) + len(files)
+    if count > max_inputs:
+        # Counted before probing: each probe opens a file (a video decodes its first frame).
+        raise InvalidRequest.for_field(
+            "media", count, f"at most {max_inputs} input files, ###path### markers and media together"
+        )
     for path in (*marked, *files):
         probe_media(path)
     return text, files
@@ -259,12 +268,15 @@ def _outcome(job: Job, tool: str) -> CallToolResult:
 
 def _status_result(job: Job, queue: JobQueue) -> CallToolResult:
     info = job.info()
+    # The same words the call itself would have returned: an unexpected error's own message may
+    # carry internal details, which stay in the server's log.
+    error = describe_error(job.error, tool=job.kind) if job.error is not None else None
     out = JobOutput(
         status=job.status,
         job_id=job.id,
         progress=_progress(job),
         kind=job.kind,
-        error=info["error"],
+        error=error,
         ahead=queue.position(job) if job.status == "queued" else None,
         created_at=info["created_at"],
         started_at=info["started_at"],
@@ -273,6 +285,12 @@ def _status_result(job: Job, queue: JobQueue) -> CallToolResult:
     text = f"Job {job.id} ({job.kind}) is {job.status}."
     if out.error:
         text += f" {out.error}"
+    elif job.status in ("queued", "running") and job.control.cancelled:
+        # A running job stops at its next step, which can be seconds away on a large video.
+        text += (
+            " A cancel was requested: it stops at its next step and nothing is written. Call `job` "
+            "with action='status' to confirm it ended."
+        )
     elif job.status in ("queued", "running"):
         text += " Call `job` with action='wait' to wait for its result."
     elif job.status == "done":
@@ -330,7 +348,7 @@ video_extend keeps `context_frames` frames of the source (default 9).
 Size: width/height in pixels, rounded to multiples of 16, each {lim.min_side}-{lim.max_side}, at most
 {lim.max_pixels} pixels per frame; default {lim.default_width}×{lim.default_height}.
 Frames: images have 1. Videos have 4k+1 frames ({lim.min_frames}-{lim.max_frames}: 17, 33, 49, 81...),
-default {lim.default_frames}; or give duration_s instead (at `fps`, default 16).
+default {lim.default_frames}; or give duration_s instead (at `fps`, default {state.engine.config.sampling.fps:g}).
 Sampling: steps (default {state.engine.config.sampling.steps}), guidance, seed (fixed seed = same result),
 negative_prompt, conditioning_scale (strength of the input video/mask conditioning).
 
@@ -425,6 +443,7 @@ def _add_tools(server: MCPServer, state: ServerState) -> None:
     gen_tasks = tuple(t.value for t in Task if not TASKS[t].understanding)
     GenTask = Literal[gen_tasks]  # type: ignore[valid-type]  # built from the engine's task table
     preview_side = config.preview_side
+    fps_default = engine.config.sampling.fps
 
     Prompt = Annotated[str, Field(min_length=1, max_length=lim.max_prompt_chars)]
     InputFile = Annotated[
@@ -467,7 +486,7 @@ def _add_tools(server: MCPServer, state: ServerState) -> None:
         try:
 
             def prepare() -> tuple[str, list[str]]:
-                return _checked_request(policy, prompt, media)
+                return _checked_request(policy, prompt, media, lim.max_inputs)
 
             text, files = await anyio.to_thread.run_sync(prepare)
 
@@ -512,7 +531,8 @@ def _add_tools(server: MCPServer, state: ServerState) -> None:
             float | None, Field(gt=0, le=600, description="video length in seconds, instead of num_frames")
         ] = None,
         fps: Annotated[
-            float | None, Field(gt=0, le=lim.max_fps, description="video frame rate (default 16)")
+            float | None,
+            Field(gt=0, le=lim.max_fps, description=f"video frame rate (default {fps_default:g})"),
         ] = None,
         steps: Steps = None,
         guidance: Guidance = None,
@@ -601,7 +621,7 @@ def _add_tools(server: MCPServer, state: ServerState) -> None:
         try:
 
             def prepare() -> tuple[str, list[str]]:
-                return _checked_request(policy, prompt, media)
+                return _checked_request(policy, prompt, media, lim.max_inputs)
 
             text, files = await anyio.to_thread.run_sync(prepare)
             sampling = Sampling(steps=steps, guidance=guidance, seed=seed, negative_prompt=negative_prompt)
