@@ -83,6 +83,8 @@ class EngineConfig(BaseModel):
     understanding: UnderstandingDefaults = Field(default_factory=UnderstandingDefaults)
     performance: PerformanceOptions = Field(default_factory=PerformanceOptions)
     preset: str | None = None
+    #: Set by the tiny preset: the engine builds missing tiny models here before loading any.
+    tiny_dir: Path | None = None
 
     @model_validator(mode="after")
     def _one_fps_default(self) -> EngineConfig:
@@ -100,12 +102,17 @@ class EngineConfig(BaseModel):
         return "unison" if self.adapter else "instruct"
 
     @classmethod
-    def tiny(cls, cache_dir: Path | None = None, **overrides) -> EngineConfig:
-        """Tiny random models (built on first use into ``cache_dir``): the whole system on a CPU."""
-        from .tiny import ensure_tiny  # lazy: building needs torch
+    def tiny(cls, cache_dir: Path | None = None, *, build: bool = True, **overrides) -> EngineConfig:
+        """Tiny random models in ``cache_dir``: the whole system on a CPU.
 
-        paths = ensure_tiny(cache_dir)
+        ``build=False`` only points at them; the engine builds what is missing when it first loads
+        a model (so a server starts answering at once even before the first build).
+        """
+        from .tiny import ensure_tiny, tiny_paths  # lazy: building needs torch
+
+        paths = ensure_tiny(cache_dir) if build else tiny_paths(cache_dir)
         base = dict(
+            tiny_dir=paths.root,
             planner_model=str(paths.qwen),
             adapter=str(paths.adapter),
             projector=str(paths.projector),

@@ -67,11 +67,20 @@ class Engine:
         # Constructing components. Re-entrant: projector() builds the planner and the generator
         # it is sized by from inside the lock, through properties that take it too.
         self._build_lock = threading.RLock()
+        self._tiny_ready = False
         from .rules import RulesPlanner
 
         self._rules = RulesPlanner(config.limits)
 
     # ------------------------------------------------------------------ components
+
+    def _ensure_tiny(self) -> None:
+        """With the tiny preset, build any missing tiny model before the first load."""
+        if self.config.tiny_dir is not None and not self._tiny_ready:
+            from .tiny import ensure_tiny
+
+            ensure_tiny(self.config.tiny_dir)
+            self._tiny_ready = True
 
     @property
     def planner(self) -> QwenPlanner | None:
@@ -79,6 +88,7 @@ class Engine:
         if self._planner is _UNSET:
             with self._build_lock:
                 if self._planner is _UNSET:
+                    self._ensure_tiny()
                     if self.config.planner_model is None:
                         self._planner = None
                     else:
@@ -92,6 +102,7 @@ class Engine:
         if self._generator is _UNSET or self._generator is None:
             with self._build_lock:
                 if self._generator is _UNSET or self._generator is None:
+                    self._ensure_tiny()
                     from .generator import Generator
 
                     self._generator = Generator(self.config)

@@ -61,16 +61,22 @@ def _atomic_build(target: Path, build) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def ensure_tiny(root: Path | str | None = None) -> TinyPaths:
-    """Build whatever tiny model is missing under ``root`` and return all their paths."""
+def tiny_paths(root: Path | str | None = None) -> TinyPaths:
+    """Where the tiny models live under ``root`` (nothing is built)."""
     root = Path(root) if root is not None else default_tiny_dir()
-    paths = TinyPaths(
+    return TinyPaths(
         root=root,
         qwen=root / "qwen",
         adapter=root / "adapter",
         wan=root / "wan",
         projector=root / "projector.pth",
     )
+
+
+def ensure_tiny(root: Path | str | None = None) -> TinyPaths:
+    """Build whatever tiny model is missing under ``root`` and return all their paths."""
+    paths = tiny_paths(root)
+    root = paths.root
     if all(p.exists() for p in (paths.qwen, paths.adapter, paths.wan, paths.projector)):
         return paths  # the builders import torch: skip them when there is nothing to build
     from . import tiny_qwen, tiny_wan

@@ -231,3 +231,13 @@ def test_a_tilde_in_any_path_setting_means_the_home_directory_from_every_source(
     config = load_config(None, env={}, toml_path=toml)
     assert config.engine.cache_dir == home / "hub"
     assert config.allowed_roots == [home / "Pictures"]
+
+
+@pytest.mark.parametrize("token", [" ", "\t  "])
+def test_a_blank_auth_token_is_an_error_not_a_server_without_authentication(token):
+    from unison_mcp.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="--auth-token.*blank"):
+        load_config({"auth_token": token}, env={})
+    with pytest.raises(ConfigError, match="UNISON_AUTH_TOKEN.*blank"):
+        load_config(None, env={"UNISON_AUTH_TOKEN": token})

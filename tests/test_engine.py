@@ -246,3 +246,27 @@ def _bomb_png(path: Path, width: int, height: int) -> None:
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
     )
+
+
+def test_the_tiny_preset_builds_missing_models_on_first_load_not_when_configured(
+    tiny_paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import shutil
+
+    import engine.tiny
+
+    root = tmp_path / "tiny"
+    config = EngineConfig.tiny(root, build=False, output_dir=tmp_path / "out")
+    assert not root.exists()  # configuring (server start-up) builds nothing
+    built = []
+
+    def ensure(where):  # stands in for the seconds-long build: copy the session's tiny models
+        built.append(Path(where))
+        shutil.copytree(tiny_paths.root, where, dirs_exist_ok=True)
+        return engine.tiny.tiny_paths(where)
+
+    monkeypatch.setattr(engine.tiny, "ensure_tiny", ensure)
+    eng = Engine(config)
+    assert eng.plan("Draw a cat").task is Task.TEXT_TO_IMAGE and built == []  # rules: no model
+    result = eng.generate(build_plan("text_to_image", "a cat", limits=config.limits), Sampling(steps=1))
+    assert built == [root] and Path(result.outputs[0].path).exists()

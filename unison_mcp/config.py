@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from engine.config import EngineConfig, PerformanceOptions
 from engine.errors import InvalidRequest
@@ -65,6 +65,17 @@ class ServerConfig(BaseModel):
     preview_side: int = Field(384, ge=16, le=1024)
     #: Finished jobs kept for the `job` tool.
     keep_jobs: int = Field(64, ge=1)
+
+    @field_validator("auth_token")
+    @classmethod
+    def _token_not_blank(cls, value: str | None) -> str | None:
+        # A blank token given on purpose must not quietly turn HTTP authentication off.
+        if value is not None and not value.strip():
+            raise ValueError(
+                "is blank: give a real token (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))') "
+                "or leave the setting out"
+            )
+        return value
 
     @property
     def output_dir(self) -> Path:
@@ -211,7 +222,7 @@ def _rows() -> tuple[Setting, ...]:
         Setting("transport", ("transport",), "choice", "MCP transport", _SRV, choices=_literal_choices(ServerConfig, "transport")),
         Setting("host", ("host",), "str", "HTTP bind address", _SRV),
         Setting("port", ("port",), "int", "HTTP port", _SRV),
-        Setting("auth_token", ("auth_token",), "optional", "HTTP bearer token (prefer the env var: flags show in `ps`)", _SRV),
+        Setting("auth_token", ("auth_token",), "str", "HTTP bearer token (prefer the env var: flags show in `ps`)", _SRV),
         Setting("preload", ("preload",), "bool", "load the models at start (in the background)", _SRV),
         Setting("preview_side", ("preview_side",), "int", "longest side of inline previews in pixels", _SRV),
         Setting("keep_jobs", ("keep_jobs",), "int", "finished jobs kept for the job tool", _SRV),
@@ -340,7 +351,8 @@ def _preset_base(preset: str, env: Mapping[str, str]) -> dict[str, Any]:
 
     root = Path(env["UNISON_TINY_DIR"]) if env.get("UNISON_TINY_DIR") else default_tiny_dir()
     log.info("preset %s: tiny models in %s (built on first use)", preset, root)
-    return {"engine": EngineConfig.tiny(root).model_dump()}
+    # build=False: the engine builds missing tiny models on first load, so `serve` answers at once.
+    return {"engine": EngineConfig.tiny(root, build=False).model_dump()}
 
 
 def _cli_layer(
