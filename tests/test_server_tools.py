@@ -482,6 +482,18 @@ async def test_a_full_queue_answers_busy_with_the_jobs_ahead_then_serves_again(d
         assert accepted["job_id"] and accepted["status"] in ("queued", "running", "done")
 
 
+async def test_a_rules_dry_run_answers_while_the_gpu_queue_is_full(dirs):
+    server, fake = _make(dirs, wait_s=0, queue_size=0)
+    fake.hold = threading.Event()
+    async with Client(server) as client:
+        await client.call_tool("understand", {"prompt": "one"})  # holds the only place
+        assert (await client.call_tool("understand", {"prompt": "two"})).is_error  # busy
+        with anyio.fail_after(5):
+            dry = await client.call_tool("auto", {"prompt": "a video of rain", "dry_run": True})
+        fake.hold.set()
+    assert _data(dry)["plan"]["task"] == "text_to_video"
+
+
 async def test_an_unknown_job_id_is_a_tool_error_naming_it(dirs):
     server, _ = _make(dirs)
     async with Client(server) as client:

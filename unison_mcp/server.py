@@ -630,6 +630,9 @@ def _add_tools(server: MCPServer, state: ServerState) -> None:
                 res = engine.auto(text, files, sampling=sampling, dry_run=dry_run, control=control)
                 return auto_result(res, dry_run=dry_run, preview_side=preview_side)
 
+            if dry_run and engine.config.backend == "rules":
+                # The rules planner uses no model: answer at once instead of queueing behind GPU jobs.
+                return await anyio.to_thread.run_sync(work, JobControl())
             return await run_job("auto", work, ctx, AutoOutput)
         except ToolError:
             raise
