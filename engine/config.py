@@ -11,7 +11,27 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from .plan import Limits
+
+class Limits(BaseModel):
+    """Bounds on what may be generated; configurable."""
+
+    min_side: int = Field(16, ge=16)
+    max_side: int = Field(1920, ge=16)
+    max_pixels: int = Field(1280 * 720, ge=256)
+    min_frames: int = Field(5, ge=1)
+    max_frames: int = Field(161, ge=1)
+    max_fps: float = 60.0
+    max_steps: int = 200
+    max_prompt_chars: int = 4000
+    max_inputs: int = 8
+    #: Largest input image / video frame decoded (a decompression bomb is refused from its header).
+    max_input_pixels: int = Field(64_000_000, ge=256)
+    #: What an unset size or frame count becomes (the reference's 832×480, 81 frames).
+    default_width: int = Field(832, ge=16)
+    default_height: int = Field(480, ge=16)
+    default_frames: int = Field(81, ge=1)
+    default_fps: float = Field(16.0, gt=0)
+
 
 PlannerBackend = Literal["unison", "instruct", "rules"]
 
