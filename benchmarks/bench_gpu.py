@@ -45,6 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Table, describe_machine, fmt, median, ratio, write_report  # noqa: E402
+from metrics import DitShape, dit_flops, psnr, ssim  # noqa: E402
 
 log = logging.getLogger("bench_gpu")
 
@@ -259,8 +260,8 @@ def _free() -> None:
 
 def build_models(specs: Specs, root: Path, device: Any, dtype: Any) -> ModelPaths:
     """Random-weight models from ``specs`` in the layouts ``Engine`` loads (built on ``device``)."""
-    from engine import tiny_wan
     from engine.tiny import ensure_tiny
+    from engine.tiny import wan as tiny_wan
 
     tiny = ensure_tiny()
     paths = ModelPaths(root / "qwen", root / "adapter", root / "wan", root / "projector.pth")
@@ -291,7 +292,7 @@ def _build_qwen(
     )
 
     from engine.planner import untie_word_embeddings
-    from engine.tiny_qwen import LORA_TARGETS
+    from engine.tiny.qwen import LORA_TARGETS
 
     tiny_cfg = json.loads((tiny_qwen / "config.json").read_text())
     ids = {
@@ -490,11 +491,32 @@ class Bench:
         t0 = time.perf_counter()
         self.engine.preload()
         self.load_s = time.perf_counter() - t0
-        self._capture_frames()
+        self._capture_frames(self.engine.generator)
 
-    def _capture_frames(self) -> None:
+    def use_options(self, options: Any) -> None:
+        """Switch the engine to other performance options on the weights already loaded.
+
+        The options are applied when a generator loads, so other options mean another generator:
+        ``Generator.with_options`` hands it the loaded pipeline, hooked once for the new options
+        (a different offload loads it again). The engine is rebuilt around it through its
+        injection seams, sharing the loaded planner and projector.
+        """
+        from engine.engine import Engine
+
+        eng = self.engine
+        generator = eng.generator.with_options(options)
+        if generator is eng.generator:
+            return
+        self._capture_frames(generator)
+        self.engine = Engine(
+            eng.config.model_copy(update={"performance": generator.performance}),
+            planner=eng.planner,
+            generator=generator,
+            projector=eng.projector(),
+        )
+
+    def _capture_frames(self, gen: Any) -> None:
         """Keep the frames of the last generation (for PSNR/SSIM) as the generator returns them."""
-        gen = self.engine.generator
         real_run = gen.run
 
         def run_and_keep(*args: Any, **kwargs: Any) -> Any:
@@ -638,7 +660,7 @@ class Bench:
                 stamps.append(self.clock.now())
 
         try:
-            self.engine.generator.configure(options)
+            self.use_options(options)
             run.resident_gb = self._reset_peak()
             self.captured.pop("frames", None)
             t0 = self.clock.now()
@@ -775,7 +797,7 @@ class Bench:
         for name, need, job in jobs:
             if self.budget.allows(name, need()):
                 job()
-        self.engine.generator.configure(P())
+        self.use_options(P())
 
     def run_compile(self, key: str, frames: int, backends: list[str]) -> None:
         from engine.config import PerformanceOptions as P
@@ -814,16 +836,14 @@ class Bench:
         ):
             if self.budget.allows(f"cache {name}", self.cache_runs[0].wall_s):
                 self.cache_runs.append(self.generate(label, frames, steps, name, options))
-        self.engine.generator.configure(P())
+        self.use_options(P())
 
     # -- tables --
 
     def generation_table(self) -> str:
-        from engine import perf
-
         target = 50
         base_by_label = {b.scenario: b for b in self.baselines.values()}
-        shape = perf.DitShape.from_config(self.specs.dit)
+        shape = DitShape.from_config(self.specs.dit)
         table = Table(
             "output",
             "switch",
@@ -843,7 +863,7 @@ class Bench:
                 continue
             base = base_by_label.get(run.scenario)
             est = run.estimate(target)
-            flops_step = perf.dit_flops(
+            flops_step = dit_flops(
                 shape, width=run.width, height=run.height, num_frames=run.num_frames, text_len=2048, steps=1
             )
             notes = []
@@ -867,13 +887,11 @@ class Bench:
             f"## Generation (seed 0, guidance 5, the Unison context of 2048 positions; est. {target} steps = "
             "fixed s + s/step x 50)\n\n"
             "`fixed s`: everything but the denoising steps (prompt encoding, VACE's VAE encode, VAE decode, "
-            "writing the file). `DiT TFLOP/s`: the DiT's FLOPs per step (`engine.perf.dit_flops`) over the "
-            "measured s/step.\n\n" + table.markdown()
+            "writing the file). `DiT TFLOP/s`: the DiT's FLOPs per step (`benchmarks.metrics.dit_flops`) "
+            "over the measured s/step.\n\n" + table.markdown()
         )
 
     def cache_table(self) -> str:
-        from engine import perf
-
         runs = self.cache_runs
         if not runs:
             return ""
@@ -889,7 +907,7 @@ class Bench:
                 continue
             quality = (math.nan, math.nan)
             if run.frames is not None and base.frames is not None:
-                quality = (perf.psnr(run.frames, base.frames), perf.ssim(run.frames, base.frames))
+                quality = (psnr(run.frames, base.frames), ssim(run.frames, base.frames))
             calibrating = run.stats.get("calibrated")
             skipped = (
                 "–"

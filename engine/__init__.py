@@ -19,7 +19,9 @@ from .errors import (
     PlannerError,
     UnisonError,
 )
-from .plan import MediaInput, MediaKind, Plan, Role, Task, build_plan, check_plan, parse_request
+from .plan import CheckedPlan, MediaInput, Plan, build_plan, check_plan
+from .request import parse_request
+from .vocab import MediaKind, Role, Task
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Busy",
     "Cancelled",
+    "CheckedPlan",
     "Engine",
     "EngineConfig",
     "InputRefused",

@@ -1,39 +1,78 @@
 """Engine configuration: which weights, where, in which dtype, with which limits and defaults.
 
-Plain pydantic, importable without torch. ``unison_mcp.config`` fills it from flags, ``UNISON_*``
-environment variables and a TOML file; ``EngineConfig.tiny()`` points it at the tiny models.
+Plain pydantic, importable without torch. Each field is the one declaration of its setting: its
+type and bounds, its default and its help text (``description``). ``unison_mcp.config`` derives
+the CLI flag (``--max-side``), the ``UNISON_*`` variable (``UNISON_MAX_SIDE``) and the TOML key
+(``[limits] max_side``) from the field by walking these models, with :class:`SettingMeta` in the
+field's ``Annotated`` metadata for the few names that differ. ``EngineConfig.tiny()`` points it
+at the tiny models.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
+
+from .tiny.paths import tiny_paths
+
+
+@dataclass(frozen=True)
+class SettingMeta:
+    """How a field is spelled as a setting where its field name alone does not say it.
+
+    Put it in the field's ``Annotated[...]``. On a field holding a nested model it names the CLI
+    help ``section`` of every field inside.
+    """
+
+    #: Setting name (argparse dest, ``UNISON_<NAME>``) when the field name collides with another.
+    name: str | None = None
+    #: The flag when it is not ``--<name>``.
+    flag: str | None = None
+    #: More flags for the same setting.
+    aliases: tuple[str, ...] = ()
+    #: CLI help group; fields inherit their model's.
+    section: str | None = None
+    #: Not a setting: why the program sets it itself (no flag, variable or TOML key).
+    internal: str | None = None
+    #: Whether ``none``/``off``/``""`` mean "not set" for an optional string (a token never does).
+    none_words: bool = True
+    #: A hub id or a local path: ``~`` and ``./`` values are paths (TOML: relative to the file).
+    hub_or_path: bool = False
+
+
+_HUB = SettingMeta(hub_or_path=True)
 
 
 class Limits(BaseModel):
     """Bounds on what may be generated; configurable."""
 
-    min_side: int = Field(16, ge=16)
-    max_side: int = Field(1920, ge=16)
-    max_pixels: int = Field(1280 * 720, ge=256)
-    min_frames: int = Field(5, ge=1)
-    max_frames: int = Field(161, ge=1)
-    max_fps: float = 60.0
-    max_steps: int = 200
-    max_prompt_chars: int = 4000
-    max_inputs: int = 8
-    #: Largest input image / video frame decoded (a decompression bomb is refused from its header).
-    max_input_pixels: int = Field(64_000_000, ge=256)
-    #: What an unset size or frame count becomes (the reference's 832×480, 81 frames).
-    default_width: int = Field(832, ge=16)
-    default_height: int = Field(480, ge=16)
-    default_frames: int = Field(81, ge=1)
-    default_fps: float = Field(16.0, gt=0)
+    min_side: int = Field(16, ge=16, description="smallest output side in pixels")
+    max_side: int = Field(1920, ge=16, description="largest output side in pixels")
+    max_pixels: int = Field(1280 * 720, ge=256, description="largest output width×height")
+    min_frames: int = Field(5, ge=1, description="fewest video frames")
+    max_frames: int = Field(161, ge=1, description="most video frames (4k+1)")
+    max_fps: float = Field(60.0, description="highest output fps")
+    max_steps: int = Field(200, description="most denoising steps per request")
+    max_prompt_chars: int = Field(4000, description="longest prompt in characters")
+    max_inputs: int = Field(8, description="most input files per request")
+    # A decompression bomb is refused from its header, before anything is decoded.
+    max_input_pixels: int = Field(
+        64_000_000, ge=256, description="largest input image or video frame (width×height) decoded"
+    )
+    # What an unset size or frame count becomes (the reference's 832×480, 81 frames).
+    default_width: int = Field(832, ge=16, description="output width when a request gives none")
+    default_height: int = Field(480, ge=16, description="output height when a request gives none")
+    default_frames: int = Field(81, ge=1, description="video frames when a request gives none")
+    default_fps: Annotated[float, SettingMeta(internal="kept equal to sampling.fps (--fps)")] = Field(
+        16.0, gt=0, description="fps a plan defaults to"
+    )
 
 
 PlannerBackend = Literal["unison", "instruct", "rules"]
+Preset = Literal["tiny"]
 
 #: Hub ids of the real weights (see README for sizes).
 QWEN_ID = "Qwen/Qwen2.5-VL-3B-Instruct"
@@ -44,36 +83,60 @@ WAN_VACE_ID = "Wan-AI/Wan2.1-VACE-1.3B-diffusers"
 class SamplingDefaults(BaseModel):
     """The reference's sampling defaults; every one overridable per request."""
 
-    steps: int = Field(50, ge=1)
-    guidance: float = Field(5.0, ge=0)
-    flow_shift: float = Field(5.0, gt=0)
-    conditioning_scale: float = Field(1.0, ge=0)
-    negative_prompt: str = ""
-    fps: float = Field(16.0, gt=0)
-    #: DiT text context length: the reference's 2048 (Wan's own default is 512).
-    text_len: int = Field(2048, ge=1)
-    #: umT5 tokenizer cap (the T5 tokenizer stops at 512 in the reference too).
-    max_sequence_length: int = Field(512, ge=1)
+    steps: int = Field(50, ge=1, description="denoising steps")
+    guidance: float = Field(5.0, ge=0, description="classifier-free guidance scale")
+    flow_shift: float = Field(5.0, gt=0, description="flow-matching shift of the UniPC scheduler")
+    conditioning_scale: float = Field(1.0, ge=0, description="VACE context scale")
+    negative_prompt: str = Field("", description="negative prompt")
+    fps: float = Field(16.0, gt=0, description="frames per second of written videos")
+    # Wan's own default is 512.
+    text_len: int = Field(2048, ge=1, description="DiT text context length (the reference's 2048)")
+    # The T5 tokenizer stops at 512 in the reference too.
+    max_sequence_length: int = Field(512, ge=1, description="umT5 tokenizer cap")
 
 
 class UnderstandingDefaults(BaseModel):
-    max_new_tokens: int = Field(512, ge=1)
-    temperature: float = Field(0.0, ge=0)
-    video_fps: float = Field(2.0, gt=0)
-    video_max_frames: int = Field(32, ge=2)
-    max_pixels: int = Field(640 * 360, ge=28 * 28)
+    max_new_tokens: int = Field(512, ge=1, description="longest answer in tokens")
+    temperature: float = Field(0.0, ge=0, description="answer sampling temperature (0 = greedy)")
+    video_fps: float = Field(2.0, gt=0, description="frames per second sampled from a video to understand")
+    video_max_frames: int = Field(32, ge=2, description="most frames sampled from a video to understand")
+    # "max_pixels" is also a limit on outputs: the setting carries the section in its name.
+    max_pixels: Annotated[int, SettingMeta(name="understand_max_pixels")] = Field(
+        640 * 360, ge=28 * 28, description="pixel cap per image/frame given to the planner"
+    )
 
 
 class PerformanceOptions(BaseModel):
     """Speed/memory switches (see docs/performance.md for their measured effect)."""
 
-    attention_backend: str | None = None  # diffusers set_attention_backend name; None = SDPA
-    compile: bool = False  # regional torch.compile of the repeated DiT blocks
-    batch_cfg: bool = False  # conditional + unconditional in one forward
-    cache: Literal["none", "first_block", "mag"] = "none"
-    cache_threshold: float = 0.05
-    vae_tiling: bool = False
-    offload: Literal["none", "model", "group", "text_encoder_cpu"] = "none"
+    attention_backend: str | None = Field(
+        None, description="diffusers attention backend name ('none' = SDPA)"
+    )
+    compile: bool = Field(False, description="regional torch.compile of the DiT blocks")
+    batch_cfg: bool = Field(False, description="conditional and unconditional passes in one batch")
+    # "cache" alone would read as the hub cache (--cache-dir).
+    cache: Annotated[Literal["none", "first_block", "mag"], SettingMeta(name="step_cache")] = Field(
+        "none", description="reuse work across denoising steps"
+    )
+    cache_threshold: float = Field(0.05, description="step-cache reuse threshold")
+    vae_tiling: bool = Field(False, description="decode the VAE in tiles (less memory)")
+    offload: Literal["none", "model", "group", "text_encoder_cpu"] = Field(
+        "none", description="CPU offload mode for small GPUs"
+    )
+
+
+#: What the tiny models can run, so the tiny preset refuses what would fail inside the DiT. Its
+#: rotary table holds 32 positions per axis (``rope_max_seq_len=32`` in engine/tiny/wan.py): 32
+#: patches of 16 px = 512 px a side, 32 latent frames = 125 frames (measured: 512 and 125 run, 528
+#: and 129 fail with a shape error). Unset sizes default small so CPU runs take seconds.
+TINY_LIMITS = Limits(
+    max_side=512,
+    max_pixels=512 * 512,
+    max_frames=125,
+    default_width=64,
+    default_height=48,
+    default_frames=9,
+)
 
 
 class EngineConfig(BaseModel):
@@ -84,27 +147,73 @@ class EngineConfig(BaseModel):
     ``rules`` planner is used and understanding is unavailable.
     """
 
-    planner_model: str | None = QWEN_ID
-    adapter: str | None = UNISON_REPO
-    adapter_subfolder: str | None = None
-    planner_backend: PlannerBackend | None = None  # None: unison if adapter, instruct if model, else rules
-    projector: str | None = f"{UNISON_REPO}/projector.pth"
-    generator_model: str = WAN_VACE_ID
-    generator_single_file: str | None = None  # original-format VACE checkpoint for the transformer
-    device: str = "auto"  # auto | cuda | cuda:N | cpu | mps
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    planner_device: str | None = None  # default: same as device
+    preset: Preset | None = Field(
+        None, description="start from a preset: 'tiny' = tiny random models on a CPU"
+    )
+    planner_model: Annotated[str | None, _HUB] = Field(
+        QWEN_ID,
+        description="Qwen2.5-VL planner: hub id or local dir; 'none' = no planner (rules planner, no understanding)",
+    )
+    adapter: Annotated[str | None, _HUB] = Field(
+        UNISON_REPO, description="Unison LoRA adapter: hub id or local dir; 'none' = plain instruct planner"
+    )
+    adapter_subfolder: str | None = Field(None, description="subfolder of the adapter repo holding the LoRA")
+    projector: Annotated[str | None, _HUB] = Field(
+        f"{UNISON_REPO}/projector.pth",
+        description="projector.pth: local file or owner/repo/path/in/repo; 'none' = plain Wan-VACE conditioning",
+    )
+    generator_model: Annotated[str, _HUB] = Field(
+        WAN_VACE_ID, description="Wan2.1-VACE diffusers pipeline: hub id or local dir"
+    )
+    generator_single_file: Annotated[
+        str | None, SettingMeta(aliases=("--transformer-file",), hub_or_path=True)
+    ] = Field(
+        None,
+        description="original-format VACE transformer checkpoint (single file) to use instead of the pipeline's",
+    )
+    # None: unison with an adapter, instruct with only a planner model, else rules (see `backend`).
+    planner_backend: Annotated[PlannerBackend | None, SettingMeta(aliases=("--planner",))] = Field(
+        None,
+        description="planner backend (default: unison with an adapter, instruct without, rules without a planner)",
+    )
+    device: str = Field("auto", description="auto | cuda | cuda:N | cpu | mps")
+    planner_device: str | None = Field(None, description="device for the planner (default: --device)")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="weights dtype ('auto': bfloat16 on GPU, float32 on CPU)"
+    )
     # Absolute by default: a client may start the server with any working directory (even "/").
-    output_dir: Path = Field(default_factory=lambda: Path.home() / "unison-outputs")
-    cache_dir: Path | None = None  # hub cache override
-    local_files_only: bool = False
-    limits: Limits = Field(default_factory=Limits)
-    sampling: SamplingDefaults = Field(default_factory=SamplingDefaults)
-    understanding: UnderstandingDefaults = Field(default_factory=UnderstandingDefaults)
-    performance: PerformanceOptions = Field(default_factory=PerformanceOptions)
-    preset: str | None = None
-    #: Set by the tiny preset: the engine builds missing tiny models here before loading any.
-    tiny_dir: Path | None = None
+    output_dir: Path = Field(
+        default_factory=lambda: Path.home() / "unison-outputs",
+        description="where outputs are written (the only place written)",
+    )
+    cache_dir: Path | None = Field(None, description="hub cache directory (default: huggingface_hub's)")
+    local_files_only: bool = Field(
+        False, description="never reach the hub; use local dirs and the hub cache only"
+    )
+    # The input path policy. None = any local file (the CLI and Python default); the MCP server
+    # reads None as "only the output directory" (ServerConfig.roots()).
+    allowed_roots: Annotated[list[Path] | None, SettingMeta(flag="--allow-root", section="limits")] = Field(
+        None,
+        description="directory inputs may be read from (repeatable; env: os.pathsep-separated); "
+        "the output dir is always allowed",
+    )
+    max_input_bytes: Annotated[int, SettingMeta(section="limits")] = Field(
+        2 * 1024**3, ge=1, description="largest input file in bytes"
+    )
+    limits: Annotated[Limits, SettingMeta(section="limits")] = Field(default_factory=Limits)
+    sampling: Annotated[SamplingDefaults, SettingMeta(section="sampling defaults")] = Field(
+        default_factory=SamplingDefaults
+    )
+    understanding: Annotated[UnderstandingDefaults, SettingMeta(section="understanding")] = Field(
+        default_factory=UnderstandingDefaults
+    )
+    performance: Annotated[PerformanceOptions, SettingMeta(section="performance")] = Field(
+        default_factory=PerformanceOptions
+    )
+    # The engine builds missing tiny models here before loading any.
+    tiny_dir: Annotated[
+        Path | None, SettingMeta(internal="set by the tiny preset (from UNISON_TINY_DIR)")
+    ] = Field(None, description="where the tiny preset's models are built")
 
     @model_validator(mode="after")
     def _one_fps_default(self) -> EngineConfig:
@@ -122,16 +231,19 @@ class EngineConfig(BaseModel):
         return "unison" if self.adapter else "instruct"
 
     @classmethod
-    def tiny(cls, cache_dir: Path | None = None, *, build: bool = True, **overrides) -> EngineConfig:
+    def tiny(cls, cache_dir: Path | None = None, *, build: bool = True, **overrides: object) -> EngineConfig:
         """Tiny random models in ``cache_dir``: the whole system on a CPU.
 
         ``build=False`` only points at them; the engine builds what is missing when it first loads
         a model (so a server starts answering at once even before the first build).
         """
-        from .tiny import ensure_tiny, tiny_paths  # lazy: building needs torch
+        if build:
+            from .tiny import ensure_tiny  # lazy: building imports torch and the planner
 
-        paths = ensure_tiny(cache_dir) if build else tiny_paths(cache_dir)
-        base = dict(
+            paths = ensure_tiny(cache_dir)
+        else:
+            paths = tiny_paths(cache_dir)
+        base: dict[str, object] = dict(
             tiny_dir=paths.root,
             planner_model=str(paths.qwen),
             adapter=str(paths.adapter),
@@ -142,14 +254,13 @@ class EngineConfig(BaseModel):
             local_files_only=True,
             preset="tiny",
             # The tiny Unison adapter only knows the requests it was trained on
-            # (engine.tiny_qwen.EXAMPLES): route any request with the rules planner, while the
+            # (engine.tiny.qwen.EXAMPLES): route any request with the rules planner, while the
             # tiny Qwen still provides understanding, grounding and the projector's features.
             # `--planner unison` on the tiny preset exercises the LoRA path.
             planner_backend="rules",
             sampling=SamplingDefaults(steps=2),
             understanding=UnderstandingDefaults(max_new_tokens=8, video_max_frames=4, max_pixels=56 * 56),
-            # Real-size plans still validate; unset sizes default small so CPU runs take seconds.
-            limits=Limits(default_width=64, default_height=48, default_frames=9),
+            limits=TINY_LIMITS,
         )
         base.update(overrides)
-        return cls(**base)
+        return cls.model_validate(base)

@@ -8,29 +8,22 @@ bounded queue in front of it.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .accelerator import oom_guard
+from .api import Admitted, AnyRequest, AnyResult, GenerateRequest, UnderstandRequest, admit
 from .config import EngineConfig
 from .control import JobControl
-from .errors import InvalidRequest, ModelError, OutOfMemory
-from .plan import (
-    IMGPAD,
-    VIDPAD,
-    MediaInput,
-    MediaKind,
-    Plan,
-    Request,
-    Role,
-    check_plan,
-    parse_request,
-)
+from .errors import InputRefused, InvalidRequest, ModelError
+from .inputs import InputPolicy, Source, close_all
+from .plan import CheckedPlan, MediaInput, Plan, check_plan
+from .request import Request, parse_request, request_for_plan
 from .results import AutoResult, GenerateResult, Sampling, UnderstandResult
+from .vocab import Role
 
 if TYPE_CHECKING:
     import torch
@@ -63,11 +56,15 @@ class Engine:
         self._planner = planner
         self._generator = generator
         self._projector = projector
-        self._lock = threading.RLock()  # model work: one job on the accelerator at a time
-        # Constructing components. Re-entrant: projector() builds the planner and the generator
-        # it is sized by from inside the lock, through properties that take it too.
-        self._build_lock = threading.RLock()
+        # The one lock: model work and building models, one at a time (the job queue's single
+        # worker already serialises jobs; this keeps direct Python callers just as safe).
+        # Re-entrant: projector() builds the planner and the generator it is sized by.
+        self._lock = threading.RLock()
         self._tiny_ready = False
+        #: Which input files may be read; the MCP server narrows it to its allowed roots.
+        self.inputs = InputPolicy(
+            config.allowed_roots, config.output_dir, config.max_input_bytes, config.limits.max_input_pixels
+        )
         from .rules import RulesPlanner
 
         self._rules = RulesPlanner(config.limits)
@@ -86,7 +83,7 @@ class Engine:
     def planner(self) -> QwenPlanner | None:
         """The Qwen2.5-VL planner, or ``None`` when no planner weights are configured."""
         if self._planner is _UNSET:
-            with self._build_lock:
+            with self._lock:
                 if self._planner is _UNSET:
                     self._ensure_tiny()
                     if self.config.planner_model is None:
@@ -100,7 +97,7 @@ class Engine:
     @property
     def generator(self) -> Generator:
         if self._generator is _UNSET or self._generator is None:
-            with self._build_lock:
+            with self._lock:
                 if self._generator is _UNSET or self._generator is None:
                     self._ensure_tiny()
                     from .generator import Generator
@@ -120,7 +117,7 @@ class Engine:
     def projector(self) -> Projector | None:
         """The projector, loaded on first use; ``None`` when not configured or no planner."""
         if self._projector is _UNSET:
-            with self._build_lock:
+            with self._lock:
                 if self._projector is _UNSET:
                     self._projector = self._load_projector()
         return self._projector
@@ -177,6 +174,55 @@ class Engine:
             "performance": self.config.performance.model_dump(),
         }
 
+    # ------------------------------------------------------------------ admission
+
+    def admit(self, request: AnyRequest) -> Admitted:
+        """Check a request and open its inputs once (no model work): what waits in the job queue."""
+        return admit(request, self.config, self.inputs)
+
+    def run(self, admitted: Admitted, *, control: JobControl | None = None) -> AnyResult:
+        """Do an admitted request's work, decoding from its opened sources; closes them."""
+        with admitted:
+            req, sources = admitted.request, admitted.sources
+            if isinstance(req, GenerateRequest):
+                return self.generate(admitted.plan or req.to_plan(self.config.limits), req.sampling(),
+                                     control=control, sources=sources)  # fmt: skip
+            if isinstance(req, UnderstandRequest):
+                return self.understand(
+                    admitted.text,
+                    admitted.media,
+                    max_new_tokens=req.max_new_tokens,
+                    control=control,
+                    sources=sources,
+                )
+            return self.auto(
+                admitted.text,
+                admitted.media,
+                sampling=req.sampling(),
+                dry_run=req.dry_run,
+                control=control,
+                sources=sources,
+            )
+
+    def _open(
+        self, paths: Sequence[str], sources: dict[str, Source] | None
+    ) -> tuple[dict[str, Source], bool]:
+        """The sources for ``paths``: the given ones, or each opened now (then the caller closes them)."""
+        if sources is not None:
+            missing = [p for p in paths if p not in sources]
+            if missing:
+                raise InputRefused(f"input {missing[0]!r} was not admitted with the request", path=missing[0])
+            return sources, False
+        opened: dict[str, Source] = {}
+        try:
+            for p in paths:
+                if p not in opened:
+                    opened[p] = self.inputs.open_probed(p)
+        except BaseException:
+            close_all(list(opened.values()))
+            raise
+        return opened, True
+
     # ------------------------------------------------------------------ planning
 
     def plan(self, request: str, media: Sequence[str] = (), *, backend: str | None = None) -> Plan:
@@ -198,7 +244,7 @@ class Engine:
             if backend == "unison" and not self.config.adapter:
                 raise ModelError("the unison planner needs the Unison adapter (set adapter / --adapter)")
             planner = self._require_planner(f"the {backend} planner")
-            with self._lock, _oom_guard():
+            with self._lock, oom_guard("planning"):
                 out = planner.plan(req, backend=backend, want_features=want_features)
             plan, features = out.plan, out.features
         plan = check_plan(plan, self.config.limits)
@@ -214,11 +260,25 @@ class Engine:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         control: JobControl | None = None,
+        sources: dict[str, Source] | None = None,
     ) -> UnderstandResult:
-        """Answer a question about text, images and/or a video."""
+        """Answer a question about text, images and/or a video.
+
+        ``sources`` are the inputs already opened (:meth:`admit`); without them each file is
+        opened here, through :attr:`inputs`.
+        """
         req = parse_request(prompt, media)
         inputs = [MediaInput(path=p, kind=k, role=Role.QUERY) for p, k in req.media]
-        return self._understand(req.prompt, inputs, max_new_tokens, temperature, control)
+        if len(inputs) > self.config.limits.max_inputs:
+            raise InvalidRequest.for_field(
+                "media", len(inputs), f"at most {self.config.limits.max_inputs} files"
+            )
+        opened, owned = self._open([m.path for m in inputs], sources)
+        try:
+            return self._understand(req.prompt, inputs, max_new_tokens, temperature, control, opened)
+        finally:
+            if owned:
+                close_all(list(opened.values()))
 
     def _understand(
         self,
@@ -227,21 +287,23 @@ class Engine:
         max_new_tokens: int | None,
         temperature: float | None,
         control: JobControl | None,
+        sources: dict[str, Source],
     ) -> UnderstandResult:
-        if len(inputs) > self.config.limits.max_inputs:
-            raise InvalidRequest.for_field(
-                "media", len(inputs), f"at most {self.config.limits.max_inputs} files"
-            )
         planner = self._require_planner("understanding")
         control = control or JobControl()
         t0 = time.perf_counter()
-        with self._lock, _oom_guard():
+        with self._lock, oom_guard("understanding"):
             control.set_stage("loading planner")
             planner.load()
             t1 = time.perf_counter()
             control.set_stage("understanding")
             answer = planner.understand(
-                prompt, inputs, max_new_tokens=max_new_tokens, temperature=temperature, control=control
+                prompt,
+                inputs,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                control=control,
+                sources=sources,
             )
         t2 = time.perf_counter()
         return UnderstandResult(
@@ -260,98 +322,124 @@ class Engine:
         control: JobControl | None = None,
         features: torch.Tensor | None = None,
         request: Request | None = None,
+        sources: dict[str, Source] | None = None,
     ) -> GenerateResult:
         """Run a generation plan and write its file (PNG or MP4, plus a JSON sidecar).
 
+        A plain :class:`Plan` is checked here; a :class:`CheckedPlan` is not checked again.
         ``features`` are the planner's hidden states from the planning pass (``auto``); when they
         are missing and a projector is configured they are computed with one planner forward
         over ``request`` (or, for a typed plan, its prompt with one placeholder per input).
+        ``sources`` are the inputs already opened (:meth:`admit`); without them each input is
+        opened here, once, through :attr:`inputs`.
         """
-        from .generator import resolve_sampling
-        from .outputs import write_output
-        from .tasks import PrepContext, prepare
-
         plan = check_plan(plan, self.config.limits)
         if plan.spec.understanding:
             raise InvalidRequest.for_field(
                 "task", plan.task.value, "is an understanding task: use understand"
             )
-        control = control or JobControl()
+        opened, owned = self._open([m.path for m in plan.inputs], sources)
+        try:
+            with self._lock, oom_guard("generating"):
+                return self._generate(plan, sampling, control or JobControl(), features, request, opened)
+        finally:
+            if owned:
+                close_all(list(opened.values()))
+
+    def _generate(
+        self,
+        plan: CheckedPlan,
+        sampling: Sampling | None,
+        control: JobControl,
+        features: torch.Tensor | None,
+        request: Request | None,
+        sources: dict[str, Source],
+    ) -> GenerateResult:
+        """The generation of one checked plan, in the order of the paper's figure (under the lock)."""
+        from .generator import resolve_sampling
+        from .outputs import write_output
+        from .prepare import PrepContext, prepare
+
         resolved = resolve_sampling(sampling, self.config.sampling, limits=self.config.limits)
         timings: dict[str, float] = {}
         notes = list(plan.notes)
-        t_start = time.perf_counter()
-        with self._lock, _oom_guard():
+        t_start = t = time.perf_counter()
+
+        # 1. Sources: decode the opened inputs into the generator's video, mask and references.
+        control.set_stage("preparing inputs")
+        planner = self.planner
+        ground = self._grounder(planner, control) if planner is not None else None
+        ctx = PrepContext(limits=self.config.limits, ground=ground, control=control, sources=sources)
+        prepared = prepare(plan, ctx)
+        notes.extend(prepared.notes)
+        timings["prepare_s"] = time.perf_counter() - t
+
+        # 2. Models, loaded on first use.
+        t = time.perf_counter()
+        control.set_stage("loading models")
+        generator = self.generator
+        generator.load()
+        projector = self.projector()
+        timings["load_s"] = time.perf_counter() - t
+
+        # 3. Project: the planner's hidden states become 4 extra conditioning tokens.
+        extra_tokens = None
+        if projector is not None:
             t = time.perf_counter()
-            control.set_stage("preparing inputs")
-            planner = self.planner
-            ground = self._grounder(planner, control) if planner is not None else None
-            prepared = prepare(plan, PrepContext(limits=self.config.limits, ground=ground, control=control))
-            notes.extend(prepared.notes)
-            timings["prepare_s"] = time.perf_counter() - t
+            if features is None:
+                control.set_stage("planner features")
+                features = planner.features(request or request_for_plan(plan))
+            import torch
 
-            t = time.perf_counter()
-            control.set_stage("loading models")
-            generator = self.generator
-            generator.load()
-            projector = self.projector()
-            timings["load_s"] = time.perf_counter() - t
+            with torch.no_grad():
+                extra_tokens = projector(features.float().to(_module_device(projector)))  # (1, 4, text_dim)
+            timings["projector_s"] = time.perf_counter() - t
+        else:
+            notes.append("no projector configured: ran as plain Wan-VACE (512-position text context)")
 
-            extra_tokens = None
-            if projector is not None:
-                t = time.perf_counter()
-                if features is None:
-                    control.set_stage("planner features")
-                    features = planner.features(request or request_for_plan(plan))
-                import torch
+        # 4. Generate.
+        t = time.perf_counter()
+        frames = generator.run(
+            prepared, plan.prompt, extra_tokens=extra_tokens, sampling=resolved, control=control
+        )
+        timings["generate_s"] = time.perf_counter() - t
 
-                with torch.no_grad():
-                    extra_tokens = projector(features.float().to(_module_device(projector)))
-                timings["projector_s"] = time.perf_counter() - t
-            else:
-                notes.append("no projector configured: ran as plain Wan-VACE (512-position text context)")
-
-            t = time.perf_counter()
-            frames = generator.run(
-                prepared, plan.prompt, extra_tokens=extra_tokens, sampling=resolved, control=control
-            )
-            timings["generate_s"] = time.perf_counter() - t
-
-            control.set_stage("writing")
-            control.check()  # a cancel that landed after the last step still writes nothing
-            timings["total_s"] = time.perf_counter() - t_start
-            metadata = {
-                "task": plan.task.value,
-                "prompt": plan.prompt,
-                "negative_prompt": resolved.negative_prompt,
-                "plan": plan.model_dump(mode="json"),
-                "seed": resolved.seed,
-                "steps": resolved.steps,
-                "guidance": resolved.guidance,
-                "flow_shift": resolved.flow_shift,
-                "conditioning_scale": resolved.conditioning_scale,
-                "width": plan.width,
-                "height": plan.height,
-                "num_frames": plan.num_frames,
-                "fps": plan.fps,
-                "projector": projector is not None,
-                "text_context": resolved.text_len if projector is not None else resolved.max_sequence_length,
-                "models": {
-                    "planner": self.config.planner_model,
-                    "adapter": self.config.adapter,
-                    "projector": self.config.projector if projector is not None else None,
-                    "generator": self.config.generator_model,
-                },
-                "notes": notes,
-                "timings": timings,
-            }
-            output = write_output(
-                frames,
-                output_dir=self.config.output_dir,
-                task=plan.task.value,
-                fps=plan.fps,
-                metadata=metadata,
-            )
+        # 5. Write, unless a cancel landed after the last step (then nothing is written).
+        control.set_stage("writing")
+        control.check()
+        timings["total_s"] = time.perf_counter() - t_start
+        metadata = {
+            "task": plan.task.value,
+            "prompt": plan.prompt,
+            "negative_prompt": resolved.negative_prompt,
+            "plan": plan.model_dump(mode="json"),
+            "seed": resolved.seed,
+            "steps": resolved.steps,
+            "guidance": resolved.guidance,
+            "flow_shift": resolved.flow_shift,
+            "conditioning_scale": resolved.conditioning_scale,
+            "width": plan.width,
+            "height": plan.height,
+            "num_frames": plan.num_frames,
+            "fps": plan.fps,
+            "projector": projector is not None,
+            "text_context": resolved.text_len if projector is not None else resolved.max_sequence_length,
+            "models": {
+                "planner": self.config.planner_model,
+                "adapter": self.config.adapter,
+                "projector": self.config.projector if projector is not None else None,
+                "generator": self.config.generator_model,
+            },
+            "notes": notes,
+            "timings": timings,
+        }
+        output = write_output(
+            frames,
+            output_dir=self.config.output_dir,
+            task=plan.task.value,
+            fps=plan.fps or 0.0,
+            metadata=metadata,
+        )
         return GenerateResult(
             plan=plan,
             outputs=[output],
@@ -384,8 +472,12 @@ class Engine:
         dry_run: bool = False,
         control: JobControl | None = None,
         backend: str | None = None,
+        sources: dict[str, Source] | None = None,
     ) -> AutoResult:
-        """Unison's full automation: plan the request, then answer it or generate for it."""
+        """Unison's full automation: plan the request, then answer it or generate for it.
+
+        The plan is checked once (here); ``sources`` as for :meth:`understand`.
+        """
         control = control or JobControl()
         req = parse_request(request, media)
         control.set_stage("planning")
@@ -394,19 +486,19 @@ class Engine:
         if dry_run:
             return AutoResult(plan=plan)
         if plan.spec.understanding:
-            answer = self._understand(plan.prompt, list(plan.inputs), None, None, control)
+            opened, owned = self._open([m.path for m in plan.inputs], sources)
+            try:
+                answer = self._understand(plan.prompt, list(plan.inputs), None, None, control, opened)
+            finally:
+                if owned:
+                    close_all(list(opened.values()))
             answer.timings["plan_s"] = plan_s
             return AutoResult(plan=plan, answer=answer)
-        generation = self.generate(plan, sampling, control=control, features=features, request=req)
+        generation = self.generate(
+            plan, sampling, control=control, features=features, request=req, sources=sources
+        )
         generation.timings["plan_s"] = plan_s
         return AutoResult(plan=plan, generation=generation)
-
-
-def request_for_plan(plan: Plan) -> Request:
-    """The planner-visible request for a typed plan: its prompt plus one placeholder per input."""
-    pads = "".join(IMGPAD if m.kind is MediaKind.IMAGE else VIDPAD for m in plan.inputs)
-    text = f"{plan.prompt} {pads}".strip()
-    return Request(text=text, prompt=plan.prompt, media=tuple((m.path, m.kind) for m in plan.inputs))
 
 
 def _module_device(module: Any) -> Any:
@@ -414,38 +506,3 @@ def _module_device(module: Any) -> Any:
         return next(module.parameters()).device
     except (StopIteration, AttributeError):
         return "cpu"
-
-
-@contextmanager
-def _oom_guard() -> Iterator[None]:
-    """Turn an accelerator out-of-memory error into ``OutOfMemory`` after freeing what we can."""
-    try:
-        yield
-    except Exception as exc:
-        if not _is_oom(exc):
-            raise
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # freeing is best effort; the report below matters more
-            log.debug("could not empty the CUDA cache", exc_info=True)
-        raise OutOfMemory(
-            "the accelerator ran out of memory; caches were freed. Try a smaller size, fewer frames, "
-            "or a low-VRAM offload mode"
-        ) from exc
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, OutOfMemory):
-        return False
-    try:
-        import torch
-
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            return True
-    except ImportError:
-        pass
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

@@ -7,7 +7,8 @@ they name the field, the value received and the rule.
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from typing import Any, TypeVar
 
 
 class UnisonError(Exception):
@@ -80,3 +81,32 @@ class PlannerError(UnisonError):
     """The planner's output could not be turned into a valid plan."""
 
     code = "planner_error"
+
+
+M = TypeVar("M")
+
+
+def validated(model: type[M], /, **data: Any) -> M:
+    """``model(**data)``, with pydantic's errors turned into one :class:`InvalidRequest` naming the field.
+
+    An unknown field is named with the closest known one ("num_frame: unknown; did you mean
+    num_frames?"); a wrong type or a broken bound says the rule pydantic reports.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return model(**data)
+    except ValidationError as exc:
+        raise invalid_request(exc, getattr(model, "model_fields", {})) from None
+
+
+def invalid_request(exc: Any, fields: Any = ()) -> InvalidRequest:
+    """The :class:`InvalidRequest` for a pydantic ``ValidationError`` (its first error)."""
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "request"
+    value = err.get("input")
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(err["loc"][-1]), list(fields), n=1)
+        hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(fields)}"
+        return InvalidRequest(f"{field}: unknown{hint}", field=field, value=value, rule="unknown field")
+    return InvalidRequest.for_field(field, value, err["msg"])

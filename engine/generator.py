@@ -12,11 +12,9 @@ This module imports torch at the top: import it lazily (the engine does).
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import random
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,15 +22,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .config import EngineConfig, PerformanceOptions, SamplingDefaults
+from .accelerator import free_memory, is_oom, oom_guard, resolve_device, resolve_dtype
+from .config import EngineConfig, Limits, PerformanceOptions, SamplingDefaults
 from .control import JobControl
-from .errors import InvalidRequest, ModelError, OutOfMemory
-from .plan import Limits
+from .errors import InvalidRequest, ModelError
 from .results import Sampling
 
 if TYPE_CHECKING:
-    from .perf import Switches
-    from .tasks import Prepared
+    from .perf import Applied
+    from .prepare import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -198,32 +196,27 @@ def build_text_context(
 # --- the generator ------------------------------------------------------------------------------
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda, else mps, else cpu; anything else must be a device torch knows and has."""
-    if name != "auto":
-        try:
-            device = torch.device(name)
-        except RuntimeError as exc:
-            raise InvalidRequest.for_field("device", name, "must be auto, cpu, cuda, cuda:N or mps") from exc
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise InvalidRequest.for_field("device", name, "CUDA is not available on this machine")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
-
-
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     """``(F, H, W, 3)`` floats in [0, 1] -> uint8."""
     return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def flow_scheduler(current: Any, flow_shift: float) -> Any:
+    """UniPC configured for flow matching with ``flow_shift`` (as the reference samples);
+    ``current`` itself when it already is."""
+    from diffusers import UniPCMultistepScheduler
+
+    config = current.config
+    if (
+        isinstance(current, UniPCMultistepScheduler)
+        and config.get("prediction_type") == "flow_prediction"
+        and config.get("use_flow_sigmas")
+        and config.get("flow_shift") == flow_shift
+    ):
+        return current
+    return UniPCMultistepScheduler.from_config(
+        config, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift
+    )
 
 
 def pad_reference_masks(pipe: Any) -> None:
@@ -255,17 +248,12 @@ def pad_reference_masks(pipe: Any) -> None:
     pipe.prepare_masks = prepare_masks
 
 
-def _free_accelerator_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 class Generator:
     """Wan2.1-VACE, loaded lazily once, run with Unison's conditioning, progress and cancel.
 
     The speed/memory switches of ``config.performance`` (see :mod:`engine.perf` and
-    docs/performance.md) are applied at load; :meth:`configure` changes them on a loaded pipeline.
+    docs/performance.md) are applied once, when the pipeline loads; other options mean another
+    generator (:meth:`with_options`). No lock of its own: the engine serialises all model work.
     """
 
     def __init__(self, config: EngineConfig):
@@ -273,17 +261,18 @@ class Generator:
         self.name = config.generator_model
         if config.generator_single_file:
             self.name += f" (transformer: {Path(config.generator_single_file).name})"
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(config.device, setting="device")
         self.dtype = resolve_dtype(config.dtype, self.device)
-        #: The switches in force (``config.performance`` until :meth:`configure` changes them).
-        self.performance: PerformanceOptions = config.performance.model_copy()
         #: What the switches did in the last run (batched passes, cache skips), for benchmarks.
         self.last_run: dict[str, Any] = {}
         self._pipe: Any = None
-        self._switches: Switches | None = None
+        self._applied: Applied | None = None
         self._text_dim: int | None = None
-        self._load_lock = threading.Lock()
-        self._run_lock = threading.Lock()
+
+    @property
+    def performance(self) -> PerformanceOptions:
+        """The speed/memory switches this generator applies (``config.performance``)."""
+        return self.config.performance
 
     # -- loading --
 
@@ -331,51 +320,48 @@ class Generator:
             raise ModelError(f"generator_model={model!r}: no d_model in {file}: {exc}") from exc
 
     def load(self) -> None:
-        """Load the pipeline now (once; concurrent callers wait for the first)."""
+        """Load the pipeline now (once), with ``config.performance`` applied."""
         if self._pipe is not None:
             return
-        with self._load_lock:
-            if self._pipe is not None:
-                return
-            from . import perf
-
-            options = self.performance
-            # Every switch is checked before gigabytes of weights are read.
-            perf.check_options(options, self.device)
-            try:
-                pipe = self._load_pipeline()
-                switches = perf.Switches(pipe, self.device, options.offload)
-                switches.apply(options)
-            except torch.cuda.OutOfMemoryError as exc:
-                _free_accelerator_memory()
-                raise OutOfMemory(f"out of accelerator memory while loading the generator: {exc}") from exc
-            self._text_dim = int(pipe.text_encoder.config.d_model)
-            self._switches = switches
-            self._pipe = pipe
-
-    def configure(self, options: PerformanceOptions) -> None:
-        """Change the speed/memory switches; takes effect from the next run.
-
-        A loaded pipeline is changed in place (hooks added or removed, blocks compiled or
-        restored); a different ``offload`` puts the weights elsewhere, so the pipeline is dropped
-        and loads again on next use. Waits for a running generation to finish.
-        """
         from . import perf
 
-        perf.check_options(options, self.device)
-        with self._load_lock, self._run_lock:
-            if self._pipe is not None and self._switches is not None:
-                if options.offload != self._switches.offload:
-                    log.info(
-                        "offload %r -> %r: the generator reloads on next use",
-                        self._switches.offload,
-                        options.offload,
-                    )
-                    self._pipe, self._switches = None, None
-                    _free_accelerator_memory()
-                else:
-                    self._switches.apply(options)
-            self.performance = options.model_copy()
+        # Every switch is checked before gigabytes of weights are read.
+        perf.check_options(self.performance, self.device)
+        with oom_guard("loading the generator"):
+            self._install(self._load_pipeline())
+
+    def _install(self, pipe: Any) -> None:
+        from . import perf
+
+        self._applied = perf.apply_options(pipe, self.performance, self.device)
+        self._text_dim = int(pipe.text_encoder.config.d_model)
+        self._pipe = pipe
+
+    def with_options(self, options: PerformanceOptions) -> Generator:
+        """A generator for other speed/memory ``options`` on this one's weights (for benchmarks
+        that compare options without loading the weights again).
+
+        The loaded pipeline moves to the new generator and is hooked once for ``options``; this
+        generator gives it up (it would load again if used). A different ``offload`` puts the
+        weights elsewhere, so the pipeline is dropped and the new generator loads on first use.
+        The same options give this generator back, MagCache calibration and all.
+        """
+        if options == self.performance:
+            return self
+        from . import perf
+
+        new = Generator(self.config.model_copy(update={"performance": options.model_copy()}))
+        perf.check_options(options, new.device)
+        pipe, self._pipe, self._applied = self._pipe, None, None
+        if pipe is None:
+            return new
+        if options.offload == self.performance.offload:
+            new._install(pipe)
+        else:
+            log.info("offload %r -> %r: the generator loads again", self.performance.offload, options.offload)
+            del pipe
+            free_memory()
+        return new
 
     def _load_pipeline(self) -> Any:
         from diffusers import WanVACEPipeline, WanVACETransformer3DModel
@@ -402,7 +388,7 @@ class Generator:
                     str(file), config=cfg.generator_model, subfolder="transformer", dtype=self.dtype, **common
                 )
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
-                if isinstance(exc, torch.cuda.OutOfMemoryError):
+                if is_oom(exc):
                     raise
                 raise ModelError(
                     f"generator_single_file={cfg.generator_single_file!r}: cannot load as a Wan-VACE "
@@ -412,7 +398,7 @@ class Generator:
         try:
             pipe = WanVACEPipeline.from_pretrained(cfg.generator_model, dtype=dtypes, **common, **extra)
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            if isinstance(exc, torch.cuda.OutOfMemoryError):
+            if is_oom(exc):
                 raise
             hint = (
                 " (local_files_only is set: only local files were searched)" if cfg.local_files_only else ""
@@ -426,26 +412,9 @@ class Generator:
         log.info("generator placement: %s", where)
         # tqdm bars would only add noise to the server's stderr; progress goes through JobControl.
         pipe.set_progress_bar_config(disable=True)
-        pipe.scheduler = self._flow_scheduler(pipe.scheduler, cfg.sampling.flow_shift)
+        pipe.scheduler = flow_scheduler(pipe.scheduler, cfg.sampling.flow_shift)
         pad_reference_masks(pipe)
         return pipe
-
-    @staticmethod
-    def _flow_scheduler(current: Any, flow_shift: float) -> Any:
-        """UniPC configured for flow matching with ``flow_shift`` (as the reference samples)."""
-        from diffusers import UniPCMultistepScheduler
-
-        config = current.config
-        if (
-            isinstance(current, UniPCMultistepScheduler)
-            and config.get("prediction_type") == "flow_prediction"
-            and config.get("use_flow_sigmas")
-            and config.get("flow_shift") == flow_shift
-        ):
-            return current
-        return UniPCMultistepScheduler.from_config(
-            config, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=flow_shift
-        )
 
     # -- running --
 
@@ -460,119 +429,85 @@ class Generator:
     ) -> np.ndarray:
         """Generate ``prepared.num_frames`` frames: ``(F, H, W, 3)`` uint8.
 
-        ``extra_tokens`` ``(1, 4, text_dim)`` are the projector's tokens (``None``: plain
-        Wan-VACE). Progress goes to ``control.step`` once per step; a cancel raises
-        :class:`~engine.errors.Cancelled` from inside the step loop, before any VAE decode.
+        Args:
+            prepared: size, frame count and the VACE inputs (source video, mask, reference images).
+            prompt: the text prompt, encoded by the pipeline's umT5.
+            extra_tokens: ``(1, 4, text_dim)``, the projector's tokens; ``None`` runs plain Wan-VACE
+                (512-position context).
+            sampling: every sampling setting resolved (:func:`resolve_sampling`).
+            control: progress goes to ``control.step`` once per step; a cancel raises
+                :class:`~engine.errors.Cancelled` from inside the step loop, before any VAE decode.
         """
-        while True:
-            self.load()
-            with self._run_lock:
-                pipe, switches = self._pipe, self._switches
-                if pipe is not None and switches is not None:
-                    return self._run_guarded(
-                        pipe, switches, prepared, prompt, extra_tokens, sampling, control
-                    )
-            # configure() dropped the pipeline between load() and the lock: load it again.
+        from . import perf
 
-    def _run_guarded(
-        self,
-        pipe: Any,
-        switches: Switches,
-        prepared: Prepared,
-        prompt: str,
-        extra_tokens: torch.Tensor | None,
-        sampling: ResolvedSampling,
-        control: JobControl | None,
-    ) -> np.ndarray:
+        pipe = self.pipeline  # loads on first use
+        applied = self._applied
+        if applied is None:  # pragma: no cover - set together with the pipeline
+            raise ModelError("the generator's pipeline is loaded without its options applied")
+        size = f"{prepared.width}x{prepared.height}, {prepared.num_frames} frames"
+        self.last_run = {}
         try:
-            return self._run_locked(pipe, switches, prepared, prompt, extra_tokens, sampling, control)
-        except torch.cuda.OutOfMemoryError as exc:
-            _free_accelerator_memory()
-            raise OutOfMemory(
-                f"out of accelerator memory generating {prepared.width}x{prepared.height}, "
-                f"{prepared.num_frames} frames; try a smaller size or fewer frames, or a low-VRAM "
-                "offload mode"
-            ) from exc
+            with oom_guard(f"generating {size}"):
+                # 1. Seed: the initial noise is drawn on the device it runs on (CUDA), else the CPU.
+                generator = torch.Generator(device=self.device if self.device.type == "cuda" else "cpu")
+                generator.manual_seed(sampling.seed)
+
+                # 2. Text context: umT5 over the prompt's real tokens, the projector's 4 tokens,
+                #    zeros up to text_len (the negative without the 4 tokens). The pipeline skips the
+                #    unconditional pass at guidance <= 1, so the negative is not encoded either.
+                with torch.inference_mode():
+                    prompt_embeds, negative_embeds = build_text_context(
+                        pipe,
+                        prompt,
+                        negative_prompt=sampling.negative_prompt if sampling.guidance > 1.0 else None,
+                        extra_tokens=extra_tokens,
+                        text_len=sampling.text_len,
+                        max_sequence_length=sampling.max_sequence_length,
+                        encoder_device=perf.text_encoder_device(pipe, self.performance.offload, self.device),
+                    )  # (1, L, text_dim) each; L = text_len with projector tokens, else 512
+
+                # 3. Scheduler: flow-matching UniPC with this request's shift.
+                pipe.scheduler = flow_scheduler(pipe.scheduler, sampling.flow_shift)
+
+                # 4. Denoise, then VAE-decode: the pipeline's loop, with the per-run switches (batched
+                #    CFG, cache counters, MagCache calibration) around it and progress/cancel in the
+                #    step callback. Raising Cancelled there stops at once: no further step, no decode.
+                total = sampling.steps
+                if control is not None:
+                    control.set_stage("generating", total=total)
+
+                def on_step_end(_pipe: Any, i: int, _t: Any, callback_kwargs: dict) -> dict:
+                    if control is not None:
+                        control.step(i + 1, total)
+                    return callback_kwargs
+
+                with applied.running(steps=total, positive=prompt_embeds, negative=negative_embeds) as stats:
+                    output = pipe(
+                        prompt_embeds=prompt_embeds,
+                        negative_prompt_embeds=negative_embeds,
+                        video=prepared.video,
+                        mask=prepared.mask,
+                        reference_images=prepared.reference_images,
+                        conditioning_scale=sampling.conditioning_scale,
+                        height=prepared.height,
+                        width=prepared.width,
+                        num_frames=prepared.num_frames,
+                        num_inference_steps=total,
+                        guidance_scale=sampling.guidance,
+                        generator=generator,
+                        output_type="np",
+                        callback_on_step_end=on_step_end,
+                        max_sequence_length=sampling.max_sequence_length,
+                    )
+                self.last_run = stats.as_dict()
+        except BaseException:
+            # The pipeline only releases offload hooks (and resets cache state) at its normal end.
+            pipe.maybe_free_model_hooks()
+            raise
         finally:
             # A run left by an exception (cancel, OOM) must not leak into the next one.
             pipe._current_timestep = None
             pipe._interrupt = False
 
-    def _run_locked(
-        self,
-        pipe: Any,
-        switches: Switches,
-        prepared: Prepared,
-        prompt: str,
-        extra_tokens: torch.Tensor | None,
-        sampling: ResolvedSampling,
-        control: JobControl | None,
-    ) -> np.ndarray:
-        from . import perf
-
-        pipe.scheduler = self._flow_scheduler(pipe.scheduler, sampling.flow_shift)
-        with torch.inference_mode():
-            prompt_embeds, negative_embeds = build_text_context(
-                pipe,
-                prompt,
-                # The pipeline skips the unconditional pass at guidance <= 1, so skip encoding it too.
-                negative_prompt=sampling.negative_prompt if sampling.guidance > 1.0 else None,
-                extra_tokens=extra_tokens,
-                text_len=sampling.text_len,
-                max_sequence_length=sampling.max_sequence_length,
-                encoder_device=perf.text_encoder_device(pipe, switches.offload, self.device),
-            )
-
-        total = sampling.steps
-        if control is not None:
-            control.set_stage("generating", total=total)
-
-        def on_step_end(_pipe: Any, i: int, _t: Any, callback_kwargs: dict) -> dict:
-            # Raising Cancelled here stops the loop at once: no further step, no VAE decode.
-            if control is not None:
-                control.step(i + 1, total)
-            return callback_kwargs
-
-        generator = torch.Generator(device=self.device if self.device.type == "cuda" else "cpu")
-        generator.manual_seed(sampling.seed)
-        self.last_run = {}
-        try:
-            with switches.running(steps=total, positive=prompt_embeds, negative=negative_embeds) as stats:
-                output = self._call_pipeline(
-                    pipe, prepared, prompt_embeds, negative_embeds, sampling, generator, on_step_end
-                )
-        except BaseException:
-            # The pipeline only releases offload hooks (and resets cache state) at its normal end.
-            pipe.maybe_free_model_hooks()
-            raise
-        self.last_run = stats.as_dict()
-        frames = np.asarray(output.frames[0])  # (F, H, W, 3) float in [0, 1]
-        return to_uint8(frames)
-
-    @staticmethod
-    def _call_pipeline(
-        pipe: Any,
-        prepared: Prepared,
-        prompt_embeds: torch.Tensor,
-        negative_embeds: torch.Tensor | None,
-        sampling: ResolvedSampling,
-        generator: torch.Generator,
-        on_step_end: Any,
-    ) -> Any:
-        return pipe(
-            prompt_embeds=prompt_embeds,
-            negative_prompt_embeds=negative_embeds,
-            video=prepared.video,
-            mask=prepared.mask,
-            reference_images=prepared.reference_images,
-            conditioning_scale=sampling.conditioning_scale,
-            height=prepared.height,
-            width=prepared.width,
-            num_frames=prepared.num_frames,
-            num_inference_steps=sampling.steps,
-            guidance_scale=sampling.guidance,
-            generator=generator,
-            output_type="np",
-            callback_on_step_end=on_step_end,
-            max_sequence_length=sampling.max_sequence_length,
-        )
+        # 5. Frames: (F, H, W, 3) floats in [0, 1] -> uint8.
+        return to_uint8(np.asarray(output.frames[0]))

@@ -13,19 +13,24 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputRefused, InvalidRequest
+from .inputs import SHOWN_PATH_CHARS, ImageHeader, VideoHeader
 
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
+
+    from .inputs import Source
 
 log = logging.getLogger(__name__)
 
@@ -45,82 +50,196 @@ Size = tuple[int, int]  # (width, height)
 
 
 # ---------------------------------------------------------------------------------------------
-# Files
+# Files and header-only probes
 
 
 def _regular_file(path: str | Path, what: str) -> Path:
     """The path if it names a readable, non-empty regular file; otherwise :class:`InputRefused`."""
     p = Path(path)
+    name = _short(p)
     if not p.exists():
-        raise InputRefused(f"{what} {p}: no such file", path=str(p))
+        raise InputRefused(f"{what} {name}: no such file", path=str(p)[:SHOWN_PATH_CHARS])
     if p.is_dir():
-        raise InputRefused(f"{what} {p}: is a directory, not a file", path=str(p))
+        raise InputRefused(f"{what} {name}: is a directory, not a file", path=str(p)[:SHOWN_PATH_CHARS])
     if not p.is_file():
         # A FIFO or device would block or never end when read.
-        raise InputRefused(f"{what} {p}: is not a regular file (device, FIFO or socket)", path=str(p))
+        raise InputRefused(
+            f"{what} {name}: is not a regular file (device, FIFO or socket)", path=str(p)[:SHOWN_PATH_CHARS]
+        )
     if not os.access(p, os.R_OK):
-        raise InputRefused(f"{what} {p}: is not readable (permission denied)", path=str(p))
+        raise InputRefused(
+            f"{what} {name}: is not readable (permission denied)", path=str(p)[:SHOWN_PATH_CHARS]
+        )
     if p.stat().st_size == 0:
-        raise InputRefused(f"{what} {p}: is empty (0 bytes)", path=str(p))
+        raise InputRefused(f"{what} {name}: is empty (0 bytes)", path=str(p)[:SHOWN_PATH_CHARS])
     return p
 
 
-def _check_pixels(p: Path, what: str, width: int, height: int, max_pixels: int) -> None:
+def _short(p: str | Path) -> str:
+    from .inputs import shown
+
+    return shown(p)[1:-1]
+
+
+@contextmanager
+def _as_source(item: Source | str | Path, what: str) -> Iterator[Source]:
+    """``item`` itself when it is a :class:`Source`; a path is opened once for the duration (old
+    path-based callers) and closed after."""
+    from .inputs import Source, open_path
+
+    if isinstance(item, Source):
+        yield item
+        return
+    p = _regular_file(item, what)  # the messages path-based callers have always had
+    with open_path(p) as source:
+        yield source
+
+
+def _refuse(source: Source, what: str, why: str) -> InputRefused:
+    return InputRefused(f"{what} {source.name}: {why}", path=source.name)
+
+
+def _check_pixels(source: Source, what: str, width: int, height: int, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
-        raise InputRefused(f"{what} {p}: declares an empty size {width}×{height}", path=str(p))
+        raise _refuse(source, what, f"declares an empty size {width}×{height}")
     if width * height > max_pixels:
-        raise InputRefused(
-            f"{what} {p}: is {width}×{height} = {width * height} pixels; the limit is {max_pixels} pixels",
-            path=str(p),
+        raise _refuse(
+            source, what, f"is {width}×{height} = {width * height} pixels; the limit is {max_pixels} pixels"
         )
+
+
+def probe(source: Source, *, max_pixels: int | None = None) -> Source:
+    """Read ``source``'s header only and apply the pixel limit; the header is kept on the source.
+
+    Images: Pillow's lazy open (PNG, JPEG, WebP) gives the size without decoding a pixel. Videos:
+    the container's demuxer is the one its extension names (:data:`CONTAINERS`), and the stream
+    header gives size, rate and, where the container says it, the length; no frame is decoded
+    and frames are never counted here (that happens, bounded, when the job decodes).
+
+    Raises:
+        InputRefused: not a readable image/video of an accepted format, or over ``max_pixels``
+            (default :data:`DEFAULT_MAX_PIXELS`).
+    """
+    from .plan import MediaKind
+
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    if source.kind is MediaKind.IMAGE:
+        from PIL import Image
+
+        with (
+            source.reader() as f,
+            _pillow_errors(source, header=True),
+            Image.open(f, formats=IMAGE_FORMATS) as im,
+        ):
+            _check_pixels(source, "image", im.width, im.height, limit)  # lazy: header only
+            source.header = ImageHeader(format=str(im.format), width=im.width, height=im.height)
+        return source
+    container = _open_container(source)
+    try:
+        header = _video_header(container, source)
+    finally:
+        container.close()
+    _check_pixels(source, "video", header.width, header.height, limit)
+    source.header = header
+    return source
+
+
+@contextmanager
+def _pillow_errors(source: Source, *, header: bool = False) -> Iterator[None]:
+    """Pillow's failures as :class:`InputRefused` naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb check (89 MP warning, 179 MP error) runs inside Image.open; ours
+            # is stricter by default, so its warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    except InputRefused:
+        raise
+    except Image.DecompressionBombError as e:
+        raise _refuse(source, "image", f"refused as a decompression bomb ({e})") from None
+    except UnidentifiedImageError:
+        raise _refuse(
+            source, "image", f"not a readable image (accepted formats: {', '.join(IMAGE_FORMATS)})"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as e:
+        # Truncated or corrupt data surface here while decoding (SyntaxError is what some Pillow
+        # plugins raise for broken headers).
+        what = "corrupt image header" if header else "corrupt or truncated image data"
+        raise _refuse(source, "image", f"{what} ({e})") from None
 
 
 # ---------------------------------------------------------------------------------------------
 # Images
 
 
-def open_image(path: str | Path, *, max_pixels: int | None = None, mode: str = "RGB") -> Image.Image:
+def open_image(
+    path: Source | str | Path,
+    *,
+    max_pixels: int | None = None,
+    mode: str = "RGB",
+    max_side: int | None = None,
+    reduce_to_pixels: int | None = None,
+) -> Image.Image:
     """Open an image safely and return it decoded, upright, in ``mode`` ("RGB" or "L").
 
     Args:
-        path: PNG, JPEG or WebP file.
+        path: an opened :class:`~engine.inputs.Source` (read from its descriptor), or a PNG, JPEG
+            or WebP file path (old callers; opened once here).
         max_pixels: refuse images with more pixels than this (default :data:`DEFAULT_MAX_PIXELS`).
             The size is read from the header before any pixel is decoded.
         mode: "RGB" (transparent areas are composited on white) or "L" (masks).
+        max_side: return the image scaled down (aspect kept) so that neither side exceeds this.
+        reduce_to_pixels: return the image scaled down (aspect kept) to at most this many pixels.
+            With either, a JPEG is decoded at a reduced scale (``draft``) and other formats are
+            shrunk right after decoding, so a caller needing a small image never holds many large
+            ones.
 
     Raises:
         InputRefused: missing, directory, unreadable, not an image, corrupt or truncated, or over
             the pixel limit (decompression bombs included).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     if mode not in ("RGB", "L"):
         raise InvalidRequest.for_field("mode", mode, 'must be "RGB" or "L"')
+    for name, value in (("max_side", max_side), ("reduce_to_pixels", reduce_to_pixels)):
+        if value is not None and value < 1:
+            raise InvalidRequest.for_field(name, value, "must be at least 1")
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    p = _regular_file(path, "image")
-    try:
-        with warnings.catch_warnings():
-            # Pillow's own bomb check (89 MP warning, 179 MP error) runs inside Image.open; ours
-            # below is stricter by default, so its warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(p, formats=IMAGE_FORMATS) as im:
-                # Image.open is lazy: only the header has been read so far.
-                _check_pixels(p, "image", im.width, im.height, limit)
-                im.load()
-                upright = ImageOps.exif_transpose(im)
-    except InputRefused:
-        raise
-    except Image.DecompressionBombError as e:
-        raise InputRefused(f"image {p}: refused as a decompression bomb ({e})", path=str(p)) from None
-    except UnidentifiedImageError:
-        raise InputRefused(
-            f"image {p}: not a readable image (accepted formats: {', '.join(IMAGE_FORMATS)})", path=str(p)
-        ) from None
-    except (OSError, ValueError, SyntaxError) as e:
-        # Truncated or corrupt data surface here while decoding (SyntaxError is what some Pillow
-        # plugins raise for broken headers).
-        raise InputRefused(f"image {p}: corrupt or truncated image data ({e})", path=str(p)) from None
+    with (
+        _as_source(path, "image") as source,
+        _pillow_errors(source),
+        source.reader() as f,
+        Image.open(f, formats=IMAGE_FORMATS) as im,
+    ):
+        # Image.open is lazy: only the header has been read so far.
+        _check_pixels(source, "image", im.width, im.height, limit)
+        target = _reduced_size(im.size, max_side, reduce_to_pixels)
+        if target is not None and im.format == "JPEG":
+            # Decode at 1/2, 1/4 or 1/8 scale, never below the target (DCT scaling).
+            im.draft(mode, target)
+        im.load()
+        if target is not None and (im.width > target[0] or im.height > target[1]):
+            # Shrink right after decoding: reduce() by whole factors, then Lanczos.
+            im.thumbnail(target, Image.Resampling.LANCZOS, reducing_gap=2.0)
+        upright = ImageOps.exif_transpose(im)
     return _to_mode(upright, mode)
+
+
+def _reduced_size(size: Size, max_side: int | None, max_pixels: int | None) -> Size | None:
+    """The largest size within ``max_side`` and ``max_pixels`` with the aspect of ``size``, or
+    ``None`` when ``size`` already fits."""
+    w, h = size
+    scale = 1.0
+    if max_side is not None:
+        scale = min(scale, max_side / max(w, h))
+    if max_pixels is not None:
+        scale = min(scale, math.sqrt(max_pixels / (w * h)))
+    if scale >= 1.0:
+        return None
+    return max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
 
 
 def _to_mode(im: Image.Image, mode: str) -> Image.Image:
@@ -277,18 +396,53 @@ class VideoClip:
         return [Image.fromarray(f) for f in self.frames]
 
 
-def _open_container(p: Path) -> Any:
+#: Video containers accepted, by extension: the FFmpeg demuxer forced for it, and the name FFmpeg
+#: must then report. Forcing the demuxer keeps every other one (HLS, concat, image2, ...) out of
+#: reach of a file merely named ".mp4".
+CONTAINERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    ".mp4": ("mov", ("mov", "mov,mp4,m4a,3gp,3g2,mj2")),
+    ".mov": ("mov", ("mov", "mov,mp4,m4a,3gp,3g2,mj2")),
+    ".mkv": ("matroska", ("matroska", "matroska,webm")),
+    ".webm": ("matroska", ("matroska", "matroska,webm")),
+    ".avi": ("avi", ("avi",)),
+}
+_ACCEPTED = "MP4/MOV (ISO BMFF), MKV/WebM (Matroska), AVI"
+#: Counting frames of a container that does not say its length stops past these (the count runs
+#: inside the job, while decoding; a whole 2 GiB file is never demuxed just to count).
+COUNT_MAX_BYTES = 512 * 1024**2
+COUNT_MAX_SECONDS = 10.0
+
+
+def _open_container(source: Source) -> Any:
+    """The container opened from the source's descriptor with the demuxer its extension names."""
     import av
 
+    demuxer, expected = CONTAINERS.get(source.path.suffix.lower(), (None, ()))
+    if demuxer is None:
+        raise _refuse(source, "video", f"unsupported container extension; accepted: {_ACCEPTED}")
+    f = source.reader()
     try:
-        return av.open(str(p))
+        container = av.open(f, format=demuxer)
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise InputRefused(f"video {p}: not a readable video ({e})", path=str(p)) from None
+        f.close()
+        raise _refuse(
+            source,
+            "video",
+            f"not a readable video of the {source.path.suffix} container ({e}); accepted: {_ACCEPTED}",
+        ) from None
+    name = container.format.name
+    if name not in expected:
+        container.close()
+        f.close()
+        raise _refuse(
+            source, "video", f"FFmpeg reads it as {name!r}, not {expected[0]!r}; accepted: {_ACCEPTED}"
+        )
+    return container
 
 
-def _video_stream(container: Any, p: Path) -> Any:
+def _video_stream(container: Any, source: Source) -> Any:
     if not container.streams.video:
-        raise InputRefused(f"video {p}: has no video stream", path=str(p))
+        raise _refuse(source, "video", "has no video stream")
     return container.streams.video[0]
 
 
@@ -301,74 +455,177 @@ def _stream_fps(stream: Any) -> float | None:
     return None
 
 
-def probe_video(path: str | Path, *, max_pixels: int | None = None) -> VideoInfo:
-    """Size, frame count, rate and duration of a video, from the container where it says them.
+def _video_header(container: Any, source: Source) -> VideoHeader:
+    """Size, rate, duration and (when the container says it) length, from headers only."""
+    import av
 
-    Only the first frame is decoded (to prove the stream decodes); the frame count comes from the
-    container, else from its duration, else from counting packets (no decoding).
+    stream = _video_stream(container, source)
+    cc = stream.codec_context
+    fps = _stream_fps(stream)
+    duration = None
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        duration = None
+    count: int | None = stream.frames or None
+    if count is None and duration and fps:
+        count = round(duration * fps) or None
+    return VideoHeader(
+        format=container.format.name,
+        width=cc.width or 0,
+        height=cc.height or 0,
+        fps=fps,
+        duration_s=duration,
+        num_frames=count,
+    )
+
+
+class _Primed:
+    """An open container whose first frame is already decoded: probe_video leaves it on the
+    source so read_video continues from it instead of opening the file again."""
+
+    def __init__(self, container: Any, stream: Any, first: Any, frames: Iterator[Any]):
+        self.container = container
+        self.stream = stream
+        self.first = first
+        self.frames = frames
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def _prime(source: Source) -> tuple[VideoHeader, _Primed]:
+    """Open the container once, read its header and decode its first frame."""
+    import av
+
+    container = _open_container(source)
+    try:
+        header = _video_header(container, source)
+        stream = _video_stream(container, source)
+        stream.thread_type = "AUTO"
+        frames = container.decode(stream)
+        try:
+            first = next(frames, None)
+        except (av.error.FFmpegError, ValueError) as e:
+            raise _refuse(source, "video", f"corrupt video data ({e})") from None
+        if first is None:
+            raise _refuse(source, "video", "has no frames")
+    except BaseException:
+        container.close()
+        raise
+    return header, _Primed(container, stream, first, frames)
+
+
+def _count_frames(source: Source, check: Callable[[], None] | None = None) -> int:
+    """Frames of a video whose container does not say its length, by counting packets (no
+    decoding), bounded by :data:`COUNT_MAX_BYTES` and :data:`COUNT_MAX_SECONDS`."""
+    import av
+
+    container = _open_container(source)
+    try:
+        stream = _video_stream(container, source)
+        count = read = 0
+        deadline = time.monotonic() + COUNT_MAX_SECONDS
+        for pkt in container.demux(stream):
+            if not pkt.size:
+                continue
+            count += 1
+            read += pkt.size
+            if read > COUNT_MAX_BYTES or time.monotonic() > deadline:
+                raise _refuse(
+                    source,
+                    "video",
+                    f"the container does not say its length and counting its frames stopped after {count} "
+                    f"frames ({read} bytes, limits {COUNT_MAX_BYTES} bytes and {COUNT_MAX_SECONDS:g} s); "
+                    "give num_frames, or re-encode it as MP4",
+                )
+            if check is not None and count % 256 == 0:
+                check()
+        return count
+    except av.error.FFmpegError as e:
+        raise _refuse(source, "video", f"corrupt container ({e})") from None
+    finally:
+        container.close()
+
+
+def probe_video(
+    path: Source | str | Path, *, max_pixels: int | None = None, check: Callable[[], None] | None = None
+) -> VideoInfo:
+    """Size (upright), frame count, rate and duration of a video, as decoding sees them.
+
+    Opens the container once and decodes the first frame (its rotation gives the upright size);
+    given a :class:`~engine.inputs.Source`, the result is kept on it and the opened container is
+    left for :func:`read_video` to continue from, so probe + read open the file once. The frame
+    count comes from the container, else from its duration, else from counting packets (bounded,
+    see :func:`_count_frames`).
 
     Raises:
-        InputRefused: missing/corrupt file, no video stream, no frames, or frames over
-            ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`).
+        InputRefused: missing/corrupt file, a container other than the extension's, no video
+            stream, no frames, or frames over ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`).
     """
-    import av
+    from .inputs import Source
 
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    p = _regular_file(path, "video")
-    container = _open_container(p)
-    try:
-        stream = _video_stream(container, p)
-        cc = stream.codec_context
-        if cc.width and cc.height:
-            # The declared size, checked before the first frame is decoded.
-            _check_pixels(p, "video", cc.width, cc.height, limit)
+    with _as_source(path, "video") as source:
+        if source.video is not None:
+            _check_pixels(source, "video", source.video.width, source.video.height, limit)
+            return source.video
+        header = source.header if isinstance(source.header, VideoHeader) else None
+        if header is not None and header.width and header.height:
+            _check_pixels(source, "video", header.width, header.height, limit)
+        fresh, primed = _prime(source)
         try:
-            first = next(container.decode(stream), None)
-        except (av.error.FFmpegError, ValueError) as e:
-            raise InputRefused(f"video {p}: corrupt video data ({e})", path=str(p)) from None
-        if first is None:
-            raise InputRefused(f"video {p}: has no frames", path=str(p))
-        width, height = first.width, first.height
-        if _quarter_turns(first) % 2:
-            width, height = height, width  # shown upright, as read_video returns it
-        _check_pixels(p, "video", width, height, limit)
-        fps = _stream_fps(stream)
-        duration = None
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        count = stream.frames or 0
-        if count <= 0 and duration and fps:
-            count = round(duration * fps)
-        if count <= 0:
-            count = _count_packets(p)
-        if fps is None:
-            fps = count / duration if duration else 0.0
-        if count <= 0 or fps <= 0:
-            raise InputRefused(f"video {p}: has no frames or no frame rate", path=str(p))
-        if not duration:
-            duration = count / fps
-        return VideoInfo(width=width, height=height, num_frames=int(count), fps=fps, duration_s=duration)
-    finally:
-        container.close()
+            header = header or fresh
+            if header.width and header.height:
+                # The declared size, checked before anything else is decoded.
+                _check_pixels(source, "video", header.width, header.height, limit)
+            info = _info(source, header, primed.first, check)
+            _check_pixels(source, "video", info.width, info.height, limit)
+        except BaseException:
+            primed.close()
+            raise
+        if isinstance(path, Source):
+            source.video = info
+            if source.primed is not None:
+                source.primed.close()
+            source.primed = primed
+        else:
+            primed.close()
+        return info
 
 
-def _count_packets(p: Path) -> int:
-    import av
+def _info(source: Source, header: VideoHeader, first: Any, check: Callable[[], None] | None) -> VideoInfo:
+    width, height = first.width, first.height
+    if _quarter_turns(first) % 2:
+        width, height = height, width  # shown upright, as read_video returns it
+    fps, duration, count = header.fps, header.duration_s, header.num_frames or 0
+    if count <= 0:
+        count = _count_frames(source, check)
+    if fps is None:
+        fps = count / duration if duration else 0.0
+    if count <= 0 or fps <= 0:
+        raise _refuse(source, "video", "has no frames or no frame rate")
+    if not duration:
+        duration = count / fps
+    return VideoInfo(width=width, height=height, num_frames=int(count), fps=fps, duration_s=duration)
 
-    container = _open_container(p)
-    try:
-        stream = _video_stream(container, p)
-        return sum(1 for pkt in container.demux(stream) if pkt.size)
-    except av.error.FFmpegError as e:
-        raise InputRefused(f"video {p}: corrupt container ({e})", path=str(p)) from None
-    finally:
-        container.close()
+
+def _decoder(
+    source: Source, max_pixels: int | None, check: Callable[[], None] | None
+) -> tuple[VideoInfo, _Primed]:
+    """The video's info and an opened container positioned after its first frame (the one left
+    by probe_video when there is one, else a fresh open)."""
+    info = probe_video(source, max_pixels=max_pixels, check=check)
+    primed, source.primed = source.primed, None
+    if primed is None:  # already consumed by an earlier read: open again, from the descriptor
+        _, primed = _prime(source)
+    return info, primed
 
 
 def read_video(
-    path: str | Path,
+    path: Source | str | Path,
     *,
     fps: float | None = None,
     num_frames: int | None = None,
@@ -382,7 +639,8 @@ def read_video(
     """Decode a video into RGB frames, resampled in time and optionally resized.
 
     Args:
-        path: the video file.
+        path: an opened :class:`~engine.inputs.Source` (decoded from its descriptor, continuing
+            from :func:`probe_video` when that ran), or a video file path (old callers).
         fps: target rate; each output frame is the source frame nearest its timestamp (frames are
             dropped or repeated). ``None`` keeps the source's frames.
         num_frames: exactly this many frames: the first ones (or the last ones with ``from_end``);
@@ -403,9 +661,6 @@ def read_video(
             long to read whole (more than :data:`HARD_MAX_FRAMES` without ``num_frames``/``max_frames``).
         InvalidRequest: a bad argument (``fps`` ≤ 0, ``num_frames`` < 1, ...).
     """
-    import av
-    import numpy as np
-
     if fps is not None and not (math.isfinite(fps) and fps > 0):
         raise InvalidRequest.for_field("fps", fps, "must be a finite number above 0")
     if num_frames is not None and num_frames < 1:
@@ -419,8 +674,29 @@ def read_video(
     if size is not None and (size[0] < 1 or size[1] < 1):
         raise InvalidRequest.for_field("size", size, "width and height must be at least 1")
 
-    info = probe_video(path, max_pixels=max_pixels)
-    p = Path(path)
+    with _as_source(path, "video") as source:
+        info, primed = _decoder(source, max_pixels, check)
+        try:
+            return _decode(source, info, primed, fps, num_frames, size, max_frames, from_end, pad, check)
+        finally:
+            primed.close()
+
+
+def _decode(
+    source: Source,
+    info: VideoInfo,
+    primed: _Primed,
+    fps: float | None,
+    num_frames: int | None,
+    size: Size | None,
+    max_frames: int | None,
+    from_end: bool,
+    pad: bool,
+    check: Callable[[], None] | None,
+) -> VideoClip:
+    import av
+    import numpy as np
+
     src_fps = info.fps
     rate = src_fps if fps is None else fps
     expected = resampled_count(info.num_frames, src_fps, rate)
@@ -440,7 +716,7 @@ def read_video(
         limit = max_frames
     else:
         if expected > HARD_MAX_FRAMES:
-            raise InputRefused(_too_long(p, expected, rate), path=str(p))
+            raise _refuse(source, "video", _too_long(expected, rate))
         # One more than allowed, to notice a container that understates its length.
         limit = HARD_MAX_FRAMES + 1
 
@@ -457,60 +733,58 @@ def read_video(
             img = resize_cover(img, size)
         return np.asarray(img, dtype=np.uint8)
 
+    def all_frames() -> Iterator[Any]:
+        yield primed.first
+        primed.first = None  # the caller holds it now; the primed state keeps no frame
+        yield from primed.frames
+
     kept: deque[np.ndarray] | list[np.ndarray] = deque(maxlen=num_frames) if from_end else []
     stamps: deque[float] | list[float] = deque(maxlen=num_frames) if from_end else []
     tolerance = 0.5 / src_fps
-    container = _open_container(p)
+    k = 0
+    t0: float | None = None
+    prev: tuple[float, Any, np.ndarray | None] | None = None  # (time, frame, converted)
+    decoded = 0
+
+    def emit(entry: tuple[float, Any, np.ndarray | None], when: float) -> tuple[float, Any, np.ndarray]:
+        arr = entry[2] if entry[2] is not None else convert(entry[1])
+        kept.append(arr)
+        stamps.append(when)
+        return entry[0], entry[1], arr
+
     try:
-        stream = _video_stream(container, p)
-        stream.thread_type = "AUTO"
-        k = 0
-        t0: float | None = None
-        prev: tuple[float, Any, np.ndarray | None] | None = None  # (time, frame, converted)
-        decoded = 0
-
-        def emit(entry: tuple[float, Any, np.ndarray | None], when: float) -> tuple[float, Any, np.ndarray]:
-            arr = entry[2] if entry[2] is not None else convert(entry[1])
-            kept.append(arr)
-            stamps.append(when)
-            return entry[0], entry[1], arr
-
-        try:
-            for frame in container.decode(stream):
-                if check is not None:
-                    check()
-                t = frame.time if frame.time is not None else decoded / src_fps
-                decoded += 1
-                if t0 is None:
-                    t0 = t
-                t -= t0
-                cur: tuple[float, Any, np.ndarray | None] = (t, frame, None)
-                while (tk := target(k)) is not None and tk <= t:
-                    # The nearest of the previous and the current frame (ties go to the earlier).
-                    if prev is not None and tk - prev[0] <= t - tk:
-                        prev = emit(prev, tk)
-                    else:
-                        cur = emit(cur, tk)
-                    k += 1
-                prev = cur
-                if target(k) is None:
-                    break
-        except (av.error.FFmpegError, ValueError) as e:
-            raise InputRefused(
-                f"video {p}: corrupt video data after {decoded} decoded frames ({e})", path=str(p)
-            ) from None
-        # Targets past the last decoded frame but within half a source interval of it.
-        while prev is not None and (tk := target(k)) is not None and tk <= prev[0] + tolerance:
-            prev = emit(prev, tk)
-            k += 1
-    finally:
-        container.close()
+        for frame in all_frames():
+            if check is not None:
+                check()
+            t = frame.time if frame.time is not None else decoded / src_fps
+            decoded += 1
+            if t0 is None:
+                t0 = t
+            t -= t0
+            cur: tuple[float, Any, np.ndarray | None] = (t, frame, None)
+            while (tk := target(k)) is not None and tk <= t:
+                # The nearest of the previous and the current frame (ties go to the earlier).
+                if prev is not None and tk - prev[0] <= t - tk:
+                    prev = emit(prev, tk)
+                else:
+                    cur = emit(cur, tk)
+                k += 1
+            prev = cur
+            if target(k) is None:
+                break
+    except (av.error.FFmpegError, ValueError) as e:
+        raise _refuse(source, "video", f"corrupt video data after {decoded} decoded frames ({e})") from None
+    # Targets past the last decoded frame but within half a source interval of it.
+    while prev is not None and (tk := target(k)) is not None and tk <= prev[0] + tolerance:
+        prev = emit(prev, tk)
+        k += 1
 
     if not kept:
-        raise InputRefused(f"video {p}: has no decodable frames", path=str(p))
+        raise _refuse(source, "video", "has no decodable frames")
     if limit == HARD_MAX_FRAMES + 1 and len(kept) > HARD_MAX_FRAMES:
-        raise InputRefused(_too_long(p, len(kept), rate, more=True), path=str(p))
+        raise _refuse(source, "video", _too_long(len(kept), rate, more=True))
 
+    name = source.path.name
     frames = list(kept)
     stamps_out = list(stamps)
     got = len(frames)
@@ -522,13 +796,13 @@ def read_video(
             frames.extend([frames[-1]] * padded)
             stamps_out.extend(stamps_out[-1] + (i + 1) / rate for i in range(padded))
             notes.append(
-                f"{p.name}: source gave {got} frames at {rate:g} fps; padded to {num_frames} "
+                f"{name}: source gave {got} frames at {rate:g} fps; padded to {num_frames} "
                 "by repeating the last frame"
             )
         else:
-            notes.append(f"{p.name}: source gave only {got} of {num_frames} frames at {rate:g} fps")
+            notes.append(f"{name}: source gave only {got} of {num_frames} frames at {rate:g} fps")
     if times is not None:
-        notes.append(f"{p.name}: {expected} frames at {rate:g} fps spread down to {got}")
+        notes.append(f"{name}: {expected} frames at {rate:g} fps spread down to {got}")
     for n in notes:
         log.info("%s", n)
     if from_end and stamps_out:
@@ -559,9 +833,9 @@ def _upright(img: Image.Image, turns: int) -> Image.Image:
     return img.transpose(ops[turns]) if turns else img
 
 
-def _too_long(p: Path, count: int, rate: float, *, more: bool = False) -> str:
+def _too_long(count: int, rate: float, *, more: bool = False) -> str:
     return (
-        f"video {p}: {'more than ' if more else ''}{count} frames at {rate:g} fps; reading more than "
+        f"{'more than ' if more else ''}{count} frames at {rate:g} fps; reading more than "
         f"{HARD_MAX_FRAMES} frames at once is refused (give num_frames or max_frames)"
     )
 

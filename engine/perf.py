@@ -1,10 +1,9 @@
 """Speed and memory switches for the Wan-VACE pipeline (``EngineConfig.performance``).
 
 Each switch of :class:`~engine.config.PerformanceOptions` is applied here to a loaded
-``WanVACEPipeline``; :class:`Switches` keeps track of what is applied so a switch can be turned off
-again (hooks removed, compiled blocks restored) without reloading the weights. Only ``offload``
-decides where the weights live, so changing it means loading the pipeline again (the generator
-does that).
+``WanVACEPipeline`` once, when the generator loads (:func:`apply_options`); other options mean
+another generator (``Generator.with_options``), never an undo. Only ``offload`` decides where the
+weights live, so changing it means loading the pipeline again.
 
 - ``attention_backend``: diffusers' ``set_attention_backend`` on the DiT (``None``: PyTorch SDPA).
 - ``compile``: regional ``torch.compile`` of the repeated DiT blocks.
@@ -16,22 +15,20 @@ does that).
 - ``offload``: model CPU offload, group offload, or umT5 kept on the CPU (:func:`place_pipeline`);
   on a machine without CUDA there is nothing to offload to and the mode is a logged no-op.
 
-Also here: :func:`psnr` / :func:`ssim` (what a cache costs in quality) and :func:`dit_flops` (the
-compute floor of a generation). This module imports torch and diffusers at the top: import it
-lazily (the generator does).
+What a switch costs in quality (PSNR/SSIM) and the compute floor (FLOP counts) are the
+benchmarks' business: ``benchmarks/metrics.py``. This module imports torch and diffusers at the
+top: import it lazily (the generator does).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers.hooks import (
     FirstBlockCacheConfig,
@@ -108,18 +105,13 @@ def check_attention_backend(name: str | None, device: torch.device) -> str | Non
     return key
 
 
-#: Whether this process ever chose a backend: diffusers keeps the last one as the process-wide
-#: default, which a pipeline loaded afterwards would inherit.
-_backend_chosen = False
-
-
 def set_attention_backend(transformer: Any, name: str | None) -> None:
-    """Route the DiT's attention through ``name`` (``None``: PyTorch SDPA, diffusers' "native")."""
-    global _backend_chosen
-    _backend_chosen = True
+    """Route the DiT's attention through ``name`` (``None``: PyTorch SDPA, diffusers' "native").
+
+    diffusers also makes the backend the process-wide active one, which a pipeline loaded later
+    would inherit, so "unset" names SDPA explicitly rather than only clearing the module's choice.
+    """
     try:
-        # diffusers also makes the backend the process-wide active one, so "unset" must name SDPA
-        # explicitly rather than only clear the per-module choice.
         transformer.set_attention_backend(name or "native")
     except (RuntimeError, ValueError) as exc:
         raise ModelError(
@@ -150,7 +142,8 @@ def compile_blocks(transformer: Any, *, backend: str = "inductor", mode: str | N
 
 
 def uncompile_blocks(transformer: Any) -> None:
-    """Undo :func:`compile_blocks`: ``nn.Module.compile`` only sets ``_compiled_call_impl``."""
+    """Back to eager blocks (weights hooked for ``compile`` before, now without it):
+    ``nn.Module.compile`` only sets ``_compiled_call_impl``."""
     for module in transformer.modules():
         if getattr(module, "_compiled_call_impl", None) is not None:
             module._compiled_call_impl = None
@@ -490,7 +483,7 @@ def text_encoder_device(pipe: Any, offload: str, device: torch.device) -> torch.
     return pipe._execution_device
 
 
-# --- the switch board ---------------------------------------------------------------------------
+# --- applying the options -----------------------------------------------------------------------
 
 
 @dataclass
@@ -508,7 +501,7 @@ class RunStats:
 
 
 def check_options(options: PerformanceOptions, device: torch.device) -> None:
-    """Validate every switch before anything loads or changes."""
+    """Validate every switch before anything loads."""
     check_attention_backend(options.attention_backend, device)
     if options.cache != "none" and not options.cache_threshold > 0:
         raise InvalidRequest.for_field(
@@ -516,66 +509,64 @@ def check_options(options: PerformanceOptions, device: torch.device) -> None:
         )
 
 
-class Switches:
-    """The switches applied to one loaded pipeline; :meth:`apply` moves it to new options.
+def apply_options(
+    pipe: Any, options: PerformanceOptions, device: torch.device, *, compile_backend: str = "inductor"
+) -> Applied:
+    """Set every switch but ``offload`` on a placed pipeline to what ``options`` say, once.
 
-    ``offload`` is fixed at load (see :func:`place_pipeline`); everything else can be turned on
-    and off in place.
+    Each switch is set outright rather than changed from a remembered previous state, so the
+    same call serves freshly loaded weights and weights a previous generator hooked for other
+    options (see ``Generator.with_options``): the attention backend is always named, VAE tiling
+    set either way, any earlier cache hooks removed before the wanted one goes on, and blocks are
+    compiled or restored to match. ``offload`` was decided when the weights were placed
+    (:func:`place_pipeline`).
+    """
+    check_options(options, device)
+    transformer = pipe.transformer
+    set_attention_backend(transformer, options.attention_backend)
+    set_vae_tiling(pipe.vae, options.vae_tiling)
+    if cache_hook_count(transformer) or getattr(transformer, "is_cache_enabled", False):
+        disable_cache(transformer)  # hooks a previous generator of these weights installed
+    cache = None
+    if options.cache == "first_block":
+        cache = enable_cache(transformer, "first_block", threshold=options.cache_threshold)
+    # MagCache goes on after its calibration run (see Applied.running): its ratios are measured.
+    if options.cache != "none":
+        log.info("DiT cache: %s (threshold %.3g)", options.cache, options.cache_threshold)
+    if options.compile and not compiled_blocks(transformer):
+        compile_blocks(transformer, backend=compile_backend)
+    elif not options.compile and compiled_blocks(transformer):
+        uncompile_blocks(transformer)
+    return Applied(pipe, options, cache)
+
+
+class Applied:
+    """The options as applied to one loaded pipeline, and the per-run work they need.
+
+    Built by :func:`apply_options` and never re-applied: different options mean a new generator.
+    The only state that changes is MagCache's, which calibrates on its first run and then sets
+    itself for each run's step count.
     """
 
-    def __init__(self, pipe: Any, device: torch.device, offload: str):
+    def __init__(self, pipe: Any, options: PerformanceOptions, cache: CacheStats | None):
         self.pipe = pipe
-        self.device = device
-        self.offload = offload
-        self.options = PerformanceOptions(offload=offload)  # what is applied now
+        self.options = options
         self.mag_ratios: list[float] | None = None
-        self._fresh = True  # nothing applied yet
-        self._cache_stats: CacheStats | None = None
+        self._cache_stats = cache
         self._cache_steps: int | None = None
 
     @property
     def transformer(self) -> Any:
         return self.pipe.transformer
 
-    def apply(self, options: PerformanceOptions, *, compile_backend: str = "inductor") -> None:
-        if options.offload != self.offload:
-            raise ModelError(
-                f"offload={options.offload!r}: the pipeline was placed with offload={self.offload!r}; "
-                "changing it needs a reload"
-            )
-        check_options(options, self.device)
-        old = self.options
-        fresh_after_switch = self._fresh and _backend_chosen and options.attention_backend is None
-        if options.attention_backend != old.attention_backend or fresh_after_switch:
-            set_attention_backend(self.transformer, options.attention_backend)
-        self._fresh = False
-        if options.vae_tiling != old.vae_tiling:
-            set_vae_tiling(self.pipe.vae, options.vae_tiling)
-        cache_changed = (options.cache, options.cache_threshold) != (old.cache, old.cache_threshold)
-        if cache_changed:
-            self._set_cache(options)
-        if options.compile != old.compile:
-            if options.compile:
-                compile_blocks(self.transformer, backend=compile_backend)
-            else:
-                uncompile_blocks(self.transformer)
-        self.options = options.model_copy()
-
-    def _set_cache(self, options: PerformanceOptions) -> None:
-        disable_cache(self.transformer)
-        self._cache_stats, self._cache_steps = None, None
-        if options.cache == "first_block":
-            self._cache_stats = enable_cache(
-                self.transformer, "first_block", threshold=options.cache_threshold
-            )
-        elif options.cache == "mag" and self.mag_ratios is not None and self._cache_steps:
-            self._enable_mag(self._cache_steps, options.cache_threshold)
-        log.info("DiT cache: %s (threshold %.3g)", options.cache, options.cache_threshold)
-
-    def _enable_mag(self, steps: int, threshold: float) -> None:
+    def _enable_mag(self, steps: int) -> None:
         disable_cache(self.transformer)
         self._cache_stats = enable_cache(
-            self.transformer, "mag", threshold=threshold, steps=steps, mag_ratios=self.mag_ratios
+            self.transformer,
+            "mag",
+            threshold=self.options.cache_threshold,
+            steps=steps,
+            mag_ratios=self.mag_ratios,  # set by the calibration run before this is called
         )
         self._cache_steps = steps
 
@@ -595,7 +586,7 @@ class Switches:
                 log.info("MagCache: calibrating on this run (every step computed)")
             elif self._cache_steps != steps:
                 # MagCache counts steps to know where it is in the schedule: set for this count.
-                self._enable_mag(steps, opts.cache_threshold)
+                self._enable_mag(steps)
         cache = self._cache_stats
         if cache is not None:
             cache.passes = cache.skipped = 0
@@ -612,116 +603,10 @@ class Switches:
                 ratios = probe.ratios()
                 if len(ratios) >= 2:
                     self.mag_ratios = ratios
-                    self._enable_mag(steps, opts.cache_threshold)
+                    self._enable_mag(steps)
                     log.info(
                         "MagCache calibrated over %d steps: %s", len(ratios), [round(r, 3) for r in ratios]
                     )
             if cache is not None:
                 stats.cache_passes, stats.cache_skipped = cache.passes, cache.skipped
                 cache.head_output = None  # do not keep a DiT activation alive between runs
-
-
-# --- quality ------------------------------------------------------------------------------------
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of two uint8 frame stacks ``(F, H, W, 3)``; inf if equal."""
-    if a.shape != b.shape:
-        raise InvalidRequest.for_field("frames", f"{a.shape} vs {b.shape}", "must have the same shape")
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean structural similarity of two uint8 frame stacks ``(F, H, W, 3)``.
-
-    The usual definition: luma, 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, averaged
-    over the valid window positions and the frames.
-    """
-    if a.shape != b.shape:
-        raise InvalidRequest.for_field("frames", f"{a.shape} vs {b.shape}", "must have the same shape")
-
-    def luma(x: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(x.astype(np.float64))
-        y = 0.299 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]  # (F, H, W)
-        return y.unsqueeze(1)  # (F, 1, H, W)
-
-    x, y = luma(a), luma(b)
-    size = min(11, x.shape[-1], x.shape[-2])
-    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * 1.5**2))
-    g = g / g.sum()
-    window = (g[:, None] * g[None, :]).view(1, 1, size, size)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.conv2d(t, window)
-
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mx, my = blur(x), blur(y)
-    vx = blur(x * x) - mx**2
-    vy = blur(y * y) - my**2
-    cxy = blur(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float(s.mean())
-
-
-# --- the compute floor --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DitShape:
-    """What the FLOP count needs from a Wan-VACE DiT config."""
-
-    dim: int = 1536
-    ffn_dim: int = 8960
-    num_layers: int = 30
-    vace_layers: int = 15
-    patch: tuple[int, int, int] = (1, 2, 2)
-    vae_stride: tuple[int, int, int] = (4, 8, 8)
-
-    @classmethod
-    def from_config(cls, config: Any) -> DitShape:
-        return cls(
-            dim=int(config["num_attention_heads"]) * int(config["attention_head_dim"]),
-            ffn_dim=int(config["ffn_dim"]),
-            num_layers=int(config["num_layers"]),
-            vace_layers=len(config["vace_layers"]),
-            patch=tuple(config["patch_size"]),
-        )
-
-
-def video_tokens(shape: DitShape, width: int, height: int, num_frames: int) -> int:
-    """DiT sequence length: latent frames x latent rows x latent columns, after patching."""
-    st, sh, sw = shape.vae_stride
-    pt, ph, pw = shape.patch
-    frames = (num_frames - 1) // st + 1
-    return (frames // pt) * (height // sh // ph) * (width // sw // pw)
-
-
-def dit_flops(
-    shape: DitShape,
-    *,
-    width: int,
-    height: int,
-    num_frames: int,
-    text_len: int,
-    steps: int,
-    cfg: bool = True,
-) -> float:
-    """Floating-point operations of the DiT over a whole generation (multiply-add = 2).
-
-    Per block (main and VACE alike) over ``N`` video tokens of width ``d`` with ``L`` context
-    positions: self-attention projections ``8 N d^2``, self-attention scores and mix ``4 N^2 d``,
-    cross-attention query/output projections ``4 N d^2``, key/value projections of the context
-    ``4 L d^2``, cross-attention ``4 N L d``, feed-forward ``4 N d ffn``; VACE blocks add their
-    output projection (and the first its input projection), ``2 N d^2`` each. Embeddings, norms,
-    modulation and the VAE are left out (under 1 %, and the VAE is not the DiT). One forward per
-    step, two with classifier-free guidance.
-    """
-    n = video_tokens(shape, width, height, num_frames)
-    d, f, L = shape.dim, shape.ffn_dim, text_len
-    block = 8 * n * d * d + 4 * n * n * d + 4 * n * d * d + 4 * L * d * d + 4 * n * L * d + 4 * n * d * f
-    blocks = shape.num_layers + shape.vace_layers
-    vace_proj = (shape.vace_layers + 1) * 2 * n * d * d
-    forward = blocks * block + vace_proj
-    return float(forward * steps * (2 if cfg else 1))

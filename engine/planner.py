@@ -26,7 +26,7 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -54,6 +54,8 @@ from .plan import (
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+    from .inputs import Source
 
 log = logging.getLogger(__name__)
 
@@ -553,8 +555,13 @@ class QwenPlanner:
         import torch
         from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-        device = _resolve_device(self.config.planner_device or self.config.device)
-        dtype = _resolve_dtype(self.config.dtype, device)
+        from .accelerator import resolve_device, resolve_dtype
+
+        if self.config.planner_device is not None:
+            device = resolve_device(self.config.planner_device, setting="planner_device")
+        else:
+            device = resolve_device(self.config.device, setting="device")
+        dtype = resolve_dtype(self.config.dtype, device)
         cfg = self._call_hub(AutoConfig.from_pretrained, self.model_id, what="config")
         if cfg.model_type != "qwen2_5_vl":
             raise ModelError(
@@ -816,12 +823,15 @@ class QwenPlanner:
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         control: JobControl | None = None,
+        sources: Mapping[str, Source] | None = None,
     ) -> str:
         """Answer ``prompt`` about the images and videos in ``media`` (text alone works too).
 
         Images are passed as images and videos as real video input (frames sampled at
         ``understanding.video_fps``, at most ``video_max_frames``), each frame at most
-        ``understanding.max_pixels``. ``temperature`` 0 is greedy.
+        ``understanding.max_pixels``: images are decoded reduced to that budget, so eight large
+        inputs never sit in memory at full size. ``sources`` are the opened inputs by path
+        (decoded from, never reopened by path). ``temperature`` 0 is greedy.
         """
         from .media import open_image
 
@@ -842,11 +852,18 @@ class QwenPlanner:
         for m in media:
             if check:
                 check()
+            source = (sources or {}).get(m.path, m.path)
             if m.kind is MediaKind.IMAGE:
-                images.append(open_image(m.path, max_pixels=self.config.limits.max_input_pixels))
+                images.append(
+                    open_image(
+                        source,
+                        max_pixels=self.config.limits.max_input_pixels,
+                        reduce_to_pixels=self.config.understanding.max_pixels,
+                    )
+                )
                 content.append({"type": "image"})
             else:
-                clip = self._read_video(m.path, check)
+                clip = self._read_video(source, check)
                 n = len(clip.frames)
                 videos.append(clip.frames)  # (F, H, W, 3) uint8
                 metadata.append({"total_num_frames": n, "fps": clip.fps, "frames_indices": list(range(n))})
@@ -860,7 +877,7 @@ class QwenPlanner:
         out = self._generate(inputs, gen, control)
         return self._decode(out[0, inputs["input_ids"].shape[1] :])
 
-    def _read_video(self, path: str, check: Callable[[], None] | None) -> Any:
+    def _read_video(self, path: Source | str, check: Callable[[], None] | None) -> Any:
         from .media import probe_video, read_video
 
         u = self.config.understanding
@@ -946,29 +963,3 @@ class QwenPlanner:
         boxes = scale_boxes(parse_boxes(answer), shown, image.size)
         log.info("grounded %r: %d box(es) from %r", phrase, len(boxes), answer[:120])
         return boxes
-
-
-# ---------------------------------------------------------------------------------------------
-# Device and dtype.
-
-
-def _resolve_device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InvalidRequest.for_field("device", name, "one of auto, cpu, cuda, cuda:N, mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device={name!r}: CUDA is not available on this machine; use 'cpu' or 'auto'")
-    return device
-
-
-def _resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    import torch
-
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from engine.config import QWEN_ID, EngineConfig
+from engine.errors import InvalidRequest
 from unison_mcp.cli import build_parser
-from unison_mcp.config import SETTINGS, ConfigError, ServerConfig, load_config
+from unison_mcp.config import BY_PATH, INTERNAL, SETTINGS, ConfigError, ServerConfig, Setting, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def flags(*argv: str):
@@ -117,7 +125,7 @@ def test_a_bad_flag_value_names_the_flag():
 def test_allowed_roots_come_from_the_environment_separated_by_pathsep(tmp_path: Path):
     a, b = tmp_path / "a", tmp_path / "b"
     config = load_config(None, env={"UNISON_ALLOWED_ROOTS": f"{a}{os.pathsep}{b}{os.pathsep}"})
-    assert config.allowed_roots == [a, b]
+    assert config.engine.allowed_roots == [a, b]
     # The output directory is always readable too.
     assert config.roots()[-1] == config.output_dir
 
@@ -125,7 +133,7 @@ def test_allowed_roots_come_from_the_environment_separated_by_pathsep(tmp_path: 
 def test_repeated_allow_root_flags_replace_the_environments_roots(tmp_path: Path):
     env = {"UNISON_ALLOWED_ROOTS": str(tmp_path / "env")}
     config = load_config(flags("--allow-root", "/x", "--allow-root", "/y"), env=env)
-    assert config.allowed_roots == [Path("/x"), Path("/y")]
+    assert config.engine.allowed_roots == [Path("/x"), Path("/y")]
 
 
 def test_paths_in_a_toml_file_are_relative_to_the_file(tmp_path: Path):
@@ -135,7 +143,7 @@ def test_paths_in_a_toml_file_are_relative_to_the_file(tmp_path: Path):
     toml.write_text('output_dir = "out"\nallowed_roots = ["media", "/abs"]\nplanner_model = "./qwen"\n')
     config = load_config(None, env={}, toml_path=toml)
     assert config.engine.output_dir == sub / "out"
-    assert config.allowed_roots == [sub / "media", Path("/abs")]
+    assert config.engine.allowed_roots == [sub / "media", Path("/abs")]
     assert config.engine.planner_model == str(sub / "qwen")
 
 
@@ -230,7 +238,7 @@ def test_a_tilde_in_any_path_setting_means_the_home_directory_from_every_source(
     toml = write_toml(tmp_path, 'cache_dir = "~/hub"\nallowed_roots = ["~/Pictures"]\n')
     config = load_config(None, env={}, toml_path=toml)
     assert config.engine.cache_dir == home / "hub"
-    assert config.allowed_roots == [home / "Pictures"]
+    assert config.engine.allowed_roots == [home / "Pictures"]
 
 
 @pytest.mark.parametrize("token", [" ", "\t  "])
@@ -241,3 +249,207 @@ def test_a_blank_auth_token_is_an_error_not_a_server_without_authentication(toke
         load_config({"auth_token": token}, env={})
     with pytest.raises(ConfigError, match="UNISON_AUTH_TOKEN.*blank"):
         load_config(None, env={"UNISON_AUTH_TOKEN": token})
+
+
+# ---------------------------------------------------------------------------------------------
+# Every field is a setting three ways, declared once.
+
+#: Fields the program sets itself, deliberately without a flag, variable or TOML key.
+DELIBERATELY_INTERNAL = {
+    ("engine", "tiny_dir"),  # set by the tiny preset, from UNISON_TINY_DIR
+    ("engine", "limits", "default_fps"),  # kept equal to sampling.fps
+}
+
+
+def leaf_fields(model: type[BaseModel], at: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every leaf field path of ``model``, read from pydantic (not from the settings table)."""
+    out = []
+    for key, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            out += leaf_fields(sub, (*at, key))
+        else:
+            out.append((*at, key))
+    return out
+
+
+def field_at(config: BaseModel, path: tuple[str, ...]) -> Any:
+    node: Any = config
+    for key in path:
+        node = getattr(node, key)
+    return node
+
+
+def another_value(s: Setting, default: Any, tmp_path: Path) -> Any:
+    """A valid value for ``s`` that is not its default."""
+    if s.kind == "bool":
+        return not default
+    if s.kind == "int":
+        return default + 1
+    if s.kind == "float":
+        return default + 1.5
+    if s.kind == "choice":
+        assert s.choices is not None
+        return next(c for c in s.choices if c != default)
+    if s.kind == "path":
+        return tmp_path / s.name
+    if s.kind == "paths":
+        return [tmp_path / "a", tmp_path / "b"]
+    return f"x-{s.name}"
+
+
+def as_flags(s: Setting, flag: str, value: Any) -> list[str]:
+    if s.kind == "bool":
+        return [flag if value else "--no-" + flag[2:]]
+    if s.kind == "paths":
+        return [arg for v in value for arg in (flag, str(v))]
+    return [flag, str(value)]
+
+
+def as_env(s: Setting, value: Any) -> str:
+    if s.kind == "bool":
+        return "yes" if value else "no"
+    if s.kind == "paths":
+        return os.pathsep.join(str(v) for v in value)
+    return str(value)
+
+
+def as_toml(s: Setting, value: Any) -> str:
+    *tables, key = s.toml_key.split(".")
+    if s.kind == "paths":
+        value = [str(v) for v in value]
+    elif s.kind == "path":
+        value = str(value)
+    # JSON scalars, strings and lists of strings are valid TOML values.
+    return (f"[{'.'.join(tables)}]\n" if tables else "") + f"{key} = {json.dumps(value)}\n"
+
+
+def test_every_field_is_a_setting_or_listed_as_internal():
+    leaves = set(leaf_fields(ServerConfig))
+    assert set(INTERNAL) == DELIBERATELY_INTERNAL
+    assert leaves - DELIBERATELY_INTERNAL == set(BY_PATH)
+    assert all(s.help for s in SETTINGS), [s.name for s in SETTINGS if not s.help]
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: s.name)
+def test_each_setting_is_reachable_by_its_flags_its_variable_and_its_toml_key(
+    setting: Setting, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # The tiny preset's base reads UNISON_TINY_DIR; it only points there, it builds nothing.
+    monkeypatch.setenv("UNISON_TINY_DIR", str(tmp_path / "tiny"))
+    default = field_at(ServerConfig(), setting.path)
+    value = another_value(setting, default, tmp_path)
+
+    for flag in (setting.flag, *setting.aliases):
+        config = load_config(flags(*as_flags(setting, flag, value)), env={})
+        assert field_at(config, setting.path) == value, flag
+    config = load_config(None, env={setting.env: as_env(setting, value)})
+    assert field_at(config, setting.path) == value, setting.env
+    config = load_config(None, env={}, toml_path=write_toml(tmp_path, as_toml(setting, value)))
+    assert field_at(config, setting.path) == value, setting.toml_key
+
+
+def test_the_input_pixel_limit_is_a_flag_a_variable_and_a_toml_key(tmp_path: Path):
+    config = load_config(flags("--max-input-pixels", "1000000"), env={})
+    assert config.engine.limits.max_input_pixels == 1_000_000
+    config = load_config(None, env={"UNISON_MAX_INPUT_PIXELS": "2000000"})
+    assert config.engine.limits.max_input_pixels == 2_000_000
+    toml = write_toml(tmp_path, "[limits]\nmax_input_pixels = 3000000\n")
+    assert load_config(None, env={}, toml_path=toml).engine.limits.max_input_pixels == 3_000_000
+
+
+def test_an_internal_field_in_toml_is_refused_saying_why(tmp_path: Path):
+    toml = write_toml(tmp_path, "[limits]\ndefault_fps = 8\n")
+    with pytest.raises(
+        ConfigError, match=r"limits\.default_fps is not a setting \(kept equal to sampling\.fps"
+    ):
+        load_config(None, env={}, toml_path=toml)
+
+
+def test_the_flag_help_is_the_fields_description(capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    field = EngineConfig.model_fields["local_files_only"]
+    assert f"--local-files-only, --no-local-files-only {field.description} [UNISON_LOCAL_FILES_ONLY]" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# The input policy is the engine's.
+
+
+def test_the_input_policy_lives_in_the_engine_config_with_any_local_file_by_default():
+    config = EngineConfig()
+    assert config.allowed_roots is None  # the CLI and the Python API read any local file
+    assert config.max_input_bytes == 2 * 1024**3
+    server = ServerConfig()
+    assert server.roots() == [server.output_dir]  # the server reads only its outputs unless told
+    assert server.max_input_bytes == 2 * 1024**3
+
+
+def test_the_server_config_still_takes_roots_and_a_byte_limit_and_hands_them_to_the_engine(tmp_path: Path):
+    server = ServerConfig(
+        engine=EngineConfig(output_dir=tmp_path), allowed_roots=[tmp_path / "in"], max_input_bytes=10
+    )
+    assert server.engine.allowed_roots == [tmp_path / "in"]
+    assert server.engine.max_input_bytes == server.max_input_bytes == 10
+    assert server.roots() == [(tmp_path / "in").resolve(), tmp_path.resolve()]
+    toml = write_toml(tmp_path, "max_input_bytes = 1000\n[engine]\nallowed_roots = ['/data']\n")
+    config = load_config(None, env={}, toml_path=toml)
+    assert (config.engine.max_input_bytes, config.engine.allowed_roots) == (1000, [Path("/data")])
+
+
+def test_an_empty_roots_variable_means_no_roots_configured():
+    assert load_config(None, env={"UNISON_ALLOWED_ROOTS": ""}).engine.allowed_roots is None
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiny preset carries the tiny models' limits.
+
+
+def test_the_tiny_preset_refuses_a_width_its_model_cannot_run(tmp_path: Path):
+    from engine.plan import build_plan
+
+    config = load_config(flags("--preset", "tiny"), env={"UNISON_TINY_DIR": str(tmp_path / "tiny")})
+    limits = config.engine.limits
+    with pytest.raises(InvalidRequest) as err:
+        build_plan("text_to_image", "a cat", width=528, height=16, limits=limits)
+    assert err.value.code == "invalid_request" and err.value.field == "width"
+    with pytest.raises(InvalidRequest) as err:
+        build_plan("text_to_video", "a cat", width=16, height=16, num_frames=129, limits=limits)
+    assert err.value.field == "num_frames"
+    # The real models' limits are not narrowed by the preset's.
+    assert (
+        build_plan("text_to_image", "a cat", width=1920, height=480, limits=EngineConfig().limits).width
+        == 1920
+    )
+
+
+def test_the_tiny_preset_generates_at_its_largest_side(tiny_config: EngineConfig):
+    from engine.engine import Engine
+    from engine.plan import build_plan
+    from engine.results import Sampling
+
+    plan = build_plan("text_to_image", "a cat", width=512, height=16, limits=tiny_config.limits)
+    result = Engine(tiny_config).generate(plan, Sampling(steps=1))
+    assert (result.outputs[0].width, result.outputs[0].height) == (512, 16)
+    assert Path(result.outputs[0].path).exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiny-model factory is not part of the runtime import graph.
+
+
+def test_configuring_the_tiny_preset_does_not_import_the_tiny_model_factory(tmp_path: Path):
+    code = (
+        "import sys, engine.config, engine.engine, unison_mcp.config\n"
+        "from pathlib import Path\n"
+        f"engine.config.EngineConfig.tiny(Path({str(tmp_path)!r}), build=False)\n"
+        "unison_mcp.config.load_config({'preset': 'tiny'}, env={})\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('engine.tiny'))))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "UNISON_TINY_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # Only where the models live: the builders (engine.tiny.qwen, engine.tiny.wan) stay unloaded.
+    assert proc.stdout.split() == ["engine.tiny", "engine.tiny.paths"]

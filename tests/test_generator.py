@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from pathlib import Path
 
 import av
@@ -13,14 +14,13 @@ import torch
 from PIL import Image
 
 from engine import media
-from engine.config import EngineConfig, SamplingDefaults
+from engine.config import EngineConfig, Limits, SamplingDefaults
 from engine.control import JobControl
 from engine.errors import Cancelled, InvalidRequest, ModelError, OutOfMemory
 from engine.generator import Generator, ResolvedSampling, build_text_context, resolve_sampling
 from engine.outputs import write_output
-from engine.plan import Limits
+from engine.prepare import Prepared
 from engine.results import Sampling
-from engine.tasks import Prepared
 
 TEXT_DIM = 32  # the tiny umT5 width
 PROMPT = "a red fox runs through snow"
@@ -278,7 +278,7 @@ def test_the_tiny_projector_file_feeds_the_generator_its_four_tokens(
     generator: Generator, tiny_paths
 ) -> None:
     from engine.projector import load_projector
-    from engine.tiny_qwen import text_hidden_size
+    from engine.tiny.qwen import text_hidden_size
 
     hidden = text_hidden_size(tiny_paths.qwen)
     projector = load_projector(tiny_paths.projector, hidden, generator.text_dim)
@@ -393,6 +393,28 @@ def test_running_out_of_accelerator_memory_is_reported_and_the_next_run_works(
     monkeypatch.undo()
     frames = generator.run(prepared, PROMPT, extra_tokens=None, sampling=_sampling(), control=None)
     assert frames.shape == (1, 32, 32, 3)
+
+
+def test_running_out_of_memory_while_loading_is_reported_as_such_and_nothing_stays_loaded(
+    wan_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diffusers import WanVACEPipeline
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 11.00 GiB")
+
+    monkeypatch.setattr(WanVACEPipeline, "from_pretrained", out_of_memory)
+    gen = Generator(_config(wan_dir))
+    with pytest.raises(OutOfMemory, match="while loading the generator"):
+        gen.load()
+    assert not gen.loaded
+
+
+def test_the_generator_holds_no_lock_of_its_own(generator: Generator) -> None:
+    # The engine serialises all model work (one job worker drives the GPU): a second lock here
+    # could only deadlock or hide a missing one there.
+    lock_types = (type(threading.Lock()), type(threading.RLock()))
+    assert not [name for name, value in vars(generator).items() if isinstance(value, lock_types)]
 
 
 def test_a_bfloat16_generator_keeps_the_vae_in_float32(wan_dir: Path) -> None:

@@ -360,3 +360,43 @@ def test_a_missing_video_is_refused(tmp_path: Path):
 def test_video_frames_over_the_pixel_limit_are_refused(tmp_path: Path):
     with pytest.raises(InputRefused, match="the limit is 1000 pixels"):
         read_video(write_video(tmp_path / "v.mp4", 5, 16), num_frames=5, max_pixels=1000)
+
+
+def test_a_gif_named_mp4_is_refused_as_a_video_naming_the_accepted_containers(tmp_path: Path):
+    path = tmp_path / "anim.mp4"
+    frames = [Image.new("RGB", (16, 16), (i * 40, 0, 0)) for i in range(3)]
+    frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(InputRefused, match=r"anim\.mp4.*accepted: MP4/MOV \(ISO BMFF\), MKV/WebM"):
+        probe_video(path)
+    with pytest.raises(InputRefused, match=r"anim\.mp4.*accepted"):
+        read_video(path, num_frames=3)
+
+
+def test_reading_a_video_by_path_opens_its_container_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import av
+
+    path = write_video(tmp_path / "v.mp4", 9, 16)
+    real_open, calls = av.open, []
+
+    def counting_open(*args, **kwargs):
+        calls.append(args[0])
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(av, "open", counting_open)
+    clip = read_video(path, fps=16, num_frames=9)
+    assert len(clip.frames) == 9 and len(calls) == 1  # no separate probe pass
+
+
+def test_a_large_image_can_be_decoded_reduced(tmp_path: Path):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (3000, 2000), (200, 30, 30)).save(path)
+    img = open_image(path, reduce_to_pixels=60_000)
+    assert img.width * img.height <= 60_000 and abs(img.width / img.height - 1.5) < 0.02
+
+
+def test_a_reduced_image_is_still_turned_upright(tmp_path: Path):
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    Image.new("RGB", (4000, 2000), (0, 0, 255)).save(path, exif=exif)
+    assert open_image(path, max_side=400).size == (200, 400)

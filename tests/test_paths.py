@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InputRefused
-from unison_mcp.paths import PathPolicy, check_output_name, output_uri
+from unison_mcp.paths import PathPolicy, check_output_name, output_uri, probe_media
 
 
 @pytest.fixture()
@@ -206,3 +206,39 @@ def test_reading_an_output_that_is_a_fifo_is_refused_without_blocking(policy: Pa
     monkeypatch.setattr(PathPolicy, "output_file", lambda self, name: self.output_dir / name)
     with pytest.raises(InputRefused, match="not a regular file"):
         policy.read_output("pipe.png")
+
+
+def test_outside_the_roots_a_missing_file_is_refused_like_an_existing_one(policy: PathPolicy, tree):
+    def refusal(path: Path) -> str:
+        with pytest.raises(InputRefused) as err:
+            policy.resolve(str(path), field="source")
+        return str(err.value).replace(str(path), "<PATH>")
+
+    existing = refusal(tree["outside"] / "secret.png")
+    assert refusal(tree["outside"] / "missing.png") == existing
+    assert refusal(tree["outside"] / "no-folder" / "secret.png") == existing
+
+
+def test_a_100_000_character_path_gets_a_short_refusal(policy: PathPolicy):
+    with pytest.raises(InputRefused) as err:
+        policy.resolve("/" + "x" * 100_000 + ".png", field="source")
+    assert len(str(err.value)) < 1_000 and "…" in str(err.value)
+
+
+def test_the_media_probe_applies_the_configured_pixel_limit(tree):
+    from PIL import Image
+
+    # A 2 MP image under a 1 MP limit is refused; a 70 MP one under a 100 MP limit passes.
+    two = tree["root"] / "two.png"
+    Image.new("RGB", (2000, 1000)).save(two)
+    with pytest.raises(InputRefused, match="the limit is 1000000 pixels"):
+        probe_media(two, max_pixels=1_000_000)
+    strict = PathPolicy([tree["root"]], tree["out"], max_bytes=10**9, max_pixels=1_000_000)
+    with pytest.raises(InputRefused, match="the limit is 1000000 pixels"):
+        strict.open_probed(str(two))
+    seventy = tree["root"] / "seventy.png"
+    Image.new("1", (10_000, 7_000)).save(seventy)  # 1-bit: a small file with a 70 MP header
+    probe_media(seventy, max_pixels=100_000_000)
+    loose = PathPolicy([tree["root"]], tree["out"], max_bytes=10**9, max_pixels=100_000_000)
+    with loose.open_probed(str(seventy)) as source:
+        assert (source.header.width, source.header.height) == (10_000, 7_000)

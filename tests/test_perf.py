@@ -17,8 +17,8 @@ from engine import perf
 from engine.config import EngineConfig, PerformanceOptions, SamplingDefaults
 from engine.errors import InvalidRequest, ModelError
 from engine.generator import Generator, ResolvedSampling, encode_text, resolve_sampling
+from engine.prepare import Prepared
 from engine.results import Sampling
-from engine.tasks import Prepared
 
 TEXT_DIM = 32
 PROMPT = "a red fox runs through snow"
@@ -79,7 +79,7 @@ def wan_dir(tiny_paths) -> Path:
 
 @pytest.fixture(scope="module")
 def baseline(wan_dir: Path) -> Generator:
-    """A generator with every switch off; tests never reconfigure it."""
+    """A generator with every switch off; tests never hand its weights to another generator."""
     gen = Generator(_config(wan_dir))
     gen.load()
     return gen
@@ -93,7 +93,7 @@ def fresh(wan_dir: Path) -> Generator:
 
 
 def _tiny_transformer():
-    from engine.tiny_wan import tiny_transformer
+    from engine.tiny.wan import tiny_transformer
 
     return tiny_transformer(seed=0).eval()
 
@@ -118,9 +118,9 @@ def test_batched_cfg_gives_the_unbatched_frames_for_the_same_seed(
 ) -> None:
     extra = _tokens() if with_projector else None
     unbatched = _run(baseline, extra=extra)
-    fresh.configure(PerformanceOptions(batch_cfg=True))
-    batched = _run(fresh, extra=extra)
-    assert fresh.last_run["batched_passes"] == 3  # one batched forward per step instead of two
+    gen = fresh.with_options(PerformanceOptions(batch_cfg=True))
+    batched = _run(gen, extra=extra)
+    assert gen.last_run["batched_passes"] == 3  # one batched forward per step instead of two
     # Same seed, same maths; a batch of two may sum in another order, so allow one uint8 step.
     assert batched.shape == unbatched.shape
     assert _max_diff(batched, unbatched) <= 1
@@ -143,10 +143,10 @@ def test_the_batched_transformer_output_matches_two_separate_passes() -> None:
 
 
 def test_batch_cfg_without_guidance_runs_one_plain_pass_per_step(fresh: Generator) -> None:
-    fresh.configure(PerformanceOptions(batch_cfg=True))
-    frames = _run(fresh, guidance=1.0)
+    gen = fresh.with_options(PerformanceOptions(batch_cfg=True))
+    frames = _run(gen, guidance=1.0)
     assert frames.shape == (1, 32, 32, 3)
-    assert fresh.last_run["batched_passes"] == 0
+    assert gen.last_run["batched_passes"] == 0
 
 
 # --- caches --------------------------------------------------------------------------------------
@@ -175,37 +175,39 @@ def test_first_block_cache_keeps_the_shapes_and_its_hooks_go_when_switched_off(
     baseline: Generator, fresh: Generator
 ) -> None:
     expected = _run(baseline)
-    fresh.configure(PerformanceOptions(cache="first_block", cache_threshold=1e3))
-    assert perf.cache_hook_count(fresh.pipeline.transformer) > 0
-    cached = _run(fresh)
+    gen = fresh.with_options(PerformanceOptions(cache="first_block", cache_threshold=1e3))
+    assert perf.cache_hook_count(gen.pipeline.transformer) > 0
+    cached = _run(gen)
     assert cached.shape == expected.shape and cached.dtype == np.uint8
     # Three steps, a conditional and an unconditional pass each; each context computes its first.
-    assert fresh.last_run["cache_passes"] == 6
-    assert fresh.last_run["cache_skipped"] == 4
+    assert gen.last_run["cache_passes"] == 6
+    assert gen.last_run["cache_skipped"] == 4
 
-    fresh.configure(PerformanceOptions(cache="none"))
-    assert perf.cache_hook_count(fresh.pipeline.transformer) == 0
-    assert not fresh.pipeline.transformer.is_cache_enabled
-    assert np.array_equal(_run(fresh), expected)
+    gen = gen.with_options(PerformanceOptions(cache="none"))
+    assert perf.cache_hook_count(gen.pipeline.transformer) == 0
+    assert not gen.pipeline.transformer.is_cache_enabled
+    assert np.array_equal(_run(gen), expected)
 
 
 def test_mag_cache_calibrates_on_its_first_run_then_skips(baseline: Generator, fresh: Generator) -> None:
     expected = _run(baseline, steps=6)
-    fresh.configure(PerformanceOptions(cache="mag", cache_threshold=5.0))
-    first = _run(fresh, steps=6)
-    assert fresh.last_run["calibrated"] and fresh.last_run["cache_skipped"] == 0
+    options = PerformanceOptions(cache="mag", cache_threshold=5.0)
+    gen = fresh.with_options(options)
+    first = _run(gen, steps=6)
+    assert gen.last_run["calibrated"] and gen.last_run["cache_skipped"] == 0
     assert np.array_equal(first, expected)  # calibration computes every step
 
-    second = _run(fresh, steps=6)
-    assert not fresh.last_run["calibrated"]
-    assert fresh.last_run["cache_skipped"] > 0
+    assert gen.with_options(options) is gen  # the same options keep the calibration
+    second = _run(gen, steps=6)
+    assert not gen.last_run["calibrated"]
+    assert gen.last_run["cache_skipped"] > 0
     assert second.shape == expected.shape
     # Another step count re-targets the schedule instead of failing.
-    assert _run(fresh, steps=4).shape == expected.shape
+    assert _run(gen, steps=4).shape == expected.shape
 
-    fresh.configure(PerformanceOptions())
-    assert perf.cache_hook_count(fresh.pipeline.transformer) == 0
-    assert np.array_equal(_run(fresh, steps=6), expected)
+    gen = gen.with_options(PerformanceOptions())
+    assert perf.cache_hook_count(gen.pipeline.transformer) == 0
+    assert np.array_equal(_run(gen, steps=6), expected)
 
 
 def test_a_cache_threshold_of_zero_is_refused(wan_dir: Path) -> None:
@@ -222,7 +224,7 @@ def test_the_vae_tiling_switch_sets_the_vae_state(baseline: Generator, wan_dir: 
     gen = Generator(_config(wan_dir, vae_tiling=True))
     assert gen.pipeline.vae.use_tiling
     assert np.array_equal(_run(gen), _run(baseline))  # tiles only start above 256 px
-    gen.configure(PerformanceOptions(vae_tiling=False))
+    gen = gen.with_options(PerformanceOptions(vae_tiling=False))
     assert not gen.pipeline.vae.use_tiling
 
 
@@ -265,11 +267,11 @@ def test_a_cuda_only_backend_is_refused_on_the_cpu(wan_dir: Path) -> None:
 
 def test_an_attention_backend_is_applied_and_unset_again(baseline: Generator, fresh: Generator) -> None:
     expected = _run(baseline)
-    fresh.configure(PerformanceOptions(attention_backend="_native_math"))
-    processors = [m.processor for m in fresh.pipeline.transformer.modules() if hasattr(m, "processor")]
+    gen = fresh.with_options(PerformanceOptions(attention_backend="_native_math"))
+    processors = [m.processor for m in gen.pipeline.transformer.modules() if hasattr(m, "processor")]
     assert processors and all(p._attention_backend.value == "_native_math" for p in processors)
-    assert _max_diff(_run(fresh), expected) <= 1
-    fresh.configure(PerformanceOptions())
+    assert _max_diff(_run(gen), expected) <= 1
+    gen.with_options(PerformanceOptions())
     assert all(p._attention_backend.value == "native" for p in processors)
 
 
@@ -305,12 +307,12 @@ def test_group_offload_hooks_run_the_pipeline_unchanged(baseline: Generator, fre
     assert np.array_equal(_run(fresh), _run(baseline))
 
 
-def test_changing_offload_reloads_the_pipeline_on_next_use(fresh: Generator) -> None:
+def test_other_offload_options_load_the_pipeline_again_on_next_use(fresh: Generator) -> None:
     first = fresh.pipeline
-    fresh.configure(PerformanceOptions(offload="text_encoder_cpu"))
-    assert not fresh.loaded
-    assert _run(fresh).shape == (1, 32, 32, 3)
-    assert fresh.pipeline is not first
+    gen = fresh.with_options(PerformanceOptions(offload="text_encoder_cpu"))
+    assert not gen.loaded and not fresh.loaded
+    assert _run(gen).shape == (1, 32, 32, 3)
+    assert gen.pipeline is not first
 
 
 def test_unpadded_prompt_encoding_matches_the_padded_one(baseline: Generator) -> None:
@@ -327,39 +329,39 @@ def test_unpadded_prompt_encoding_matches_the_padded_one(baseline: Generator) ->
     torch.testing.assert_close(unpadded, padded, rtol=1e-5, atol=1e-5)
 
 
-# --- quality and compute ---------------------------------------------------------------------------
+# --- options applied at load ---------------------------------------------------------------------
 
 
-def test_psnr_and_ssim_are_perfect_for_equal_frames_and_drop_with_noise() -> None:
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:48, 0:64]
-    frame = np.stack([x * 4, y * 5, (x + y) * 2], axis=-1)  # smooth gradients, like a real picture
-    frames = np.stack([frame, frame[::-1]]).astype(np.uint8)  # (2, 48, 64, 3)
-    noisy = np.clip(frames.astype(int) + rng.normal(0, 20, frames.shape), 0, 255).astype(np.uint8)
-    assert perf.psnr(frames, frames) == float("inf")
-    assert perf.ssim(frames, frames) == pytest.approx(1.0)
-    assert 15 < perf.psnr(frames, noisy) < 30
-    assert perf.ssim(frames, noisy) < 0.9
-    with pytest.raises(InvalidRequest, match="must have the same shape"):
-        perf.psnr(frames, frames[:1])
+def test_options_from_the_config_are_applied_when_the_pipeline_loads(wan_dir: Path) -> None:
+    gen = Generator(_config(wan_dir, cache="first_block", cache_threshold=1e3, vae_tiling=True, compile=True))
+    assert not gen.loaded
+    pipe = gen.pipeline
+    assert perf.cache_hook_count(pipe.transformer) > 0
+    assert pipe.vae.use_tiling
+    assert perf.compiled_blocks(pipe.transformer) == 5  # compiled lazily: nothing is built until a run
 
 
-def test_the_flop_floor_of_a_480p_81_frame_video_is_about_42_pflop() -> None:
-    shape = perf.DitShape.from_config(
-        {
-            "num_attention_heads": 12,
-            "attention_head_dim": 128,
-            "ffn_dim": 8960,
-            "num_layers": 30,
-            "vace_layers": list(range(0, 30, 2)),
-            "patch_size": [1, 2, 2],
-        }
-    )
-    assert perf.video_tokens(shape, 832, 480, 81) == 32760
-    flops = perf.dit_flops(shape, width=832, height=480, num_frames=81, text_len=512, steps=50)
-    assert flops == pytest.approx(42.7e15, rel=0.01)
-    # The Unison context (2048 positions) adds about 3 %; without guidance it halves.
-    unison = perf.dit_flops(shape, width=832, height=480, num_frames=81, text_len=2048, steps=50)
-    assert 1.02 < unison / flops < 1.05
-    single = perf.dit_flops(shape, width=832, height=480, num_frames=81, text_len=512, steps=50, cfg=False)
-    assert single == pytest.approx(flops / 2)
+def test_weights_handed_to_a_generator_with_other_options_carry_only_the_new_options(wan_dir: Path) -> None:
+    old = Generator(_config(wan_dir, cache="first_block", cache_threshold=1e3, vae_tiling=True, compile=True))
+    pipe = old.pipeline
+    new = old.with_options(PerformanceOptions(batch_cfg=True))
+    assert new.pipeline is pipe  # the same weights, not loaded again
+    assert not old.loaded  # the old generator gave them up
+    assert perf.cache_hook_count(pipe.transformer) == 0
+    assert not pipe.vae.use_tiling
+    assert perf.compiled_blocks(pipe.transformer) == 0
+    assert new.performance.batch_cfg and new.config.performance == new.performance
+    _run(new)
+    assert new.last_run["batched_passes"] == 3
+
+
+def test_options_for_another_generator_are_checked_before_the_weights_move(fresh: Generator) -> None:
+    pipe = fresh.pipeline
+    with pytest.raises(InvalidRequest, match="cache_threshold=0.0"):
+        fresh.with_options(PerformanceOptions(cache="first_block", cache_threshold=0.0))
+    assert fresh.pipeline is pipe
+
+
+def test_the_generator_has_no_configure_or_undo_machinery() -> None:
+    assert not hasattr(Generator, "configure")
+    assert not hasattr(perf, "Switches")

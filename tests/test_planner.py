@@ -24,7 +24,7 @@ from engine.planner import (
     plan_with_retry,
     scale_boxes,
 )
-from engine.tiny_qwen import EXAMPLES
+from engine.tiny.qwen import EXAMPLES
 
 
 def _tiny(root, **overrides) -> EngineConfig:

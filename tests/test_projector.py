@@ -9,7 +9,7 @@ import torch
 
 from engine.errors import ModelError
 from engine.projector import Projector, load_projector, resolve_weights_file
-from engine.tiny_wan import build_projector
+from engine.tiny.wan import build_projector
 
 HIDDEN, TEXT_DIM = 16, 32
 

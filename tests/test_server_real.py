@@ -18,7 +18,7 @@ import pytest
 from mcp import Client
 from PIL import Image
 
-from engine.tiny_qwen import EXAMPLES
+from engine.tiny.qwen import EXAMPLES
 from unison_mcp.config import ServerConfig
 from unison_mcp.server import build_server, state_of
 

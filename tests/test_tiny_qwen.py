@@ -12,7 +12,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from engine.plan import UNISON_TOKENS
-from engine.tiny_qwen import (
+from engine.tiny.qwen import (
     CHAT_TEMPLATE,
     DEFAULT_SYSTEM_MESSAGE,
     QWEN_ADDED_TOKENS,

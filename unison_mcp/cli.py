@@ -18,12 +18,14 @@ import json
 import logging
 import sys
 import time
+import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidRequest, UnisonError
-from engine.plan import GENERATION_TASKS, TASKS, MediaKind, Role, Task
+from engine.tasks import GENERATION_TASKS, TASKS
+from engine.vocab import MediaKind, Role, Task
 
 from . import __version__
 from .config import add_config_arguments, add_preset_argument, load_config
@@ -104,27 +106,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from engine.plan import build_plan
-    from engine.results import Sampling
+    from engine.api import parse_arguments
 
     config = load_config(args)
-    task = Task(args.task)
-    plan = build_plan(
-        task,
-        args.prompt,
-        generate_inputs(task, args),
-        width=args.width,
-        height=args.height,
-        num_frames=args.frames,
-        duration_s=args.duration,
-        # check_plan defaults an unset fps to 16, not to the configured one: pass --fps/env/TOML here.
-        fps=config.engine.sampling.fps,
-        margins=parse_margins(args.margins) if args.margins is not None else None,
-        context_frames=args.context_frames,
-        limits=config.engine.limits,
-    )
+    limits = config.engine.limits
+    request = parse_arguments("generate", limits, generate_arguments(args))
+    plan = request.to_plan(limits)
     with _Progress() as progress:
-        result = _engine(config).generate(plan, Sampling(seed=args.seed), control=progress.control())
+        result = _engine(config).generate(plan, request.sampling(), control=progress.control())
     log.info("seed %d, %d steps", result.seed, result.steps)
     if args.json:
         emit(result.model_dump_json())
@@ -177,17 +166,6 @@ def _engine(config: ServerConfig) -> Engine:
     return Engine(config.engine)
 
 
-#: ``generate`` flags that name a role directly (flag dest, role).
-ROLE_FLAGS: tuple[tuple[str, Role], ...] = (
-    ("source", Role.SOURCE),
-    ("mask", Role.MASK),
-    ("ref", Role.REFERENCE),
-    ("control", Role.CONTROL),
-    ("first_frame", Role.FIRST_FRAME),
-    ("last_frame", Role.LAST_FRAME),
-)
-
-
 def natural_role(task: Task, kind: MediaKind) -> Role | None:
     """The role an unlabelled ``--image``/``--video`` plays in ``task``: its first input of that kind.
 
@@ -200,28 +178,49 @@ def natural_role(task: Task, kind: MediaKind) -> Role | None:
     return None
 
 
-def generate_inputs(task: Task, args: argparse.Namespace) -> list[tuple[str, Role]]:
-    """The ``(path, role)`` inputs of a ``generate`` command line."""
-    inputs: list[tuple[str, Role]] = []
-    for dest, role in ROLE_FLAGS:
-        value = getattr(args, dest, None)
-        for path in value if isinstance(value, list) else [value] if value else []:
-            inputs.append((_expand(path), role))
+#: ``generate`` request fields whose flags would repeat a configuration flag of the same name
+#: (``--steps`` sets the sampling default, which for one run is the same thing).
+_CONFIGURED = ("steps", "guidance", "negative_prompt", "conditioning_scale", "fps")
+#: Shorter spellings kept from earlier versions.
+_ALIASES = {"num_frames": ("--frames",), "duration_s": ("--duration",), "reference": ("--ref",)}
+
+
+def _generate_fields() -> list[tuple[str, Any]]:
+    """The request fields ``generate`` has flags for, with their pydantic field (help, type)."""
+    from engine.api import request_model
+    from engine.config import Limits
+
+    fields = request_model("generate", Limits()).model_fields
+    return [(name, f) for name, f in fields.items() if name not in ("task", "prompt", *_CONFIGURED)]
+
+
+def generate_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``generate`` request a command line spells (given flags only), for ``parse_arguments``."""
+    task = Task(args.task)
+    data: dict[str, Any] = {"task": args.task, "prompt": args.prompt}
+    for name, _ in _generate_fields():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name == "margins":
+            value = parse_margins(value).model_dump()
+        elif name in {r.value for r in Role}:
+            value = [_expand(v) for v in value] if isinstance(value, list) else _expand(value)
+        data[name] = value
     for dest, kind in (("image", MediaKind.IMAGE), ("video", MediaKind.VIDEO)):
         for path in getattr(args, dest, None) or []:
             role = natural_role(task, kind)
             if role is None:
-                flags = [
-                    f"--{d.replace('_', '-')}"
-                    for d, r in ROLE_FLAGS
-                    if r in {x.role for x in TASKS[task].roles}
-                ]
+                flags = [f"--{r.role.value.replace('_', '-')}" for r in TASKS[task].roles]
                 takes = ", ".join(flags) if flags else "no input files"
-                raise InvalidRequest.for_field(
-                    f"--{dest}", path, f"{task} takes no {kind} here; it takes {takes}"
-                )
-            inputs.append((_expand(path), role))
-    return inputs
+                raise InvalidRequest.for_field(f"--{dest}", path, f"{task} takes no {kind} here; it takes {takes}")
+            if role is Role.REFERENCE:
+                data.setdefault("reference", []).append(_expand(path))
+            elif role.value in data:
+                raise InvalidRequest.for_field(f"--{dest}", path, f"{task} takes one {role.value}")
+            else:
+                data[role.value] = _expand(path)
+    return data
 
 
 def parse_margins(text: str) -> Margins:
@@ -397,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    """``generate``'s flags: one per field of the engine's ``generate`` request (its help text too)."""
     tasks = sorted(t.value for t in GENERATION_TASKS)
     p.add_argument("--task", required=True, choices=tasks, metavar="TASK", help="one of: " + ", ".join(tasks))
     p.add_argument("--prompt", required=True, help="what to make")
@@ -407,20 +407,26 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
     )
     files.add_argument("--image", action="append", metavar="PATH", help="an input image (repeatable)")
     files.add_argument("--video", action="append", metavar="PATH", help="an input video")
-    files.add_argument("--source", metavar="PATH", help="image or video to edit, outpaint or extend")
-    files.add_argument("--mask", metavar="PATH", help="mask image/video: white = regenerate, black = keep")
-    files.add_argument("--ref", action="append", metavar="PATH", help="reference image (repeatable, 1-3)")
-    files.add_argument("--control", metavar="PATH", help="control image/video (pose, depth, edges)")
-    files.add_argument("--first-frame", metavar="PATH", help="image to start the video from")
-    files.add_argument("--last-frame", metavar="PATH", help="image to end the video on")
     shape = p.add_argument_group("output")
-    shape.add_argument("--width", type=int, metavar="PX", help="output width (rounded to a multiple of 16)")
-    shape.add_argument("--height", type=int, metavar="PX", help="output height (rounded to a multiple of 16)")
-    shape.add_argument("--frames", type=int, metavar="N", help="video frames, 4k+1 (17, 33, 49, 81...)")
-    shape.add_argument("--duration", type=float, metavar="SECONDS", help="video length instead of --frames")
-    shape.add_argument("--margins", metavar="L,T,R,B", help="outpainting margins in pixels")
-    shape.add_argument("--context-frames", type=int, metavar="N", help="video_extend: frames of context")
-    shape.add_argument("--seed", type=_seed, help="random seed (default: random, reported)")
+    roles = {r.value for r in Role}
+    for name, field in _generate_fields():
+        group = files if name in roles else shape
+        flags = ("--" + name.replace("_", "-"), *_ALIASES.get(name, ()))
+        kind = typing.get_args(field.annotation) or (field.annotation,)
+        common: dict[str, Any] = {"dest": name, "help": field.description}
+        if name in roles:
+            multi = typing.get_origin(field.annotation) is list
+            group.add_argument(*flags, metavar="PATH", action="append" if multi else None, **common)
+        elif name == "margins":
+            group.add_argument(*flags, metavar="L,T,R,B", **common)
+        elif name == "seed":
+            group.add_argument(*flags, type=_seed, **common)
+        elif int in kind:
+            group.add_argument(*flags, type=int, metavar="N", **common)
+        elif float in kind:
+            group.add_argument(*flags, type=float, metavar="X", **common)
+        else:
+            group.add_argument(*flags, **common)
     shape.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
 

@@ -3,9 +3,13 @@
 Filled from (lowest to highest precedence) defaults, an optional TOML file, ``UNISON_*``
 environment variables and CLI flags; see :func:`load_config`.
 
-Every setting is one row of :data:`SETTINGS`: its place in :class:`ServerConfig`, its flag
-(``--max-side``) and its environment variable (``UNISON_MAX_SIDE``). The CLI builds its options
-from the same table, so a flag, its variable and its TOML key can never drift apart.
+Each setting is declared once, as a pydantic field of :class:`ServerConfig` or
+:class:`~engine.config.EngineConfig` with its help text as the field's ``description``.
+:data:`SETTINGS` is derived by walking those models (a nested model is a section): the flag is
+``--<name>`` (``--max-side``), the variable ``UNISON_<NAME>`` (``UNISON_MAX_SIDE``) and the TOML
+key the field's path (``[limits] max_side``), where ``<name>`` is the field name unless the
+field's :class:`~engine.config.SettingMeta` says otherwise. The kind of value (bool, int, float,
+path, paths, optional, choice) comes from the field's type, the choices from its ``Literal``.
 
 The TOML file mirrors :class:`ServerConfig`; engine keys may sit at the top level or under
 ``[engine]``::
@@ -33,38 +37,58 @@ import difflib
 import logging
 import os
 import sys
+import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
-from engine.config import EngineConfig, PerformanceOptions
+from engine.config import EngineConfig, Preset, SettingMeta
 from engine.errors import InvalidRequest
+from engine.tiny.paths import default_tiny_dir
 
 log = logging.getLogger(__name__)
 
+#: Engine fields the server's own constructor also takes (they used to live here).
+_ENGINE_INPUT_POLICY = ("allowed_roots", "max_input_bytes")
+
 
 class ServerConfig(BaseModel):
-    engine: EngineConfig = Field(default_factory=EngineConfig)
-    #: Directories inputs may be read from (the output directory is always allowed too).
-    allowed_roots: list[Path] = Field(default_factory=list)
-    #: How long a tool call waits for its job before returning a job handle.
-    wait_s: float = Field(45.0, ge=0)
-    #: Jobs that may wait behind the running one before calls are refused as busy.
-    queue_size: int = Field(8, ge=0)
-    max_input_bytes: int = Field(2 * 1024**3, ge=1)
-    transport: Literal["stdio", "http"] = "stdio"
-    host: str = "127.0.0.1"
-    port: int = Field(8765, ge=1, le=65535)
-    auth_token: str | None = None
-    preload: bool = False
-    #: Longest side of inline previews (pixels).
-    preview_side: int = Field(384, ge=16, le=1024)
-    #: Finished jobs kept for the `job` tool.
-    keep_jobs: int = Field(64, ge=1)
+    engine: Annotated[EngineConfig, SettingMeta(section="models and devices")] = Field(
+        default_factory=EngineConfig
+    )
+    wait_s: float = Field(45.0, ge=0, description="seconds a tool call waits before returning a job handle")
+    queue_size: int = Field(8, ge=0, description="jobs that may wait behind the running one")
+    transport: Literal["stdio", "http"] = Field("stdio", description="MCP transport")
+    host: str = Field("127.0.0.1", description="HTTP bind address")
+    port: int = Field(8765, ge=1, le=65535, description="HTTP port")
+    # A token is taken as written: "none" or "off" is a (bad) token, never "authentication off".
+    auth_token: Annotated[str | None, SettingMeta(none_words=False)] = Field(
+        None, description="HTTP bearer token (prefer the env var: flags show in `ps`)"
+    )
+    preload: bool = Field(False, description="load the models at start (in the background)")
+    preview_side: int = Field(384, ge=16, le=1024, description="longest side of inline previews in pixels")
+    keep_jobs: int = Field(64, ge=1, description="finished jobs kept for the job tool")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _input_policy_goes_to_the_engine(cls, data: Any) -> Any:
+        # ServerConfig(allowed_roots=..., max_input_bytes=...) keeps working: the engine applies
+        # the input policy now (so the CLI and the Python API get the same checks as MCP).
+        if not isinstance(data, Mapping) or not any(k in data for k in _ENGINE_INPUT_POLICY):
+            return data
+        data = dict(data)
+        moved = {k: data.pop(k) for k in _ENGINE_INPUT_POLICY if k in data}
+        engine = data.get("engine")
+        if isinstance(engine, EngineConfig):
+            data["engine"] = EngineConfig.model_validate({**engine.model_dump(), **moved})
+        else:
+            data["engine"] = {**(engine or {}), **moved}
+        return data
 
     @field_validator("auth_token")
     @classmethod
@@ -81,9 +105,17 @@ class ServerConfig(BaseModel):
     def output_dir(self) -> Path:
         return self.engine.output_dir.expanduser().resolve()
 
+    @property
+    def max_input_bytes(self) -> int:
+        return self.engine.max_input_bytes
+
     def roots(self) -> list[Path]:
-        """Allowed input roots, resolved, with the output directory last."""
-        out = [Path(r).expanduser().resolve() for r in self.allowed_roots]
+        """Allowed input roots, resolved, with the output directory last.
+
+        No roots configured (``None``) means only the output directory here: a server answers
+        whoever connects, so it reads nothing else unless told to.
+        """
+        out = [Path(r).expanduser().resolve() for r in self.engine.allowed_roots or ()]
         if self.output_dir not in out:
             out.append(self.output_dir)
         return out
@@ -96,7 +128,7 @@ class ConfigError(InvalidRequest):
 
 
 # ---------------------------------------------------------------------------------------------
-# The settings table.
+# The settings, derived from the models.
 
 Kind = Literal["str", "optional", "path", "paths", "int", "float", "bool", "choice"]
 
@@ -108,12 +140,12 @@ _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 #: ``UNISON_*`` variables that are read but are not settings (no "unknown variable" warning).
 OTHER_ENV = frozenset({"UNISON_CONFIG", "UNISON_TINY_DIR"})
 
-PRESETS = ("tiny",)
+PRESETS: tuple[str, ...] = typing.get_args(Preset)
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One configurable value: where it lives and how it is spelled on the command line and in env."""
+    """One configurable value, as derived from its field: where it lives and how it is spelled."""
 
     name: str  # argparse dest; the flag and env var are derived from it
     path: tuple[str, ...]  # field path inside ServerConfig
@@ -123,6 +155,7 @@ class Setting:
     flag_name: str | None = None  # when the flag is not --<name>
     aliases: tuple[str, ...] = ()
     choices: tuple[str, ...] | None = None
+    hub_or_path: bool = False
 
     @property
     def flag(self) -> str:
@@ -139,109 +172,96 @@ class Setting:
         return ".".join(path)
 
 
-def _literal_choices(model: type[BaseModel], field: str) -> tuple[str, ...]:
-    """The allowed strings of a ``Literal`` field (optional or not), read from the model itself."""
-    annotation = model.model_fields[field].annotation
-    for arg in (annotation, *typing.get_args(annotation)):
-        if typing.get_origin(arg) is Literal:
-            return tuple(str(a) for a in typing.get_args(arg))
-    raise TypeError(f"{model.__name__}.{field} is not a Literal")
+def _meta(field: FieldInfo) -> SettingMeta:
+    return next((m for m in field.metadata if isinstance(m, SettingMeta)), SettingMeta())
 
 
-_M, _L, _S, _U, _P, _SRV = (
-    "models and devices",
-    "limits",
-    "sampling defaults",
-    "understanding",
-    "performance",
-    "server",
-)
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
-def _rows() -> tuple[Setting, ...]:
-    e = ("engine",)
-    # fmt: off
-    lim, smp, und, prf = (*e, "limits"), (*e, "sampling"), (*e, "understanding"), (*e, "performance")
-    return (
-        # Models, devices, files.
-        Setting("preset", (*e, "preset"), "choice", "start from a preset: 'tiny' = tiny random models on a CPU", _M, choices=PRESETS),
-        Setting("planner_model", (*e, "planner_model"), "optional", "Qwen2.5-VL planner: hub id or local dir; 'none' = no planner (rules planner, no understanding)", _M),
-        Setting("adapter", (*e, "adapter"), "optional", "Unison LoRA adapter: hub id or local dir; 'none' = plain instruct planner", _M),
-        Setting("adapter_subfolder", (*e, "adapter_subfolder"), "optional", "subfolder of the adapter repo holding the LoRA", _M),
-        Setting("projector", (*e, "projector"), "optional", "projector.pth: local file or owner/repo/path/in/repo; 'none' = plain Wan-VACE conditioning", _M),
-        Setting("generator_model", (*e, "generator_model"), "str", "Wan2.1-VACE diffusers pipeline: hub id or local dir", _M),
-        Setting("generator_single_file", (*e, "generator_single_file"), "optional", "original-format VACE transformer checkpoint (single file) to use instead of the pipeline's", _M, aliases=("--transformer-file",)),
-        Setting("planner_backend", (*e, "planner_backend"), "choice", "planner backend (default: unison with an adapter, instruct without, rules without a planner)", _M, aliases=("--planner",), choices=_literal_choices(EngineConfig, "planner_backend")),
-        Setting("device", (*e, "device"), "str", "auto | cuda | cuda:N | cpu | mps", _M),
-        Setting("planner_device", (*e, "planner_device"), "optional", "device for the planner (default: --device)", _M),
-        Setting("dtype", (*e, "dtype"), "choice", "weights dtype ('auto': bfloat16 on GPU, float32 on CPU)", _M, choices=_literal_choices(EngineConfig, "dtype")),
-        Setting("output_dir", (*e, "output_dir"), "path", "where outputs are written (the only place written)", _M),
-        Setting("cache_dir", (*e, "cache_dir"), "path", "hub cache directory (default: huggingface_hub's)", _M),
-        Setting("local_files_only", (*e, "local_files_only"), "bool", "never reach the hub; use local dirs and the hub cache only", _M),
-        # Limits.
-        Setting("min_side", (*lim, "min_side"), "int", "smallest output side in pixels", _L),
-        Setting("max_side", (*lim, "max_side"), "int", "largest output side in pixels", _L),
-        Setting("max_pixels", (*lim, "max_pixels"), "int", "largest output width×height", _L),
-        Setting("min_frames", (*lim, "min_frames"), "int", "fewest video frames", _L),
-        Setting("max_frames", (*lim, "max_frames"), "int", "most video frames (4k+1)", _L),
-        Setting("max_fps", (*lim, "max_fps"), "float", "highest output fps", _L),
-        Setting("max_steps", (*lim, "max_steps"), "int", "most denoising steps per request", _L),
-        Setting("max_prompt_chars", (*lim, "max_prompt_chars"), "int", "longest prompt in characters", _L),
-        Setting("max_inputs", (*lim, "max_inputs"), "int", "most input files per request", _L),
-        Setting("default_width", (*lim, "default_width"), "int", "output width when a request gives none", _L),
-        Setting("default_height", (*lim, "default_height"), "int", "output height when a request gives none", _L),
-        Setting("default_frames", (*lim, "default_frames"), "int", "video frames when a request gives none", _L),
-        # Sampling defaults (each overridable per request).
-        Setting("steps", (*smp, "steps"), "int", "denoising steps", _S),
-        Setting("guidance", (*smp, "guidance"), "float", "classifier-free guidance scale", _S),
-        Setting("flow_shift", (*smp, "flow_shift"), "float", "flow-matching shift of the UniPC scheduler", _S),
-        Setting("conditioning_scale", (*smp, "conditioning_scale"), "float", "VACE context scale", _S),
-        Setting("negative_prompt", (*smp, "negative_prompt"), "str", "negative prompt", _S),
-        Setting("fps", (*smp, "fps"), "float", "frames per second of written videos", _S),
-        Setting("text_len", (*smp, "text_len"), "int", "DiT text context length (the reference's 2048)", _S),
-        Setting("max_sequence_length", (*smp, "max_sequence_length"), "int", "umT5 tokenizer cap", _S),
-        # Understanding.
-        Setting("max_new_tokens", (*und, "max_new_tokens"), "int", "longest answer in tokens", _U),
-        Setting("temperature", (*und, "temperature"), "float", "answer sampling temperature (0 = greedy)", _U),
-        Setting("video_fps", (*und, "video_fps"), "float", "frames per second sampled from a video to understand", _U),
-        Setting("video_max_frames", (*und, "video_max_frames"), "int", "most frames sampled from a video to understand", _U),
-        Setting("understand_max_pixels", (*und, "max_pixels"), "int", "pixel cap per image/frame given to the planner", _U),
-        # Performance switches.
-        Setting("attention_backend", (*prf, "attention_backend"), "optional", "diffusers attention backend name ('none' = SDPA)", _P),
-        Setting("compile", (*prf, "compile"), "bool", "regional torch.compile of the DiT blocks", _P),
-        Setting("batch_cfg", (*prf, "batch_cfg"), "bool", "conditional and unconditional passes in one batch", _P),
-        Setting("step_cache", (*prf, "cache"), "choice", "reuse work across denoising steps", _P, choices=_literal_choices(PerformanceOptions, "cache")),
-        Setting("cache_threshold", (*prf, "cache_threshold"), "float", "step-cache reuse threshold", _P),
-        Setting("vae_tiling", (*prf, "vae_tiling"), "bool", "decode the VAE in tiles (less memory)", _P),
-        Setting("offload", (*prf, "offload"), "choice", "CPU offload mode for small GPUs", _P, choices=_literal_choices(PerformanceOptions, "offload")),
-        # Server.
-        Setting("allowed_roots", ("allowed_roots",), "paths", "directory inputs may be read from (repeatable; env: os.pathsep-separated); the output dir is always allowed", _SRV, flag_name="--allow-root"),
-        Setting("wait_s", ("wait_s",), "float", "seconds a tool call waits before returning a job handle", _SRV),
-        Setting("queue_size", ("queue_size",), "int", "jobs that may wait behind the running one", _SRV),
-        Setting("max_input_bytes", ("max_input_bytes",), "int", "largest input file in bytes", _SRV),
-        Setting("transport", ("transport",), "choice", "MCP transport", _SRV, choices=_literal_choices(ServerConfig, "transport")),
-        Setting("host", ("host",), "str", "HTTP bind address", _SRV),
-        Setting("port", ("port",), "int", "HTTP port", _SRV),
-        Setting("auth_token", ("auth_token",), "str", "HTTP bearer token (prefer the env var: flags show in `ps`)", _SRV),
-        Setting("preload", ("preload",), "bool", "load the models at start (in the background)", _SRV),
-        Setting("preview_side", ("preview_side",), "int", "longest side of inline previews in pixels", _SRV),
-        Setting("keep_jobs", ("keep_jobs",), "int", "finished jobs kept for the job tool", _SRV),
-    )
-    # fmt: on
+def _kind(annotation: Any, meta: SettingMeta) -> tuple[Kind, tuple[str, ...] | None]:
+    """The setting kind (and choices) a field's type implies: ``int | None`` is an optional int."""
+    args = typing.get_args(annotation)
+    is_union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    optional = is_union and type(None) in args
+    inner = [a for a in args if a is not type(None)] if is_union else [annotation]
+    if len(inner) != 1:
+        raise TypeError(f"no setting kind for {annotation!r}: one type, optionally with None")
+    (t,) = inner
+    if typing.get_origin(t) is Literal:
+        return "choice", tuple(str(a) for a in typing.get_args(t))
+    if typing.get_origin(t) is list and typing.get_args(t) == (Path,):
+        return "paths", None
+    simple: dict[Any, Kind] = {bool: "bool", int: "int", float: "float", Path: "path"}
+    if t in simple:
+        return simple[t], None
+    if t is str:
+        return ("optional" if optional and meta.none_words else "str"), None
+    raise TypeError(f"no setting kind for {annotation!r}")
 
 
-SETTINGS: tuple[Setting, ...] = _rows()
+def _derive(
+    model: type[BaseModel], at: tuple[str, ...], section: str
+) -> tuple[list[Setting], dict[tuple[str, ...], str]]:
+    """Walk ``model``'s fields: each leaf is a setting unless its metadata marks it internal."""
+    settings: list[Setting] = []
+    internal: dict[tuple[str, ...], str] = {}
+    for key, field in model.model_fields.items():
+        meta, path = _meta(field), (*at, key)
+        sub = _submodel(field.annotation)
+        if sub is not None:
+            more, hidden = _derive(sub, path, meta.section or section)
+            settings += more
+            internal.update(hidden)
+        elif meta.internal is not None:
+            internal[path] = meta.internal
+        else:
+            kind, choices = _kind(field.annotation, meta)
+            settings.append(
+                Setting(
+                    name=meta.name or key,
+                    path=path,
+                    kind=kind,
+                    help=field.description or "",
+                    section=meta.section or section,
+                    flag_name=meta.flag,
+                    aliases=meta.aliases,
+                    choices=choices,
+                    hub_or_path=meta.hub_or_path,
+                )
+            )
+    return settings, internal
+
+
+def _check_unique(settings: Sequence[Setting]) -> None:
+    # Two fields of the same name in different sections need a SettingMeta(name=...) apart.
+    for spelling in ("name", "flag", "env"):
+        seen: dict[str, Setting] = {}
+        for s in settings:
+            word = getattr(s, spelling)
+            if word in seen:
+                raise TypeError(f"{'.'.join(s.path)} and {'.'.join(seen[word].path)} are both {word}")
+            seen[word] = s
+
+
+_settings, _internal = _derive(ServerConfig, (), "server")
+_check_unique(_settings)
+
+#: Every setting, in declaration order (the order of the CLI help).
+SETTINGS: tuple[Setting, ...] = tuple(_settings)
+#: Fields that are not settings, with why: the program sets them itself.
+INTERNAL: Mapping[tuple[str, ...], str] = types.MappingProxyType(_internal)
+#: The CLI help groups, in order.
+SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(s.section for s in SETTINGS))
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 BY_PATH: dict[tuple[str, ...], Setting] = {s.path: s for s in SETTINGS}
 BY_ENV: dict[str, Setting] = {s.env: s for s in SETTINGS}
 
 #: Fields holding filesystem paths: relative values in a TOML file are taken relative to the file.
-_PATH_FIELDS = {("engine", "output_dir"), ("engine", "cache_dir"), ("allowed_roots",)}
+_PATH_FIELDS = {s.path for s in SETTINGS if s.kind in ("path", "paths")}
 #: Fields holding a hub id or a local path: ``~`` and ``./``-style values are paths.
-_MODEL_FIELDS = {
-    ("engine", f)
-    for f in ("planner_model", "adapter", "projector", "generator_model", "generator_single_file")
-}
+_MODEL_FIELDS = {s.path for s in SETTINGS if s.hub_or_path}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +334,7 @@ def load_config(
     """Build the configuration: defaults < TOML file < ``UNISON_*`` env < CLI flags.
 
     ``args`` is the CLI's namespace (only flags the user gave are present; unrelated attributes
-    are ignored) or a mapping from setting names (:data:`SETTINGS`) to values. The TOML file is
+    are ignored) or a mapping from setting names (:data:`BY_NAME`) to values. The TOML file is
     ``toml_path``, else ``args.config`` (``--config``), else ``$UNISON_CONFIG``. A preset
     (``tiny``) replaces the defaults; explicit settings from any source still win.
 
@@ -347,8 +367,6 @@ def load_config(
 
 def _preset_base(preset: str, env: Mapping[str, str]) -> dict[str, Any]:
     """The configuration a preset starts from, as a nested dict to merge explicit settings over."""
-    from engine.tiny import default_tiny_dir
-
     root = Path(env["UNISON_TINY_DIR"]) if env.get("UNISON_TINY_DIR") else default_tiny_dir()
     log.info("preset %s: tiny models in %s (built on first use)", preset, root)
     # build=False: the engine builds missing tiny models on first load, so `serve` answers at once.
@@ -407,7 +425,8 @@ def _parse_env(s: Setting, raw: str) -> Any:
             return False
         raise ConfigError.for_field(s.env, raw, "must be one of 1/0, true/false, yes/no, on/off")
     if s.kind == "paths":
-        return [p for p in text.split(os.pathsep) if p]
+        # An empty variable is "not set", as if it were absent.
+        return [p for p in text.split(os.pathsep) if p] or None
     if s.kind == "optional" and text.lower() in _NONE_WORDS:
         return None
     if s.kind == "choice" and s.choices is not None and text not in s.choices:
@@ -473,8 +492,10 @@ def _walk(
     src: dict[tuple[str, ...], str],
 ) -> None:
     """Check a TOML key (and, for a table, its keys) against the model; record where each came from."""
-    annotation = model.model_fields[key].annotation
-    sub = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    if at in INTERNAL:
+        why = INTERNAL[at]
+        raise ConfigError(f"{file}: {shown} is not a setting ({why})", field=shown, value=value, rule=why)
+    sub = _submodel(model.model_fields[key].annotation)
     if sub is None:
         src[at] = f"{file}: {shown}"
         return

@@ -298,7 +298,7 @@ def _check_folders(report: DoctorReport, config: ServerConfig) -> None:
             f"{out} (will be created)" if creatable else f"{out} cannot be created",
             None if creatable else "choose another --output-dir",
         )
-    for root in config.allowed_roots:
+    for root in config.engine.allowed_roots or ():
         path = Path(root).expanduser()
         if path.is_dir():
             report.add("folders", "allowed root", "ok", str(path.resolve()))

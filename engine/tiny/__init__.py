@@ -10,6 +10,11 @@
 
 Each part is written into a temporary folder and renamed into place, so a crash or a concurrent
 builder never leaves a half-written model behind.
+
+The builders (:mod:`engine.tiny.qwen`, :mod:`engine.tiny.wan`) import torch and parts of the
+engine, so they are imported only when something has to be built: by ``Engine`` on first load
+with the tiny preset, by ``unison-mcp make-tiny`` and by tests. Where the models live is
+:mod:`engine.tiny.paths`, which the configuration reads without importing any of this.
 """
 
 from __future__ import annotations
@@ -18,32 +23,19 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+
+from .paths import TinyPaths, default_tiny_dir, tiny_paths
+
+__all__ = ["SEED", "TinyPaths", "default_tiny_dir", "ensure_tiny", "tiny_paths"]
 
 log = logging.getLogger(__name__)
 
 SEED = 0
 
 
-@dataclass(frozen=True)
-class TinyPaths:
-    root: Path
-    qwen: Path
-    adapter: Path
-    wan: Path
-    projector: Path
-
-
-def default_tiny_dir() -> Path:
-    env = os.environ.get("UNISON_TINY_DIR")
-    if env:
-        return Path(env)
-    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return base / "unison-mcp" / "tiny"
-
-
-def _atomic_build(target: Path, build) -> None:
+def _atomic_build(target: Path, build: Callable[[Path], object]) -> None:
     """Run ``build(tmpdir_or_file)`` then rename the result to ``target``."""
     if target.exists():
         return
@@ -61,25 +53,14 @@ def _atomic_build(target: Path, build) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def tiny_paths(root: Path | str | None = None) -> TinyPaths:
-    """Where the tiny models live under ``root`` (nothing is built)."""
-    root = Path(root) if root is not None else default_tiny_dir()
-    return TinyPaths(
-        root=root,
-        qwen=root / "qwen",
-        adapter=root / "adapter",
-        wan=root / "wan",
-        projector=root / "projector.pth",
-    )
-
-
 def ensure_tiny(root: Path | str | None = None) -> TinyPaths:
     """Build whatever tiny model is missing under ``root`` and return all their paths."""
     paths = tiny_paths(root)
     root = paths.root
-    if all(p.exists() for p in (paths.qwen, paths.adapter, paths.wan, paths.projector)):
+    if paths.all_exist():
         return paths  # the builders import torch: skip them when there is nothing to build
-    from . import tiny_qwen, tiny_wan
+    from . import qwen as tiny_qwen
+    from . import wan as tiny_wan
 
     log.info("building tiny models in %s", root)
     _atomic_build(paths.qwen, lambda d: tiny_qwen.build_qwen(d, seed=SEED))

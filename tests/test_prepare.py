@@ -15,8 +15,11 @@ from PIL import Image
 from engine.control import JobControl
 from engine.errors import Cancelled, InputRefused, InvalidRequest
 from engine.media import GREY, encode_mp4, encode_png
-from engine.plan import GENERATION_TASKS, Limits, Margins, Plan, Role, Task, build_plan
-from engine.tasks import PREPARERS, Prepared, PrepContext, interpolate_boxes, object_phrase, prepare
+from engine.config import Limits
+from engine.plan import Margins, Plan, build_plan
+from engine.tasks import GENERATION_TASKS, TASKS
+from engine.vocab import Role, Task
+from engine.prepare import Prepared, PrepContext, interpolate_boxes, object_phrase, prepare
 
 W, H = 64, 48
 STEP = 4  # grey levels per frame index in coded videos
@@ -48,7 +51,8 @@ def ctx(**kw) -> PrepContext:
 
 
 def make_plan(task: Task, inputs=(), *, num_frames: int | None = None, **kw) -> Plan:
-    return build_plan(task, "a test prompt", inputs, width=W, height=H, num_frames=num_frames, fps=16, **kw)
+    fps = 16 if TASKS[task].output == "video" else None  # an image takes no frame rate
+    return build_plan(task, "a test prompt", inputs, width=W, height=H, num_frames=num_frames, fps=fps, **kw)
 
 
 def assert_vace_inputs(p: Prepared, n: int) -> None:
@@ -105,7 +109,7 @@ def inputs_for(task: Task, f: dict[str, Path]) -> list[tuple[str, Role]]:
 
 
 def test_every_generation_task_has_a_preparer_and_no_understanding_task_does():
-    assert set(PREPARERS) == set(GENERATION_TASKS)
+    assert {t for t, spec in TASKS.items() if spec.prepare is not None} == set(GENERATION_TASKS)
 
 
 @pytest.mark.parametrize("task", sorted(GENERATION_TASKS, key=lambda t: t.value), ids=str)
@@ -116,8 +120,6 @@ def test_every_task_gives_frames_and_binary_masks_at_the_output_size(task: Task,
 
 
 def plan_is_image(task: Task) -> bool:
-    from engine.plan import TASKS
-
     return TASKS[task].output == "image"
 
 

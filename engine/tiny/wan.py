@@ -62,6 +62,7 @@ def tiny_transformer(*, seed: int = 0):
         num_layers=3,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
+        # 32 rotary positions per axis bound what this model runs: engine.config.TINY_LIMITS.
         rope_max_seq_len=32,
         vace_layers=[0, 2],
         vace_in_channels=96,
@@ -134,7 +135,7 @@ def build_projector(path: Path, *, hidden_size: int, text_dim: int, seed: int = 
     """``torch.save`` a projector state dict in the released layout (``module.`` prefix)."""
     import torch
 
-    from .projector import Projector
+    from ..projector import Projector
 
     generator = torch.Generator().manual_seed(seed)
     model = Projector(hidden_size, text_dim=text_dim)

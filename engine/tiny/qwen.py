@@ -9,7 +9,7 @@ seconds on :data:`EXAMPLES` so that greedy decoding of those requests writes the
 the whole planning path (tokenizer → LoRA merge → generation → parsing) is then exercised for real.
 
 Everything is deterministic for a given seed. This module imports torch and transformers at import
-time; only :mod:`engine.tiny` (itself imported lazily) and tests import it.
+time; only :func:`engine.tiny.ensure_tiny` (imported lazily) and tests import it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .plan import UNISON_TOKENS, Task, parse_request
+from ..plan import UNISON_TOKENS, Task, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +365,7 @@ def build_adapter(out_dir: Path, *, base: Path, seed: int = 0) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-    from .planner import untie_word_embeddings
+    from ..planner import untie_word_embeddings
 
     started = time.perf_counter()
     out_dir = Path(out_dir)

@@ -1,0 +1,461 @@
+"""What callers send: the typed requests of ``understand``, ``generate`` and ``auto``.
+
+Each bound is written once, here, on a pydantic field (its value read from the configured
+:class:`~engine.config.Limits`); the MCP tool schemas and the CLI's ``generate`` flags are derived
+from these models, and the Python API validates with them, so a request gets the same answer
+through all three. The models are strict: an unknown field is refused by name (with the closest
+known one suggested), ``true`` is not a number, and a parameter the chosen task does not take is
+refused with the task's list of parameters (:meth:`GenerateRequest.to_plan`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from .config import EngineConfig, Limits
+from .control import JobControl
+from .errors import InputRefused, InvalidRequest, invalid_request
+from .inputs import close_all
+from .plan import CheckedPlan, Margins, MediaInput, build_plan, check_params
+from .request import marked_paths
+from .results import Sampling
+from .tasks import GENERATION_TASKS, ROLES_IN_REQUESTS, TASKS
+from .vocab import Role, Task
+
+if TYPE_CHECKING:
+    from .inputs import InputPolicy, Source
+    from .results import AutoResult, GenerateResult, UnderstandResult
+
+#: Longest path or URI accepted for one input file (a 100 000-character path is refused up front).
+MAX_PATH_CHARS = 4096
+#: Most reference images (image_reference / video_reference take 1-3).
+MAX_REFERENCES = max(r.max for s in TASKS.values() for r in s.roles if r.role is Role.REFERENCE)
+
+#: What each role means, for schemas and CLI help.
+ROLE_HELP: dict[Role, str] = {
+    Role.SOURCE: "the image/video to edit, outpaint or extend",
+    Role.MASK: "mask image/video: white = regenerate, black = keep",
+    Role.REFERENCE: f"1-{MAX_REFERENCES} subject/face reference images (image/video_reference)",
+    Role.CONTROL: "control image/video (pose, depth, edges)",
+    Role.FIRST_FRAME: "image the video starts from",
+    Role.LAST_FRAME: "image the video ends on",
+}
+
+InputFile = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_PATH_CHARS,
+        description="absolute path under the allowed roots, or unison://outputs/<name>",
+    ),
+]
+
+
+class _Strict(BaseModel):
+    # Strict on the model and on each field: a schema derived from these fields (an MCP tool's
+    # arguments) is as strict as the model itself.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def sampling_fields(limits: Limits) -> dict[str, Any]:
+    """The per-request sampling overrides every generating tool takes (``None``: the default)."""
+    return {
+        "steps": (
+            int | None,
+            Field(None, strict=True, ge=1, le=limits.max_steps, description="denoising steps"),
+        ),
+        "guidance": (
+            float | None,
+            Field(None, strict=True, ge=0, le=30, description="classifier-free guidance scale (default 5)"),
+        ),
+        "seed": (
+            int | None,
+            Field(None, strict=True, ge=0, le=2**63 - 1, description="random seed (same seed, same result)"),
+        ),
+        "negative_prompt": (
+            str | None,
+            Field(None, strict=True, max_length=limits.max_prompt_chars, description="what to avoid"),
+        ),
+    }
+
+
+def _prompt(limits: Limits, description: str) -> Any:
+    return (
+        str,
+        Field(strict=True, min_length=1, max_length=limits.max_prompt_chars, description=description),
+    )
+
+
+def _media(limits: Limits) -> Any:
+    return (
+        list[InputFile],
+        Field(
+            strict=True,
+            default_factory=list,
+            max_length=limits.max_inputs,
+            description="input files in order: paths or unison://outputs/<name> URIs",
+        ),
+    )
+
+
+class UnderstandRequest(_Strict):
+    """An ``understand`` call."""
+
+    prompt: str
+    media: list[str] = []
+    max_new_tokens: int | None = None
+
+
+class AutoRequest(_Strict):
+    """An ``auto`` call."""
+
+    prompt: str
+    media: list[str] = []
+    dry_run: bool = False
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    negative_prompt: str | None = None
+
+    def sampling(self) -> Sampling:
+        return Sampling(
+            steps=self.steps, guidance=self.guidance, seed=self.seed, negative_prompt=self.negative_prompt
+        )
+
+
+class GenerateRequest(_Strict):
+    """A ``generate`` call: one typed task."""
+
+    task: Task
+    prompt: str
+    source: str | None = None
+    mask: str | None = None
+    reference: list[str] = []
+    control: str | None = None
+    first_frame: str | None = None
+    last_frame: str | None = None
+    width: int | None = None
+    height: int | None = None
+    num_frames: int | None = None
+    duration_s: float | None = None
+    fps: float | None = None
+    margins: Margins | None = None
+    context_frames: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    negative_prompt: str | None = None
+    conditioning_scale: float | None = None
+
+    def inputs(self) -> list[tuple[str, Role]]:
+        """The input files with their roles, in the order of the fields (references last)."""
+        out: list[tuple[str, Role]] = []
+        for role in ROLES_IN_REQUESTS:
+            value = getattr(self, role.value)
+            for path in value if isinstance(value, list) else [value] if value is not None else []:
+                out.append((path, role))
+        return out
+
+    def sampling(self) -> Sampling:
+        return Sampling(
+            steps=self.steps,
+            guidance=self.guidance,
+            seed=self.seed,
+            negative_prompt=self.negative_prompt,
+            conditioning_scale=self.conditioning_scale,
+        )
+
+    def to_plan(self, limits: Limits, *, paths: Mapping[str, str] | None = None) -> CheckedPlan:
+        """The checked plan (``paths`` maps each given input to the path to use, e.g. its real path).
+
+        A parameter the task does not take (margins on image_edit, fps on an image, a mask on
+        text_to_image...) is refused with the task's list of parameters instead of being dropped.
+        """
+        given = {k: getattr(self, k) for k in self.model_fields_set if getattr(self, k) not in (None, [])}
+        given.pop("task", None)
+        check_params(TASKS[self.task], given)
+        paths = paths or {}
+        return build_plan(
+            self.task,
+            self.prompt,
+            [(paths.get(p, p), role) for p, role in self.inputs()],
+            width=self.width,
+            height=self.height,
+            num_frames=self.num_frames,
+            duration_s=self.duration_s,
+            fps=self.fps,
+            margins=self.margins,
+            context_frames=self.context_frames,
+            limits=limits,
+        )
+
+
+def _generate_fields(limits: Limits) -> dict[str, Any]:
+    gen_tasks = tuple(t.value for t in Task if t in GENERATION_TASKS)
+    roles: dict[str, Any] = {}
+    for role in ROLES_IN_REQUESTS:
+        if role is Role.REFERENCE:
+            roles[role.value] = (
+                list[InputFile],
+                Field(
+                    strict=True, default_factory=list, max_length=MAX_REFERENCES, description=ROLE_HELP[role]
+                ),
+            )
+        else:
+            roles[role.value] = (InputFile | None, Field(None, strict=True, description=ROLE_HELP[role]))
+    side = dict(ge=limits.min_side, le=limits.max_side)
+    longest_s = (limits.max_frames - 1) / limits.default_fps
+    return {
+        # Declared as the Literal of the generation tasks, so the schema lists them; the value
+        # is then the Task enum (strict mode would refuse the plain string otherwise).
+        "task": (Literal[gen_tasks], Field(description="what to make; see the task list")),  # type: ignore[valid-type]
+        "prompt": _prompt(limits, "what the result should show"),
+        **roles,
+        "width": (
+            int | None,
+            Field(None, strict=True, **side, description="pixels, rounded to a multiple of 16"),
+        ),
+        "height": (
+            int | None,
+            Field(None, strict=True, **side, description="pixels, rounded to a multiple of 16"),
+        ),
+        "num_frames": (
+            int | None,
+            Field(
+                None,
+                strict=True,
+                ge=1,
+                le=limits.max_frames,
+                description="video: 4k+1 frames (17, 33, 49, 81); image: 1",
+            ),
+        ),
+        "duration_s": (
+            float | None,
+            Field(
+                None,
+                strict=True,
+                gt=0,
+                le=longest_s,
+                description=f"video length in seconds, instead of num_frames (at most {longest_s:g} s "
+                f"at {limits.default_fps:g} fps)",
+            ),
+        ),
+        "fps": (
+            float | None,
+            Field(
+                None,
+                strict=True,
+                gt=0,
+                le=limits.max_fps,
+                description=f"video frame rate (default {limits.default_fps:g})",
+            ),
+        ),
+        "margins": (
+            Margins | None,
+            Field(None, strict=True, description="outpainting: pixels to add on each side"),
+        ),
+        "context_frames": (
+            int | None,
+            Field(
+                None,
+                strict=True,
+                ge=1,
+                le=limits.max_frames,
+                description="video_extend: source frames kept as context",
+            ),
+        ),
+        **sampling_fields(limits),
+        "conditioning_scale": (
+            float | None,
+            Field(
+                None,
+                strict=True,
+                ge=0,
+                le=2,
+                description="strength of the source/control conditioning (default 1)",
+            ),
+        ),
+    }
+
+
+@lru_cache(maxsize=16)
+def _models(limits_json: str) -> dict[str, type[_Strict]]:
+    limits = Limits.model_validate_json(limits_json)
+    gen = _generate_fields(limits)
+
+    understand = create_model(
+        "UnderstandArguments",
+        __base__=UnderstandRequest,
+        prompt=_prompt(limits, "the question"),
+        media=_media(limits),
+        max_new_tokens=(
+            int | None,
+            Field(None, strict=True, ge=1, le=4096, description="longest answer in tokens"),
+        ),
+    )
+    auto = create_model(
+        "AutoArguments",
+        __base__=AutoRequest,
+        prompt=_prompt(limits, "the request; input files inline as ###path###"),
+        media=_media(limits),
+        dry_run=(bool, Field(False, strict=True, description="only plan: return the plan, run nothing")),
+        **sampling_fields(limits),
+    )
+    generate = create_model("GenerateArguments", __base__=GenerateRequest, **gen)
+    return {"understand": understand, "generate": generate, "auto": auto}
+
+
+def request_model(tool: Literal["understand", "generate", "auto"], limits: Limits) -> type[_Strict]:
+    """The request model of ``tool`` with bounds from ``limits`` (the schema MCP and the CLI show)."""
+    return _models(limits.model_dump_json())[tool]
+
+
+def parse_arguments(
+    tool: Literal["understand", "generate", "auto"], limits: Limits, arguments: Mapping[str, Any]
+):
+    """Validate a call's raw arguments (JSON-like) into its request model, or :class:`InvalidRequest`.
+
+    JSON has no enums: ``task`` arrives as a string and is taken as the task it names.
+    """
+    from pydantic import ValidationError
+
+    model = request_model(tool, limits)
+    try:
+        return model.model_validate(dict(arguments))
+    except ValidationError as exc:
+        raise invalid_request(exc, model.model_fields) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Admission: a request checked before it waits for the GPU, and the engine's protocol.
+
+AnyRequest = UnderstandRequest | GenerateRequest | AutoRequest
+AnyResult = Union["UnderstandResult", "GenerateResult", "AutoResult"]
+
+
+@dataclass(eq=False)
+class Admitted:
+    """A request that passed every check that needs no model: its arguments, its checked plan
+    (``generate``), and its input files opened once and their headers probed.
+
+    It is what waits in the job queue; :meth:`EngineAPI.run` decodes from ``sources`` (by real
+    path) and closes them when it ends. ``text`` and ``media`` are the request's prompt and files
+    with every path replaced by its real path (``understand`` / ``auto``). ``queued`` is False for
+    work that uses no model (a dry run of the rules planner): it may run at once.
+    """
+
+    tool: Literal["understand", "generate", "auto"]
+    request: AnyRequest
+    plan: CheckedPlan | None = None
+    text: str = ""
+    media: list[str] = field(default_factory=list)
+    sources: dict[str, Source] = field(default_factory=dict)
+    queued: bool = True
+
+    def close(self) -> None:
+        for source in self.sources.values():
+            source.close()
+
+    def __enter__(self) -> Admitted:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@runtime_checkable
+class EngineAPI(Protocol):
+    """What the MCP layer (and any other front end) needs of an engine.
+
+    :class:`engine.engine.Engine` implements it; the tests' fake engine does too, and a test
+    checks both against this protocol so the fake cannot drift.
+    """
+
+    config: EngineConfig
+    #: The input path policy (the server narrows it to its allowed roots).
+    inputs: InputPolicy
+
+    def status(self) -> dict[str, Any]:
+        """What is configured and loaded."""
+        ...
+
+    def preload(self) -> None:
+        """Load every configured model now."""
+        ...
+
+    def admit(self, request: AnyRequest) -> Admitted:
+        """Check a request and open its inputs (no model work); raises the engine's errors."""
+        ...
+
+    def run(self, admitted: Admitted, *, control: JobControl | None = None) -> AnyResult:
+        """Do the work of an admitted request (model work, serialised); closes its sources."""
+        ...
+
+
+def admit(request: AnyRequest, config: EngineConfig, inputs: InputPolicy) -> Admitted:
+    """Check a request and open its inputs once (no model work): what waits in the job queue.
+
+    The checks run in order of cost: the arguments and (``generate``) the plan first, then
+    the input count, then each file: path policy, one open, header probe with the limits.
+    """
+    limits = config.limits
+    if isinstance(request, GenerateRequest):
+        plan = request.to_plan(limits)  # paths as given; the real ones replace them below
+        sources: dict[str, Source] = {}
+        try:
+            opened: list[MediaInput] = []
+            for m in plan.inputs:
+                name = m.role.value
+                if m.role is Role.REFERENCE:
+                    name += f"[{sum(o.role is Role.REFERENCE for o in opened)}]"
+                source = inputs.open_probed(m.path, field=name)
+                sources[str(source.path)] = source
+                if source.kind is not m.kind:
+                    raise InputRefused(
+                        f"{name}={source.name}: its real file is a {source.kind.value}, not a {m.kind.value}",
+                        path=source.name,
+                    )
+                opened.append(m.model_copy(update={"path": str(source.path)}))
+        except BaseException:
+            close_all(list(sources.values()))
+            raise
+        return Admitted("generate", request, plan=plan.model_copy(update={"inputs": opened}), sources=sources)
+    if not isinstance(request, (UnderstandRequest, AutoRequest)):
+        raise InvalidRequest.for_field("request", type(request).__name__, "is not a request model")
+    count = len(marked_paths(request.prompt)) + len(request.media)
+    if count > limits.max_inputs:
+        # Counted before any file is opened.
+        raise InvalidRequest.for_field(
+            "media",
+            count,
+            f"at most {limits.max_inputs} input files, ###path### markers and media together",
+        )
+    text, marked = inputs.open_markers(request.prompt)
+    try:
+        given = inputs.open_all(request.media, field="media")
+    except BaseException:
+        close_all(marked)
+        raise
+    opened = [*marked, *given]
+    try:
+        for source in opened:
+            inputs.probe(source)
+    except BaseException:
+        close_all(opened)
+        raise
+    tool = "understand" if isinstance(request, UnderstandRequest) else "auto"
+    # A dry run of the rules planner uses no model: it need not wait behind GPU jobs.
+    queued = not (tool == "auto" and request.dry_run and config.backend == "rules")
+    return Admitted(
+        tool,
+        request,
+        text=text,
+        media=[str(s.path) for s in given],
+        sources={str(s.path): s for s in opened},
+        queued=queued,
+    )

@@ -1,0 +1,625 @@
+"""Source preparation: for each generation task, the function that turns a checked plan into what
+``WanVACEPipeline`` takes (video, mask, reference images, size, frames).
+
+Each task's row in :data:`engine.tasks.TASKS` names its function; :func:`prepare` looks it up. Every function returns frames at the plan's output size, masks with
+only 0 (keep) and 255 (regenerate), and notes on what was adjusted (padding, cropping).
+Identical frames (a grey filler, a mask repeated on every frame) may be the same PIL object:
+treat prepared images as read-only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .config import Limits
+from .control import JobControl
+from .errors import InvalidRequest
+from .media import (
+    GREY,
+    Size,
+    VideoClip,
+    binarize,
+    even_indices,
+    fit_box,
+    letterbox,
+    open_image,
+    probe_video,
+    read_video,
+    resize_cover,
+)
+from .vocab import MediaKind, Role
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .inputs import Source
+    from .plan import CheckedPlan as Plan
+    from .plan import MediaInput
+
+log = logging.getLogger(__name__)
+
+Box = tuple[float, float, float, float]
+
+#: Source frames video_extend keeps as context when a request does not say.
+DEFAULT_CONTEXT_FRAMES = 9
+
+
+@dataclass
+class Prepared:
+    """Inputs for one VACE run. Masks: 255 = generate, 0 = keep."""
+
+    width: int
+    height: int
+    num_frames: int
+    video: list[Image.Image] | None = None  # num_frames RGB frames at (width, height)
+    mask: list[Image.Image] | None = None  # num_frames "L" frames at (width, height)
+    reference_images: list[Image.Image] | None = None  # each letterboxed on white at (width, height)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PrepContext:
+    limits: Limits
+    ground: Callable[[Image.Image, str], list[Box]] | None = None
+    control: JobControl | None = None
+    #: The inputs opened when the request was admitted, by the path in the plan: decoding reads
+    #: them, never the path again. A path without one (tests, old callers) is opened by path.
+    sources: Mapping[str, Source] = field(default_factory=dict)
+
+    def source(self, m: MediaInput) -> Source | str:
+        return self.sources.get(m.path, m.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# How each task's sources become VACE inputs.
+#
+# What WanVACEPipeline does with them (diffusers 0.42, ``preprocess_conditions``): ``video=None``
+# becomes zeros in [-1, 1] (mid-grey) and ``mask=None`` all ones (generate everything); masks are
+# thresholded at 0.5; the model sees ``video * (1 - mask)`` (kept pixels) and ``video * mask`` (the
+# area to regenerate) as two latents. Reference images are letterboxed by the pipeline onto a
+# white canvas of the output size; they arrive here already letterboxed, so that step is the
+# identity. VACE's own annotators fill the area to regenerate with grey 128 (``MASK_COLOR``), so
+# masked source pixels are greyed here too: the model never sees content it was not trained to see.
+
+#: Frames of a source video on which the grounding model looks for the region to edit.
+GROUND_SAMPLES = 4
+#: Auto-found boxes grow by this fraction of their size on each side (at least DILATE_MIN_PX):
+#: the grounding box is tight, and edges left unmasked show as seams.
+DILATE_FRACTION = 0.08
+DILATE_MIN_PX = 4
+#: A mask pixel at or above this is "regenerate" (255), below it "keep" (0).
+MASK_THRESHOLD = 128
+
+
+def _size(plan: Plan) -> Size:
+    return plan.width, plan.height  # type: ignore[return-value]  # set by check_plan
+
+
+def _check(ctx: PrepContext) -> None:
+    if ctx.control is not None:
+        ctx.control.check()
+
+
+def _open(ctx: PrepContext, m: MediaInput, mode: str = "RGB") -> Image.Image:
+    _check(ctx)
+    return open_image(ctx.source(m), max_pixels=ctx.limits.max_input_pixels, mode=mode)
+
+
+def _read(
+    plan: Plan,
+    ctx: PrepContext,
+    m: MediaInput,
+    notes: list[str],
+    *,
+    size: Size | None,
+    num_frames: int | None = None,
+    from_end: bool = False,
+    pad: bool = True,
+) -> VideoClip:
+    """A video input at the plan's rate and frame count (or ``num_frames``), resized to ``size``."""
+    _check(ctx)
+    clip = read_video(
+        ctx.source(m),
+        fps=plan.fps,
+        num_frames=plan.num_frames if num_frames is None else num_frames,
+        size=size,
+        from_end=from_end,
+        pad=pad,
+        max_pixels=ctx.limits.max_input_pixels,
+        check=ctx.control.check if ctx.control is not None else None,
+    )
+    notes.extend(f"{m.role}: {n}" for n in clip.notes)
+    return clip
+
+
+def _grey(size: Size) -> Image.Image:
+    from PIL import Image
+
+    return Image.new("RGB", size, (GREY, GREY, GREY))
+
+
+def _flat_mask(size: Size, value: int) -> Image.Image:
+    from PIL import Image
+
+    return Image.new("L", size, value)
+
+
+def _grey_out(frame: Image.Image, mask: Image.Image) -> Image.Image:
+    """``frame`` with the area to regenerate (mask 255) filled with grey, as VACE was trained."""
+    from PIL import Image
+
+    return Image.composite(_grey(frame.size), frame, mask)
+
+
+def _has_white(masks: Sequence[Image.Image]) -> bool:
+    return any(m.getextrema()[1] >= MASK_THRESHOLD for m in masks)
+
+
+def _crop_note(role: Role, src: Size, out: Size) -> list[str]:
+    """A note when covering the output crops a noticeable part of the source (aspect mismatch)."""
+    sa, oa = src[0] / src[1], out[0] / out[1]
+    if abs(sa - oa) / oa <= 0.02:
+        return []
+    return [f"{role}: {src[0]}×{src[1]} centre-cropped to the {out[0]}×{out[1]} output's aspect"]
+
+
+def _align_mask(mask: Image.Image, source: Size, out: Size) -> Image.Image:
+    """A mask drawn on the source, brought to the output exactly as the source frames were."""
+    from PIL import Image
+
+    if mask.size != source:
+        mask = mask.resize(source, Image.Resampling.BILINEAR)
+    return binarize(resize_cover(mask, out), MASK_THRESHOLD)
+
+
+# ---------------------------------------------------------------------------------------------
+# The preparers, one per kind of task.
+
+
+def prepare_text_only(plan: Plan, ctx: PrepContext) -> Prepared:
+    """text_to_image / text_to_video: no sources; the pipeline's defaults (grey video, all-ones mask)."""
+    w, h = _size(plan)
+    return Prepared(width=w, height=h, num_frames=plan.num_frames or 1)
+
+
+def prepare_image_edit(plan: Plan, ctx: PrepContext) -> Prepared:
+    """Source + mask (white = regenerate), brought to the output size by the same cover-crop."""
+    size = _size(plan)
+    src_in, mask_in = plan.one(Role.SOURCE), plan.one(Role.MASK)
+    source = _open(ctx, src_in)
+    mask = _open(ctx, mask_in, mode="L")
+    notes = _crop_note(Role.SOURCE, source.size, size)
+    if mask.size != source.size:
+        notes.append(
+            f"mask {mask.width}×{mask.height} stretched to the source's {source.width}×{source.height}"
+        )
+    out_mask = _align_mask(mask, source.size, size)
+    if not _has_white([out_mask]):
+        raise InvalidRequest.for_field(
+            "mask", mask_in.path, "has no white (≥128) pixels in the output area: nothing would be edited"
+        )
+    frame = resize_cover(source, size)
+    return Prepared(
+        width=size[0],
+        height=size[1],
+        num_frames=1,
+        video=[_grey_out(frame, out_mask)],
+        mask=[out_mask],
+        notes=notes,
+    )
+
+
+def prepare_image_control(plan: Plan, ctx: PrepContext) -> Prepared:
+    """A control image (pose, depth, edges) as a 1-frame control video, all of it to generate."""
+    size = _size(plan)
+    m = plan.one(Role.CONTROL)
+    control = _open(ctx, m)
+    return Prepared(
+        width=size[0],
+        height=size[1],
+        num_frames=1,
+        video=[resize_cover(control, size)],
+        mask=[_flat_mask(size, 255)],
+        notes=_crop_note(Role.CONTROL, control.size, size),
+    )
+
+
+def prepare_reference(plan: Plan, ctx: PrepContext) -> Prepared:
+    """image_reference / video_reference: 1-3 images letterboxed on white at the output size."""
+    size = _size(plan)
+    refs = [letterbox(_open(ctx, m), size, fill=(255, 255, 255)) for m in plan.by_role(Role.REFERENCE)]
+    if not refs:
+        raise InvalidRequest.for_field("inputs", [], f"{plan.task} needs 1-3 reference images")
+    return Prepared(width=size[0], height=size[1], num_frames=plan.num_frames or 1, reference_images=refs)
+
+
+def prepare_anchor_frames(plan: Plan, ctx: PrepContext) -> Prepared:
+    """image_to_video / first_last_to_video: given images fix the first and/or last frame.
+
+    The clip is grey and masked (255) except at the given frames (mask 0), which VACE keeps.
+    """
+    size = _size(plan)
+    n = plan.num_frames or 1
+    anchors: dict[int, MediaInput] = {}
+    for m in plan.by_role(Role.FIRST_FRAME):
+        anchors[0] = m
+    for m in plan.by_role(Role.LAST_FRAME):
+        anchors[n - 1] = m
+    if not anchors:
+        raise InvalidRequest.for_field(
+            "inputs", [m.path for m in plan.inputs], f"{plan.task} needs a first_frame or last_frame image"
+        )
+    video = [_grey(size)] * n
+    mask = [_flat_mask(size, 255)] * n
+    notes: list[str] = []
+    keep = _flat_mask(size, 0)
+    for i, m in sorted(anchors.items()):
+        img = _open(ctx, m)
+        notes.extend(_crop_note(m.role, img.size, size))
+        video[i], mask[i] = resize_cover(img, size), keep
+    return Prepared(width=size[0], height=size[1], num_frames=n, video=video, mask=mask, notes=notes)
+
+
+def prepare_video_control(plan: Plan, ctx: PrepContext) -> Prepared:
+    """A control video (already extracted pose/depth/edges) as VACE's input video, all to generate."""
+    size = _size(plan)
+    m = plan.one(Role.CONTROL)
+    notes: list[str] = []
+    clip = _read(plan, ctx, m, notes, size=size)
+    n = len(clip.frames)
+    return Prepared(
+        width=size[0],
+        height=size[1],
+        num_frames=n,
+        video=clip.images(),
+        mask=[_flat_mask(size, 255)] * n,
+        notes=notes,
+    )
+
+
+def prepare_video_edit(plan: Plan, ctx: PrepContext) -> Prepared:
+    """Source video + the region to regenerate.
+
+    The region is, in order: a mask video (resampled like the source), a mask image applied to
+    every frame, or, with neither, boxes found by ``ctx.ground`` on a few frames for the object
+    named in the prompt (see :func:`object_phrase`), interpolated over time and dilated.
+    """
+    size = _size(plan)
+    src_in = plan.one(Role.SOURCE)
+    notes: list[str] = []
+    info = probe_video(ctx.source(src_in), max_pixels=ctx.limits.max_input_pixels)
+    native = (info.width, info.height)
+    notes.extend(_crop_note(Role.SOURCE, native, size))
+    clip = _read(plan, ctx, src_in, notes, size=size)
+    frames = clip.images()
+    n = len(frames)
+    given = plan.by_role(Role.MASK)
+    if given:
+        mask = _given_mask(plan, ctx, given[0], native, size, notes)
+        if not _has_white(mask):
+            raise InvalidRequest.for_field(
+                "mask",
+                given[0].path,
+                "has no white (≥128) pixels in the output area: nothing would be edited",
+            )
+    else:
+        mask = _auto_mask(plan, ctx, frames, notes)
+    return Prepared(
+        width=size[0],
+        height=size[1],
+        num_frames=n,
+        video=[_grey_out(f, m) for f, m in zip(frames, mask, strict=True)],
+        mask=mask,
+        notes=notes,
+    )
+
+
+def _given_mask(
+    plan: Plan, ctx: PrepContext, m: MediaInput, native: Size, size: Size, notes: list[str]
+) -> list[Image.Image]:
+    from PIL import Image
+
+    n = plan.num_frames or 1
+    if m.kind is MediaKind.IMAGE:
+        img = _open(ctx, m, mode="L")
+        if img.size != native:
+            notes.append(f"mask {img.width}×{img.height} stretched to the source's {native[0]}×{native[1]}")
+        one = _align_mask(img, native, size)
+        return [one] * n  # the same mask on every frame
+    info = probe_video(ctx.source(m), max_pixels=ctx.limits.max_input_pixels)
+    same = (info.width, info.height) == native
+    if not same:
+        notes.append(
+            f"mask video {info.width}×{info.height} stretched to the source's {native[0]}×{native[1]}"
+        )
+    if same:
+        # Read straight at the output size by the same cover-crop as the source: already aligned.
+        # (Stretching these frames back to the source size and cropping again would crop twice.)
+        clip = _read(plan, ctx, m, notes, size=size)
+        return [binarize(Image.fromarray(f).convert("L"), MASK_THRESHOLD) for f in clip.frames]
+    clip = _read(plan, ctx, m, notes, size=None)
+    return [_align_mask(Image.fromarray(f).convert("L"), native, size) for f in clip.frames]
+
+
+def prepare_outpaint(plan: Plan, ctx: PrepContext) -> Prepared:
+    """image_outpaint / video_outpaint: the source placed inside the output, the new area masked.
+
+    With ``plan.margins`` the source covers the inner rectangle (width-left-right)×(height-top-bottom)
+    at (left, top); without, it is fitted, centred, inside the output size.
+    """
+    size = _size(plan)
+    m = plan.one(Role.SOURCE)
+    notes: list[str] = []
+    if m.kind is MediaKind.IMAGE:
+        image = _open(ctx, m)
+        native = image.size
+    else:
+        info = probe_video(ctx.source(m), max_pixels=ctx.limits.max_input_pixels)
+        native = (info.width, info.height)
+    left, top, iw, ih = _inner_rect(plan, native, size)
+    if (iw, ih) == size:
+        raise InvalidRequest.for_field(
+            "margins",
+            None if plan.margins is None else plan.margins.model_dump(),
+            f"the {native[0]}×{native[1]} source already fills the {size[0]}×{size[1]} output: "
+            "nothing to outpaint (give margins or an output size of another aspect)",
+        )
+    if plan.margins is not None:
+        notes.extend(_crop_note(Role.SOURCE, native, (iw, ih)))
+    if m.kind is MediaKind.IMAGE:
+        inner = [resize_cover(image, (iw, ih))]
+    else:
+        inner = _read(plan, ctx, m, notes, size=(iw, ih)).images()
+    mask = _flat_mask(size, 255)
+    mask.paste(0, (left, top, left + iw, top + ih))
+    video = []
+    for img in inner:
+        canvas = _grey(size)
+        canvas.paste(img, (left, top))
+        video.append(canvas)
+    return Prepared(
+        width=size[0],
+        height=size[1],
+        num_frames=len(video),
+        video=video,
+        mask=[mask] * len(video),
+        notes=notes,
+    )
+
+
+def _inner_rect(plan: Plan, native: Size, size: Size) -> tuple[int, int, int, int]:
+    if plan.margins is None:
+        return fit_box(native, size)
+    mg = plan.margins
+    return mg.left, mg.top, size[0] - mg.left - mg.right, size[1] - mg.top - mg.bottom
+
+
+def prepare_video_extend(plan: Plan, ctx: PrepContext) -> Prepared:
+    """Continue a clip: its last ``context_frames`` frames (at the plan's rate) open the output
+    and are kept (mask 0); the rest is grey and generated (mask 255)."""
+    size = _size(plan)
+    n = plan.num_frames or 1
+    c = plan.context_frames or 1
+    m = plan.one(Role.SOURCE)
+    notes: list[str] = []
+    # No padding: repeating a frame at the end of the context would make the continuation start
+    # from a frozen picture; a short source just gives fewer context frames.
+    clip = _read(plan, ctx, m, notes, size=size, num_frames=c, from_end=True, pad=False)
+    got = len(clip.frames)
+    context = clip.images()
+    return Prepared(
+        width=size[0],
+        height=size[1],
+        num_frames=n,
+        video=context + [_grey(size)] * (n - got),
+        mask=[_flat_mask(size, 0)] * got + [_flat_mask(size, 255)] * (n - got),
+        notes=notes,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the region to edit when no mask is given.
+
+_EDIT_VERBS = r"replace|remove|erase|delete|change|swap|recolou?r|make|turn|paint|transform|convert"
+_VERB_RE = re.compile(
+    rf"\b(?P<verb>{_EDIT_VERBS})\s+(?:(?:the|a|an|this|that|these|those|his|her|their|its)\s+)?"
+    r"(?P<rest>[^,.;:!?\n]+)",
+    re.IGNORECASE,
+)
+_ATTRIBUTE_OF = re.compile(
+    r"^(?:colou?r|texture|style|material|pattern|shape|appearance)s?\s+of\s+(?:(?:the|a|an)\s+)?",
+    re.IGNORECASE,
+)
+_STOP_WORDS = frozenset(
+    (
+        *("with", "into", "to", "by", "in", "on", "at", "from", "so", "and", "that", "which", "who"),
+        *("for", "as", "while", "look", "looks", "appear", "appears", "become", "becomes"),
+        *("be", "is", "are", "was", "were"),
+    )
+)
+#: Verbs followed by "the <object> <new state>": the last word is the new state, not the object.
+_STATE_VERBS = frozenset({"make", "turn", "paint", "recolor", "recolour"})
+
+
+def object_phrase(prompt: str, *, max_words: int = 4) -> str | None:
+    """The object an edit prompt names, for grounding; ``None`` when no edit verb is found.
+
+    Heuristic: the words after the first edit verb (replace, remove, change, make, turn, ...) and
+    an optional article, up to a linking word (with, into, to, by, in, ...) or punctuation, at most
+    ``max_words``. "colour of the X" gives X; after make/turn/paint/recolour the last word of a
+    longer phrase is the new state and is dropped ("make the red car blue" → "red car").
+    """
+    found = _VERB_RE.search(prompt)
+    if found is None:
+        return None
+    rest = _ATTRIBUTE_OF.sub("", found.group("rest").strip())
+    words: list[str] = []
+    for word in rest.split():
+        if word.lower() in _STOP_WORDS:
+            break
+        words.append(word)
+    if found.group("verb").lower() in _STATE_VERBS and len(words) > 1:
+        words = words[:-1]
+    words = words[:max_words]
+    return " ".join(words) or None
+
+
+def _auto_mask(
+    plan: Plan, ctx: PrepContext, frames: list[Image.Image], notes: list[str]
+) -> list[Image.Image]:
+    phrase = object_phrase(plan.prompt) or plan.prompt.strip()
+    if ctx.ground is None:
+        raise InvalidRequest.for_field(
+            "mask",
+            None,
+            "video_edit without a mask needs the planner's grounding to find the region to edit, and no "
+            "planner model is loaded; give a mask (image or video, white = regenerate)",
+        )
+    size = frames[0].size
+    keys = even_indices(len(frames), min(GROUND_SAMPLES, len(frames)))
+    found: dict[int, list[Box]] = {}
+    for i in keys:
+        _check(ctx)
+        boxes = _clean_boxes(ctx.ground(frames[i], phrase), size)
+        if boxes:
+            found[i] = boxes
+    if not found:
+        raise InvalidRequest.for_field(
+            "mask",
+            None,
+            f"no region matching {phrase!r} was found in the source video (looked at frames "
+            f"{keys}); give a mask (image or video, white = regenerate)",
+        )
+    notes.append(
+        f"edit region for {phrase!r} found automatically on frames {sorted(found)} of {keys}, "
+        "interpolated over the clip"
+    )
+    return [_box_mask(size, boxes) for boxes in interpolate_boxes(found, len(frames))]
+
+
+def _clean_boxes(boxes: Sequence[Box], size: Size) -> list[Box]:
+    """Boxes clipped to the image; empty, inverted or non-finite ones dropped."""
+    w, h = size
+    out: list[Box] = []
+    for box in boxes or ():
+        if len(box) != 4 or not all(math.isfinite(v) for v in box):
+            continue
+        x0, y0, x1, y1 = (float(v) for v in box)
+        x0, x1 = sorted((min(max(x0, 0.0), w), min(max(x1, 0.0), w)))
+        y0, y1 = sorted((min(max(y0, 0.0), h), min(max(y1, 0.0), h)))
+        if x1 - x0 >= 1 and y1 - y0 >= 1:
+            out.append((x0, y0, x1, y1))
+    return out
+
+
+def _union(boxes: Sequence[Box]) -> Box:
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def interpolate_boxes(found: dict[int, list[Box]], num_frames: int) -> list[list[Box]]:
+    """Boxes for every frame from boxes on a few key frames, linearly interpolated.
+
+    When every key frame has the same number of boxes they are matched left to right (by centre)
+    and each is interpolated; otherwise each key frame's boxes are merged into their union (one
+    box that may over-cover: regenerating a little more is safer than leaving part of the object).
+    Frames before the first key frame take its boxes, frames after the last take the last's.
+    """
+    keys = sorted(found)
+    counts = {len(found[k]) for k in keys}
+    if len(counts) == 1:
+        tracks = {k: sorted(found[k], key=lambda b: b[0] + b[2]) for k in keys}
+    else:
+        tracks = {k: [_union(found[k])] for k in keys}
+    out: list[list[Box]] = []
+    for f in range(num_frames):
+        if f <= keys[0]:
+            out.append(tracks[keys[0]])
+            continue
+        if f >= keys[-1]:
+            out.append(tracks[keys[-1]])
+            continue
+        b = next(k for k in keys if k >= f)
+        a = max(k for k in keys if k <= f)
+        if a == b:
+            out.append(tracks[a])
+            continue
+        t = (f - a) / (b - a)
+        out.append(
+            [
+                tuple(p + (q - p) * t for p, q in zip(ba, bb, strict=True))  # type: ignore[misc]
+                for ba, bb in zip(tracks[a], tracks[b], strict=True)
+            ]
+        )
+    return out
+
+
+def _box_mask(size: Size, boxes: Sequence[Box]) -> Image.Image:
+    """An "L" mask, 255 inside the boxes grown by DILATE_FRACTION (at least DILATE_MIN_PX)."""
+    from PIL import ImageDraw
+
+    w, h = size
+    mask = _flat_mask(size, 0)
+    draw = ImageDraw.Draw(mask)
+    for x0, y0, x1, y1 in boxes:
+        dx = max(DILATE_MIN_PX, DILATE_FRACTION * (x1 - x0))
+        dy = max(DILATE_MIN_PX, DILATE_FRACTION * (y1 - y0))
+        left, top = max(0, math.floor(x0 - dx)), max(0, math.floor(y0 - dy))
+        right, bottom = min(w, math.ceil(x1 + dx)), min(h, math.ceil(y1 + dy))
+        if right > left and bottom > top:
+            draw.rectangle((left, top, right - 1, bottom - 1), fill=255)  # corners inclusive
+    return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry point.
+
+
+def prepare(plan: Plan, ctx: PrepContext) -> Prepared:
+    """The generator's inputs for a validated plan (see :func:`engine.plan.check_plan`).
+
+    Raises:
+        InvalidRequest: an understanding task, a plan not validated, or sources that cannot make
+            the task (an all-black mask, no region found to edit, ...).
+        InputRefused: an input file that is missing, corrupt or too large.
+        Cancelled: ``ctx.control`` was cancelled between decodes.
+    """
+    from .tasks import TASKS  # the table names the functions above
+
+    fn = TASKS[plan.task].prepare
+    if fn is None:
+        raise InvalidRequest.for_field(
+            "task",
+            plan.task.value,
+            "is an understanding task: it has no generator inputs (answer it instead)",
+        )
+    from .plan import CheckedPlan
+
+    if not isinstance(plan, CheckedPlan):
+        raise InvalidRequest.for_field(
+            "plan", type(plan).__name__, "must be a CheckedPlan: validate the plan with check_plan first"
+        )
+    started = time.perf_counter()
+    prepared = fn(plan, ctx)
+    log.info(
+        "prepared %s: %d×%d, %d frames, video=%s mask=%s refs=%s in %.2fs",
+        plan.task,
+        prepared.width,
+        prepared.height,
+        prepared.num_frames,
+        None if prepared.video is None else len(prepared.video),
+        None if prepared.mask is None else len(prepared.mask),
+        None if prepared.reference_images is None else len(prepared.reference_images),
+        time.perf_counter() - started,
+    )
+    return prepared
