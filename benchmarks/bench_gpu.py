@@ -291,7 +291,7 @@ def _build_qwen(
         Qwen2_5_VLForConditionalGeneration,
     )
 
-    from engine.planner import untie_word_embeddings
+    from engine.planners.adapter import untie_word_embeddings
     from engine.tiny.qwen import LORA_TARGETS
 
     tiny_cfg = json.loads((tiny_qwen / "config.json").read_text())
@@ -468,9 +468,8 @@ class Bench:
     # -- setup --
 
     def setup(self, root: Path) -> None:
-        from engine.config import EngineConfig, SamplingDefaults
+        from engine.config import EngineConfig, Limits, SamplingDefaults
         from engine.engine import Engine
-        from engine.plan import Limits
 
         t0 = time.perf_counter()
         paths = build_models(self.specs, root / "models", self.device, self.dtype)
@@ -547,7 +546,7 @@ class Bench:
 
     def bench_plan(self) -> None:
         from engine.errors import PlannerError
-        from engine.plan import parse_request
+        from engine.request import parse_request
 
         eng = self.engine
         planner = eng.planner

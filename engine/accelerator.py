@@ -139,4 +139,6 @@ def oom_guard(doing: str) -> Iterator[None]:
         if not is_oom(exc):
             raise
         free_memory()
-        raise OutOfMemory(f"out of accelerator memory while {doing} (caches were freed): {OOM_ADVICE}") from exc
+        raise OutOfMemory(
+            f"out of accelerator memory while {doing} (caches were freed): {OOM_ADVICE}"
+        ) from exc

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from .generator import Generator
-    from .planner import QwenPlanner
+    from .planners.qwen import QwenPlanner
     from .projector import Projector
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ class Engine:
         self.inputs = InputPolicy(
             config.allowed_roots, config.output_dir, config.max_input_bytes, config.limits.max_input_pixels
         )
-        from .rules import RulesPlanner
+        from .planners.rules import RulesPlanner
 
         self._rules = RulesPlanner(config.limits)
 
@@ -89,7 +89,7 @@ class Engine:
                     if self.config.planner_model is None:
                         self._planner = None
                     else:
-                        from .planner import QwenPlanner
+                        from .planners.qwen import QwenPlanner
 
                         self._planner = QwenPlanner(self.config)
         return self._planner

@@ -257,7 +257,9 @@ def format_unison(plan: Plan, files: Sequence[str] | None = None) -> str:
 
     def idx(m: MediaInput) -> int:
         if m.path not in order:
-            raise InvalidRequest.for_field("files", order, f"must include the {m.role.value} input {m.path!r}")
+            raise InvalidRequest.for_field(
+                "files", order, f"must include the {m.role.value} input {m.path!r}"
+            )
         return order.index(m.path)
 
     spec = TASKS[plan.task]

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from .media import VideoInfo
-    from .plan import MediaKind
+    from .vocab import MediaKind
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ OUTPUT_URI_PREFIX = "unison://outputs/"
 FORBIDDEN_TREES = (Path("/proc"), Path("/sys"), Path("/dev"))
 #: Longest path shown in a message; longer ones keep their start and their end around an ellipsis.
 SHOWN_PATH_CHARS = 120
-_MARKER = re.compile(r"###(.+?)###", re.DOTALL)  # the request convention of engine.plan.parse_request
+_MARKER = re.compile(r"###(.+?)###", re.DOTALL)  # the request convention of engine.request.parse_request
 _OPEN_FLAGS = (
     os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 )
@@ -443,7 +443,7 @@ class InputPolicy:
                 raise self._outside(field, value, "it changed to a file outside the allowed roots")
 
     def _kind(self, real: Path, field: str) -> MediaKind:
-        from .plan import media_kind  # engine.plan imports the media stack: import it late
+        from .vocab import media_kind
 
         try:
             return media_kind(real)

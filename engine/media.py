@@ -120,7 +120,7 @@ def probe(source: Source, *, max_pixels: int | None = None) -> Source:
         InputRefused: not a readable image/video of an accepted format, or over ``max_pixels``
             (default :data:`DEFAULT_MAX_PIXELS`).
     """
-    from .plan import MediaKind
+    from .vocab import MediaKind
 
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     if source.kind is MediaKind.IMAGE:

@@ -78,7 +78,9 @@ class Plan(BaseModel):
     def one(self, role: Role) -> MediaInput:
         found = self.by_role(role)
         if len(found) != 1:
-            raise InvalidRequest.for_field("inputs", [m.path for m in found], f"expected exactly one {role} input")
+            raise InvalidRequest.for_field(
+                "inputs", [m.path for m in found], f"expected exactly one {role} input"
+            )
         return found[0]
 
     @property
@@ -157,7 +159,9 @@ def check_plan(plan: Plan, limits: Limits | None = None) -> CheckedPlan:
     if spec.understanding:
         return CheckedPlan(**{**dict(plan), **update})
     if not plan.prompt.strip():
-        raise InvalidRequest.for_field("prompt", plan.prompt, f"{plan.task} needs a prompt saying what to make")
+        raise InvalidRequest.for_field(
+            "prompt", plan.prompt, f"{plan.task} needs a prompt saying what to make"
+        )
 
     # Output size: defaults, then rounding to multiples of 16, then bounds.
     for name, default in (("width", limits.default_width), ("height", limits.default_height)):
@@ -185,7 +189,9 @@ def check_plan(plan: Plan, limits: Limits | None = None) -> CheckedPlan:
     # Frame count and rate: one image, or 4k+1 frames within bounds at a rate within bounds.
     if spec.output == "image":
         if plan.num_frames not in (None, 1):
-            raise InvalidRequest.for_field("num_frames", plan.num_frames, f"{plan.task} makes one image: use 1")
+            raise InvalidRequest.for_field(
+                "num_frames", plan.num_frames, f"{plan.task} makes one image: use 1"
+            )
         update["num_frames"] = 1
     else:
         n = limits.default_frames if plan.num_frames is None else plan.num_frames
@@ -297,7 +303,7 @@ def build_plan(
             raise InvalidRequest.for_field(
                 "role", role, "one of " + ", ".join(r.value for r in Role)
             ) from None
-        media.append(MediaInput(path=str(path), kind=media_kind(path), role=role))
+        media.append(MediaInput(path=str(path), kind=media_kind(path, field=role.value), role=role))
     if isinstance(duration_s, bool) or (duration_s is not None and not isinstance(duration_s, (int, float))):
         raise InvalidRequest.for_field("duration_s", duration_s, "must be a number of seconds")
     if duration_s is not None:
@@ -324,29 +330,3 @@ def build_plan(
         context_frames=context_frames,
     )
     return check_plan(plan, limits)
-
-
-
-
-# Names that moved out of this module in the reshaping; kept importable from here until every
-# caller imports them from their new home.
-_MOVED = {
-    **dict.fromkeys(("Request", "parse_request", "request_for_plan"), "request"),
-    **dict.fromkeys(("parse_unison", "format_unison", "DEFAULT_VIDEO_FRAMES"), "grammar"),
-    **dict.fromkeys(("RoleRule", "UNDERSTANDING_TASKS", "GENERATION_TASKS"), "tasks"),
-    **dict.fromkeys(
-        ("IMGPAD", "VIDPAD", "UNISON_TOKENS", "IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "CFI", "CFV", "BORES",
-         "EORES", "BONF", "EONF", "BOFIDX", "EOFIDX", "REF", "CTRL", "BOEDIT", "EOEDIT"),
-        "vocab",
-    ),
-}  # fmt: skip
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"engine.{_MOVED[name]}"), name)
-    if name in ("DEFAULT_CONTEXT_FRAMES",):
-        return DEFAULT_CONTEXT_FRAMES
-    raise AttributeError(name)

@@ -103,7 +103,9 @@ TASKS: dict[Task, TaskSpec] = {
     s.task: s
     for s in (
         TaskSpec(Task.TEXT_UNDERSTANDING, "text", (), "answer a question from text alone"),
-        TaskSpec(Task.IMAGE_UNDERSTANDING, "text", (RoleRule(Role.QUERY, _I, 1, 8),), "answer about 1-8 images"),
+        TaskSpec(
+            Task.IMAGE_UNDERSTANDING, "text", (RoleRule(Role.QUERY, _I, 1, 8),), "answer about 1-8 images"
+        ),
         TaskSpec(
             Task.VIDEO_UNDERSTANDING,
             "text",
@@ -249,5 +251,7 @@ def tasks_text(*, include_understanding: bool = False) -> str:
             f"{r.role.value} ({'/'.join(k.value for k in r.kinds)}{r.count_text()})" for r in spec.roles
         )
         extra = f" {spec.note[0].upper()}{spec.note[1:]}." if spec.note else ""
-        lines.append(f"- {spec.task.value} → {spec.output}: {spec.summary}. Inputs: {roles or 'none'}.{extra}")
+        lines.append(
+            f"- {spec.task.value} → {spec.output}: {spec.summary}. Inputs: {roles or 'none'}.{extra}"
+        )
     return "\n".join(lines)

@@ -61,15 +61,15 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".webm", ".mkv")
 
 
-def media_kind(path: str | Path) -> MediaKind:
-    """The kind of a file from its extension; an unknown extension is an error naming the choices."""
+def media_kind(path: str | Path, *, field: str = "path") -> MediaKind:
+    """The kind of a file from its extension; an unknown extension is an error naming ``field`` and the choices."""
     suffix = Path(str(path)).suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
         return MediaKind.IMAGE
     if suffix in VIDEO_EXTENSIONS:
         return MediaKind.VIDEO
     raise InvalidRequest.for_field(
-        "path",
+        field,
         str(path),
         f"unsupported file type {suffix or '(none)'!r}; images: {', '.join(IMAGE_EXTENSIONS)}; "
         f"videos: {', '.join(VIDEO_EXTENSIONS)}",

@@ -12,7 +12,7 @@ from engine.accelerator import oom_guard, resolve_device, resolve_dtype
 from engine.config import EngineConfig, SamplingDefaults
 from engine.errors import InvalidRequest, ModelError, OutOfMemory
 from engine.generator import Generator
-from engine.planner import QwenPlanner
+from engine.planners.qwen import QwenPlanner
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 

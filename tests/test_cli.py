@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InvalidRequest
-from engine.plan import MediaKind, Role, Task
+from engine.vocab import MediaKind, Role, Task
 from unison_mcp.cli import main, natural_role, parse_margins
 
 ROOT = Path(__file__).resolve().parents[1]

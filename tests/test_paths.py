@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InputRefused
-from unison_mcp.paths import PathPolicy, check_output_name, output_uri, probe_media
+from engine.inputs import InputPolicy, check_output_name, open_path, output_uri
+from engine.media import probe
 
 
 @pytest.fixture()
@@ -26,24 +27,24 @@ def tree(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.fixture()
-def policy(tree: dict[str, Path]) -> PathPolicy:
-    return PathPolicy([tree["root"]], tree["out"], max_bytes=100)
+def policy(tree: dict[str, Path]) -> InputPolicy:
+    return InputPolicy([tree["root"]], tree["out"], max_bytes=100, max_pixels=64_000_000)
 
 
-def test_a_file_under_an_allowed_root_resolves_to_its_real_path(policy: PathPolicy, tree):
+def test_a_file_under_an_allowed_root_resolves_to_its_real_path(policy: InputPolicy, tree):
     assert policy.resolve(str(tree["root"] / "cat.png")) == (tree["root"] / "cat.png").resolve()
 
 
-def test_an_output_uri_resolves_into_the_output_directory(policy: PathPolicy, tree):
+def test_an_output_uri_resolves_into_the_output_directory(policy: InputPolicy, tree):
     got = policy.resolve(output_uri("text_to_image-0001.png"))
     assert got == (tree["out"] / "text_to_image-0001.png").resolve()
 
 
-def test_a_file_uri_is_read_like_its_path(policy: PathPolicy, tree):
+def test_a_file_uri_is_read_like_its_path(policy: InputPolicy, tree):
     assert policy.resolve((tree["root"] / "cat.png").as_uri()) == (tree["root"] / "cat.png").resolve()
 
 
-def test_a_file_outside_the_roots_is_refused_naming_the_roots(policy: PathPolicy, tree):
+def test_a_file_outside_the_roots_is_refused_naming_the_roots(policy: InputPolicy, tree):
     with pytest.raises(InputRefused) as err:
         policy.resolve(str(tree["outside"] / "secret.png"), field="source")
     msg = str(err.value)
@@ -51,50 +52,50 @@ def test_a_file_outside_the_roots_is_refused_naming_the_roots(policy: PathPolicy
     assert str(tree["root"].resolve()) in msg and str(tree["out"].resolve()) in msg
 
 
-def test_dot_dot_that_climbs_out_of_a_root_is_refused(policy: PathPolicy, tree):
+def test_dot_dot_that_climbs_out_of_a_root_is_refused(policy: InputPolicy, tree):
     with pytest.raises(InputRefused, match="outside the allowed roots"):
         policy.resolve(f"{tree['root']}/../outside/secret.png")
 
 
-def test_a_symlink_inside_a_root_pointing_outside_is_refused(policy: PathPolicy, tree):
+def test_a_symlink_inside_a_root_pointing_outside_is_refused(policy: InputPolicy, tree):
     link = tree["root"] / "innocent.png"
     link.symlink_to(tree["outside"] / "secret.png")
     with pytest.raises(InputRefused, match="resolves to"):
         policy.resolve(str(link))
 
 
-def test_a_symlink_from_outside_into_a_root_is_allowed(policy: PathPolicy, tree):
+def test_a_symlink_from_outside_into_a_root_is_allowed(policy: InputPolicy, tree):
     link = tree["outside"] / "alias.png"
     link.symlink_to(tree["root"] / "cat.png")
     assert policy.resolve(str(link)) == (tree["root"] / "cat.png").resolve()
 
 
 def test_proc_self_environ_is_refused_even_when_slash_is_a_root(tree):
-    everything = PathPolicy([Path("/")], tree["out"], max_bytes=10**9)
+    everything = InputPolicy([Path("/")], tree["out"], max_bytes=10**9, max_pixels=64_000_000)
     with pytest.raises(InputRefused, match="/proc is never readable"):
         everything.resolve("/proc/self/environ")
 
 
 def test_a_symlink_to_proc_is_refused_after_resolving(tree):
-    everything = PathPolicy([Path("/")], tree["out"], max_bytes=10**9)
+    everything = InputPolicy([Path("/")], tree["out"], max_bytes=10**9, max_pixels=64_000_000)
     link = tree["root"] / "env.png"
     link.symlink_to("/proc/self/environ")
     with pytest.raises(InputRefused, match="never readable"):
         everything.resolve(str(link))
 
 
-def test_a_missing_file_is_refused_as_missing(policy: PathPolicy, tree):
+def test_a_missing_file_is_refused_as_missing(policy: InputPolicy, tree):
     with pytest.raises(InputRefused, match="no such file"):
         policy.resolve(str(tree["root"] / "nope.png"))
 
 
-def test_a_directory_is_refused(policy: PathPolicy, tree):
+def test_a_directory_is_refused(policy: InputPolicy, tree):
     (tree["root"] / "album.png").mkdir()
     with pytest.raises(InputRefused, match="is a directory"):
         policy.resolve(str(tree["root"] / "album.png"))
 
 
-def test_a_fifo_is_refused_without_being_opened(policy: PathPolicy, tree):
+def test_a_fifo_is_refused_without_being_opened(policy: InputPolicy, tree):
     fifo = tree["root"] / "pipe.png"
     os.mkfifo(fifo)
     # Opening a FIFO with no writer would block forever: reaching the assertion proves it wasn't.
@@ -102,7 +103,7 @@ def test_a_fifo_is_refused_without_being_opened(policy: PathPolicy, tree):
         policy.resolve(str(fifo))
 
 
-def test_a_socket_is_refused(policy: PathPolicy, tree):
+def test_a_socket_is_refused(policy: InputPolicy, tree):
     path = tree["root"] / "s.png"
     sock = socket.socket(socket.AF_UNIX)
     try:
@@ -114,24 +115,24 @@ def test_a_socket_is_refused(policy: PathPolicy, tree):
 
 
 def test_a_device_is_refused(tree):
-    everything = PathPolicy([Path("/")], tree["out"], max_bytes=10**9)
+    everything = InputPolicy([Path("/")], tree["out"], max_bytes=10**9, max_pixels=64_000_000)
     with pytest.raises(InputRefused, match="never readable"):
         everything.resolve("/dev/zero")
 
 
-def test_a_file_over_the_size_limit_is_refused_with_both_sizes(policy: PathPolicy, tree):
+def test_a_file_over_the_size_limit_is_refused_with_both_sizes(policy: InputPolicy, tree):
     big = tree["root"] / "big.png"
     big.write_bytes(b"z" * 101)
     with pytest.raises(InputRefused, match="101 bytes is over the input limit of 100 bytes"):
         policy.resolve(str(big))
 
 
-def test_a_relative_path_is_refused_asking_for_an_absolute_one(policy: PathPolicy):
+def test_a_relative_path_is_refused_asking_for_an_absolute_one(policy: InputPolicy):
     with pytest.raises(InputRefused, match="absolute path"):
         policy.resolve("cat.png")
 
 
-def test_other_uri_schemes_are_refused(policy: PathPolicy):
+def test_other_uri_schemes_are_refused(policy: InputPolicy):
     with pytest.raises(InputRefused, match="only local paths"):
         policy.resolve("https://example.com/cat.png")
 
@@ -142,14 +143,14 @@ def test_output_names_with_folders_dots_or_control_characters_are_refused(name: 
         check_output_name(name)
 
 
-def test_an_output_uri_cannot_climb_out_of_the_output_directory(policy: PathPolicy):
+def test_an_output_uri_cannot_climb_out_of_the_output_directory(policy: InputPolicy):
     with pytest.raises(InputRefused, match="not valid"):
         policy.resolve(output_uri("../root/cat.png"))
     with pytest.raises(InputRefused, match="not valid"):
         policy.resolve(output_uri("%2E%2E%2Froot%2Fcat.png"))
 
 
-def test_markers_in_a_prompt_are_checked_and_replaced_by_real_paths(policy: PathPolicy, tree):
+def test_markers_in_a_prompt_are_checked_and_replaced_by_real_paths(policy: InputPolicy, tree):
     real = (tree["root"] / "cat.png").resolve()
     text, paths = policy.resolve_markers(f"what is in ###{tree['root']}/../root/cat.png### ?")
     assert text == f"what is in ###{real}### ?" and paths == [str(real)]
@@ -157,7 +158,7 @@ def test_markers_in_a_prompt_are_checked_and_replaced_by_real_paths(policy: Path
         policy.resolve_markers(f"leak ###{tree['outside']}/secret.png###")
 
 
-def test_listing_outputs_skips_hidden_files_and_symlinks(policy: PathPolicy, tree):
+def test_listing_outputs_skips_hidden_files_and_symlinks(policy: InputPolicy, tree):
     (tree["out"] / ".tmp-123.png").write_bytes(b"partial")
     (tree["out"] / "link.png").symlink_to(tree["outside"] / "secret.png")
     assert [p.name for p in policy.list_outputs()] == ["text_to_image-0001.png"]
@@ -165,29 +166,29 @@ def test_listing_outputs_skips_hidden_files_and_symlinks(policy: PathPolicy, tre
         policy.output_file("link.png")
 
 
-def test_a_nul_byte_percent_encoded_in_a_file_uri_is_refused_cleanly(policy: PathPolicy, tree):
+def test_a_nul_byte_percent_encoded_in_a_file_uri_is_refused_cleanly(policy: InputPolicy, tree):
     # Decoding happens after the raw value's NUL check: the decoded path must be checked too.
     with pytest.raises(InputRefused, match="NUL byte"):
         policy.resolve((tree["root"] / "cat.png").as_uri() + "%00.png", field="source")
 
 
-def test_the_home_of_an_unknown_user_is_refused_cleanly(policy: PathPolicy):
+def test_the_home_of_an_unknown_user_is_refused_cleanly(policy: InputPolicy):
     with pytest.raises(InputRefused, match=r"source='~no-such-user-r2x/cat.png': .*home"):
         policy.resolve("~no-such-user-r2x/cat.png", field="source")
 
 
-def test_an_output_name_too_long_for_the_file_system_is_refused_as_missing(policy: PathPolicy):
+def test_an_output_name_too_long_for_the_file_system_is_refused_as_missing(policy: InputPolicy):
     with pytest.raises(InputRefused, match="no output named"):
         policy.output_file("a" * 300 + ".png")
 
 
 def test_reading_an_output_never_follows_a_symlink_swapped_in_after_the_check(
-    policy: PathPolicy, tree, monkeypatch
+    policy: InputPolicy, tree, monkeypatch
 ):
     name = "text_to_image-0001.png"
-    checked = PathPolicy.output_file
+    checked = InputPolicy.output_file
 
-    def check_then_swap(self: PathPolicy, value: str) -> Path:
+    def check_then_swap(self: InputPolicy, value: str) -> Path:
         path = checked(self, value)
         # Another process replaces the checked file by a link to a secret between check and read.
         path.unlink()
@@ -195,20 +196,20 @@ def test_reading_an_output_never_follows_a_symlink_swapped_in_after_the_check(
         return path
 
     assert policy.read_output(name) == (tree["out"].resolve() / name, b"y" * 10)
-    monkeypatch.setattr(PathPolicy, "output_file", check_then_swap)
+    monkeypatch.setattr(InputPolicy, "output_file", check_then_swap)
     with pytest.raises(InputRefused, match="not a regular file"):
         policy.read_output(name)
 
 
-def test_reading_an_output_that_is_a_fifo_is_refused_without_blocking(policy: PathPolicy, tree, monkeypatch):
+def test_reading_an_output_that_is_a_fifo_is_refused_without_blocking(policy: InputPolicy, tree, monkeypatch):
     os.mkfifo(tree["out"] / "pipe.png")
     # Even past the name check (a FIFO swapped in later), the read must not wait for a writer.
-    monkeypatch.setattr(PathPolicy, "output_file", lambda self, name: self.output_dir / name)
+    monkeypatch.setattr(InputPolicy, "output_file", lambda self, name: self.output_dir / name)
     with pytest.raises(InputRefused, match="not a regular file"):
         policy.read_output("pipe.png")
 
 
-def test_outside_the_roots_a_missing_file_is_refused_like_an_existing_one(policy: PathPolicy, tree):
+def test_outside_the_roots_a_missing_file_is_refused_like_an_existing_one(policy: InputPolicy, tree):
     def refusal(path: Path) -> str:
         with pytest.raises(InputRefused) as err:
             policy.resolve(str(path), field="source")
@@ -219,7 +220,7 @@ def test_outside_the_roots_a_missing_file_is_refused_like_an_existing_one(policy
     assert refusal(tree["outside"] / "no-folder" / "secret.png") == existing
 
 
-def test_a_100_000_character_path_gets_a_short_refusal(policy: PathPolicy):
+def test_a_100_000_character_path_gets_a_short_refusal(policy: InputPolicy):
     with pytest.raises(InputRefused) as err:
         policy.resolve("/" + "x" * 100_000 + ".png", field="source")
     assert len(str(err.value)) < 1_000 and "…" in str(err.value)
@@ -232,13 +233,13 @@ def test_the_media_probe_applies_the_configured_pixel_limit(tree):
     two = tree["root"] / "two.png"
     Image.new("RGB", (2000, 1000)).save(two)
     with pytest.raises(InputRefused, match="the limit is 1000000 pixels"):
-        probe_media(two, max_pixels=1_000_000)
-    strict = PathPolicy([tree["root"]], tree["out"], max_bytes=10**9, max_pixels=1_000_000)
+        probe(open_path(two), max_pixels=1_000_000)
+    strict = InputPolicy([tree["root"]], tree["out"], max_bytes=10**9, max_pixels=1_000_000)
     with pytest.raises(InputRefused, match="the limit is 1000000 pixels"):
         strict.open_probed(str(two))
     seventy = tree["root"] / "seventy.png"
     Image.new("1", (10_000, 7_000)).save(seventy)  # 1-bit: a small file with a 70 MP header
-    probe_media(seventy, max_pixels=100_000_000)
-    loose = PathPolicy([tree["root"]], tree["out"], max_bytes=10**9, max_pixels=100_000_000)
+    probe(open_path(seventy), max_pixels=100_000_000)
+    loose = InputPolicy([tree["root"]], tree["out"], max_bytes=10**9, max_pixels=100_000_000)
     with loose.open_probed(str(seventy)) as source:
         assert (source.header.width, source.header.height) == (10_000, 7_000)

@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from engine.config import Limits
 from engine.errors import InvalidRequest, PlannerError
-from engine.plan import (
-    IMGPAD,
-    UNISON_TOKENS,
-    VIDPAD,
-    Limits,
-    Margins,
-    MediaInput,
-    MediaKind,
-    Plan,
-    Role,
-    Task,
-    build_plan,
-    check_plan,
-    format_unison,
-    frames_for_seconds,
-    nearest_4k1,
-    parse_request,
-    parse_unison,
-)
+from engine.grammar import format_unison, parse_unison
+from engine.plan import Margins, MediaInput, Plan, build_plan, check_plan, frames_for_seconds, nearest_4k1
+from engine.request import parse_request
+from engine.vocab import IMGPAD, UNISON_TOKENS, VIDPAD, MediaKind, Role, Task
 
 IMG, VID = MediaKind.IMAGE, MediaKind.VIDEO
 

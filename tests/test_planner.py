@@ -16,15 +16,13 @@ from engine.config import EngineConfig
 from engine.control import JobControl
 from engine.errors import Cancelled, InputRefused, InvalidRequest, ModelError, PlannerError
 from engine.media import encode_mp4
-from engine.plan import MediaInput, MediaKind, Role, Task, parse_request
-from engine.planner import (
-    QwenPlanner,
-    parse_boxes,
-    plan_from_json,
-    plan_with_retry,
-    scale_boxes,
-)
+from engine.plan import MediaInput
+from engine.planners.instruct import plan_from_json, plan_with_retry
+from engine.planners.qwen import QwenPlanner
+from engine.request import parse_request
 from engine.tiny.qwen import EXAMPLES
+from engine.understand import parse_boxes, scale_boxes
+from engine.vocab import MediaKind, Role, Task
 
 
 def _tiny(root, **overrides) -> EngineConfig:
@@ -64,13 +62,13 @@ class _Spy:
 
     def __init__(self, planner: QwenPlanner, monkeypatch: pytest.MonkeyPatch):
         self.calls: list[dict] = []
-        real = planner._model.generate
+        real = planner.model.generate
 
         def generate(**kwargs):
             self.calls.append(kwargs)
             return real(**kwargs)
 
-        monkeypatch.setattr(planner._model, "generate", generate)
+        monkeypatch.setattr(planner.model, "generate", generate)
 
 
 def _copy_adapter(src: Path, dst: Path) -> Path:
@@ -94,7 +92,7 @@ def test_the_adapter_is_merged_with_embeddings_resized_and_untied(planner, tiny_
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
     base = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_paths.qwen)
-    model = planner._model
+    model = planner.model
     tok = AutoTokenizer.from_pretrained(tiny_paths.adapter)
     embed, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
     assert base.lm_head.weight is base.get_input_embeddings().weight
@@ -106,7 +104,7 @@ def test_the_adapter_is_merged_with_embeddings_resized_and_untied(planner, tiny_
     assert not torch.equal(model.state_dict()[q], base.state_dict()[q])
     vision = "model.visual.blocks.0.attn.qkv.weight"
     assert torch.equal(model.state_dict()[vision], base.state_dict()[vision])
-    assert planner._tokenizer.convert_tokens_to_ids("<CFI>") < embed.shape[0]
+    assert planner.tokenizer.convert_tokens_to_ids("<CFI>") < embed.shape[0]
 
 
 def test_an_adapter_saved_in_the_pre_4_52_layout_merges_to_the_same_model(planner, tiny_paths, tmp_path):
@@ -123,14 +121,14 @@ def test_an_adapter_saved_in_the_pre_4_52_layout_merges_to_the_same_model(planne
 
     old = QwenPlanner(_tiny(tiny_paths.root, adapter=str(legacy)))
     old.load()
-    want, got = planner._model.state_dict(), old._model.state_dict()
+    want, got = planner.model.state_dict(), old.model.state_dict()
     for key in ("model.language_model.layers.0.self_attn.q_proj.weight", "lm_head.weight"):
         assert torch.equal(got[key], want[key])
-    assert torch.equal(old._model.get_input_embeddings().weight, planner._model.get_input_embeddings().weight)
+    assert torch.equal(old.model.get_input_embeddings().weight, planner.model.get_input_embeddings().weight)
 
 
 def test_without_an_adapter_the_base_model_keeps_its_tied_embeddings(base_planner):
-    model = base_planner._model
+    model = base_planner.model
     assert model.lm_head.weight is model.get_input_embeddings().weight
     assert not base_planner.adapter_loaded
     assert base_planner.name == base_planner.model_id
@@ -247,8 +245,8 @@ def test_features_from_the_planning_pass_equal_a_separate_forward(planner, index
     req = parse_request(EXAMPLES[index].request)
     out = planner.plan(req, backend="unison", want_features=True)
     separate = planner.features(req)
-    rendered = planner._chat_text([{"role": "user", "content": req.text}], generation_prompt=False)
-    length = len(planner._ids(rendered))
+    rendered = planner.chat_text([{"role": "user", "content": req.text}], generation_prompt=False)
+    length = len(planner.token_ids(rendered))
     assert out.features.shape == separate.shape == (1, length - 1, planner.hidden_size)
     assert out.features.dtype == torch.float32
     assert torch.allclose(out.features, separate, atol=1e-5)
@@ -256,9 +254,11 @@ def test_features_from_the_planning_pass_equal_a_separate_forward(planner, index
 
 def test_features_are_the_normed_last_layer_without_the_first_position(planner):
     req = parse_request("Draw a cat.")
-    ids = planner._ids(planner._chat_text([{"role": "user", "content": req.text}], generation_prompt=False))
+    ids = planner.token_ids(
+        planner.chat_text([{"role": "user", "content": req.text}], generation_prompt=False)
+    )
     with torch.inference_mode():
-        out = planner._model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+        out = planner.model(input_ids=torch.tensor([ids]), output_hidden_states=True)
     assert torch.allclose(planner.features(req), out.hidden_states[-1][:, 1:], atol=1e-6)
 
 
@@ -277,7 +277,7 @@ def test_the_instruct_backend_retries_once_with_the_error_then_gives_up(base_pla
     with pytest.raises(PlannerError, match="no usable plan in 2 attempts: first answer: .*second answer: "):
         base_planner.plan(parse_request("Draw a red fox."), backend="instruct", want_features=False)
     assert len(spy.calls) == 2
-    second_prompt = base_planner._tokenizer.decode(spy.calls[1]["input_ids"][0])
+    second_prompt = base_planner.tokenizer.decode(spy.calls[1]["input_ids"][0])
     assert "That answer cannot be used:" in second_prompt
     assert "<|im_start|>assistant" in second_prompt.split("Request: Draw a red fox.")[1]
 
@@ -357,6 +357,40 @@ def test_a_bad_json_plan_names_what_is_wrong(text, message):
 
 
 # ---------------------------------------------------------------------------------------------
+# The understanding rule, once for every backend
+
+_KINDS_CASES = [
+    ("What is the capital of France?", Task.TEXT_UNDERSTANDING),
+    ("What is in ###a.png### and ###b.jpg###?", Task.IMAGE_UNDERSTANDING),
+    ("What happens in ###v.mp4### after ###a.png###?", Task.VIDEO_UNDERSTANDING),
+]
+
+
+@pytest.mark.parametrize(("text", "task"), _KINDS_CASES, ids=lambda v: getattr(v, "value", "")[:20])
+def test_every_backend_types_an_understanding_request_by_its_files_the_same_way(text, task):
+    from engine.grammar import parse_unison
+    from engine.planners.rules import RulesPlanner
+    from engine.tasks import understanding_task
+
+    req = parse_request(text)
+    assert understanding_task(req.kinds) is task
+    # The Unison grammar: an answer without <CFI>/<CFV> is understanding, typed by the files.
+    assert parse_unison("Just answer it.", req.media, prompt=req.prompt).task is task
+    # The instruct JSON path, even when the model names the wrong kind of understanding.
+    for named in ("text_understanding", "image_understanding", "video_understanding"):
+        assert plan_from_json(f'{{"task": "{named}"}}', req.media, prompt=req.prompt).task is task
+    assert RulesPlanner().plan(req).task is task
+
+
+def test_the_model_backends_are_planners(planner):
+    from engine.planners import BACKENDS, Planner
+
+    assert set(planner.backends) == {"unison", "instruct"} <= set(BACKENDS)
+    for name, backend in planner.backends.items():
+        assert isinstance(backend, Planner) and backend.name == name
+
+
+# ---------------------------------------------------------------------------------------------
 # Understanding
 
 
@@ -389,7 +423,7 @@ def test_a_video_reaches_the_model_as_video_with_its_frame_timing(planner, media
     assert t >= 1 and h * w * 14 * 14 <= planner.config.understanding.max_pixels * 1.05
     # 2 frames per temporal patch at the configured 2 fps: one second per grid step.
     assert call["second_per_grid_ts"].tolist() == [pytest.approx(2 / planner.config.understanding.video_fps)]
-    video_pad = planner._tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    video_pad = planner.tokenizer.convert_tokens_to_ids("<|video_pad|>")
     assert int((call["input_ids"] == video_pad).sum()) == t * h * w // 4
 
 

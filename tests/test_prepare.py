@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.config import Limits
 from engine.control import JobControl
 from engine.errors import Cancelled, InputRefused, InvalidRequest
 from engine.media import GREY, encode_mp4, encode_png
-from engine.config import Limits
 from engine.plan import Margins, Plan, build_plan
+from engine.prepare import Prepared, PrepContext, interpolate_boxes, object_phrase, prepare
 from engine.tasks import GENERATION_TASKS, TASKS
 from engine.vocab import Role, Task
-from engine.prepare import Prepared, PrepContext, interpolate_boxes, object_phrase, prepare
 
 W, H = 64, 48
 STEP = 4  # grey levels per frame index in coded videos

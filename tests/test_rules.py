@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from engine.config import Limits
 from engine.errors import InvalidRequest
-from engine.plan import Limits, Margins, Plan, Task, check_plan, parse_request
-from engine.rules import RulesPlanner
+from engine.plan import Margins, Plan, check_plan
+from engine.planners.rules import RulesPlanner
+from engine.request import parse_request
+from engine.vocab import Task
 
 T = Task
 Q, SRC, MASK, REF, CTRL = "query", "source", "mask", "reference", "control"
@@ -444,6 +447,36 @@ def test_a_user_typed_placeholder_does_not_confuse_the_file_positions():
 
 
 def test_importing_the_rules_planner_does_not_import_torch():
-    code = "import sys, engine.rules; sys.exit('torch' in sys.modules)"
+    code = "import sys, engine.planners.rules; sys.exit('torch' in sys.modules)"
     root = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=root, check=False).returncode == 0
+
+
+def test_every_task_row_is_planned_by_some_wording_or_deliberately_not():
+    # A row the rules planner cannot reach must be declared (with why) in NOT_PLANNED; a row it
+    # reaches must not be. REQUESTS holds, for each reachable row, a request it is planned from.
+    from engine.planners.rules import NOT_PLANNED
+    from engine.tasks import TASKS
+
+    reached = {row[1] for row in REQUESTS}
+    for task in TASKS:
+        assert (task in reached) != (task in NOT_PLANNED), task
+    assert all(reason.strip() for reason in NOT_PLANNED.values())
+
+
+def test_a_task_without_worded_roles_gives_every_file_its_rows_first_role():
+    # Roles come from the task row unless the wording decides them: three references, one source.
+    refs = check_plan(plan_of("A picture featuring the people in ###a.png###, ###b.png### and ###c.png###"))
+    assert refs.task is T.IMAGE_REFERENCE and [m.role.value for m in refs.inputs] == [REF, REF, REF]
+    extend = check_plan(plan_of("Continue ###clip.mp4###"))
+    assert extend.task is T.VIDEO_EXTEND and [m.role.value for m in extend.inputs] == [SRC]
+
+
+def test_the_rules_planner_is_a_planner_and_returns_no_features():
+    from engine.planners import Planner
+
+    planner = RulesPlanner()
+    assert isinstance(planner, Planner) and planner.name == "rules"
+    out = planner(parse_request("Draw a cat."), want_features=True)
+    assert out.plan == planner.plan(parse_request("Draw a cat.")) and out.features is None
+    assert out.timings["plan_s"] >= 0

@@ -10,6 +10,7 @@ the same tools in ``test_server_real.py``.
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 import os
 import threading
@@ -23,11 +24,17 @@ import pytest
 from mcp import Client
 from PIL import Image
 
-from engine.config import EngineConfig, SamplingDefaults
+from engine.api import Admitted, AnyRequest, AnyResult, EngineAPI, admit
+from engine.config import EngineConfig, Limits, SamplingDefaults
 from engine.control import JobControl
 from engine.errors import ModelError, OutOfMemory
-from engine.plan import TASKS, Limits, MediaInput, Plan, Role, Task, check_plan, parse_request
+from engine.inputs import InputPolicy
+from engine.plan import CheckedPlan, check_plan
+from engine.planners.rules import RulesPlanner
+from engine.request import parse_request
 from engine.results import AutoResult, GenerateResult, Sampling, UnderstandResult
+from engine.tasks import TASKS
+from engine.vocab import Role, Task
 from unison_mcp.config import ServerConfig
 from unison_mcp.server import build_server, state_of
 
@@ -36,23 +43,52 @@ from unison_mcp.server import build_server, state_of
 
 
 class FakeEngine:
-    """A scripted engine: real plans, real progress, real files; no models.
+    """A scripted :class:`~engine.api.EngineAPI`: real admission, real progress, real files; no models.
 
-    ``step_delay`` slows each step; ``hold`` (an Event) parks a job before its first step until
-    set; a prompt containing ``raise:oom`` / ``raise:model`` / ``raise:bug`` fails that way.
+    ``admit`` is the engine's own (plan check, path policy, each input opened once and its header
+    probed); ``run`` scripts the model work: the rules planner for ``auto``, one progress step per
+    denoising step, and real PNG/MP4 files written by ``write_output``. ``step_delay`` slows each
+    step; ``hold`` (an Event) parks a job before its first step until set; a prompt containing
+    ``raise:oom`` / ``raise:model`` / ``raise:bug`` fails that way.
     """
 
     def __init__(self, config: EngineConfig, *, step_delay: float = 0.0):
         self.config = config
+        self.inputs = InputPolicy(
+            config.allowed_roots, config.output_dir, config.max_input_bytes, config.limits.max_input_pixels
+        )
         self.step_delay = step_delay
         self.hold: threading.Event | None = None
         self.calls: list[tuple[str, Any]] = []
         self.preloaded = threading.Event()
         self.preload_delay = 0.0
+        self._rules = RulesPlanner(config.limits)
+
+    # ------------------------------------------------------------------ EngineAPI
+
+    def status(self) -> dict[str, Any]:
+        return {"planner": None, "loaded": {"planner": False, "generator": self.preloaded.is_set()}}
 
     def preload(self) -> None:
         time.sleep(self.preload_delay)
         self.preloaded.set()
+
+    def admit(self, request: AnyRequest) -> Admitted:
+        return admit(request, self.config, self.inputs)
+
+    def run(self, admitted: Admitted, *, control: JobControl | None = None) -> AnyResult:
+        control = control or JobControl()
+        with admitted:
+            # The work decodes from what admission opened: every source is still open here.
+            assert all(not s.closed for s in admitted.sources.values())
+            if admitted.tool == "generate":
+                assert admitted.plan is not None
+                return self._generate(admitted.plan, admitted.request.sampling(), control)
+            if admitted.tool == "understand":
+                return self._understand(admitted.text, admitted.media, control)
+            return self._auto(admitted, control)
+
+    # ------------------------------------------------------------------ the script
 
     def _script(self, prompt: str) -> None:
         if "raise:oom" in prompt:
@@ -62,17 +98,19 @@ class FakeEngine:
         if "raise:bug" in prompt:
             raise RuntimeError("secret internal detail")
 
-    def _steps(self, control: JobControl, n: int) -> None:
+    def _wait_for_release(self) -> None:
         if self.hold is not None:
             assert self.hold.wait(10), "test never released the fake engine"
+
+    def _steps(self, control: JobControl, n: int) -> None:
         control.set_stage("denoising", total=n)
         for i in range(1, n + 1):
             time.sleep(self.step_delay)
             control.step(i, n)
 
-    def understand(self, prompt, media=(), *, max_new_tokens=None, temperature=None, control=None):
-        control = control or JobControl()
+    def _understand(self, prompt: str, media: list[str], control: JobControl) -> UnderstandResult:
         self.calls.append(("understand", (prompt, list(media))))
+        self._wait_for_release()
         self._script(prompt)
         req = parse_request(prompt, media)
         for path, _ in req.media:
@@ -80,14 +118,11 @@ class FakeEngine:
         self._steps(control, 3)
         return UnderstandResult(answer=f"I see {len(req.media)} file(s). {req.prompt}", model="fake-vl")
 
-    def generate(
-        self, plan: Plan, sampling: Sampling | None = None, *, control=None, features=None, request=None
-    ):
+    def _generate(self, plan: CheckedPlan, sampling: Sampling | None, control: JobControl) -> GenerateResult:
         from engine.outputs import write_output
 
-        control = control or JobControl()
-        plan = check_plan(plan, self.config.limits)
         self.calls.append(("generate", plan))
+        self._wait_for_release()
         self._script(plan.prompt)
         for m in plan.inputs:
             assert Path(m.path).is_file(), m.path
@@ -104,27 +139,16 @@ class FakeEngine:
             plan=plan, outputs=[out], seed=seed, steps=steps, guidance=5.0, projector=True, notes=plan.notes
         )
 
-    def auto(self, request, media=(), *, sampling=None, dry_run=False, control=None):
-        control = control or JobControl()
-        req = parse_request(request, media)
+    def _auto(self, admitted: Admitted, control: JobControl) -> AutoResult:
+        req = parse_request(admitted.text, admitted.media)
         self.calls.append(("auto", req))
-        if req.media:
-            task, inputs = (
-                Task.IMAGE_UNDERSTANDING,
-                [MediaInput(path=p, kind=k, role=Role.QUERY) for p, k in req.media],
-            )
-        elif "video" in req.prompt:
-            task, inputs = Task.TEXT_TO_VIDEO, []
-        else:
-            task, inputs = Task.TEXT_TO_IMAGE, []
-        plan = check_plan(Plan(task=task, prompt=req.prompt, inputs=inputs, raw="<CFI>"), self.config.limits)
-        if dry_run:
+        plan = check_plan(self._rules.plan(req), self.config.limits)
+        if admitted.request.dry_run:
             return AutoResult(plan=plan)
         if plan.spec.understanding:
-            return AutoResult(
-                plan=plan, answer=self.understand(req.prompt, [m.path for m in inputs], control=control)
-            )
-        return AutoResult(plan=plan, generation=self.generate(plan, sampling, control=control))
+            media = [m.path for m in plan.inputs]
+            return AutoResult(plan=plan, answer=self._understand(req.prompt, media, control))
+        return AutoResult(plan=plan, generation=self._generate(plan, admitted.request.sampling(), control))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -579,7 +603,9 @@ def _refused_paths(dirs) -> dict[str, tuple[str, str]]:
         "outside": (str(dirs["outside"] / "secret.png"), "outside the allowed roots"),
         "dotdot": (f"{root}/../outside/secret.png", "outside the allowed roots"),
         "symlink": (str(root / "escape.png"), "resolves to"),
-        "proc": ("/proc/self/environ", "/proc is never readable"),
+        # With an image extension, so the path policy answers (an extensionless path is refused
+        # earlier, by the plan: "unsupported file type").
+        "proc": ("/proc/self/environ.png", "/proc is never readable"),
         "missing": (str(root / "missing.png"), "no such file"),
         "directory": (str(root / "album.png"), "is a directory"),
         "fifo": (str(root / "pipe.png"), "FIFO"),
@@ -629,7 +655,7 @@ async def test_a_refused_path_in_understand_media_or_an_auto_marker_is_a_tool_er
         ({"task": "text_to_video", "prompt": "x", "num_frames": 9, "duration_s": 2}, "not both"),
         ({"task": "text_to_image", "prompt": "x", "width": 1920, "height": 1920}, "at most 921600 pixels"),
         ({"task": "image_edit", "prompt": "x", "source": "SRC"}, "image_edit needs 1 mask input(s)"),
-        ({"task": "text_to_image", "prompt": "x", "source": "SRC"}, "text_to_image takes no input files"),
+        ({"task": "text_to_image", "prompt": "x", "source": "SRC"}, "text_to_image does not take source"),
         ({"task": "image_to_video", "prompt": "x", "first_frame": "CLIP"}, "must be an image"),
         ({"task": "make_coffee", "prompt": "x"}, "Input should be"),
         ({"task": "text_to_image", "prompt": ""}, "at least 1 character"),
@@ -689,7 +715,13 @@ async def test_a_corrupt_or_oversized_input_is_refused_before_any_job_is_queued(
             "understand", {"prompt": "what?", "media": [str(dirs["root"] / "bomb.png")]}
         )
         clip = await client.call_tool(
-            "generate", {"task": "video_extend", "prompt": "x", "source": str(dirs["root"] / "broken.mp4")}
+            "generate",
+            {
+                "task": "video_extend",
+                "prompt": "x",
+                "source": str(dirs["root"] / "broken.mp4"),
+                "num_frames": 17,
+            },
         )
     assert broken.is_error and "not a readable image" in _text(broken)
     assert bomb.is_error and "72000000 pixels; the limit is" in _text(bomb)
@@ -702,10 +734,12 @@ async def test_a_corrupt_or_oversized_input_is_refused_before_any_job_is_queued(
 
 
 async def test_the_status_of_a_job_that_failed_unexpectedly_keeps_internal_details_on_the_server(dirs):
-    server, _ = _make(dirs, wait_s=0)
+    server, fake = _make(dirs, wait_s=0)
+    fake.hold = threading.Event()  # the job fails only after the call has returned its handle
     async with Client(server) as client:
         handle = _data(await client.call_tool("understand", {"prompt": "raise:bug"}))
         job = state_of(server).queue.get(handle["job_id"])
+        fake.hold.set()
         assert await anyio.to_thread.run_sync(job.wait, 10)
         status = await client.call_tool("job", {"action": "status", "job_id": handle["job_id"]})
     data = _data(status)
@@ -748,11 +782,9 @@ async def test_reading_an_output_name_too_long_for_the_file_system_is_not_found_
 async def test_an_output_swapped_for_a_symlink_after_its_check_is_not_read(dirs, monkeypatch):
     from mcp.shared.exceptions import MCPError
 
-    from unison_mcp.paths import PathPolicy
-
     server, _ = _make(dirs)
     secret = dirs["outside"] / "secret.png"
-    checked = PathPolicy.output_file
+    checked = InputPolicy.output_file
 
     def check_then_swap(self, name):
         path = checked(self, name)
@@ -762,7 +794,7 @@ async def test_an_output_swapped_for_a_symlink_after_its_check_is_not_read(dirs,
 
     async with Client(server) as client:
         data = _data(await client.call_tool("generate", {"task": "text_to_image", "prompt": "x"}))
-        monkeypatch.setattr(PathPolicy, "output_file", check_then_swap)
+        monkeypatch.setattr(InputPolicy, "output_file", check_then_swap)
         with pytest.raises(MCPError) as err:
             await client.read_resource(data["outputs"][0]["uri"])
     assert "not a regular file" in str(err.value)
@@ -778,10 +810,12 @@ async def test_the_descriptions_state_the_configured_video_frame_rate(dirs):
 
 
 async def test_more_input_files_than_the_limit_are_refused_before_any_is_probed(dirs, monkeypatch):
-    import unison_mcp.server as server_module
-
     probed: list[str] = []
-    monkeypatch.setattr(server_module, "probe_media", lambda path: probed.append(str(path)))
+    opened = InputPolicy.open
+    monkeypatch.setattr(InputPolicy, "probe", lambda self, source: probed.append(str(source)))
+    monkeypatch.setattr(
+        InputPolicy, "open", lambda self, *a, **kw: probed.append("open") or opened(self, *a, **kw)
+    )
     server, fake = _make(dirs)
     photo = dirs["root"] / "photo.png"
     inline = " ".join(f"###{photo}###" for _ in range(5))
@@ -792,3 +826,171 @@ async def test_more_input_files_than_the_limit_are_refused_before_any_is_probed(
     assert too_many.is_error and "media=9: at most 8 input files" in _text(too_many), _text(too_many)
     assert auto.is_error and "media=10: at most 8 input files" in _text(auto), _text(auto)
     assert probed == [] and not fake.calls
+
+
+# ---------------------------------------------------------------------------------------------
+# One fake, one protocol; the engine's request models are the tools' schemas (issue 8)
+
+
+@pytest.mark.parametrize("member", ["status", "preload", "admit", "run"])
+def test_the_real_engine_and_the_fake_satisfy_the_engine_protocol_with_the_same_signatures(member, tmp_path):
+    from engine.engine import Engine
+
+    econf = EngineConfig(planner_model=None, output_dir=tmp_path)
+    expected = inspect.signature(getattr(EngineAPI, member))
+    for cls in (Engine, FakeEngine):
+        assert inspect.signature(getattr(cls, member)) == expected, (cls.__name__, member)
+        assert isinstance(cls(econf), EngineAPI)
+        assert isinstance(cls(econf).inputs, InputPolicy)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ({"task": "text_to_video", "prompt": "x", "num_frame": 17}, "num_frame: unknown; did you mean num_frames?"),
+        ({"task": "text_to_image", "prompt": "x", "bogus_field": 1}, "bogus_field"),
+        ({"task": "text_to_image", "prompt": "x", "steps": True}, "steps"),
+        ({"task": "text_to_image", "prompt": "   "}, "prompt"),
+        ({"task": "image_edit", "prompt": "x", "source": "SRC", "mask": "SRC", "margins": {"left": 16}},
+         "image_edit does not take margins; it takes"),
+        ({"task": "text_to_video", "prompt": "x", "context_frames": 5}, "text_to_video does not take context_frames"),
+        ({"task": "text_to_image", "prompt": "x", "fps": 24.0}, "text_to_image does not take fps; it takes"),
+    ],
+)  # fmt: skip
+async def test_unknown_or_inapplicable_generate_arguments_are_refused_by_name_before_any_work(
+    dirs, args, expected
+):
+    server, fake = _make(dirs)
+    args = {k: str(dirs["root"] / "photo.png") if v == "SRC" else v for k, v in args.items()}
+    async with Client(server) as client:
+        bad = await client.call_tool("generate", args)
+        assert bad.is_error and "invalid_request" in _text(bad) and expected in _text(bad), _text(bad)
+        assert not fake.calls and state_of(server).queue.jobs() == []
+        assert _data(await client.call_tool("generate", {"task": "text_to_image", "prompt": "ok"}))
+
+
+async def test_an_unknown_argument_to_understand_or_auto_is_refused_too(dirs):
+    server, fake = _make(dirs)
+    async with Client(server) as client:
+        und = await client.call_tool("understand", {"prompt": "x", "medias": []})
+        auto = await client.call_tool("auto", {"prompt": "x", "dryrun": True})
+    assert und.is_error and "medias: unknown; did you mean media?" in _text(und)
+    assert auto.is_error and "dryrun: unknown; did you mean dry_run?" in _text(auto)
+    assert not fake.calls
+
+
+async def test_the_tool_schemas_carry_the_engine_models_bounds(dirs):
+    from engine.api import MAX_PATH_CHARS, request_model
+
+    server, fake = _make(dirs)
+    limits = fake.config.limits
+    async with Client(server) as client:
+        tools = {t.name: t.input_schema for t in (await client.list_tools()).tools}
+    gen = tools["generate"]["properties"]
+    engine_gen = request_model("generate", limits).model_json_schema()["properties"]
+    assert gen["guidance"]["anyOf"][0]["maximum"] == engine_gen["guidance"]["anyOf"][0]["maximum"]
+    longest_s = (limits.max_frames - 1) / limits.default_fps
+    assert gen["duration_s"]["anyOf"][0]["maximum"] == longest_s
+    assert gen["source"]["anyOf"][0]["maxLength"] == MAX_PATH_CHARS
+    assert gen["reference"]["items"]["maxLength"] == MAX_PATH_CHARS
+    assert tools["understand"]["properties"]["media"]["items"]["maxLength"] == MAX_PATH_CHARS
+    for name in ("understand", "generate", "auto"):
+        assert set(tools[name]["properties"]) == set(request_model(name, limits).model_fields)
+
+
+@pytest.mark.parametrize(("declared", "limit", "refused"), [((2000, 1000), 1_000_000, True), ((10000, 7000), 100_000_000, False)])  # fmt: skip
+async def test_the_configured_input_pixel_limit_applies_through_mcp(dirs, declared, limit, refused):
+    econf = EngineConfig(
+        planner_model=None,
+        output_dir=dirs["out"],
+        sampling=SamplingDefaults(steps=3),
+        limits=Limits(max_input_pixels=limit),
+    )
+    fake = FakeEngine(econf)
+    server = build_server(ServerConfig(engine=econf, allowed_roots=[dirs["root"]]), engine=fake)
+    big = dirs["root"] / "big.png"
+    Image.new("1", declared).save(big)  # the header declares the size; a few kB on disk
+    async with Client(server) as client:
+        result = await client.call_tool("understand", {"prompt": "what?", "media": [str(big)]})
+    if refused:
+        assert result.is_error and f"{declared[0] * declared[1]} pixels; the limit is" in _text(result)
+        assert not fake.calls and state_of(server).queue.jobs() == []
+    else:
+        assert _data(result)["answer"].startswith("I see 1 file(s)")
+
+
+async def test_a_path_outside_the_roots_gets_the_same_refusal_whether_or_not_it_exists(dirs):
+    server, _ = _make(dirs)
+    present, absent = dirs["outside"] / "secret.png", dirs["outside"] / "nothing.png"
+    async with Client(server) as client:
+        texts = [
+            _text(await client.call_tool("understand", {"prompt": "x", "media": [str(p)]}))
+            for p in (present, absent)
+        ]
+    assert "outside the allowed roots" in texts[0]
+    assert texts[0].replace(str(present), "PATH") == texts[1].replace(str(absent), "PATH")
+
+
+def _replay(plan: dict[str, Any]) -> dict[str, Any]:
+    """A dry run's plan as `generate` arguments: its fields, inputs by their role."""
+    args = {
+        k: plan[k]
+        for k in ("task", "prompt", "width", "height", "num_frames", "fps", "margins", "context_frames")
+    }
+    args = {k: v for k, v in args.items() if v is not None}
+    for m in plan["inputs"]:
+        if m["role"] == "reference":
+            args.setdefault("reference", []).append(m["path"])
+        else:
+            args[m["role"]] = m["path"]
+    return args
+
+
+@pytest.mark.parametrize(
+    ("request_text", "task", "field", "value"),
+    [
+        ("outpaint ###{root}/photo.png### by 16 pixels on the left", "image_outpaint", "margins",
+         {"left": 16, "top": 0, "right": 0, "bottom": 0}),
+        ("continue ###{root}/clip.mp4### for 2 seconds", "video_extend", "context_frames", 9),
+    ],
+)  # fmt: skip
+async def test_a_dry_run_plan_keeps_margins_and_context_frames_and_replays_through_generate(
+    dirs, request_text, task, field, value
+):
+    server, _ = _make(dirs)
+    async with Client(server) as client:
+        dry = _data(
+            await client.call_tool(
+                "auto", {"prompt": request_text.format(root=dirs["root"]), "dry_run": True}
+            )
+        )
+        assert dry["plan"]["task"] == task and dry["plan"][field] == value
+        replayed = _data(await client.call_tool("generate", _replay(dry["plan"])))
+    assert replayed["plan"]["task"] == task and replayed["plan"][field] == value
+    same = ("width", "height", "num_frames", "fps", "margins", "context_frames", "inputs")
+    assert {k: replayed["plan"][k] for k in same} == {k: dry["plan"][k] for k in same}
+
+
+async def test_admitted_inputs_are_closed_when_the_queue_is_busy_or_a_queued_job_is_cancelled(
+    dirs, monkeypatch
+):
+    opened: list[Any] = []
+    real_open = InputPolicy.open
+
+    def recording_open(self, *args, **kwargs):
+        opened.append(real_open(self, *args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(InputPolicy, "open", recording_open)
+    server, fake = _make(dirs, wait_s=0, queue_size=1)
+    fake.hold = threading.Event()
+    media = [str(dirs["root"] / "photo.png")]
+    async with Client(server) as client:
+        await client.call_tool("understand", {"prompt": "one"})  # runs (held)
+        queued = _data(await client.call_tool("understand", {"prompt": "two", "media": media}))
+        busy = await client.call_tool("understand", {"prompt": "three", "media": media})
+        assert busy.is_error and "busy" in _text(busy)
+        assert len(opened) == 2 and not opened[0].closed and opened[1].closed  # the busy call's input
+        await client.call_tool("job", {"action": "cancel", "job_id": queued["job_id"]})
+        assert opened[0].closed  # never ran, closed all the same
+        fake.hold.set()

@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from engine.plan import UNISON_TOKENS
 from engine.tiny.qwen import (
     CHAT_TEMPLATE,
     DEFAULT_SYSTEM_MESSAGE,
@@ -19,6 +18,7 @@ from engine.tiny.qwen import (
     build_qwen,
     text_hidden_size,
 )
+from engine.vocab import UNISON_TOKENS
 
 
 @pytest.fixture(scope="module")

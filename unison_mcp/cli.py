@@ -213,7 +213,9 @@ def generate_arguments(args: argparse.Namespace) -> dict[str, Any]:
             if role is None:
                 flags = [f"--{r.role.value.replace('_', '-')}" for r in TASKS[task].roles]
                 takes = ", ".join(flags) if flags else "no input files"
-                raise InvalidRequest.for_field(f"--{dest}", path, f"{task} takes no {kind} here; it takes {takes}")
+                raise InvalidRequest.for_field(
+                    f"--{dest}", path, f"{task} takes no {kind} here; it takes {takes}"
+                )
             if role is Role.REFERENCE:
                 data.setdefault("reference", []).append(_expand(path))
             elif role.value in data:

@@ -158,20 +158,18 @@ def _check_device(report: DoctorReport, config: ServerConfig) -> None:
         report.add("device", "GPU", "info", "no CUDA GPU visible" + (" (MPS available)" if mps else ""))
 
     requested = cfg.device
-    device = requested if requested != "auto" else "cuda" if cuda else "mps" if mps else "cpu"
-    if device.startswith("cuda") and not cuda:
+    from engine.accelerator import resolve_device
+    from engine.errors import UnisonError
+
+    try:
+        # The engine's own rule (auto = cuda, else mps, else cpu), so the report says what a load does.
+        device = str(resolve_device(requested))
+    except UnisonError as exc:
         report.add(
-            "device",
-            "device",
-            "fail",
-            f"{requested!r} configured but CUDA is not available",
-            "use --device auto or cpu, or install a CUDA build of torch",
+            "device", "device", "fail", str(exc), "use --device auto or cpu, or install a CUDA build of torch"
         )
-    elif device == "mps" and not mps:
-        report.add(
-            "device", "device", "fail", "'mps' configured but MPS is not available", "use --device auto"
-        )
-    elif device == "cpu" and cfg.preset != "tiny":
+        device = "cpu"
+    if device == "cpu" and cfg.preset != "tiny":
         report.add(
             "device",
             "device",

@@ -4,6 +4,9 @@ Every output carries ``status``: ``done`` with the result's fields, or ``queued`
 only ``job_id`` and ``progress`` when the call's wait ran out (the ``job`` tool then follows the
 job to the same result). So every result field has a default.
 
+``plan`` is the engine's own :class:`~engine.plan.Plan` (margins and context frames included), so a
+dry run's plan replays through ``generate`` unchanged.
+
 The ``job`` tool returns the structured content of the call it follows, so :class:`JobOutput` is
 a superset of the other three: any of their results validates against it.
 """
@@ -14,10 +17,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from engine.inputs import output_uri
 from engine.plan import Plan
 from engine.results import OutputFile
-
-from .paths import output_uri
 
 Status = Literal["done", "queued", "running", "failed", "cancelled"]
 
@@ -34,38 +36,6 @@ class JobState(BaseModel):
     )
     job_id: str | None = Field(None, description="the job's handle for the `job` tool")
     progress: Progress | None = None
-
-
-class InputInfo(BaseModel):
-    path: str
-    kind: Literal["image", "video"]
-    role: str
-
-
-class PlanInfo(BaseModel):
-    task: str
-    prompt: str
-    inputs: list[InputInfo] = Field(default_factory=list)
-    width: int | None = None
-    height: int | None = None
-    num_frames: int | None = None
-    fps: float | None = None
-    raw: str | None = Field(None, description="the planner's own output (Unison tokens), when planned")
-    notes: list[str] = Field(default_factory=list)
-
-    @classmethod
-    def of(cls, plan: Plan) -> PlanInfo:
-        return cls(
-            task=plan.task.value,
-            prompt=plan.prompt,
-            inputs=[InputInfo(path=m.path, kind=m.kind.value, role=m.role.value) for m in plan.inputs],
-            width=plan.width,
-            height=plan.height,
-            num_frames=plan.num_frames,
-            fps=plan.fps,
-            raw=plan.raw,
-            notes=list(plan.notes),
-        )
 
 
 class OutputInfo(BaseModel):
@@ -103,7 +73,9 @@ class UnderstandOutput(JobState):
 
 
 class GenerateOutput(JobState):
-    plan: PlanInfo | None = None
+    plan: Plan | None = Field(
+        None, description="the checked plan; its fields replay through `generate` (inputs by their role)"
+    )
     outputs: list[OutputInfo] = Field(default_factory=list)
     seed: int | None = None
     steps: int | None = None

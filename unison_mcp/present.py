@@ -19,7 +19,7 @@ from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, 
 
 from engine.results import AutoResult, GenerateResult, OutputFile, UnderstandResult
 
-from .models import AutoOutput, GenerateOutput, OutputInfo, PlanInfo, UnderstandOutput
+from .models import AutoOutput, GenerateOutput, OutputInfo, UnderstandOutput
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def _generation_text(gen: GenerateResult) -> str:
 
 def _generation_fields(gen: GenerateResult) -> dict:
     return dict(
-        plan=PlanInfo.of(gen.plan),
+        plan=gen.plan,
         outputs=[OutputInfo.of(o) for o in gen.outputs],
         seed=gen.seed,
         steps=gen.steps,
@@ -158,12 +158,12 @@ def generate_result(gen: GenerateResult, *, preview_side: int) -> CallToolResult
 
 
 def auto_result(res: AutoResult, *, dry_run: bool, preview_side: int) -> CallToolResult:
-    plan = PlanInfo.of(res.plan)
-    head = f"Plan: {plan.task}" + (
+    plan = res.plan
+    head = f"Plan: {plan.task.value}" + (
         f" {plan.width}×{plan.height}, {plan.num_frames} frame(s)" if plan.width is not None else ""
     )
     if plan.inputs:
-        head += "; inputs: " + ", ".join(f"{i.role}={i.path}" for i in plan.inputs)
+        head += "; inputs: " + ", ".join(f"{i.role.value}={i.path}" for i in plan.inputs)
     blocks: list[ContentBlock] = []
     fields: dict = {"plan": plan, "dry_run": dry_run}
     if res.generation is not None:

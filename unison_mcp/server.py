@@ -1,24 +1,32 @@
 """The MCP server: ``understand``, ``generate``, ``auto`` and ``job`` over the engine, plus outputs as resources.
 
-A thin adapter. Each tool checks its inputs (schema bounds, path policy, ``build_plan``) off the
-event loop, puts the model work on the one :class:`~engine.jobs.JobQueue` (busy at once when it
-is full), then follows the job: progress notifications per step while the client waits, a
-client cancel cancels the job, and after ``wait_s`` the call returns a job handle that the
-``job`` tool follows to the same result. Finished work comes back as files
-(:mod:`unison_mcp.present`); errors cross the boundary in :func:`unison_mcp.errors.tool_error`.
+A thin adapter over :class:`engine.api.EngineAPI`; it holds no validation or media probing of its
+own. A call to an engine tool reads, in :meth:`UnisonServer.call_tool`:
 
-Tool signatures are built inside :func:`build_server` so their schema bounds come from the
-configured limits; that is also why this module does not use ``from __future__ import
-annotations`` (the SDK evaluates the annotations, and closures' names must already be values).
+1. the raw arguments through the engine's request model (:func:`engine.api.parse_arguments`), so
+   an unknown name, a wrong type or a bound is refused in the engine's words;
+2. :meth:`~engine.api.EngineAPI.admit`, off the event loop: the plan, the path policy, each input
+   opened once and its header probed; nothing queued yet;
+3. the admitted work on the one :class:`~engine.jobs.JobQueue` (busy at once when it is full;
+   work that needs no model, a rules dry run, runs at once), followed while the client waits:
+   progress notifications per step, a client cancel cancels the job, and after ``wait_s`` a job
+   handle that the ``job`` tool follows to the same result;
+4. the result as files (:mod:`unison_mcp.present`); every error crosses the boundary in
+   :func:`unison_mcp.errors.tool_error`.
+
+The tools' signatures, and so their schemas, are built from the engine's request models
+(:func:`engine.api.request_model`) with the configured limits; that is also why this module does
+not use ``from __future__ import annotations`` (the SDK evaluates the annotations).
 """
 
+import inspect
 import logging
 import queue as _queue
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 import anyio
@@ -26,26 +34,26 @@ import anyio.to_thread
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from mcp_types import Resource as MCPResource
 from mcp_types import ResourceTemplate as MCPResourceTemplate
 from pydantic import Field
 
+from engine.api import Admitted, AnyRequest, EngineAPI, parse_arguments, request_model
 from engine.control import JobControl
 from engine.errors import InputRefused, InvalidRequest
+from engine.inputs import OUTPUT_URI_PREFIX, InputPolicy, output_uri
 from engine.jobs import FINISHED, Job, JobQueue
-from engine.plan import TASKS, Margins, Role, Task, build_plan
-from engine.results import Sampling
+from engine.prepare import DEFAULT_CONTEXT_FRAMES
+from engine.results import AutoResult, GenerateResult, UnderstandResult
+from engine.tasks import tasks_text
 
 from . import __version__
 from .config import ServerConfig
 from .errors import describe_error, tool_error
 from .models import AutoOutput, GenerateOutput, JobOutput, JobState, Progress, UnderstandOutput
-from .paths import OUTPUT_URI_PREFIX, PathPolicy, output_uri, probe_media
 from .present import auto_result, generate_result, mime_type, understand_result
-
-if TYPE_CHECKING:
-    from engine.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +64,15 @@ MAX_LISTED_OUTPUTS = 500
 #: How long `job cancel` waits for a running job to stop before answering.
 CANCEL_WAIT_S = 10.0
 _TEXT_MIMES = ("application/json",)
-#: Job kinds started by tools (and so holding a tool result).
-TOOL_KINDS = ("understand", "generate", "auto")
+ToolName = Literal["understand", "generate", "auto"]
+#: The tools whose arguments are an engine request (and the job kinds holding a tool result).
+TOOL_KINDS: tuple[ToolName, ...] = ("understand", "generate", "auto")
+#: Each engine tool's structured output.
+_OUTPUTS: dict[str, type[JobState]] = {
+    "understand": UnderstandOutput,
+    "generate": GenerateOutput,
+    "auto": AutoOutput,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,13 +81,29 @@ TOOL_KINDS = ("understand", "generate", "auto")
 
 @dataclass
 class ServerState:
-    """What the tools share: configuration, the engine, the one job queue and the path policy."""
+    """What the tools share: configuration, the engine (with its input policy) and the one job queue."""
 
     config: ServerConfig
-    engine: "Engine"
+    engine: EngineAPI
     queue: JobQueue
-    policy: PathPolicy
     _preloading: bool = field(default=False, init=False, repr=False)
+    #: Admitted work on the queue, by job: a job cancelled before it ran never reaches
+    #: ``EngineAPI.run`` (which closes its inputs), so :meth:`close_finished` closes them.
+    _admitted: dict[Job[Any], Admitted] = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def inputs(self) -> InputPolicy:
+        """The input policy (narrowed to the server's roots), also used to read outputs back."""
+        return self.engine.inputs
+
+    def track(self, job: Job[Any], admitted: Admitted) -> None:
+        self.close_finished()
+        self._admitted[job] = admitted
+
+    def close_finished(self) -> None:
+        """Close the inputs of every finished job (closing twice is harmless)."""
+        for job in [j for j in self._admitted if j.finished]:
+            self._admitted.pop(job).close()
 
     def start_preload(self) -> None:
         """Load the models on the job queue's thread (once), so start-up never waits for them."""
@@ -98,9 +129,42 @@ class UnisonServer(MCPServer):
         super().__init__(**kwargs)
         self.state = state
 
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Context | None = None) -> Any:
+        """An engine tool's call, from its raw arguments; other tools as the SDK dispatches them.
+
+        The SDK's own argument model ignores names it does not know, so the engine's request
+        model validates the raw arguments here: an unknown name (``num_frame``) is refused with
+        the closest known one, in the same words as the CLI and the Python API. The refusal, and
+        any error after it, is a tool error (``isError``) made by :func:`tool_error`.
+        """
+        if name not in TOOL_KINDS:
+            return await super().call_tool(name, arguments, context)
+        tool = self._tool_manager.get_tool(name)
+        if tool is None:  # pragma: no cover - every engine tool is added by build_server
+            raise ToolError(f"Unknown tool: {name}")
+        if context is None:
+            context = Context(mcp_server=self, subscriptions=self._subscriptions)
+        # As the SDK does: a list or object sent as a JSON string (some clients do) is parsed first.
+        result = await self.run_tool(name, tool.fn_metadata.pre_parse_json(arguments), context)
+        # The SDK's conversion checks the structured content against the output schema.
+        return tool.fn_metadata.convert_result(result)
+
+    async def run_tool(self, name: ToolName, arguments: Mapping[str, Any], ctx: Context) -> CallToolResult:
+        """Parse, admit, queue, follow, present: one engine tool call (errors as tool errors)."""
+        state = self.state
+        try:
+            request = parse_arguments(name, state.engine.config.limits, arguments)
+            # Opening and probing the inputs reads files: off the event loop.
+            admitted = await anyio.to_thread.run_sync(state.engine.admit, request)
+            return await _run_admitted(state, name, admitted, ctx)
+        except (ToolError, MCPError):
+            raise
+        except Exception as exc:
+            raise tool_error(exc, tool=name) from exc
+
     async def list_resources(self) -> list[MCPResource]:
         listed = await super().list_resources()
-        policy = self.state.policy
+        policy = self.state.inputs
 
         def scan() -> list[MCPResource]:
             found = []
@@ -142,7 +206,7 @@ class UnisonServer(MCPServer):
         name = unquote(text[len(OUTPUT_URI_PREFIX) :])
         try:
             # Checked and read through one descriptor, off the event loop.
-            path, data = await anyio.to_thread.run_sync(self.state.policy.read_output, name)
+            path, data = await anyio.to_thread.run_sync(self.state.inputs.read_output, name)
         except InputRefused as exc:
             raise ResourceNotFoundError(str(exc)) from None
         mime = mime_type(path)
@@ -209,21 +273,55 @@ async def _follow(
         raise
 
 
-def _checked_request(
-    policy: PathPolicy, prompt: str, media: list[str], max_inputs: int
-) -> tuple[str, list[str]]:
-    """A request's ``###path###`` markers and ``media`` through the path policy and the media probe."""
-    text, marked = policy.resolve_markers(prompt)
-    files = policy.resolve_all(media, field="media")
-    count = len(marked) + len(files)
-    if count > max_inputs:
-        # Counted before probing: each probe opens a file (a video decodes its first frame).
-        raise InvalidRequest.for_field(
-            "media", count, f"at most {max_inputs} input files, ###path### markers and media together"
-        )
-    for path in (*marked, *files):
-        probe_media(path)
-    return text, files
+async def _as_tool_errors(tool: str, call: Awaitable[CallToolResult]) -> CallToolResult:
+    """Await a tool's work; every error crosses the boundary in :func:`tool_error` (for every tool)."""
+    try:
+        return await call
+    except (ToolError, MCPError):
+        raise
+    except Exception as exc:
+        raise tool_error(exc, tool=tool) from exc
+
+
+def _present(
+    result: UnderstandResult | GenerateResult | AutoResult, request: AnyRequest, preview_side: int
+) -> CallToolResult:
+    """The engine's result as the tool's result (files as links, previews, structured content)."""
+    if isinstance(result, UnderstandResult):
+        return understand_result(result)
+    if isinstance(result, GenerateResult):
+        return generate_result(result, preview_side=preview_side)
+    return auto_result(result, dry_run=getattr(request, "dry_run", False), preview_side=preview_side)
+
+
+async def _run_admitted(
+    state: ServerState, tool: ToolName, admitted: Admitted, ctx: Context
+) -> CallToolResult:
+    """Run admitted work (at once when it needs no model, else on the queue) and follow it.
+
+    ``EngineAPI.run`` closes the admitted inputs; work that never reaches it (the queue is
+    busy, or the job is cancelled before it starts) is closed here.
+    """
+    engine, preview_side = state.engine, state.config.preview_side
+
+    def work(control: JobControl) -> CallToolResult:
+        return _present(engine.run(admitted, control=control), admitted.request, preview_side)
+
+    try:
+        if not admitted.queued:
+            # No model work (a rules dry run): answer now instead of queueing behind GPU jobs.
+            return await anyio.to_thread.run_sync(work, JobControl())
+        pump = _ProgressPump()
+        job = state.queue.submit(tool, work, on_progress=pump.push)
+    except BaseException:
+        admitted.close()
+        raise
+    state.track(job, admitted)
+    try:
+        await _follow(job, ctx, pump, state.config.wait_s, cancel_on_abort=True)
+    finally:
+        state.close_finished()
+    return _pending_result(job, _OUTPUTS[tool], state.queue, tool)
 
 
 def _progress(job: Job) -> Progress:
@@ -255,10 +353,7 @@ def _pending_result(job: Job, model: type[JobState], queue: JobQueue, tool: str)
 
 def _outcome(job: Job, tool: str) -> CallToolResult:
     """What the call returns for a finished job: its result, or its error as a tool error."""
-    try:
-        result = job.outcome()
-    except Exception as exc:
-        raise tool_error(exc, tool=tool) from exc
+    result = job.outcome()  # a failed job's error is raised again, mapped like any other
     if not isinstance(result, CallToolResult):  # a job no tool started (preload)
         raise InvalidRequest.for_field(
             "job_id", job.id, f"is a {job.kind} job, which has no result to return"
@@ -304,28 +399,7 @@ def _status_result(job: Job, queue: JobQueue) -> CallToolResult:
 # Descriptions, written for the calling model
 
 
-def _count(rule: Any) -> str:
-    if rule.min == rule.max == 1:
-        return ""
-    if rule.min == 0 and rule.max == 1:
-        return ", optional"
-    return f", {rule.min}-{rule.max}"
-
-
-def _tasks_text(include_understanding: bool = False) -> str:
-    lines = []
-    for task in Task:
-        spec = TASKS[task]
-        if spec.understanding and not include_understanding:
-            continue
-        roles = ", ".join(
-            f"{r.role.value} ({'/'.join(k.value for k in r.kinds)}{_count(r)})" for r in spec.roles
-        )
-        lines.append(f"- {task.value} → {spec.output}: {spec.summary}. Inputs: {roles or 'none'}.")
-    return "\n".join(lines)
-
-
-def _inputs_text(policy: PathPolicy) -> str:
+def _inputs_text(policy: InputPolicy) -> str:
     return (
         f"Input files: absolute paths under the allowed roots ({policy.roots_text()}), or the "
         f"{OUTPUT_URI_PREFIX}<name> URI of an earlier result (that is how calls chain: generate an image, "
@@ -339,12 +413,12 @@ def _generate_description(state: ServerState) -> str:
 Pick `task`, describe the result in `prompt`, and give each input file by its role.
 
 Tasks (output: what it does; inputs by role):
-{_tasks_text()}
+{tasks_text()}
 image_to_video takes exactly one of first_frame / last_frame (both: first_last_to_video).
 Outpainting takes `margins` (pixels added left/top/right/bottom) or a larger width/height;
-video_extend keeps `context_frames` frames of the source (default 9).
+video_extend keeps `context_frames` frames of the source (default {DEFAULT_CONTEXT_FRAMES}).\nA parameter the task does not take is refused, naming the ones it takes; so is an unknown argument.
 
-{_inputs_text(state.policy)}
+{_inputs_text(state.engine.inputs)}
 Size: width/height in pixels, rounded to multiples of 16, each {lim.min_side}-{lim.max_side}, at most
 {lim.max_pixels} pixels per frame; default {lim.default_width}×{lim.default_height}.
 Frames: images have 1. Videos have 4k+1 frames ({lim.min_frames}-{lim.max_frames}: 17, 33, 49, 81...),
@@ -363,7 +437,7 @@ def _understand_description(state: ServerState) -> str:
     return f"""Answer a question about text, images or a video with Qwen2.5-VL (the Unison planner's model).
 Give the question in `prompt` and the files in `media` (or inline as ###path### markers in the prompt).
 Images and videos both work; a video is sampled at {und.video_fps:g} fps, up to {und.video_max_frames} frames.
-{_inputs_text(state.policy)}
+{_inputs_text(state.engine.inputs)}
 Returns the answer as text, and {{answer, model, timings}} as structured content. Reads files only."""
 
 
@@ -373,9 +447,9 @@ then answers the question or generates the file(s). Mark input files inline as #
 them in `media`; they are numbered in order). Use `generate` instead to choose the task yourself.
 
 Tasks it can choose:
-{_tasks_text(include_understanding=True)}
+{tasks_text(include_understanding=True)}
 
-{_inputs_text(state.policy)}
+{_inputs_text(state.engine.inputs)}
 dry_run=true only plans: it returns the plan (task, size, frames, inputs with roles) without running it.
 Returns the plan, then the answer (understanding) or the files as `generate` returns them. A job still
 running after {state.config.wait_s:g} s returns a job handle for the `job` tool."""
@@ -398,25 +472,31 @@ outputs are files, returned as resource links with a small preview. Long jobs re
 # Building the server
 
 
-def build_server(config: ServerConfig, engine: "Engine | None" = None) -> MCPServer:
+def build_server(config: ServerConfig, engine: EngineAPI | None = None) -> MCPServer:
     """The MCP server for ``config``; ``engine`` defaults to one built from ``config.engine``.
 
-    Nothing loads here: models load on the first call, or in the background when the server
-    starts with ``config.preload``.
+    The engine's input policy is narrowed to the server's roots (an injected engine's too): the
+    same policy admits inputs and reads outputs back. Nothing loads here: models load on the
+    first call, or in the background when the server starts with ``config.preload``.
     """
     if engine is None:
         from engine.engine import Engine
 
         engine = Engine(config.engine)
-    output_dir = engine.config.output_dir
-    policy = PathPolicy(config.roots(), output_dir, config.max_input_bytes)
-    if policy.output_dir != config.output_dir:
-        log.warning("the engine writes to %s, not the configured %s", policy.output_dir, config.output_dir)
+    engine.inputs = InputPolicy(
+        config.roots(),
+        engine.config.output_dir,
+        config.max_input_bytes,
+        engine.config.limits.max_input_pixels,
+    )
+    if engine.inputs.output_dir != config.output_dir:
+        log.warning(
+            "the engine writes to %s, not the configured %s", engine.inputs.output_dir, config.output_dir
+        )
     state = ServerState(
         config=config,
         engine=engine,
         queue=JobQueue(capacity=config.queue_size, keep_jobs=config.keep_jobs),
-        policy=policy,
     )
 
     @asynccontextmanager
@@ -437,258 +517,57 @@ def build_server(config: ServerConfig, engine: "Engine | None" = None) -> MCPSer
     return server
 
 
-def _add_tools(server: MCPServer, state: ServerState) -> None:
-    engine, queue, policy, config = state.engine, state.queue, state.policy, state.config
-    lim = engine.config.limits
-    gen_tasks = tuple(t.value for t in Task if not TASKS[t].understanding)
-    GenTask = Literal[gen_tasks]  # type: ignore[valid-type]  # built from the engine's task table
-    preview_side = config.preview_side
-    fps_default = engine.config.sampling.fps
+def _engine_tool(server: "UnisonServer", name: ToolName, description: str) -> Callable[..., Any]:
+    """The typed function of an engine tool: its docstring is ``description``, its signature the
+    engine's request model for ``name`` (so the schema's bounds are the engine's own).
 
-    Prompt = Annotated[str, Field(min_length=1, max_length=lim.max_prompt_chars)]
-    InputFile = Annotated[
-        str | None, Field(description="absolute path under the allowed roots, or unison://outputs/<name>")
-    ]
-    Media = Annotated[
-        list[str],
-        Field(
-            max_length=lim.max_inputs,
-            description="input files in order: paths or unison://outputs/<name> URIs",
-        ),
-    ]
-    Steps = Annotated[int | None, Field(ge=1, le=lim.max_steps, description="denoising steps")]
-    Seed = Annotated[
-        int | None, Field(ge=0, le=2**63 - 1, description="random seed (same seed, same result)")
-    ]
-    Guidance = Annotated[float | None, Field(ge=0, le=30, description="classifier-free guidance scale")]
-    Negative = Annotated[str | None, Field(max_length=lim.max_prompt_chars, description="what to avoid")]
+    The SDK reads ``inspect.signature(fn, eval_str=True)``: each parameter is a request field with
+    its constraints (``strict``, bounds, lengths) and description; its default sits on the
+    parameter, where the SDK expects it (pydantic refuses a default inside ``Annotated``).
+    """
+    model = request_model(name, server.state.engine.config.limits)
 
-    async def run_job(
-        kind: str, work: Callable[[JobControl], CallToolResult], ctx: Context, model: type[JobState]
-    ) -> CallToolResult:
-        pump = _ProgressPump()
-        job = queue.submit(kind, work, on_progress=pump.push)
-        await _follow(job, ctx, pump, config.wait_s, cancel_on_abort=True)
-        return _pending_result(job, model, queue, kind)
+    async def tool(ctx: Context, **arguments: Any) -> CallToolResult:
+        # UnisonServer.call_tool calls run_tool with the raw arguments; this path only serves a
+        # caller that dispatches through the SDK's tool manager itself.
+        return await server.run_tool(name, arguments, ctx)
 
-    # -------------------------------------------------------------------------------- understand
+    params = [inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context)]
+    for field_name, info in model.model_fields.items():
+        annotation = Annotated[(info.annotation, *info.metadata, Field(description=info.description))]
+        default = (
+            inspect.Parameter.empty if info.is_required() else info.get_default(call_default_factory=True)
+        )
+        params.append(
+            inspect.Parameter(
+                field_name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
+            )
+        )
+    returns = Annotated[CallToolResult, _OUTPUTS[name]]
+    tool.__signature__ = inspect.Signature(params, return_annotation=returns)  # type: ignore[attr-defined]
+    tool.__annotations__ = {p.name: p.annotation for p in params} | {"return": returns}
+    tool.__name__ = tool.__qualname__ = name
+    tool.__doc__ = description
+    return tool
 
-    async def understand(
-        ctx: Context,
-        prompt: Annotated[
-            str, Field(min_length=1, max_length=lim.max_prompt_chars, description="the question")
-        ],
-        media: Media = [],  # noqa: B006  (the SDK validates a fresh copy per call; this default is never mutated)
-        max_new_tokens: Annotated[
-            int | None, Field(ge=1, le=4096, description="longest answer in tokens")
-        ] = None,
-    ) -> Annotated[CallToolResult, UnderstandOutput]:
-        try:
 
-            def prepare() -> tuple[str, list[str]]:
-                return _checked_request(policy, prompt, media, lim.max_inputs)
-
-            text, files = await anyio.to_thread.run_sync(prepare)
-
-            def work(control: JobControl) -> CallToolResult:
-                res = engine.understand(text, files, max_new_tokens=max_new_tokens, control=control)
-                return understand_result(res)
-
-            return await run_job("understand", work, ctx, UnderstandOutput)
-        except ToolError:
-            raise
-        except Exception as exc:
-            raise tool_error(exc, tool="understand") from exc
-
-    # -------------------------------------------------------------------------------- generate
-
-    async def generate(
-        ctx: Context,
-        task: Annotated[GenTask, Field(description="what to make; see the task list")],
-        prompt: Annotated[Prompt, Field(description="what the result should show")],
-        source: Annotated[InputFile, Field(description="the image/video to edit, outpaint or extend")] = None,
-        mask: Annotated[InputFile, Field(description="white = regenerate, black = keep")] = None,
-        reference: Annotated[
-            list[str],
-            Field(max_length=3, description="1-3 subject/face reference images (image/video_reference)"),
-        ] = [],  # noqa: B006  (validated copy per call)
-        control: Annotated[InputFile, Field(description="control image/video (pose, depth, edges)")] = None,
-        first_frame: Annotated[InputFile, Field(description="image the video starts from")] = None,
-        last_frame: Annotated[InputFile, Field(description="image the video ends on")] = None,
-        width: Annotated[
-            int | None,
-            Field(ge=lim.min_side, le=lim.max_side, description="pixels, rounded to a multiple of 16"),
-        ] = None,
-        height: Annotated[
-            int | None,
-            Field(ge=lim.min_side, le=lim.max_side, description="pixels, rounded to a multiple of 16"),
-        ] = None,
-        num_frames: Annotated[
-            int | None,
-            Field(ge=1, le=lim.max_frames, description="video: 4k+1 frames (17, 33, 49, 81); image: 1"),
-        ] = None,
-        duration_s: Annotated[
-            float | None, Field(gt=0, le=600, description="video length in seconds, instead of num_frames")
-        ] = None,
-        fps: Annotated[
-            float | None,
-            Field(gt=0, le=lim.max_fps, description=f"video frame rate (default {fps_default:g})"),
-        ] = None,
-        steps: Steps = None,
-        guidance: Guidance = None,
-        seed: Seed = None,
-        negative_prompt: Negative = None,
-        conditioning_scale: Annotated[
-            float | None,
-            Field(ge=0, le=2, description="strength of the source/control conditioning (default 1)"),
-        ] = None,
-        margins: Annotated[
-            Margins | None, Field(description="outpainting: pixels to add on each side")
-        ] = None,
-        context_frames: Annotated[
-            int | None, Field(ge=1, description="video_extend: source frames kept as context (default 9)")
-        ] = None,
-    ) -> Annotated[CallToolResult, GenerateOutput]:
-        try:
-            given: list[tuple[str, Role]] = []
-            for value, role in (
-                (source, Role.SOURCE),
-                (mask, Role.MASK),
-                (control, Role.CONTROL),
-                (first_frame, Role.FIRST_FRAME),
-                (last_frame, Role.LAST_FRAME),
-            ):
-                if value is not None:
-                    given.append((value, role))
-            given += [(r, Role.REFERENCE) for r in reference]
-
-            def prepare():
-                inputs = []
-                counts: dict[Role, int] = {}
-                for value, role in given:
-                    i = counts.get(role, 0)
-                    counts[role] = i + 1
-                    name = f"{role.value}[{i}]" if role is Role.REFERENCE else role.value
-                    path = policy.resolve(value, field=name)
-                    probe_media(path)
-                    inputs.append((str(path), role))
-                plan = build_plan(
-                    task,
-                    prompt,
-                    inputs,
-                    width=width,
-                    height=height,
-                    num_frames=num_frames,
-                    duration_s=duration_s,
-                    fps=fps,
-                    margins=margins,
-                    context_frames=context_frames,
-                    limits=lim,
-                )
-                sampling = Sampling(
-                    steps=steps,
-                    guidance=guidance,
-                    seed=seed,
-                    negative_prompt=negative_prompt,
-                    conditioning_scale=conditioning_scale,
-                )
-                return plan, sampling
-
-            plan, sampling = await anyio.to_thread.run_sync(prepare)
-
-            def work(job_control: JobControl) -> CallToolResult:
-                res = engine.generate(plan, sampling, control=job_control)
-                return generate_result(res, preview_side=preview_side)
-
-            return await run_job("generate", work, ctx, GenerateOutput)
-        except ToolError:
-            raise
-        except Exception as exc:
-            raise tool_error(exc, tool="generate") from exc
-
-    # -------------------------------------------------------------------------------- auto
-
-    async def auto(
-        ctx: Context,
-        prompt: Annotated[Prompt, Field(description="the request; input files inline as ###path###")],
-        media: Media = [],  # noqa: B006  (validated copy per call)
-        dry_run: Annotated[bool, Field(description="only plan: return the plan, run nothing")] = False,
-        steps: Steps = None,
-        guidance: Guidance = None,
-        seed: Seed = None,
-        negative_prompt: Negative = None,
-    ) -> Annotated[CallToolResult, AutoOutput]:
-        try:
-
-            def prepare() -> tuple[str, list[str]]:
-                return _checked_request(policy, prompt, media, lim.max_inputs)
-
-            text, files = await anyio.to_thread.run_sync(prepare)
-            sampling = Sampling(steps=steps, guidance=guidance, seed=seed, negative_prompt=negative_prompt)
-
-            def work(control: JobControl) -> CallToolResult:
-                res = engine.auto(text, files, sampling=sampling, dry_run=dry_run, control=control)
-                return auto_result(res, dry_run=dry_run, preview_side=preview_side)
-
-            if dry_run and engine.config.backend == "rules":
-                # The rules planner uses no model: answer at once instead of queueing behind GPU jobs.
-                return await anyio.to_thread.run_sync(work, JobControl())
-            return await run_job("auto", work, ctx, AutoOutput)
-        except ToolError:
-            raise
-        except Exception as exc:
-            raise tool_error(exc, tool="auto") from exc
-
-    # -------------------------------------------------------------------------------- job
-
+def _add_tools(server: "UnisonServer", state: ServerState) -> None:
     async def job(
         ctx: Context,
         action: Annotated[Literal["status", "wait", "cancel", "result"], Field(description="what to do")],
         job_id: Annotated[str, Field(min_length=1, max_length=64, description="the job_id a call returned")],
     ) -> Annotated[CallToolResult, JobOutput]:
-        try:
-            found = queue.get(job_id)
-            if found is None:
-                raise InvalidRequest.for_field(
-                    "job_id",
-                    job_id,
-                    f"no such job: ids come from results with status 'queued' or 'running'; the last "
-                    f"{config.keep_jobs} finished jobs are kept",
-                )
-            if action == "status":
-                return _status_result(found, queue)
-            if action == "cancel":
-                found.cancel()
-                with anyio.move_on_after(min(config.wait_s, CANCEL_WAIT_S)):
-                    while found.status not in FINISHED:
-                        await anyio.sleep(POLL_S)
-                return _status_result(found, queue)
-            if action == "wait":
-                pump = _ProgressPump()
-                remove = found.add_listener(pump.push)
-                try:
-                    # Cancelling a wait stops waiting, not the job: `cancel` is explicit.
-                    await _follow(found, ctx, pump, config.wait_s, cancel_on_abort=False)
-                finally:
-                    remove()
-            if found.kind not in TOOL_KINDS:  # the preload job: nothing to return but its state
-                return _status_result(found, queue)
-            return _pending_result(found, JobOutput, queue, found.kind)
-        except ToolError:
-            raise
-        except Exception as exc:
-            raise tool_error(exc, tool="job") from exc
+        return await _as_tool_errors("job", _job_action(state, action, job_id, ctx))
 
+    job.__doc__ = JOB_DESCRIPTION
     server.add_tool(
-        understand,
-        description=_understand_description(state),
+        _engine_tool(server, "understand", _understand_description(state)),
         annotations=ToolAnnotations(
             title="Understand text, images, video", readOnlyHint=True, openWorldHint=False
         ),
     )
     server.add_tool(
-        generate,
-        description=_generate_description(state),
+        _engine_tool(server, "generate", _generate_description(state)),
         annotations=ToolAnnotations(
             title="Generate or edit an image or video",
             readOnlyHint=False,
@@ -698,8 +577,7 @@ def _add_tools(server: MCPServer, state: ServerState) -> None:
         ),
     )
     server.add_tool(
-        auto,
-        description=_auto_description(state),
+        _engine_tool(server, "auto", _auto_description(state)),
         annotations=ToolAnnotations(
             title="Plan and run a request (Unison)",
             readOnlyHint=False,
@@ -710,7 +588,6 @@ def _add_tools(server: MCPServer, state: ServerState) -> None:
     )
     server.add_tool(
         job,
-        description=JOB_DESCRIPTION,
         annotations=ToolAnnotations(
             title="Follow a long job",
             readOnlyHint=False,  # `cancel` changes the job
@@ -719,6 +596,39 @@ def _add_tools(server: MCPServer, state: ServerState) -> None:
             openWorldHint=False,
         ),
     )
+
+
+async def _job_action(state: ServerState, action: str, job_id: str, ctx: Context) -> CallToolResult:
+    """The ``job`` tool: status, wait, cancel or result of a job a call returned."""
+    queue, config = state.queue, state.config
+    found = queue.get(job_id)
+    if found is None:
+        raise InvalidRequest.for_field(
+            "job_id",
+            job_id,
+            f"no such job: ids come from results with status 'queued' or 'running'; the last "
+            f"{config.keep_jobs} finished jobs are kept",
+        )
+    if action == "status":
+        return _status_result(found, queue)
+    if action == "cancel":
+        found.cancel()
+        state.close_finished()  # a job cancelled while queued never ran: its inputs close now
+        with anyio.move_on_after(min(config.wait_s, CANCEL_WAIT_S)):
+            while found.status not in FINISHED:
+                await anyio.sleep(POLL_S)
+        return _status_result(found, queue)
+    if action == "wait":
+        pump = _ProgressPump()
+        remove = found.add_listener(pump.push)
+        try:
+            # Cancelling a wait stops waiting, not the job: `cancel` is explicit.
+            await _follow(found, ctx, pump, config.wait_s, cancel_on_abort=False)
+        finally:
+            remove()
+    if found.kind not in TOOL_KINDS:  # the preload job: nothing to return but its state
+        return _status_result(found, queue)
+    return _pending_result(found, JobOutput, queue, found.kind)
 
 
 def state_of(server: MCPServer) -> ServerState:
@@ -749,7 +659,7 @@ def run_server(config: ServerConfig) -> None:
     state = state_of(server)
     try:
         if config.transport == "stdio":
-            log.info("unison-mcp %s serving on stdio (outputs in %s)", __version__, state.policy.output_dir)
+            log.info("unison-mcp %s serving on stdio (outputs in %s)", __version__, state.inputs.output_dir)
             anyio.run(server.run_stdio_async)
         else:
             from .http import serve_http

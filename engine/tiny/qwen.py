@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from ..plan import UNISON_TOKENS, Task, parse_request
+from ..request import parse_request
+from ..vocab import UNISON_TOKENS, Task
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +366,7 @@ def build_adapter(out_dir: Path, *, base: Path, seed: int = 0) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-    from ..planner import untie_word_embeddings
+    from ..planners.adapter import untie_word_embeddings
 
     started = time.perf_counter()
     out_dir = Path(out_dir)

@@ -1,8 +1,8 @@
 """The rules planner: a plan from the wording of a request and the kinds of its files, no model.
 
 It is the default backend when no planner weights are configured, and the tests' oracle. It reads
-a :class:`~engine.plan.Request` (``###path###`` markers already numbered, see
-:func:`~engine.plan.parse_request`) and returns a :class:`~engine.plan.Plan` that
+a :class:`~engine.request.Request` (``###path###`` markers already numbered, see
+:func:`~engine.request.parse_request`) and returns a :class:`~engine.plan.Plan` that
 :func:`~engine.plan.check_plan` accepts; the Engine runs ``check_plan``. When no reading of the
 request fits its files, :class:`~engine.errors.InvalidRequest` says what the preferred task needs.
 The generator's prompt is always ``request.prompt`` (the request without its markers).
@@ -29,8 +29,8 @@ Understanding or generation:
 * A request that opens with a question word or a reading verb (what, how, is, describe, explain,
   summarize, count, tell me, translate, write…), or asks for text ("write a caption"), is
   understanding; so is one with "?" or such verbs anywhere and no generation verb. The task is
-  typed by the files: any video → video_understanding, images → image_understanding, none →
-  text_understanding. Every file is a ``query`` input.
+  typed by the files (:func:`engine.tasks.understanding_task`: any video → video_understanding,
+  images → image_understanding, none → text_understanding). Every file is a ``query`` input.
 * Without files, anything else is text_to_video when a video is asked for (video, clip,
   animation, "N seconds"…) and text_to_image otherwise (a bare description is a picture).
 * With files, a request with neither a generation verb nor an output noun is understanding.
@@ -73,25 +73,18 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from .errors import InvalidRequest
-from .plan import (
-    Limits,
-    Margins,
-    MediaInput,
-    MediaKind,
-    Plan,
-    Request,
-    Role,
-    Task,
-    check_roles,
-    frames_for_seconds,
-    nearest_4k1,
-    round16,
-)
+from ..config import Limits
+from ..errors import InvalidRequest
+from ..plan import Margins, MediaInput, Plan, check_roles, frames_for_seconds, nearest_4k1, round16
+from ..request import Request
+from ..tasks import TASKS, understanding_task
+from ..vocab import MediaKind, Role, Task
+from . import PlanOutput
 
 log = logging.getLogger(__name__)
 
@@ -585,13 +578,18 @@ def _margins(low: str, width: int, height: int, explicit_size: bool) -> Margins 
 
 # ---------------------------------------------------------------------------------------------
 # Roles: for each task, which file plays which part. Every file gets a role, so a reading that
-# leaves a file out fails check_roles (naming it) instead of silently dropping the file.
+# leaves a file out fails check_roles (naming it) instead of silently dropping the file. By
+# default every file takes the first role of the task's row (a task with no roles gets every file
+# as a query, so check_roles refuses the files by name); only where the wording decides roles is
+# there a function here, in ``_WORDED_ROLES``. A new task needs nothing here unless its roles do.
 
 Assigner = Callable[[_Reading, Task], list[tuple[_File, Role]]]
 
 
-def _all_as(role: Role) -> Assigner:
-    return lambda r, task: [(f, role) for f in r.files]
+def _row_roles(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
+    roles = TASKS[task].roles
+    role = roles[0].role if roles else Role.QUERY
+    return [(f, role) for f in r.files]
 
 
 def _assign_edit(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
@@ -603,10 +601,6 @@ def _assign_edit(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
     # video_edit: the video is the source; any other file is its mask.
     source = next((f for f in r.videos if f is not r.mask), r.files[0])
     return [(f, Role.SOURCE if f is source else Role.MASK) for f in r.files]
-
-
-def _assign_control(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
-    return [(f, Role.CONTROL) for f in r.files]
 
 
 def _frame_scores(r: _Reading) -> list[int]:
@@ -648,24 +642,18 @@ def _assign_first_last(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
     ]
 
 
-_ASSIGNERS: dict[Task, Assigner] = {
-    Task.TEXT_UNDERSTANDING: _all_as(Role.QUERY),
-    Task.IMAGE_UNDERSTANDING: _all_as(Role.QUERY),
-    Task.VIDEO_UNDERSTANDING: _all_as(Role.QUERY),
-    Task.TEXT_TO_IMAGE: _all_as(Role.QUERY),  # any file makes these fail check_roles, by name
-    Task.TEXT_TO_VIDEO: _all_as(Role.QUERY),
+#: The tasks whose roles the wording decides (mask or source, first or last frame).
+_WORDED_ROLES: dict[Task, Assigner] = {
     Task.IMAGE_EDIT: _assign_edit,
     Task.VIDEO_EDIT: _assign_edit,
-    Task.IMAGE_CONTROL: _assign_control,
-    Task.VIDEO_CONTROL: _assign_control,
-    Task.IMAGE_REFERENCE: _all_as(Role.REFERENCE),
-    Task.VIDEO_REFERENCE: _all_as(Role.REFERENCE),
     Task.IMAGE_TO_VIDEO: _assign_image_to_video,
     Task.FIRST_LAST_TO_VIDEO: _assign_first_last,
-    Task.IMAGE_OUTPAINT: _all_as(Role.SOURCE),
-    Task.VIDEO_OUTPAINT: _all_as(Role.SOURCE),
-    Task.VIDEO_EXTEND: _all_as(Role.SOURCE),
 }
+
+
+#: Rows of the task table the rules planner never proposes, each with the reason. None today:
+#: every row is reachable from some wording (a test holds each row to one or the other).
+NOT_PLANNED: dict[Task, str] = {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -716,12 +704,6 @@ def _candidates(r: _Reading) -> list[tuple[Task, bool]]:
     return out + [(Task.IMAGE_REFERENCE, reference)]
 
 
-def _understanding_task(r: _Reading) -> Task:
-    if r.videos:
-        return Task.VIDEO_UNDERSTANDING
-    return Task.IMAGE_UNDERSTANDING if r.files else Task.TEXT_UNDERSTANDING
-
-
 # ---------------------------------------------------------------------------------------------
 
 
@@ -737,6 +719,12 @@ class RulesPlanner:
     def __init__(self, limits: Limits | None = None):
         self.limits = limits or Limits()
 
+    def __call__(self, request: Request, *, want_features: bool = False) -> PlanOutput:
+        """:meth:`plan` as a :class:`~engine.planners.Planner`: no model, so never features."""
+        started = time.perf_counter()
+        plan = self.plan(request)
+        return PlanOutput(plan=plan, features=None, timings={"plan_s": time.perf_counter() - started})
+
     def plan(self, request: Request) -> Plan:
         """The plan for ``request``: not yet normalised (``check_plan`` does that), but valid.
 
@@ -744,7 +732,7 @@ class RulesPlanner:
         """
         r = _read(request)
         if _is_understanding(r):
-            task = _understanding_task(r)
+            task = understanding_task([f.kind for f in r.files])
             plan = Plan(task=task, prompt=request.prompt, inputs=self._inputs(r, task))
             log.debug("rules plan: %s", plan.summary())
             return plan
@@ -782,7 +770,8 @@ class RulesPlanner:
 
     @staticmethod
     def _inputs(r: _Reading, task: Task) -> list[MediaInput]:
-        pairs = sorted(_ASSIGNERS[task](r, task), key=lambda p: p[0].index)
+        assign = _WORDED_ROLES.get(task, _row_roles)
+        pairs = sorted(assign(r, task), key=lambda p: p[0].index)
         return [MediaInput(path=f.path, kind=f.kind, role=role) for f, role in pairs]
 
     def _shape(self, plan: Plan, r: _Reading) -> Plan:
@@ -793,7 +782,7 @@ class RulesPlanner:
             update["num_frames"] = 1
         else:
             update["num_frames"] = _duration_frames(r.low)
-        if plan.task in (Task.IMAGE_OUTPAINT, Task.VIDEO_OUTPAINT):
+        if "margins" in plan.spec.params:
             update["margins"] = _margins(
                 r.low,
                 width or self.limits.default_width,

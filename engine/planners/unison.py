@@ -1,0 +1,69 @@
+"""The ``unison`` backend: the Unison LoRA writes its token grammar, and the same pass gives features.
+
+The merged model answers a request with the 14-token grammar (``<CFV><BORES>832,480<EORES>…``,
+``../shared/UNISON.md``), which :func:`engine.grammar.parse_unison` reads into a plan using the
+task table. When the projector needs features they come from the prefill of this very pass: the
+request rendered without the generation prompt is a prefix of the one with it, so its hidden
+states are the first positions of the prefill's (a template where that does not hold costs one
+extra forward, logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..errors import ModelError
+from ..grammar import parse_unison
+from . import PlanOutput
+
+if TYPE_CHECKING:
+    from ..request import Request
+    from .qwen import QwenPlanner
+
+log = logging.getLogger(__name__)
+
+
+class UnisonBackend:
+    """Plans with the Unison adapter merged into ``qwen`` (a :class:`~engine.planners.Planner`)."""
+
+    name = "unison"
+
+    def __init__(self, qwen: QwenPlanner):
+        self.qwen = qwen
+
+    def __call__(self, request: Request, *, want_features: bool = False) -> PlanOutput:
+        q = self.qwen
+        q.load()
+        if not q.adapter_loaded:
+            raise ModelError(
+                f"the unison backend needs the Unison adapter, but the planner was loaded without it "
+                f"(adapter={q.config.adapter!r}, planner_backend={q.config.backend!r}): set adapter "
+                "(e.g. 'ali-vilab/Unison') with planner_backend 'unison', or plan with 'instruct'"
+            )
+        messages = [{"role": "user", "content": request.text}]
+        prefix = q.token_ids(q.chat_text(messages, generation_prompt=False))
+        ids = q.token_ids(q.chat_text(messages, generation_prompt=True))
+        shared = want_features and ids[: len(prefix)] == prefix
+        gen = q.generation_config(
+            q.unison_max_new_tokens,
+            0.0,
+            plain_greedy=True,
+            output_hidden_states=shared,
+            return_dict_in_generate=True,
+        )
+        out = q.generate(q.text_inputs(ids), gen)
+        text = q.decode(out.sequences[0, len(ids) :])
+        log.info("unison plan for %r: %r", request.text[:80], text)
+        features = None
+        if shared:
+            # Prefill hidden states: the last entry is after the final norm. The request rendered
+            # without the generation prompt is their first len(prefix) positions.
+            last = out.hidden_states[0][-1]  # (1, L_with_prompt, hidden)
+            features = last[:, 1 : len(prefix)].float().cpu()  # (1, L-1, hidden)
+        elif want_features:
+            log.warning(
+                "chat template is not prefix-stable for this tokenizer: features need a second forward"
+            )
+            features = q.features(request)
+        return PlanOutput(plan=parse_unison(text, request.media, prompt=request.prompt), features=features)
