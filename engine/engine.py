@@ -15,12 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .accelerator import oom_guard
-from .api import Admitted, AnyRequest, AnyResult, GenerateRequest, UnderstandRequest, admit
+from .api import Admitted, AnyRequest, AnyResult, GenerateRequest, UnderstandRequest, admit, parse_arguments
 from .config import EngineConfig
 from .control import JobControl
 from .errors import InputRefused, InvalidRequest, ModelError
 from .inputs import InputPolicy, Source, close_all
 from .plan import CheckedPlan, MediaInput, Plan, check_plan
+from .planners import BACKENDS
 from .request import Request, parse_request, request_for_plan
 from .results import AutoResult, GenerateResult, Sampling, UnderstandResult
 from .vocab import Role
@@ -234,8 +235,8 @@ class Engine:
         self, req: Request, *, backend: str | None, want_features: bool
     ) -> tuple[Plan, torch.Tensor | None, float]:
         backend = backend or self.config.backend
-        if backend not in ("rules", "instruct", "unison"):
-            raise InvalidRequest.for_field("planner", backend, "one of rules, instruct, unison")
+        if backend not in BACKENDS:
+            raise InvalidRequest.for_field("planner", backend, "one of " + ", ".join(BACKENDS))
         t0 = time.perf_counter()
         features = None
         if backend == "rules":
@@ -264,21 +265,26 @@ class Engine:
     ) -> UnderstandResult:
         """Answer a question about text, images and/or a video.
 
-        ``sources`` are the inputs already opened (:meth:`admit`); without them each file is
-        opened here, through :attr:`inputs`.
+        ``sources`` are the inputs already opened (:meth:`admit`); a direct call without them
+        is admitted first, exactly as the ``understand`` tool's call is.
         """
+        if sources is None:
+            arguments: dict[str, Any] = {"prompt": prompt, "media": list(media)}
+            if max_new_tokens is not None:
+                arguments["max_new_tokens"] = max_new_tokens
+            with self.admit(parse_arguments("understand", self.config.limits, arguments)) as admitted:
+                return self.understand(
+                    admitted.text,
+                    admitted.media,
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    control=control,
+                    sources=admitted.sources,
+                )
         req = parse_request(prompt, media)
         inputs = [MediaInput(path=p, kind=k, role=Role.QUERY) for p, k in req.media]
-        if len(inputs) > self.config.limits.max_inputs:
-            raise InvalidRequest.for_field(
-                "media", len(inputs), f"at most {self.config.limits.max_inputs} files"
-            )
-        opened, owned = self._open([m.path for m in inputs], sources)
-        try:
-            return self._understand(req.prompt, inputs, max_new_tokens, temperature, control, opened)
-        finally:
-            if owned:
-                close_all(list(opened.values()))
+        opened, _ = self._open([m.path for m in inputs], sources)
+        return self._understand(req.prompt, inputs, max_new_tokens, temperature, control, opened)
 
     def _understand(
         self,
@@ -476,8 +482,21 @@ class Engine:
     ) -> AutoResult:
         """Unison's full automation: plan the request, then answer it or generate for it.
 
-        The plan is checked once (here); ``sources`` as for :meth:`understand`.
+        The plan is checked once (here). ``sources`` are the inputs already opened
+        (:meth:`admit`); a direct call without them is admitted first, as the ``auto`` tool's is.
         """
+        if sources is None:
+            arguments = {"prompt": request, "media": list(media), "dry_run": dry_run}
+            with self.admit(parse_arguments("auto", self.config.limits, arguments)) as admitted:
+                return self.auto(
+                    admitted.text,
+                    admitted.media,
+                    sampling=sampling,
+                    dry_run=dry_run,
+                    control=control,
+                    backend=backend,
+                    sources=admitted.sources,
+                )
         control = control or JobControl()
         req = parse_request(request, media)
         control.set_stage("planning")
@@ -486,12 +505,8 @@ class Engine:
         if dry_run:
             return AutoResult(plan=plan)
         if plan.spec.understanding:
-            opened, owned = self._open([m.path for m in plan.inputs], sources)
-            try:
-                answer = self._understand(plan.prompt, list(plan.inputs), None, None, control, opened)
-            finally:
-                if owned:
-                    close_all(list(opened.values()))
+            opened, _ = self._open([m.path for m in plan.inputs], sources)
+            answer = self._understand(plan.prompt, list(plan.inputs), None, None, control, opened)
             answer.timings["plan_s"] = plan_s
             return AutoResult(plan=plan, answer=answer)
         generation = self.generate(

@@ -472,6 +472,9 @@ class InputPolicy:
             raise self._refused(
                 field, value, "no home directory for that user; give an absolute path"
             ) from None
+        if not path.is_absolute() and self.roots is None:
+            # Any local file (the CLI, the Python API): relative to where the caller runs.
+            path = Path(os.path.abspath(path))
         if not path.is_absolute():
             raise self._refused(
                 field,

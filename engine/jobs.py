@@ -45,7 +45,13 @@ class Job(Generic[T]):
     ``time.time()`` seconds.
     """
 
-    def __init__(self, kind: str, fn: Callable[[JobControl], T], on_progress: ProgressListener | None = None):
+    def __init__(
+        self,
+        kind: str,
+        fn: Callable[[JobControl], T],
+        on_progress: ProgressListener | None = None,
+        on_finish: Callable[[], None] | None = None,
+    ):
         # 128 random bits: a job handle is a capability (it can cancel), so it must not be guessable.
         self.id = secrets.token_urlsafe(16)
         self.kind = kind
@@ -60,6 +66,9 @@ class Job(Generic[T]):
         self._finished = threading.Event()
         self._listeners: list[ProgressListener] = [on_progress] if on_progress is not None else []
         self._cancel_queued: Callable[[Job[T]], bool] | None = None  # set by the queue
+        #: Runs once when the job ends however it ends (done, failed, cancelled while queued):
+        #: what the job holds (opened input files) is released even if ``fn`` never ran.
+        self._on_finish = on_finish
         self.control = JobControl(on_progress=self._emit)
 
     def __repr__(self) -> str:
@@ -149,6 +158,12 @@ class Job(Generic[T]):
             self.status = status
             self._listeners.clear()
         self.fn = None  # type: ignore[assignment]  # drop the closure (and what it holds) early
+        on_finish, self._on_finish = self._on_finish, None
+        if on_finish is not None:
+            try:
+                on_finish()
+            except Exception:  # releasing is best effort; the job's own outcome is what matters
+                log.exception("releasing %r failed", self)
         self._finished.set()
 
 
@@ -179,13 +194,20 @@ class JobQueue:
     # ------------------------------------------------------------------ submitting
 
     def submit(
-        self, kind: str, fn: Callable[[JobControl], T], *, on_progress: ProgressListener | None = None
+        self,
+        kind: str,
+        fn: Callable[[JobControl], T],
+        *,
+        on_progress: ProgressListener | None = None,
+        on_finish: Callable[[], None] | None = None,
     ) -> Job[T]:
         """Queue ``fn(control)`` and return its job at once; raise ``Busy`` when the queue is full.
 
-        ``on_progress`` is attached before the job can start, so it sees every step.
+        ``on_progress`` is attached before the job can start, so it sees every step;
+        ``on_finish`` runs once when the job ends, also when it is cancelled before it runs
+        (it is not called when ``Busy`` is raised: the caller still holds what it passed).
         """
-        job: Job[T] = Job(kind, fn, on_progress)
+        job: Job[T] = Job(kind, fn, on_progress, on_finish)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the job queue is closed")

@@ -1,4 +1,4 @@
-"""Media I/O: reading inputs safely, resampling video in time, geometry, and the project's encoders.
+"""Media I/O: reading inputs safely, resampling video in time, and the project's encoders.
 
 PyAV is the only video library and Pillow the only image library. Every reader refuses a bad file
 with :class:`~engine.errors.InputRefused` whose message names the file, what is wrong and the rule,
@@ -16,7 +16,7 @@ import os
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputRefused, InvalidRequest
+from .geometry import Size, even_indices, resampled_count, resize_cover
 from .inputs import SHOWN_PATH_CHARS, ImageHeader, VideoHeader
 
 if TYPE_CHECKING:
@@ -43,11 +44,6 @@ HARD_MAX_FRAMES = 1024
 #: Pillow decoders accepted for input images (the extensions engine.plan accepts); restricting the
 #: list keeps rarely used, less hardened decoders away from untrusted files.
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
-#: Grey used for "unknown" pixels: 128 is VACE's mask colour and ≈ 0 in the pipeline's [-1, 1].
-GREY = 128
-
-Size = tuple[int, int]  # (width, height)
-
 
 # ---------------------------------------------------------------------------------------------
 # Files and header-only probes
@@ -270,93 +266,6 @@ def _grey16_to_l(im: Image.Image) -> Image.Image:
     if im.mode.startswith("I;16") or (values.size and float(values.max()) > 255.0):
         values = values / 257.0  # 65535 -> 255
     return Image.fromarray(np.clip(values.round(), 0, 255).astype(np.uint8))  # 2-D uint8: "L"
-
-
-# ---------------------------------------------------------------------------------------------
-# Geometry (PIL images; sizes are (width, height))
-
-
-def fit_box(src: Size, size: Size) -> tuple[int, int, int, int]:
-    """Where ``src`` lands when fitted inside ``size`` keeping its aspect: (left, top, width, height)."""
-    sw, sh = src
-    w, h = size
-    scale = min(w / sw, h / sh)
-    fw, fh = max(1, min(w, round(sw * scale))), max(1, min(h, round(sh * scale)))
-    return (w - fw) // 2, (h - fh) // 2, fw, fh
-
-
-def _resample(img: Image.Image) -> int:
-    from PIL import Image
-
-    # Bilinear for masks (then binarised by the caller), Lanczos for pictures.
-    return Image.Resampling.BILINEAR if img.mode == "L" else Image.Resampling.LANCZOS
-
-
-def resize_cover(img: Image.Image, size: Size) -> Image.Image:
-    """Scale ``img`` to cover ``size`` keeping its aspect, then crop the centre to exactly ``size``."""
-    w, h = size
-    sw, sh = img.size
-    if (sw, sh) == (w, h):
-        return img.copy()
-    scale = max(w / sw, h / sh)
-    # The crop box in source pixels: the centred region with the output's aspect.
-    cw, ch = w / scale, h / scale
-    left, top = (sw - cw) / 2, (sh - ch) / 2
-    return img.resize((w, h), _resample(img), box=(left, top, left + cw, top + ch))
-
-
-def resize_fit(img: Image.Image, size: Size) -> Image.Image:
-    """Scale ``img`` to fit inside ``size`` keeping its aspect (the result may be smaller than ``size``)."""
-    _, _, fw, fh = fit_box(img.size, size)
-    if img.size == (fw, fh):
-        return img.copy()
-    return img.resize((fw, fh), _resample(img))
-
-
-def letterbox(
-    img: Image.Image, size: Size, fill: tuple[int, int, int] | int = (255, 255, 255)
-) -> Image.Image:
-    """Fit ``img`` inside ``size`` and centre it on a ``fill`` canvas (the reference-image treatment)."""
-    from PIL import Image
-
-    left, top, fw, fh = fit_box(img.size, size)
-    if img.mode == "L" and not isinstance(fill, int):
-        fill = fill[0]  # a grey canvas for a grey image
-    canvas = Image.new(img.mode, size, fill)
-    canvas.paste(resize_fit(img, size), (left, top))
-    return canvas
-
-
-def binarize(mask: Image.Image, threshold: int = 128) -> Image.Image:
-    """An "L" mask with only 0 and 255: pixels at or above ``threshold`` become 255."""
-    return mask.convert("L").point(lambda v: 255 if v >= threshold else 0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Frame counts
-
-
-def even_indices(total: int, count: int) -> list[int]:
-    """``count`` indices spread evenly over ``range(total)``, first and last included."""
-    if count <= 0 or total <= 0:
-        return []
-    if count >= total:
-        return list(range(total))
-    if count == 1:
-        return [0]
-    return [round(i * (total - 1) / (count - 1)) for i in range(count)]
-
-
-def resampled_count(num_frames: int, src_fps: float, fps: float) -> int:
-    """How many frames a clip of ``num_frames`` at ``src_fps`` yields at ``fps``.
-
-    Target frame k sits at k/fps seconds; it exists while some source frame lies within half a
-    source frame interval of it, so resampling to the same rate is the identity.
-    """
-    if num_frames <= 0:
-        return 0
-    last = (num_frames - 1) / src_fps + 0.5 / src_fps
-    return math.floor(last * fps + 1e-9) + 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -677,39 +586,60 @@ def read_video(
     with _as_source(path, "video") as source:
         info, primed = _decoder(source, max_pixels, check)
         try:
-            return _decode(source, info, primed, fps, num_frames, size, max_frames, from_end, pad, check)
+            schedule = _schedule(source, info, fps, num_frames, max_frames, from_end)
+            frames, stamps = _nearest_frames(source, primed, schedule, size, check)
+            return _finish(source, schedule, frames, stamps, pad)
         finally:
             primed.close()
 
 
-def _decode(
+@dataclass(frozen=True)
+class _Schedule:
+    """Which times a read keeps: target k sits at ``times[k]`` when frames are spread evenly
+    (``max_frames`` below the clip's length), else at k/``rate`` while k < ``limit``."""
+
+    src_fps: float
+    rate: float  # the requested rate (the source's without ``fps``)
+    out_fps: float  # the rate of the returned frames (the spread's effective rate with ``times``)
+    expected: int  # frames the whole clip yields at ``rate``
+    times: tuple[float, ...] | None
+    limit: int | None  # None: until the stream ends
+    num_frames: int | None
+    from_end: bool
+    #: Bounded only by HARD_MAX_FRAMES (the caller gave no count): one frame over it is read to
+    #: notice a container that understates its length. A flag, not ``limit == HARD_MAX_FRAMES + 1``,
+    #: which a caller's own num_frames=1025 would match.
+    hard_capped: bool = False
+
+    def target(self, k: int) -> float | None:
+        """The time of target ``k`` in seconds from the first frame; ``None`` past the last."""
+        if self.times is not None:
+            return self.times[k] if k < len(self.times) else None
+        if self.limit is not None and k >= self.limit:
+            return None
+        return k / self.rate
+
+
+def _schedule(
     source: Source,
     info: VideoInfo,
-    primed: _Primed,
     fps: float | None,
     num_frames: int | None,
-    size: Size | None,
     max_frames: int | None,
     from_end: bool,
-    pad: bool,
-    check: Callable[[], None] | None,
-) -> VideoClip:
-    import av
-    import numpy as np
-
-    src_fps = info.fps
-    rate = src_fps if fps is None else fps
-    expected = resampled_count(info.num_frames, src_fps, rate)
-
-    # The target timestamps: regular k/rate steps, or an even spread when capped by max_frames.
-    times: Sequence[float] | None = None
-    limit: int | None = None  # None: until the stream ends
+) -> _Schedule:
+    """The target times of a read; a clip too long to read whole is refused here, before decoding."""
+    rate = info.fps if fps is None else fps
+    expected = resampled_count(info.num_frames, info.fps, rate)
+    times: tuple[float, ...] | None = None
+    limit: int | None = None
     out_fps = rate
+    hard_capped = False
     if num_frames is not None:
+        # The last frames are only known at the stream's end.
         limit = None if from_end else num_frames
     elif max_frames is not None and expected > max_frames:
-        idx = even_indices(expected, max_frames)
-        times = [i / rate for i in idx]
+        times = tuple(i / rate for i in even_indices(expected, max_frames))
         if len(times) > 1:
             out_fps = (len(times) - 1) / (times[-1] - times[0])
     elif max_frames is not None:
@@ -717,52 +647,59 @@ def _decode(
     else:
         if expected > HARD_MAX_FRAMES:
             raise _refuse(source, "video", _too_long(expected, rate))
-        # One more than allowed, to notice a container that understates its length.
-        limit = HARD_MAX_FRAMES + 1
+        limit, hard_capped = HARD_MAX_FRAMES + 1, True
+    return _Schedule(
+        src_fps=info.fps,
+        rate=rate,
+        out_fps=out_fps,
+        expected=expected,
+        times=times,
+        limit=limit,
+        num_frames=num_frames,
+        from_end=from_end,
+        hard_capped=hard_capped,
+    )
 
-    def target(k: int) -> float | None:
-        if times is not None:
-            return times[k] if k < len(times) else None
-        if limit is not None and k >= limit:
-            return None
-        return k / rate
 
-    def convert(frame: Any) -> np.ndarray:
-        img = _upright(frame.to_image(), _quarter_turns(frame))  # RGB PIL image
-        if size is not None:
-            img = resize_cover(img, size)
-        return np.asarray(img, dtype=np.uint8)
+def _nearest_frames(
+    source: Source,
+    primed: _Primed,
+    schedule: _Schedule,
+    size: Size | None,
+    check: Callable[[], None] | None,
+) -> tuple[list[np.ndarray], list[float]]:
+    """Decode from the primed container, keeping for each target time the nearest decoded frame
+    (upright RGB, covering ``size``) and the target time; stops once no target is left.
 
-    def all_frames() -> Iterator[Any]:
-        yield primed.first
-        primed.first = None  # the caller holds it now; the primed state keeps no frame
-        yield from primed.frames
+    Only the kept frames (the last ``num_frames`` with ``from_end``) and the previous decoded
+    frame are held; a frame is converted once, when it is first kept.
+    """
+    import av
 
-    kept: deque[np.ndarray] | list[np.ndarray] = deque(maxlen=num_frames) if from_end else []
-    stamps: deque[float] | list[float] = deque(maxlen=num_frames) if from_end else []
-    tolerance = 0.5 / src_fps
-    k = 0
-    t0: float | None = None
-    prev: tuple[float, Any, np.ndarray | None] | None = None  # (time, frame, converted)
-    decoded = 0
+    keep = schedule.num_frames if schedule.from_end else None
+    kept: deque[np.ndarray] = deque(maxlen=keep)
+    stamps: deque[float] = deque(maxlen=keep)
 
     def emit(entry: tuple[float, Any, np.ndarray | None], when: float) -> tuple[float, Any, np.ndarray]:
-        arr = entry[2] if entry[2] is not None else convert(entry[1])
+        arr = entry[2] if entry[2] is not None else _to_array(entry[1], size)
         kept.append(arr)
         stamps.append(when)
         return entry[0], entry[1], arr
 
+    k = decoded = 0
+    t0: float | None = None
+    prev: tuple[float, Any, np.ndarray | None] | None = None  # (time, frame, converted)
     try:
-        for frame in all_frames():
+        for frame in _all_frames(primed):
             if check is not None:
                 check()
-            t = frame.time if frame.time is not None else decoded / src_fps
+            t = frame.time if frame.time is not None else decoded / schedule.src_fps
             decoded += 1
             if t0 is None:
                 t0 = t
             t -= t0
             cur: tuple[float, Any, np.ndarray | None] = (t, frame, None)
-            while (tk := target(k)) is not None and tk <= t:
+            while (tk := schedule.target(k)) is not None and tk <= t:
                 # The nearest of the previous and the current frame (ties go to the earlier).
                 if prev is not None and tk - prev[0] <= t - tk:
                     prev = emit(prev, tk)
@@ -770,49 +707,75 @@ def _decode(
                     cur = emit(cur, tk)
                 k += 1
             prev = cur
-            if target(k) is None:
+            if schedule.target(k) is None:
                 break
     except (av.error.FFmpegError, ValueError) as e:
         raise _refuse(source, "video", f"corrupt video data after {decoded} decoded frames ({e})") from None
     # Targets past the last decoded frame but within half a source interval of it.
-    while prev is not None and (tk := target(k)) is not None and tk <= prev[0] + tolerance:
+    tolerance = 0.5 / schedule.src_fps
+    while prev is not None and (tk := schedule.target(k)) is not None and tk <= prev[0] + tolerance:
         prev = emit(prev, tk)
         k += 1
+    return list(kept), list(stamps)
 
-    if not kept:
+
+def _all_frames(primed: _Primed) -> Iterator[Any]:
+    """The primed first frame, then the rest of the stream."""
+    yield primed.first
+    primed.first = None  # the caller holds it now; the primed state keeps no frame
+    yield from primed.frames
+
+
+def _to_array(frame: Any, size: Size | None) -> np.ndarray:
+    """A decoded frame as an upright (H, W, 3) uint8 RGB array, scaled to cover ``size``."""
+    import numpy as np
+
+    img = _upright(frame.to_image(), _quarter_turns(frame))
+    if size is not None:
+        img = resize_cover(img, size)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _finish(
+    source: Source, schedule: _Schedule, frames: list[np.ndarray], stamps: list[float], pad: bool
+) -> VideoClip:
+    """The clip from the kept frames: refusals for an empty or too long read, padding to
+    ``num_frames``, the notes, and timestamps from the clip's first frame."""
+    import numpy as np
+
+    if not frames:
         raise _refuse(source, "video", "has no decodable frames")
-    if limit == HARD_MAX_FRAMES + 1 and len(kept) > HARD_MAX_FRAMES:
-        raise _refuse(source, "video", _too_long(len(kept), rate, more=True))
+    rate, num_frames = schedule.rate, schedule.num_frames
+    if schedule.hard_capped and len(frames) > HARD_MAX_FRAMES:
+        raise _refuse(source, "video", _too_long(len(frames), rate, more=True))
 
     name = source.path.name
-    frames = list(kept)
-    stamps_out = list(stamps)
     got = len(frames)
     notes: list[str] = []
     padded = 0
     if num_frames is not None and got < num_frames:
         if pad:
             padded = num_frames - got
-            frames.extend([frames[-1]] * padded)
-            stamps_out.extend(stamps_out[-1] + (i + 1) / rate for i in range(padded))
+            frames = frames + [frames[-1]] * padded
+            stamps = stamps + [stamps[-1] + (i + 1) / rate for i in range(padded)]
             notes.append(
                 f"{name}: source gave {got} frames at {rate:g} fps; padded to {num_frames} "
                 "by repeating the last frame"
             )
         else:
             notes.append(f"{name}: source gave only {got} of {num_frames} frames at {rate:g} fps")
-    if times is not None:
-        notes.append(f"{name}: {expected} frames at {rate:g} fps spread down to {got}")
+    if schedule.times is not None:
+        notes.append(f"{name}: {schedule.expected} frames at {rate:g} fps spread down to {got}")
     for n in notes:
         log.info("%s", n)
-    if from_end and stamps_out:
-        base = stamps_out[0]
-        stamps_out = [s - base for s in stamps_out]
+    if schedule.from_end:
+        # The last frames keep their spacing but start at 0, like any clip.
+        stamps = [s - stamps[0] for s in stamps]
     return VideoClip(
         frames=np.stack(frames),
-        fps=out_fps,
-        timestamps=stamps_out,
-        source_fps=src_fps,
+        fps=schedule.out_fps,
+        timestamps=stamps,
+        source_fps=schedule.src_fps,
         source_frames=got,
         padded=padded,
         notes=notes,

@@ -20,19 +20,8 @@ from typing import TYPE_CHECKING
 from .config import Limits
 from .control import JobControl
 from .errors import InvalidRequest
-from .media import (
-    GREY,
-    Size,
-    VideoClip,
-    binarize,
-    even_indices,
-    fit_box,
-    letterbox,
-    open_image,
-    probe_video,
-    read_video,
-    resize_cover,
-)
+from .geometry import GREY, Size, binarize, even_indices, fit_box, letterbox, resize_cover
+from .media import VideoClip, open_image, probe_video, read_video
 from .vocab import MediaKind, Role
 
 if TYPE_CHECKING:

@@ -239,3 +239,32 @@ def test_the_same_request_gets_the_same_answer_through_the_cli_and_the_python_ap
     )  # fmt: skip
     assert code == 2
     assert err.strip() == f"unison-mcp generate: invalid_request: {python}"
+
+
+def test_understanding_decodes_each_image_reduced_to_its_pixel_budget(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Before: every input image was decoded at full size and kept until the processor ran, so
+    eight 8000×8000 inputs took the server from 1.6 to 5 GiB for a fraction of a megapixel each."""
+    import engine.understand as understand_module
+
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"big{i}.png"
+        Image.new("RGB", (3000, 2000), (40 * i, 90, 200)).save(path)
+        paths.append(str(path))
+    seen: list[tuple[int, int]] = []
+    real = understand_module.vision_inputs
+
+    def spy(qwen, text, images, videos, metadata):
+        seen.extend(im.size for im in images)
+        return real(qwen, text, images, videos, metadata)
+
+    monkeypatch.setattr(understand_module, "vision_inputs", spy)
+    admitted = engine.admit(
+        parse_arguments("understand", engine.config.limits, {"prompt": "what?", "media": paths})
+    )
+    engine.run(admitted)
+    budget = engine.config.understanding.max_pixels
+    assert len(seen) == 3
+    assert all(w * h <= budget and w / h == pytest.approx(1.5, rel=0.05) for w, h in seen), seen

@@ -205,3 +205,31 @@ def test_closing_the_queue_cancels_waiting_and_running_jobs():
     assert running.status == "cancelled" and waiting.status == "cancelled"
     with pytest.raises(RuntimeError, match="closed"):
         q.submit("t", slow)
+
+
+def test_what_a_job_holds_is_released_once_whether_it_ran_or_was_cancelled_while_queued(queue: JobQueue):
+    started, release = _gate()
+    released: list[str] = []
+    first = queue.submit("t", _holding(started, release), on_finish=lambda: released.append("ran"))
+    assert started.wait(5)
+    waiting = queue.submit("t", lambda control: "never", on_finish=lambda: released.append("queued"))
+    assert waiting.cancel()
+    assert waiting.status == "cancelled" and released == ["queued"]  # released without running
+    release.set()
+    assert first.wait(5)
+    assert released == ["queued", "ran"]
+
+
+def test_a_refused_submit_does_not_release_what_the_caller_still_holds():
+    q = JobQueue(capacity=0)
+    started, release = _gate()
+    released: list[str] = []
+    try:
+        q.submit("t", _holding(started, release))
+        assert started.wait(5)
+        with pytest.raises(Busy):
+            q.submit("t", lambda control: None, on_finish=lambda: released.append("busy"))
+        assert released == []
+    finally:
+        release.set()
+        q.close(cancel=True, timeout=5)

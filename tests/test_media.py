@@ -16,19 +16,8 @@ import pytest
 from PIL import Image
 
 from engine.errors import InputRefused, InvalidRequest
-from engine.media import (
-    encode_mp4,
-    encode_png,
-    even_indices,
-    fit_box,
-    letterbox,
-    open_image,
-    probe_video,
-    read_video,
-    resampled_count,
-    resize_cover,
-    resize_fit,
-)
+from engine.geometry import even_indices, fit_box, letterbox, resampled_count, resize_cover, resize_fit
+from engine.media import encode_mp4, encode_png, open_image, probe_video, read_video
 
 STEP = 4  # grey levels per frame index in coded videos
 
@@ -281,6 +270,18 @@ def test_a_clip_too_long_to_read_whole_is_refused(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(engine.media, "HARD_MAX_FRAMES", 8)
     with pytest.raises(InputRefused, match="give num_frames or max_frames"):
         read_video(write_video(tmp_path / "v.mp4", 12, 16))
+
+
+def test_a_count_one_above_the_hard_cap_is_not_mistaken_for_the_cap(tmp_path: Path, monkeypatch):
+    import engine.media
+
+    # HARD_MAX_FRAMES + 1 asked for by the caller is a count like any other, not the marker the
+    # uncounted read uses to notice a container that understates its length.
+    monkeypatch.setattr(engine.media, "HARD_MAX_FRAMES", 8)
+    clip = read_video(write_video(tmp_path / "v.mp4", 12, 16), num_frames=9)
+    assert len(clip.frames) == 9
+    clip = read_video(write_video(tmp_path / "w.mp4", 9, 16), max_frames=9)
+    assert len(clip.frames) == 9
 
 
 def test_a_video_stored_sideways_is_read_upright(tmp_path: Path):

@@ -243,3 +243,11 @@ def test_the_media_probe_applies_the_configured_pixel_limit(tree):
     loose = InputPolicy([tree["root"]], tree["out"], max_bytes=10**9, max_pixels=100_000_000)
     with loose.open_probed(str(seventy)) as source:
         assert (source.header.width, source.header.height) == (10_000, 7_000)
+
+
+def test_without_roots_a_relative_path_is_taken_from_the_working_directory(tree, monkeypatch):
+    # The CLI and the Python API on one's own machine: "photo.png" means the one right here.
+    monkeypatch.chdir(tree["root"])
+    anywhere = InputPolicy(None, tree["out"], max_bytes=100, max_pixels=64_000_000)
+    with anywhere.open("cat.png") as source:
+        assert source.path == (tree["root"] / "cat.png").resolve()

@@ -15,7 +15,8 @@ from PIL import Image
 from engine.config import Limits
 from engine.control import JobControl
 from engine.errors import Cancelled, InputRefused, InvalidRequest
-from engine.media import GREY, encode_mp4, encode_png
+from engine.geometry import GREY
+from engine.media import encode_mp4, encode_png
 from engine.plan import Margins, Plan, build_plan
 from engine.prepare import Prepared, PrepContext, interpolate_boxes, object_phrase, prepare
 from engine.tasks import GENERATION_TASKS, TASKS

@@ -87,23 +87,11 @@ class ServerState:
     engine: EngineAPI
     queue: JobQueue
     _preloading: bool = field(default=False, init=False, repr=False)
-    #: Admitted work on the queue, by job: a job cancelled before it ran never reaches
-    #: ``EngineAPI.run`` (which closes its inputs), so :meth:`close_finished` closes them.
-    _admitted: dict[Job[Any], Admitted] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def inputs(self) -> InputPolicy:
         """The input policy (narrowed to the server's roots), also used to read outputs back."""
         return self.engine.inputs
-
-    def track(self, job: Job[Any], admitted: Admitted) -> None:
-        self.close_finished()
-        self._admitted[job] = admitted
-
-    def close_finished(self) -> None:
-        """Close the inputs of every finished job (closing twice is harmless)."""
-        for job in [j for j in self._admitted if j.finished]:
-            self._admitted.pop(job).close()
 
     def start_preload(self) -> None:
         """Load the models on the job queue's thread (once), so start-up never waits for them."""
@@ -299,8 +287,8 @@ async def _run_admitted(
 ) -> CallToolResult:
     """Run admitted work (at once when it needs no model, else on the queue) and follow it.
 
-    ``EngineAPI.run`` closes the admitted inputs; work that never reaches it (the queue is
-    busy, or the job is cancelled before it starts) is closed here.
+    ``EngineAPI.run`` closes the admitted inputs; the job closes them too when it ends without
+    running (cancelled while queued), and a busy queue leaves them to be closed here.
     """
     engine, preview_side = state.engine, state.config.preview_side
 
@@ -312,15 +300,11 @@ async def _run_admitted(
             # No model work (a rules dry run): answer now instead of queueing behind GPU jobs.
             return await anyio.to_thread.run_sync(work, JobControl())
         pump = _ProgressPump()
-        job = state.queue.submit(tool, work, on_progress=pump.push)
+        job = state.queue.submit(tool, work, on_progress=pump.push, on_finish=admitted.close)
     except BaseException:
         admitted.close()
         raise
-    state.track(job, admitted)
-    try:
-        await _follow(job, ctx, pump, state.config.wait_s, cancel_on_abort=True)
-    finally:
-        state.close_finished()
+    await _follow(job, ctx, pump, state.config.wait_s, cancel_on_abort=True)
     return _pending_result(job, _OUTPUTS[tool], state.queue, tool)
 
 
@@ -613,7 +597,6 @@ async def _job_action(state: ServerState, action: str, job_id: str, ctx: Context
         return _status_result(found, queue)
     if action == "cancel":
         found.cancel()
-        state.close_finished()  # a job cancelled while queued never ran: its inputs close now
         with anyio.move_on_after(min(config.wait_s, CANCEL_WAIT_S)):
             while found.status not in FINISHED:
                 await anyio.sleep(POLL_S)

@@ -30,7 +30,9 @@ Importing this package is cheap: no torch, no transformers.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, get_args, runtime_checkable
+
+from ..config import PlannerBackend as BackendName
 
 if TYPE_CHECKING:
     import torch
@@ -38,10 +40,8 @@ if TYPE_CHECKING:
     from ..plan import Plan
     from ..request import Request
 
-BackendName = Literal["rules", "instruct", "unison"]
-
-#: The planning backends, as ``planner_backend`` and a request's ``planner`` name them.
-BACKENDS: tuple[BackendName, ...] = ("rules", "instruct", "unison")
+#: The planning backends, as ``planner_backend`` names them (declared once, on the setting).
+BACKENDS: tuple[BackendName, ...] = get_args(BackendName)
 
 
 @dataclass

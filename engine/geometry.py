@@ -1,0 +1,105 @@
+"""Sizes, crops, letterboxes and frame-index arithmetic on PIL images; no I/O.
+
+Sizes are ``(width, height)`` tuples throughout. Pillow is imported inside the functions that
+need it so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+#: Grey used for "unknown" pixels: 128 is VACE's mask colour and ≈ 0 in the pipeline's [-1, 1].
+GREY = 128
+
+Size = tuple[int, int]  # (width, height)
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry (PIL images; sizes are (width, height))
+
+
+def fit_box(src: Size, size: Size) -> tuple[int, int, int, int]:
+    """Where ``src`` lands when fitted inside ``size`` keeping its aspect: (left, top, width, height)."""
+    sw, sh = src
+    w, h = size
+    scale = min(w / sw, h / sh)
+    fw, fh = max(1, min(w, round(sw * scale))), max(1, min(h, round(sh * scale)))
+    return (w - fw) // 2, (h - fh) // 2, fw, fh
+
+
+def _resample(img: Image.Image) -> int:
+    from PIL import Image
+
+    # Bilinear for masks (then binarised by the caller), Lanczos for pictures.
+    return Image.Resampling.BILINEAR if img.mode == "L" else Image.Resampling.LANCZOS
+
+
+def resize_cover(img: Image.Image, size: Size) -> Image.Image:
+    """Scale ``img`` to cover ``size`` keeping its aspect, then crop the centre to exactly ``size``."""
+    w, h = size
+    sw, sh = img.size
+    if (sw, sh) == (w, h):
+        return img.copy()
+    scale = max(w / sw, h / sh)
+    # The crop box in source pixels: the centred region with the output's aspect.
+    cw, ch = w / scale, h / scale
+    left, top = (sw - cw) / 2, (sh - ch) / 2
+    return img.resize((w, h), _resample(img), box=(left, top, left + cw, top + ch))
+
+
+def resize_fit(img: Image.Image, size: Size) -> Image.Image:
+    """Scale ``img`` to fit inside ``size`` keeping its aspect (the result may be smaller than ``size``)."""
+    _, _, fw, fh = fit_box(img.size, size)
+    if img.size == (fw, fh):
+        return img.copy()
+    return img.resize((fw, fh), _resample(img))
+
+
+def letterbox(
+    img: Image.Image, size: Size, fill: tuple[int, int, int] | int = (255, 255, 255)
+) -> Image.Image:
+    """Fit ``img`` inside ``size`` and centre it on a ``fill`` canvas (the reference-image treatment)."""
+    from PIL import Image
+
+    left, top, fw, fh = fit_box(img.size, size)
+    if img.mode == "L" and not isinstance(fill, int):
+        fill = fill[0]  # a grey canvas for a grey image
+    canvas = Image.new(img.mode, size, fill)
+    canvas.paste(resize_fit(img, size), (left, top))
+    return canvas
+
+
+def binarize(mask: Image.Image, threshold: int = 128) -> Image.Image:
+    """An "L" mask with only 0 and 255: pixels at or above ``threshold`` become 255."""
+    return mask.convert("L").point(lambda v: 255 if v >= threshold else 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame counts
+
+
+def even_indices(total: int, count: int) -> list[int]:
+    """``count`` indices spread evenly over ``range(total)``, first and last included."""
+    if count <= 0 or total <= 0:
+        return []
+    if count >= total:
+        return list(range(total))
+    if count == 1:
+        return [0]
+    return [round(i * (total - 1) / (count - 1)) for i in range(count)]
+
+
+def resampled_count(num_frames: int, src_fps: float, fps: float) -> int:
+    """How many frames a clip of ``num_frames`` at ``src_fps`` yields at ``fps``.
+
+    Target frame k sits at k/fps seconds; it exists while some source frame lies within half a
+    source frame interval of it, so resampling to the same rate is the identity.
+    """
+    if num_frames <= 0:
+        return 0
+    last = (num_frames - 1) / src_fps + 0.5 / src_fps
+    return math.floor(last * fps + 1e-9) + 1
