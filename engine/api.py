@@ -62,25 +62,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def _optional(kind: Any, description: str, **bounds: Any) -> tuple[Any, Any]:
+    """An optional request field (``None``: the configured default), strict, with its bounds."""
+    return (kind | None, Field(None, strict=True, description=description, **bounds))
+
+
 def sampling_fields(limits: Limits) -> dict[str, Any]:
     """The per-request sampling overrides every generating tool takes (``None``: the default)."""
     return {
-        "steps": (
-            int | None,
-            Field(None, strict=True, ge=1, le=limits.max_steps, description="denoising steps"),
-        ),
-        "guidance": (
-            float | None,
-            Field(None, strict=True, ge=0, le=30, description="classifier-free guidance scale (default 5)"),
-        ),
-        "seed": (
-            int | None,
-            Field(None, strict=True, ge=0, le=2**63 - 1, description="random seed (same seed, same result)"),
-        ),
-        "negative_prompt": (
-            str | None,
-            Field(None, strict=True, max_length=limits.max_prompt_chars, description="what to avoid"),
-        ),
+        "steps": _optional(int, "denoising steps", ge=1, le=limits.max_steps),
+        "guidance": _optional(float, "classifier-free guidance scale (default 5)", ge=0, le=30),
+        "seed": _optional(int, "random seed (same seed, same result)", ge=0, le=2**63 - 1),
+        "negative_prompt": _optional(str, "what to avoid", max_length=limits.max_prompt_chars),
     }
 
 
@@ -207,7 +200,7 @@ def _generate_fields(limits: Limits) -> dict[str, Any]:
                 ),
             )
         else:
-            roles[role.value] = (InputFile | None, Field(None, strict=True, description=ROLE_HELP[role]))
+            roles[role.value] = _optional(InputFile, ROLE_HELP[role])
     side = dict(ge=limits.min_side, le=limits.max_side)
     longest_s = (limits.max_frames - 1) / limits.default_fps
     return {
@@ -216,69 +209,27 @@ def _generate_fields(limits: Limits) -> dict[str, Any]:
         "task": (Literal[gen_tasks], Field(description="what to make; see the task list")),  # type: ignore[valid-type]
         "prompt": _prompt(limits, "what the result should show"),
         **roles,
-        "width": (
-            int | None,
-            Field(None, strict=True, **side, description="pixels, rounded to a multiple of 16"),
+        "width": _optional(int, "pixels, rounded to a multiple of 16", **side),
+        "height": _optional(int, "pixels, rounded to a multiple of 16", **side),
+        "num_frames": _optional(
+            int, "video: 4k+1 frames (17, 33, 49, 81); image: 1", ge=1, le=limits.max_frames
         ),
-        "height": (
-            int | None,
-            Field(None, strict=True, **side, description="pixels, rounded to a multiple of 16"),
+        "duration_s": _optional(
+            float,
+            f"video length in seconds, instead of num_frames (at most {longest_s:g} s at {limits.default_fps:g} fps)",
+            gt=0,
+            le=longest_s,
         ),
-        "num_frames": (
-            int | None,
-            Field(
-                None,
-                strict=True,
-                ge=1,
-                le=limits.max_frames,
-                description="video: 4k+1 frames (17, 33, 49, 81); image: 1",
-            ),
+        "fps": _optional(
+            float, f"video frame rate (default {limits.default_fps:g})", gt=0, le=limits.max_fps
         ),
-        "duration_s": (
-            float | None,
-            Field(
-                None,
-                strict=True,
-                gt=0,
-                le=longest_s,
-                description=f"video length in seconds, instead of num_frames (at most {longest_s:g} s "
-                f"at {limits.default_fps:g} fps)",
-            ),
-        ),
-        "fps": (
-            float | None,
-            Field(
-                None,
-                strict=True,
-                gt=0,
-                le=limits.max_fps,
-                description=f"video frame rate (default {limits.default_fps:g})",
-            ),
-        ),
-        "margins": (
-            Margins | None,
-            Field(None, strict=True, description="outpainting: pixels to add on each side"),
-        ),
-        "context_frames": (
-            int | None,
-            Field(
-                None,
-                strict=True,
-                ge=1,
-                le=limits.max_frames,
-                description="video_extend: source frames kept as context",
-            ),
+        "margins": _optional(Margins, "outpainting: pixels to add on each side"),
+        "context_frames": _optional(
+            int, "video_extend: source frames kept as context", ge=1, le=limits.max_frames
         ),
         **sampling_fields(limits),
-        "conditioning_scale": (
-            float | None,
-            Field(
-                None,
-                strict=True,
-                ge=0,
-                le=2,
-                description="strength of the source/control conditioning (default 1)",
-            ),
+        "conditioning_scale": _optional(
+            float, "strength of the source/control conditioning (default 1)", ge=0, le=2
         ),
     }
 
@@ -293,10 +244,7 @@ def _models(limits_json: str) -> dict[str, type[_Strict]]:
         __base__=UnderstandRequest,
         prompt=_prompt(limits, "the question"),
         media=_media(limits),
-        max_new_tokens=(
-            int | None,
-            Field(None, strict=True, ge=1, le=4096, description="longest answer in tokens"),
-        ),
+        max_new_tokens=_optional(int, "longest answer in tokens", ge=1, le=4096),
     )
     auto = create_model(
         "AutoArguments",
