@@ -414,31 +414,7 @@ class Engine:
         control.set_stage("writing")
         control.check()
         timings["total_s"] = time.perf_counter() - t_start
-        metadata = {
-            "task": plan.task.value,
-            "prompt": plan.prompt,
-            "negative_prompt": resolved.negative_prompt,
-            "plan": plan.model_dump(mode="json"),
-            "seed": resolved.seed,
-            "steps": resolved.steps,
-            "guidance": resolved.guidance,
-            "flow_shift": resolved.flow_shift,
-            "conditioning_scale": resolved.conditioning_scale,
-            "width": plan.width,
-            "height": plan.height,
-            "num_frames": plan.num_frames,
-            "fps": plan.fps,
-            "projector": projector is not None,
-            "text_context": resolved.text_len if projector is not None else resolved.max_sequence_length,
-            "models": {
-                "planner": self.config.planner_model,
-                "adapter": self.config.adapter,
-                "projector": self.config.projector if projector is not None else None,
-                "generator": self.config.generator_model,
-            },
-            "notes": notes,
-            "timings": timings,
-        }
+        metadata = self._sidecar(plan, resolved, projector is not None, notes, timings)
         output = write_output(
             frames,
             output_dir=self.config.output_dir,
@@ -456,6 +432,36 @@ class Engine:
             timings=timings,
             notes=notes,
         )
+
+    def _sidecar(
+        self, plan: CheckedPlan, resolved: Any, projected: bool, notes: list[str], timings: dict[str, float]
+    ) -> dict[str, Any]:
+        """The JSON written beside an output: the plan, the settings used, the models, the timings."""
+        return {
+            "task": plan.task.value,
+            "prompt": plan.prompt,
+            "negative_prompt": resolved.negative_prompt,
+            "plan": plan.model_dump(mode="json"),
+            "seed": resolved.seed,
+            "steps": resolved.steps,
+            "guidance": resolved.guidance,
+            "flow_shift": resolved.flow_shift,
+            "conditioning_scale": resolved.conditioning_scale,
+            "width": plan.width,
+            "height": plan.height,
+            "num_frames": plan.num_frames,
+            "fps": plan.fps,
+            "projector": projected,
+            "text_context": resolved.text_len if projected else resolved.max_sequence_length,
+            "models": {
+                "planner": self.config.planner_model,
+                "adapter": self.config.adapter,
+                "projector": self.config.projector if projected else None,
+                "generator": self.config.generator_model,
+            },
+            "notes": notes,
+            "timings": timings,
+        }
 
     def _grounder(
         self, planner: QwenPlanner, control: JobControl
