@@ -140,15 +140,14 @@ class UnisonServer(MCPServer):
     async def run_tool(self, name: ToolName, arguments: Mapping[str, Any], ctx: Context) -> CallToolResult:
         """Parse, admit, queue, follow, present: one engine tool call (errors as tool errors)."""
         state = self.state
-        try:
+
+        async def call() -> CallToolResult:
             request = parse_arguments(name, state.engine.config.limits, arguments)
             # Opening and probing the inputs reads files: off the event loop.
             admitted = await anyio.to_thread.run_sync(state.engine.admit, request)
             return await _run_admitted(state, name, admitted, ctx)
-        except (ToolError, MCPError):
-            raise
-        except Exception as exc:
-            raise tool_error(exc, tool=name) from exc
+
+        return await _as_tool_errors(name, call())
 
     async def list_resources(self) -> list[MCPResource]:
         listed = await super().list_resources()
