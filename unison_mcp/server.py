@@ -45,7 +45,6 @@ from engine.control import JobControl
 from engine.errors import InputRefused, InvalidRequest
 from engine.inputs import OUTPUT_URI_PREFIX, InputPolicy, output_uri
 from engine.jobs import FINISHED, Job, JobQueue
-from engine.prepare import DEFAULT_CONTEXT_FRAMES
 from engine.results import AutoResult, GenerateResult, UnderstandResult
 from engine.tasks import tasks_text
 
@@ -397,9 +396,7 @@ Pick `task`, describe the result in `prompt`, and give each input file by its ro
 
 Tasks (output: what it does; inputs by role):
 {tasks_text()}
-image_to_video takes exactly one of first_frame / last_frame (both: first_last_to_video).
-Outpainting takes `margins` (pixels added left/top/right/bottom) or a larger width/height;
-video_extend keeps `context_frames` frames of the source (default {DEFAULT_CONTEXT_FRAMES}).\nA parameter the task does not take is refused, naming the ones it takes; so is an unknown argument.
+A parameter the task does not take is refused, naming the ones it takes; so is an unknown argument.
 
 {_inputs_text(state.engine.inputs)}
 Size: width/height in pixels, rounded to multiples of 16, each {lim.min_side}-{lim.max_side}, at most
