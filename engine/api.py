@@ -163,8 +163,8 @@ class GenerateRequest(_Strict):
             conditioning_scale=self.conditioning_scale,
         )
 
-    def to_plan(self, limits: Limits, *, paths: Mapping[str, str] | None = None) -> CheckedPlan:
-        """The checked plan (``paths`` maps each given input to the path to use, e.g. its real path).
+    def to_plan(self, limits: Limits) -> CheckedPlan:
+        """The checked plan, its inputs by the paths as given (:func:`admit` puts the real ones in).
 
         A parameter the task does not take (margins on image_edit, fps on an image, a mask on
         text_to_image...) is refused with the task's list of parameters instead of being dropped.
@@ -172,11 +172,10 @@ class GenerateRequest(_Strict):
         given = {k: getattr(self, k) for k in self.model_fields_set if getattr(self, k) not in (None, [])}
         given.pop("task", None)
         check_params(TASKS[self.task], given)
-        paths = paths or {}
         return build_plan(
             self.task,
             self.prompt,
-            [(paths.get(p, p), role) for p, role in self.inputs()],
+            self.inputs(),
             width=self.width,
             height=self.height,
             num_frames=self.num_frames,

@@ -186,8 +186,8 @@ class Engine:
         with admitted:
             req, sources = admitted.request, admitted.sources
             if isinstance(req, GenerateRequest):
-                return self.generate(admitted.plan or req.to_plan(self.config.limits), req.sampling(),
-                                     control=control, sources=sources)  # fmt: skip
+                plan = admitted.plan if admitted.plan is not None else req.to_plan(self.config.limits)
+                return self.generate(plan, req.sampling(), control=control, sources=sources)
             if isinstance(req, UnderstandRequest):
                 return self.understand(
                     admitted.text,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.api import EngineAPI, parse_arguments
+from engine.api import EngineAPI, parse_arguments, request_model
 from engine.config import EngineConfig, Limits
 from engine.engine import Engine
 from engine.errors import InvalidRequest
@@ -85,7 +85,7 @@ def test_a_parameter_the_task_does_not_take_is_refused_with_the_tasks_parameters
 
 def test_bounds_come_from_the_configured_limits_and_the_frame_limit_bounds_the_duration():
     limits = Limits(max_side=512, max_frames=81)
-    schema = parse_arguments.__globals__["request_model"]("generate", limits).model_json_schema()
+    schema = request_model("generate", limits).model_json_schema()
     props = schema["properties"]
     width = next(s for s in props["width"]["anyOf"] if s.get("type") == "integer")
     assert width["maximum"] == 512

@@ -111,9 +111,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     config = load_config(args)
     limits = config.engine.limits
     request = parse_arguments("generate", limits, generate_arguments(args))
-    plan = request.to_plan(limits)
+    engine = _engine(config)
+    admitted = engine.admit(request)  # the same checks as the generate tool's, in the same order
     with _Progress() as progress:
-        result = _engine(config).generate(plan, request.sampling(), control=progress.control())
+        result = engine.run(admitted, control=progress.control())
     log.info("seed %d, %d steps", result.seed, result.steps)
     if args.json:
         emit(result.model_dump_json())
