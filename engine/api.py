@@ -21,7 +21,20 @@ from .config import EngineConfig, Limits
 from .control import JobControl
 from .errors import InputRefused, InvalidRequest, invalid_request
 from .inputs import close_all
-from .plan import CheckedPlan, Margins, MediaInput, build_plan, check_params
+from .plan import (
+    CheckedPlan,
+    Margins,
+    MediaInput,
+    Plan,
+    Shapes,
+    chain_frames,
+    check_params,
+    check_plan,
+    check_roles,
+    largest_side,
+    plan_from_params,
+    shapes_of,
+)
 from .request import marked_paths
 from .results import Sampling
 from .tasks import GENERATION_TASKS, ROLES_IN_REQUESTS, TASKS
@@ -36,6 +49,9 @@ MAX_PATH_CHARS = 4096
 #: Most reference images (image_reference / video_reference take 1-3).
 MAX_REFERENCES = max(r.max for s in TASKS.values() for r in s.roles if r.role is Role.REFERENCE)
 
+#: Most candidates one call makes (``count``).
+MAX_COUNT = 4
+
 #: What each role means, for schemas and CLI help.
 ROLE_HELP: dict[Role, str] = {
     Role.SOURCE: "the image/video to edit, outpaint or extend",
@@ -45,6 +61,11 @@ ROLE_HELP: dict[Role, str] = {
     Role.FIRST_FRAME: "image the video starts from",
     Role.LAST_FRAME: "image the video ends on",
 }
+
+SIZE_HELP = (
+    "pixels, rounded to a multiple of 16 (default: the source's aspect for tasks on a source, "
+    "else 832×480); above the limits scaled down keeping the aspect"
+)
 
 InputFile = Annotated[
     str,
@@ -73,7 +94,17 @@ def sampling_fields(limits: Limits) -> dict[str, Any]:
         "steps": _optional(int, "denoising steps", ge=1, le=limits.max_steps),
         "guidance": _optional(float, "classifier-free guidance scale (default 5)", ge=0, le=30),
         "seed": _optional(int, "random seed (same seed, same result)", ge=0, le=2**63 - 1),
-        "negative_prompt": _optional(str, "what to avoid", max_length=limits.max_prompt_chars),
+        "negative_prompt": _optional(
+            str, "what to avoid (default: Wan2.1's negative prompt)", max_length=limits.max_prompt_chars
+        ),
+        "count": _optional(
+            int, f"candidates to make, from consecutive seeds (1-{MAX_COUNT}, default 1)", ge=1, le=MAX_COUNT
+        ),
+        "preserve": _optional(
+            bool,
+            "paste the source back where the task keeps it: outside the mask, the given frames, the "
+            "outpainted source, the extended clip (default true; false = the generator's raw output)",
+        ),
     }
 
 
@@ -114,10 +145,17 @@ class AutoRequest(_Strict):
     guidance: float | None = None
     seed: int | None = None
     negative_prompt: str | None = None
+    count: int | None = None
+    preserve: bool | None = None
 
     def sampling(self) -> Sampling:
         return Sampling(
-            steps=self.steps, guidance=self.guidance, seed=self.seed, negative_prompt=self.negative_prompt
+            steps=self.steps,
+            guidance=self.guidance,
+            seed=self.seed,
+            negative_prompt=self.negative_prompt,
+            count=self.count,
+            preserve=self.preserve,
         )
 
 
@@ -143,6 +181,8 @@ class GenerateRequest(_Strict):
     guidance: float | None = None
     seed: int | None = None
     negative_prompt: str | None = None
+    count: int | None = None
+    preserve: bool | None = None
     conditioning_scale: float | None = None
 
     def inputs(self) -> list[tuple[str, Role]]:
@@ -161,10 +201,17 @@ class GenerateRequest(_Strict):
             seed=self.seed,
             negative_prompt=self.negative_prompt,
             conditioning_scale=self.conditioning_scale,
+            count=self.count,
+            preserve=self.preserve,
         )
 
-    def to_plan(self, limits: Limits) -> CheckedPlan:
-        """The checked plan, its inputs by the paths as given (:func:`admit` puts the real ones in).
+    def to_plan(self, limits: Limits, shapes: Shapes | None = None) -> CheckedPlan:
+        """The checked plan; ``shapes`` (the inputs' headers by path) give source-aware defaults."""
+        return check_plan(self.unchecked_plan(limits), limits, shapes)
+
+    def unchecked_plan(self, limits: Limits) -> Plan:
+        """The plan the arguments say, its inputs by the paths as given, with the checks that need
+        no file (parameters and roles); :func:`admit` checks it once the inputs are probed.
 
         A parameter the task does not take (margins on image_edit, fps on an image, a mask on
         text_to_image...) is refused with the task's list of parameters instead of being dropped.
@@ -172,7 +219,7 @@ class GenerateRequest(_Strict):
         given = {k: getattr(self, k) for k in self.model_fields_set if getattr(self, k) not in (None, [])}
         given.pop("task", None)
         check_params(TASKS[self.task], given)
-        return build_plan(
+        plan = plan_from_params(
             self.task,
             self.prompt,
             self.inputs(),
@@ -185,6 +232,8 @@ class GenerateRequest(_Strict):
             context_frames=self.context_frames,
             limits=limits,
         )
+        check_roles(plan)
+        return plan
 
 
 def _generate_fields(limits: Limits) -> dict[str, Any]:
@@ -200,22 +249,31 @@ def _generate_fields(limits: Limits) -> dict[str, Any]:
             )
         else:
             roles[role.value] = _optional(InputFile, ROLE_HELP[role])
-    side = dict(ge=limits.min_side, le=limits.max_side)
-    longest_s = (limits.max_frames - 1) / limits.default_fps
+    # Larger sizes ("1080p", "4K") are scaled down into the limits by check_plan, not refused;
+    # absurd ones are refused here.
+    side = dict(ge=limits.min_side, le=largest_side(limits))
+    longest = chain_frames(limits, limits.default_fps)
+    longest_s = limits.max_duration_s
     return {
         # Declared as the Literal of the generation tasks, so the schema lists them; the value
         # is then the Task enum (strict mode would refuse the plain string otherwise).
         "task": (Literal[gen_tasks], Field(description="what to make; see the task list")),  # type: ignore[valid-type]
         "prompt": _prompt(limits, "what the result should show"),
         **roles,
-        "width": _optional(int, "pixels, rounded to a multiple of 16", **side),
-        "height": _optional(int, "pixels, rounded to a multiple of 16", **side),
+        "width": _optional(int, SIZE_HELP, **side),
+        "height": _optional(int, SIZE_HELP, **side),
         "num_frames": _optional(
-            int, "video: 4k+1 frames (17, 33, 49, 81); image: 1", ge=1, le=limits.max_frames
+            int,
+            f"video: 4k+1 frames (17, 33, 49, 81; others are rounded); image: 1. Up to "
+            f"{limits.max_frames} in one window; text_to_video, image_to_video and video_extend "
+            f"chain windows up to {longest}. video_extend: the new frames only",
+            ge=1,
+            le=longest,
         ),
         "duration_s": _optional(
             float,
-            f"video length in seconds, instead of num_frames (at most {longest_s:g} s at {limits.default_fps:g} fps)",
+            f"video length in seconds, instead of num_frames (at most {longest_s:g} s at "
+            f"{limits.default_fps:g} fps; video_extend: the new part's length)",
             gt=0,
             le=longest_s,
         ),
@@ -352,7 +410,7 @@ def admit(request: AnyRequest, config: EngineConfig, inputs: InputPolicy) -> Adm
     """
     limits = config.limits
     if isinstance(request, GenerateRequest):
-        plan = request.to_plan(limits)  # paths as given; the real ones replace them below
+        plan = request.unchecked_plan(limits)  # paths as given; the real ones replace them below
         sources: dict[str, Source] = {}
         try:
             opened: list[MediaInput] = []
@@ -368,10 +426,12 @@ def admit(request: AnyRequest, config: EngineConfig, inputs: InputPolicy) -> Adm
                         path=source.name,
                     )
                 opened.append(m.model_copy(update={"path": str(source.path)}))
+            # Checked once, now that the inputs' headers give the source-aware defaults.
+            checked = check_plan(plan.model_copy(update={"inputs": opened}), limits, shapes_of(sources))
         except BaseException:
             close_all(list(sources.values()))
             raise
-        return Admitted("generate", request, plan=plan.model_copy(update={"inputs": opened}), sources=sources)
+        return Admitted("generate", request, plan=checked, sources=sources)
     if not isinstance(request, (UnderstandRequest, AutoRequest)):
         raise InvalidRequest.for_field("request", type(request).__name__, "is not a request model")
     count = len(marked_paths(request.prompt)) + len(request.media)

@@ -53,7 +53,10 @@ class Limits(BaseModel):
     max_side: int = Field(1920, ge=16, description="largest output side in pixels")
     max_pixels: int = Field(1280 * 720, ge=256, description="largest output width×height")
     min_frames: int = Field(5, ge=1, description="fewest video frames")
-    max_frames: int = Field(161, ge=1, description="most video frames (4k+1)")
+    max_frames: int = Field(161, ge=1, description="most video frames in one window (4k+1)")
+    max_duration_s: float = Field(
+        30.0, gt=0, le=600, description="longest video, made as a chain of windows, in seconds"
+    )
     max_fps: float = Field(60.0, description="highest output fps")
     max_steps: int = Field(200, description="most denoising steps per request")
     max_prompt_chars: int = Field(4000, description="longest prompt in characters")
@@ -79,6 +82,12 @@ QWEN_ID = "Qwen/Qwen2.5-VL-3B-Instruct"
 UNISON_REPO = "ali-vilab/Unison"
 WAN_VACE_ID = "Wan-AI/Wan2.1-VACE-1.3B-diffusers"
 
+#: Wan2.1's default negative prompt, the one the reference's generator falls back to when it is
+#: given none: ``sample_neg_prompt`` in Wan-Video/Wan2.1, wan/configs/shared_config.py (copied
+#: from the source, commit 9737cba; a Chinese list of defects: garish colours, overexposure,
+#: static, blurred detail, subtitles, ... extra fingers, three legs, walking backwards).
+WAN_NEGATIVE_PROMPT = "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+
 
 class SamplingDefaults(BaseModel):
     """The reference's sampling defaults; every one overridable per request."""
@@ -87,12 +96,42 @@ class SamplingDefaults(BaseModel):
     guidance: float = Field(5.0, ge=0, description="classifier-free guidance scale")
     flow_shift: float = Field(5.0, gt=0, description="flow-matching shift of the UniPC scheduler")
     conditioning_scale: float = Field(1.0, ge=0, description="VACE context scale")
-    negative_prompt: str = Field("", description="negative prompt")
+    # The reference passes no negative prompt and its generator then uses Wan2.1's default;
+    # an empty one changes every result.
+    negative_prompt: str = Field(
+        WAN_NEGATIVE_PROMPT, description="negative prompt (default: Wan2.1's own; '' = none)"
+    )
     fps: float = Field(16.0, gt=0, description="frames per second of written videos")
     # Wan's own default is 512.
     text_len: int = Field(2048, ge=1, description="DiT text context length (the reference's 2048)")
     # The T5 tokenizer stops at 512 in the reference too.
     max_sequence_length: int = Field(512, ge=1, description="umT5 tokenizer cap")
+    # The reference gives umT5 the user's raw text, placeholders and all, and the projector was
+    # trained beside those embeddings (../shared/UNISON.md, "What the reference feeds each stage").
+    umt5_prompt: Literal["request", "plain"] = Field(
+        "request",
+        description="umT5 prompt when the projector is applied: 'request' = the request text with its "
+        "<IMGPAD>/<VIDPAD> placeholders (the reference's), 'plain' = the prompt without them",
+    )
+
+
+class ResultDefaults(BaseModel):
+    """What a result keeps of its sources and how long videos are made (per call: ``preserve``)."""
+
+    # VACE regenerates the whole frame: without pasting back, kept pixels drift through the VAE.
+    preserve: bool = Field(
+        True, description="paste the source back where the task keeps it (outside masks, given frames)"
+    )
+    feather_px: int = Field(
+        4, ge=0, le=64, description="width of the blended band along a kept region's edge (0 = hard edge)"
+    )
+    color_match: bool = Field(
+        True, description="shift the generated area's colour to the source's along the blended band"
+    )
+    window_overlap: int = Field(
+        9, ge=1, le=80, description="frames of each window a chained window continues from"
+    )
+    audio: bool = Field(True, description="copy a source video's audio into outputs that span its time")
 
 
 class UnderstandingDefaults(BaseModel):
@@ -206,6 +245,11 @@ class EngineConfig(BaseModel):
     )
     understanding: Annotated[UnderstandingDefaults, SettingMeta(section="understanding")] = Field(
         default_factory=UnderstandingDefaults
+    )
+    results: Annotated[ResultDefaults, SettingMeta(section="results")] = Field(default_factory=ResultDefaults)
+    # A model planner's output that does not parse or check is planned again by the rules.
+    planner_fallback: bool = Field(
+        True, description="re-plan with the rules planner when a model planner's plan fails"
     )
     performance: Annotated[PerformanceOptions, SettingMeta(section="performance")] = Field(
         default_factory=PerformanceOptions

@@ -8,10 +8,12 @@ bounded queue in front of it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .accelerator import oom_guard
@@ -20,11 +22,13 @@ from .config import EngineConfig
 from .control import JobControl
 from .errors import InputRefused, InvalidRequest, ModelError
 from .inputs import InputPolicy, Source, close_all
-from .plan import CheckedPlan, MediaInput, Plan, check_plan
-from .planners import BACKENDS
+from .plan import CheckedPlan, MediaInput, Plan, check_plan, shapes_of
+from .planners import BACKENDS, PlanOutput
+from .planners.route import route
 from .request import Request, parse_request, request_for_plan
-from .results import AutoResult, GenerateResult, Sampling, UnderstandResult
+from .results import AutoResult, GenerateResult, OutputFile, Sampling, UnderstandResult
 from .vocab import Role
+from .windows import Chain, Made
 
 if TYPE_CHECKING:
     import torch
@@ -161,7 +165,8 @@ class Engine:
         return {
             "planner": self.config.planner_model,
             "planner_backend": self.config.backend,
-            "adapter": self.config.adapter if self.config.backend == "unison" else None,
+            "adapter": self.config.adapter,
+            "adapter_merged": bool(self.config.adapter) and self.config.backend == "unison",
             "projector": self.config.projector,
             "generator": self.config.generator_model,
             "device": self.config.device,
@@ -232,24 +237,39 @@ class Engine:
         return plan
 
     def _plan(
-        self, req: Request, *, backend: str | None, want_features: bool
+        self,
+        req: Request,
+        *,
+        backend: str | None,
+        want_features: bool,
+        sources: dict[str, Source] | None = None,
     ) -> tuple[Plan, torch.Tensor | None, float]:
         backend = backend or self.config.backend
         if backend not in BACKENDS:
             raise InvalidRequest.for_field("planner", backend, "one of " + ", ".join(BACKENDS))
         t0 = time.perf_counter()
-        features = None
-        if backend == "rules":
-            plan = self._rules.plan(req)
-        else:
+        primary = None
+        if backend != "rules":
             if backend == "unison" and not self.config.adapter:
                 raise ModelError("the unison planner needs the Unison adapter (set adapter / --adapter)")
             planner = self._require_planner(f"the {backend} planner")
-            with self._lock, oom_guard("planning"):
-                out = planner.plan(req, backend=backend, want_features=want_features)
-            plan, features = out.plan, out.features
-        plan = check_plan(plan, self.config.limits)
-        return plan, features, time.perf_counter() - t0
+
+            def primary(request: Request, want: bool) -> PlanOutput:
+                with self._lock, oom_guard("planning"):
+                    return planner.plan(request, backend=backend, want_features=want)
+
+        shapes = shapes_of(sources or {})
+        routed = route(
+            req,
+            backend,
+            primary=primary,
+            rules=self._rules,
+            check=lambda p: check_plan(p, self.config.limits, shapes),
+            fallback=self.config.planner_fallback,
+            want_features=want_features,
+        )
+        plan = routed.plan.model_copy(update={"planner": routed.planner})
+        return plan, routed.features, time.perf_counter() - t0
 
     # ------------------------------------------------------------------ understanding
 
@@ -339,13 +359,13 @@ class Engine:
         ``sources`` are the inputs already opened (:meth:`admit`); without them each input is
         opened here, once, through :attr:`inputs`.
         """
-        plan = check_plan(plan, self.config.limits)
         if plan.spec.understanding:
             raise InvalidRequest.for_field(
                 "task", plan.task.value, "is an understanding task: use understand"
             )
         opened, owned = self._open([m.path for m in plan.inputs], sources)
         try:
+            plan = check_plan(plan, self.config.limits, shapes_of(opened))
             with self._lock, oom_guard("generating"):
                 return self._generate(plan, sampling, control or JobControl(), features, request, opened)
         finally:
@@ -363,21 +383,30 @@ class Engine:
     ) -> GenerateResult:
         """The generation of one checked plan, in the order of the paper's figure (under the lock)."""
         from .generator import resolve_sampling
-        from .outputs import write_output
         from .prepare import PrepContext, prepare
 
         resolved = resolve_sampling(sampling, self.config.sampling, limits=self.config.limits)
+        preserve = (
+            self.config.results.preserve
+            if sampling is None or sampling.preserve is None
+            else sampling.preserve
+        )
         timings: dict[str, float] = {}
         notes = list(plan.notes)
         t_start = t = time.perf_counter()
 
-        # 1. Sources: decode the opened inputs into the generator's video, mask and references.
+        # 1. Sources: decode the opened inputs into the generator's video, mask and references
+        #    (for a chain: its first window).
         control.set_stage("preparing inputs")
         planner = self.planner
         ground = self._grounder(planner, control) if planner is not None else None
         ctx = PrepContext(limits=self.config.limits, ground=ground, control=control, sources=sources)
-        prepared = prepare(plan, ctx)
+        chain = Chain.of(plan, self.config)
+        prepared = prepare(chain.first_plan(plan), ctx)
+        chain.start(prepared)
         notes.extend(prepared.notes)
+        if len(chain.windows) > 1:
+            notes.append(chain.note())
         timings["prepare_s"] = time.perf_counter() - t
 
         # 2. Models, loaded on first use.
@@ -388,43 +417,60 @@ class Engine:
         projector = self.projector()
         timings["load_s"] = time.perf_counter() - t
 
-        # 3. Project: the planner's hidden states become 4 extra conditioning tokens.
+        # 3. Project: the Unison planner's hidden states over the request (the LoRA active,
+        #    whichever backend planned it) become 4 extra conditioning tokens.
         extra_tokens = None
+        seen = request or request_for_plan(plan)  # the request as the Unison planner sees it
+        if projector is not None and not (planner is not None and planner.can_project):
+            notes.append(
+                "no Unison adapter configured: the projector was not applied (its input is the Unison "
+                "planner's hidden states); ran as plain Wan-VACE (512-position text context)"
+            )
+            projector = None
+        elif projector is None:
+            notes.append("no projector configured: ran as plain Wan-VACE (512-position text context)")
         if projector is not None:
             t = time.perf_counter()
             if features is None:
                 control.set_stage("planner features")
-                features = planner.features(request or request_for_plan(plan))
+                features = planner.features(seen)
             import torch
 
             with torch.no_grad():
                 extra_tokens = projector(features.float().to(_module_device(projector)))  # (1, 4, text_dim)
             timings["projector_s"] = time.perf_counter() - t
-        else:
-            notes.append("no projector configured: ran as plain Wan-VACE (512-position text context)")
 
-        # 4. Generate.
+        # 4. Generate every candidate, window after window; paste the kept source back. umT5
+        #    reads the request with its placeholders beside the projector tokens, as the
+        #    reference does (sampling.umt5_prompt), else the prompt alone.
         t = time.perf_counter()
-        frames = generator.run(
-            prepared, plan.prompt, extra_tokens=extra_tokens, sampling=resolved, control=control
+        umt5 = plan.prompt
+        if extra_tokens is not None and self.config.sampling.umt5_prompt == "request":
+            umt5 = seen.text
+        resolved = dataclasses.replace(resolved, umt5_prompt=umt5)
+        run = partial(
+            generator.run, prompt=umt5, extra_tokens=extra_tokens, sampling=resolved, control=control
+        )
+        made = chain.make(
+            run,
+            resolved.seeds,
+            batch=len(chain.windows) == 1 and generator.can_batch(prepared, resolved.count),
+            composite=self._compositor() if preserve else None,
+            steps=resolved.steps,
         )
         timings["generate_s"] = time.perf_counter() - t
+        if not preserve:
+            notes.append("preserve is off: the generator's raw output, nothing pasted back")
+        notes.extend(made.notes)
 
         # 5. Write, unless a cancel landed after the last step (then nothing is written).
         control.set_stage("writing")
         control.check()
         timings["total_s"] = time.perf_counter() - t_start
-        metadata = self._sidecar(plan, resolved, projector is not None, notes, timings)
-        output = write_output(
-            frames,
-            output_dir=self.config.output_dir,
-            task=plan.task.value,
-            fps=plan.fps or 0.0,
-            metadata=metadata,
-        )
+        outputs = self._write(plan, resolved, made, sources, projector is not None, notes, timings)
         return GenerateResult(
             plan=plan,
-            outputs=[output],
+            outputs=outputs,
             seed=resolved.seed,
             steps=resolved.steps,
             guidance=resolved.guidance,
@@ -432,6 +478,63 @@ class Engine:
             timings=timings,
             notes=notes,
         )
+
+    def _compositor(self) -> Callable[..., Any]:
+        from .composite import composite
+
+        results = self.config.results
+        return partial(composite, feather_px=results.feather_px, color_match=results.color_match)
+
+    def _write(
+        self,
+        plan: CheckedPlan,
+        resolved: Any,
+        made: Made,
+        sources: dict[str, Source],
+        projected: bool,
+        notes: list[str],
+        timings: dict[str, float],
+    ) -> list[OutputFile]:
+        """Each candidate's file (and, for video_extend, its new part alone), with its sidecar."""
+        from .outputs import write_output
+
+        audio = self._audio_span(plan, sources)
+        outputs: list[OutputFile] = []
+        for k, (seed, frames) in enumerate(zip(resolved.seeds, made.frames, strict=True)):
+            parts = [("result", frames, audio)]
+            if made.new_from is not None:
+                parts.append(("new_part", frames[made.new_from :], None))
+            for role, part, sound in parts:
+                meta = self._sidecar(plan, resolved, projected, notes, timings)
+                meta.update(seed=seed, candidate=k, output=role, preserved=made.preserved[k])
+                if role == "new_part":
+                    meta["notes"] = [*notes, "the new frames only, without the source clip"]
+                out_notes: list[str] = []
+                output = write_output(
+                    part,
+                    output_dir=self.config.output_dir,
+                    task=plan.task.value,
+                    fps=plan.fps or 0.0,
+                    metadata=meta,
+                    audio=sound,
+                    notes=out_notes,
+                )
+                outputs.append(output.model_copy(update={"seed": seed, "role": role}))
+                notes.extend(n for n in out_notes if n not in notes)
+        return outputs
+
+    def _audio_span(self, plan: CheckedPlan, sources: dict[str, Source]) -> Any:
+        """The source audio an output spans (edit, outpaint, control of a video with sound)."""
+        role = plan.spec.length_from
+        if role is None or not self.config.results.audio:
+            return None
+        source = sources.get(plan.one(role).path)
+        header = getattr(source, "header", None)
+        if source is None or not getattr(header, "audio", None):
+            return None
+        from .media import AudioSpan
+
+        return AudioSpan(source=source, start_s=0.0, duration_s=(plan.num_frames or 1) / (plan.fps or 1.0))
 
     def _sidecar(
         self, plan: CheckedPlan, resolved: Any, projected: bool, notes: list[str], timings: dict[str, float]
@@ -452,6 +555,10 @@ class Engine:
             "num_frames": plan.num_frames,
             "fps": plan.fps,
             "projector": projected,
+            "umt5_prompt": {
+                "mode": self.config.sampling.umt5_prompt if projected else "plain",
+                "text": resolved.umt5_prompt,
+            },
             "text_context": resolved.text_len if projected else resolved.max_sequence_length,
             "models": {
                 "planner": self.config.planner_model,
@@ -459,7 +566,7 @@ class Engine:
                 "projector": self.config.projector if projected else None,
                 "generator": self.config.generator_model,
             },
-            "notes": notes,
+            "notes": list(notes),
             "timings": timings,
         }
 
@@ -506,8 +613,8 @@ class Engine:
         control = control or JobControl()
         req = parse_request(request, media)
         control.set_stage("planning")
-        want = not dry_run and self.config.projector is not None
-        plan, features, plan_s = self._plan(req, backend=backend, want_features=want)
+        want = not dry_run and self.config.projector is not None and bool(self.config.adapter)
+        plan, features, plan_s = self._plan(req, backend=backend, want_features=want, sources=sources)
         if dry_run:
             return AutoResult(plan=plan)
         if plan.spec.understanding:

@@ -12,9 +12,11 @@ This module imports torch at the top: import it lazily (the engine does).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +53,14 @@ class ResolvedSampling:
     text_len: int
     max_sequence_length: int
     seed_was_random: bool = False
+    #: Candidates from consecutive seeds: ``seed``, ``seed + 1``, ...
+    count: int = 1
+    #: The text umT5 encoded (set by the engine: the prompt, or the request with placeholders).
+    umt5_prompt: str = ""
+
+    @property
+    def seeds(self) -> list[int]:
+        return [(self.seed + k) % RANDOM_SEED_RANGE for k in range(self.count)]
 
 
 def resolve_sampling(
@@ -78,6 +88,7 @@ def resolve_sampling(
         text_len=defaults.text_len,
         max_sequence_length=defaults.max_sequence_length,
         seed_was_random=seed_was_random,
+        count=int(pick(sampling.count, 1)),
     )
 
 
@@ -199,6 +210,50 @@ def build_text_context(
 def to_uint8(frames: np.ndarray) -> np.ndarray:
     """``(F, H, W, 3)`` floats in [0, 1] -> uint8."""
     return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+@contextlib.contextmanager
+def broadcast_conditions(transformer: torch.nn.Module) -> Iterator[None]:
+    """For one pipeline call: the DiT takes a batch of latents with one text context and one
+    VACE context, each expanded to the batch (diffusers 0.42 conditions a single video)."""
+
+    def expand(_module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        x = kwargs.get("hidden_states", args[0] if args else None)
+        if x is None:
+            return args, kwargs
+        for name in ("encoder_hidden_states", "control_hidden_states"):
+            value = kwargs.get(name)
+            if isinstance(value, torch.Tensor) and value.shape[0] == 1 < x.shape[0]:
+                kwargs[name] = value.expand(x.shape[0], *value.shape[1:])
+        return args, kwargs
+
+    handle = transformer.register_forward_pre_hook(expand, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def initial_noise(
+    pipe: Any, prepared: Prepared, generators: list[torch.Generator], device: Any
+) -> torch.Tensor:
+    """The initial latents of a batch, ``(B, C, F', h, w)`` float32: row ``k`` is what
+    ``WanVACEPipeline.prepare_latents`` draws for one video with ``generators[k]``."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    refs = len(prepared.reference_images or ())
+    frames = prepared.num_frames + refs * pipe.vae_scale_factor_temporal
+    shape = (
+        1,
+        pipe.transformer.config.in_channels,
+        (frames - 1) // pipe.vae_scale_factor_temporal + 1,
+        prepared.height // pipe.vae_scale_factor_spatial,
+        prepared.width // pipe.vae_scale_factor_spatial,
+    )
+    rows = [
+        randn_tensor(shape, generator=g, device=torch.device(device), dtype=torch.float32) for g in generators
+    ]
+    return torch.cat(rows)
 
 
 def flow_scheduler(current: Any, flow_shift: float) -> Any:
@@ -418,6 +473,25 @@ class Generator:
 
     # -- running --
 
+    #: GPU memory one candidate's batch share takes per output pixel-frame (latents, DiT
+    #: activations, the VAE decode), a rough upper figure for Wan2.1-VACE-1.3B in bfloat16.
+    BATCH_BYTES_PER_PIXEL_FRAME = 300
+
+    def can_batch(self, prepared: Prepared, count: int) -> bool:
+        """Whether ``count`` candidates fit in one batch: on CUDA, when the free memory holds
+        ``count`` times a rough per-candidate estimate; elsewhere never (one after another)."""
+        opts = self.performance
+        # The batched-CFG and step-cache hooks expect one video per pass.
+        if count <= 1 or self.device.type != "cuda" or opts.offload != "none" or opts.batch_cfg:
+            return False
+        if opts.cache != "none":
+            return False
+        free, _ = torch.cuda.mem_get_info(self.device)
+        need = (
+            count * prepared.width * prepared.height * prepared.num_frames * self.BATCH_BYTES_PER_PIXEL_FRAME
+        )
+        return need < free
+
     def run(
         self,
         prepared: Prepared,
@@ -426,8 +500,12 @@ class Generator:
         extra_tokens: torch.Tensor | None,
         sampling: ResolvedSampling,
         control: JobControl | None,
+        seeds: Sequence[int] | None = None,
+        progress: tuple[int, int] | None = None,
+        stage: str = "generating",
     ) -> np.ndarray:
-        """Generate ``prepared.num_frames`` frames: ``(F, H, W, 3)`` uint8.
+        """Generate ``prepared.num_frames`` frames: ``(F, H, W, 3)`` uint8, or with ``seeds``
+        one batch of candidates ``(B, F, H, W, 3)``, one per seed (one pass over the batch).
 
         Args:
             prepared: size, frame count and the VACE inputs (source video, mask, reference images).
@@ -437,6 +515,12 @@ class Generator:
             sampling: every sampling setting resolved (:func:`resolve_sampling`).
             control: progress goes to ``control.step`` once per step; a cancel raises
                 :class:`~engine.errors.Cancelled` from inside the step loop, before any VAE decode.
+            seeds: a batch of candidates, one per seed (``sampling.seed`` alone when ``None``);
+                each gets the noise its seed alone would give.
+            progress: ``(steps done before this run, steps in all runs)`` when this run is one
+                of several (windows of a chain, candidates one after another), so progress
+                counts across all of them.
+            stage: the progress stage's name.
         """
         from . import perf
 
@@ -448,9 +532,14 @@ class Generator:
         self.last_run = {}
         try:
             with oom_guard(f"generating {size}"):
-                # 1. Seed: the initial noise is drawn on the device it runs on (CUDA), else the CPU.
-                generator = torch.Generator(device=self.device if self.device.type == "cuda" else "cpu")
-                generator.manual_seed(sampling.seed)
+                # 1. Seed: the initial noise is drawn on the device it runs on (CUDA), else the CPU;
+                #    one generator per candidate, so a batch gives each seed its own noise.
+                batch = [sampling.seed] if seeds is None else list(seeds)
+                noise_device = self.device if self.device.type == "cuda" else "cpu"
+                generators = [torch.Generator(device=noise_device).manual_seed(s) for s in batch]
+                # diffusers 0.42 takes one generator only: a batch gets its noise drawn here, each
+                # candidate exactly as the pipeline would draw it for its seed alone.
+                latents = None if len(batch) == 1 else initial_noise(pipe, prepared, generators, noise_device)
 
                 # 2. Text context: umT5 over the prompt's real tokens, the projector's 4 tokens,
                 #    zeros up to text_len (the negative without the 4 tokens). The pipeline skips the
@@ -465,6 +554,8 @@ class Generator:
                         max_sequence_length=sampling.max_sequence_length,
                         encoder_device=perf.text_encoder_device(pipe, self.performance.offload, self.device),
                     )  # (1, L, text_dim) each; L = text_len with projector tokens, else 512
+                # A batch keeps one text context and one VACE context (diffusers 0.42 conditions
+                # a single video); the DiT broadcasts them over the batch of latents.
 
                 # 3. Scheduler: flow-matching UniPC with this request's shift.
                 pipe.scheduler = flow_scheduler(pipe.scheduler, sampling.flow_shift)
@@ -473,28 +564,38 @@ class Generator:
                 #    CFG, cache counters, MagCache calibration) around it and progress/cancel in the
                 #    step callback. Raising Cancelled there stops at once: no further step, no decode.
                 total = sampling.steps
+                before, overall = progress if progress is not None else (0, total)
                 if control is not None:
-                    control.set_stage("generating", total=total)
+                    control.set_stage(stage, total=overall)
 
                 def on_step_end(_pipe: Any, i: int, _t: Any, callback_kwargs: dict) -> dict:
                     if control is not None:
-                        control.step(i + 1, total)
+                        control.step(before + i + 1, overall)
                     return callback_kwargs
 
-                with applied.running(steps=total, positive=prompt_embeds, negative=negative_embeds) as stats:
+                video, mask, refs = prepared.video, prepared.mask, prepared.reference_images
+
+                broadcast = (
+                    broadcast_conditions(pipe.transformer) if len(batch) > 1 else contextlib.nullcontext()
+                )
+                with (
+                    broadcast,
+                    applied.running(steps=total, positive=prompt_embeds, negative=negative_embeds) as stats,
+                ):
                     output = pipe(
                         prompt_embeds=prompt_embeds,
                         negative_prompt_embeds=negative_embeds,
-                        video=prepared.video,
-                        mask=prepared.mask,
-                        reference_images=prepared.reference_images,
+                        video=video,
+                        mask=mask,
+                        reference_images=refs,
                         conditioning_scale=sampling.conditioning_scale,
                         height=prepared.height,
                         width=prepared.width,
                         num_frames=prepared.num_frames,
                         num_inference_steps=total,
                         guidance_scale=sampling.guidance,
-                        generator=generator,
+                        generator=generators[0],
+                        latents=latents,
                         output_type="np",
                         callback_on_step_end=on_step_end,
                         max_sequence_length=sampling.max_sequence_length,
@@ -509,5 +610,6 @@ class Generator:
             pipe._current_timestep = None
             pipe._interrupt = False
 
-        # 5. Frames: (F, H, W, 3) floats in [0, 1] -> uint8.
-        return to_uint8(np.asarray(output.frames[0]))
+        # 5. Frames: (B, F, H, W, 3) floats in [0, 1] -> uint8.
+        frames = to_uint8(np.asarray(output.frames))
+        return frames[0] if seeds is None else frames

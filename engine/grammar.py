@@ -34,6 +34,7 @@ from .vocab import (
     MediaKind,
     Role,
     Task,
+    media_kind,
 )
 
 #: The clip length ``<BOFIDX>`` indices refer to when the output names none (the reference's 81).
@@ -53,7 +54,7 @@ class _Marker:
     """How a marker token's content becomes the task's inputs (parse) and back (format)."""
 
     read: Callable[[str | None, Files, bool, int | None, str], list[tuple[int, Role]]]
-    write: Callable[[Plan, Callable[[MediaInput], int]], str]
+    write: Callable[[Plan, Callable[[MediaInput], int], Files], str]
 
 
 def _span(text: str, start: str, end: str) -> str | None:
@@ -116,7 +117,7 @@ def _read_frame_index(value: str | None, files: Files, image: bool, num_frames: 
     return [(_first_of(files, MediaKind.IMAGE, raw), role)]
 
 
-def _write_frame_index(plan: Plan, idx: Callable[[MediaInput], int]) -> str:
+def _write_frame_index(plan: Plan, idx: Callable[[MediaInput], int], files: Files) -> str:
     return "first" if plan.by_role(Role.FIRST_FRAME) else "last"
 
 
@@ -138,27 +139,39 @@ def _read_control(value: str | None, files: Files, image: bool, num_frames: int 
 
 
 def _read_edit(value: str | None, files: Files, image: bool, num_frames: int | None, raw: str):
-    """``<BOEDIT>mask,source<EOEDIT>``; for video the indices are optional (the released grammar
-    has none: the region is then found from the prompt), and equal indices mean no mask."""
+    """``<BOEDIT>mask,source<EOEDIT>``. For video the region may be found automatically, so what
+    stands between the tokens may also be one index (the video to edit, as the reference's planner
+    writes it) or nothing (the first video); equal indices mean no mask."""
     if image:
         mask_i, source_i = _ints(value or "", 2, "<BOEDIT>", raw)
         if mask_i == source_i:
             raise PlannerError(f"<BOEDIT> names input {mask_i} as both mask and source: {raw!r}")
         return [(source_i, Role.SOURCE), (mask_i, Role.MASK)]
-    if value:
-        mask_i, source_i = _ints(value, 2, "<BOEDIT>", raw)
-        return [(source_i, Role.SOURCE)] + ([(mask_i, Role.MASK)] if mask_i != source_i else [])
-    return [(_first_of(files, MediaKind.VIDEO, raw), Role.SOURCE)]
+    if not value:
+        return [(_first_of(files, MediaKind.VIDEO, raw), Role.SOURCE)]
+    if len([p for p in re.split(r"[,\s]+", value) if p]) == 1:
+        (source_i,) = _ints(value, 1, "<BOEDIT>", raw)
+        if 0 <= source_i < len(files) and files[source_i][1] is not MediaKind.VIDEO:
+            raise PlannerError(
+                f"<BOEDIT> names input {source_i} ({files[source_i][1].value}) as the video to edit: {raw!r}"
+            )
+        return [(source_i, Role.SOURCE)]
+    mask_i, source_i = _ints(value, 2, "<BOEDIT>", raw)
+    return [(source_i, Role.SOURCE)] + ([(mask_i, Role.MASK)] if mask_i != source_i else [])
 
 
-def _write_edit(plan: Plan, idx: Callable[[MediaInput], int]) -> str:
+def _write_edit(plan: Plan, idx: Callable[[MediaInput], int], files: Files) -> str:
     masks = plan.by_role(Role.MASK)
-    if not masks:
-        return ""  # video: the region is found from the prompt
-    return f"{idx(masks[0])},{idx(plan.one(Role.SOURCE))}"
+    source = idx(plan.one(Role.SOURCE))
+    if masks:
+        return f"{idx(masks[0])},{source}"
+    # Video without a mask: nothing when the source is the first video (what parse then reads),
+    # else its index alone.
+    first_video = next((i for i, (_, k) in enumerate(files) if k is MediaKind.VIDEO), None)
+    return "" if source == first_video else str(source)
 
 
-def _no_content(plan: Plan, idx: Callable[[MediaInput], int]) -> str:
+def _no_content(plan: Plan, idx: Callable[[MediaInput], int], files: Files) -> str:
     return ""
 
 
@@ -274,7 +287,9 @@ def format_unison(plan: Plan, files: Sequence[str] | None = None) -> str:
     if spec.output == "video" and plan.num_frames is not None:
         parts.append(f"{BONF}{plan.num_frames - 1}{EONF}")
     if marker is not None:
-        content = _MARKERS[marker].write(plan, idx)
+        kinds = {m.path: m.kind for m in plan.inputs}
+        files_kinds: Files = [(p, kinds.get(p) or media_kind(p, field="files")) for p in order]
+        content = _MARKERS[marker].write(plan, idx, files_kinds)
         parts.append(f"{marker}{content}{_END_OF[marker]}" if marker in _END_OF else marker)
     return "".join(parts) + (" " + plan.prompt if plan.prompt else "")
 

@@ -111,6 +111,8 @@ class VideoHeader:
     ``width``/``height`` are the coded size (a phone's portrait clip is stored sideways; the
     upright size is known once a frame is decoded). ``num_frames`` is ``None`` when the container
     says neither its frame count nor its duration: it is counted, bounded, while decoding.
+    ``audio`` is the codec of the first audio stream (FFmpeg's name: "aac", "mp3", "opus"...), or
+    ``None`` for a silent video.
     """
 
     format: str  # FFmpeg's demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi"
@@ -119,6 +121,7 @@ class VideoHeader:
     fps: float | None
     duration_s: float | None
     num_frames: int | None
+    audio: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------

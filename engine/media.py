@@ -10,6 +10,7 @@ Heavy imports (PyAV, Pillow, numpy) happen inside functions so ``import engine``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -388,7 +389,21 @@ def _video_header(container: Any, source: Source) -> VideoHeader:
         fps=fps,
         duration_s=duration,
         num_frames=count,
+        audio=_audio_codec(container),
     )
+
+
+def _audio_codec(container: Any) -> str | None:
+    """The codec name of the container's first audio stream (header only), or ``None``."""
+    if not container.streams.audio:
+        return None
+    return _codec_name(container.streams.audio[0])
+
+
+def _codec_name(stream: Any) -> str:
+    # The codec's own name ("mp3"), not its decoder's ("mp3float").
+    codec = stream.codec_context.codec
+    return codec.canonical_name or codec.name or "unknown"
 
 
 class _Primed:
@@ -867,3 +882,186 @@ def _iter_frames(frames: np.ndarray) -> Iterator[Any]:
 
     for arr in frames:
         yield av.VideoFrame.from_ndarray(arr, format="rgb24")
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio: a source's sound carried into an output that spans its time
+
+#: Audio codecs an MP4 holds as they are: their packets are copied, never re-encoded.
+MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "opus", "flac", "alac", "ac3", "eac3"})
+#: Sample rates the AAC encoder takes; a source at another rate is resampled to 48 kHz.
+_AAC_RATES = frozenset({96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000})
+
+
+@dataclass(frozen=True)
+class AudioSpan:
+    """The part of a source video's audio an output spans.
+
+    ``start_s`` and ``duration_s`` are seconds on the source's own clock, counted from its video
+    stream's first frame (the time :func:`read_video` calls 0), so audio and picture stay in step
+    even when the container starts its streams at different times.
+    """
+
+    source: Source | str | Path  # an opened Source is read from its descriptor, never its path
+    start_s: float
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class AudioMuxed:
+    """What :func:`mux_audio` put into the output."""
+
+    source_codec: str
+    codec: str  # the output's audio codec
+    copied: bool  # packets copied as they were (False: decoded and re-encoded as AAC)
+    duration_s: float
+
+    @property
+    def note(self) -> str:
+        how = f"copied ({self.codec})" if self.copied else f"re-encoded from {self.source_codec} to AAC"
+        return f"source audio {how}: {self.duration_s:.2f} s"
+
+
+def mux_audio(video: Path, span: AudioSpan, out: Path) -> AudioMuxed | None:
+    """Write ``out``: the MP4 ``video``'s stream copied as it is, plus ``span`` of a source's audio.
+
+    The audio packets in ``[start_s, start_s + duration_s)`` are copied with their timestamps
+    rebased to 0 when the codec fits MP4 (:data:`MP4_AUDIO_CODECS`), else decoded and encoded as
+    AAC. Packets are whole (AAC: 1024 samples), so the audio spans the request to within one
+    packet. Returns ``None``, writing nothing, when the source has no audio stream.
+
+    Raises:
+        InputRefused: the source cannot be read as a video.
+        InvalidRequest: ``start_s`` below 0 or ``duration_s`` not above 0.
+        av.error.FFmpegError, OSError, ValueError: the audio cannot be copied or encoded; ``out``
+            may then hold a partial file, which the caller removes.
+    """
+    import av
+
+    if not (math.isfinite(span.start_s) and span.start_s >= 0):
+        raise InvalidRequest.for_field("audio.start_s", span.start_s, "must be a number ≥ 0")
+    if not (math.isfinite(span.duration_s) and span.duration_s > 0):
+        raise InvalidRequest.for_field("audio.duration_s", span.duration_s, "must be a number above 0")
+    with _as_source(span.source, "video") as source:
+        container = _open_container(source)
+        try:
+            if not container.streams.audio:
+                return None
+            codec = _codec_name(container.streams.audio[0])
+            if codec in MP4_AUDIO_CODECS:
+                try:
+                    return _write_with_audio(video, container, span, out, copy=True)
+                except (av.error.FFmpegError, ValueError) as e:
+                    # The MP4 muxer refused this stream's parameters: encode it instead.
+                    log.info(
+                        "copying %s audio from %s failed (%s); re-encoding as AAC", codec, source.name, e
+                    )
+            return _write_with_audio(video, container, span, out, copy=False)
+        finally:
+            container.close()
+
+
+def _write_with_audio(video: Path, source: Any, span: AudioSpan, out: Path, *, copy: bool) -> AudioMuxed:
+    """One attempt of :func:`mux_audio`: video and audio packets interleaved by time into ``out``."""
+    import heapq
+
+    import av
+
+    audio_in = source.streams.audio[0]
+    tb = audio_in.time_base
+    # The source's own clock starts at its first video frame (as read_video counts time).
+    origin = 0.0
+    if source.streams.video and source.streams.video[0].start_time is not None:
+        v = source.streams.video[0]
+        origin = float(v.start_time * v.time_base)
+    start, end = origin + span.start_s, origin + span.start_s + span.duration_s
+    source_codec = _codec_name(audio_in)
+    with (
+        av.open(str(video), "r") as picture,
+        av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as output,
+    ):
+        video_in = picture.streams.video[0]
+        video_out = output.add_stream_from_template(video_in)
+        if copy:
+            audio_out = output.add_stream_from_template(audio_in)
+        else:
+            rate = audio_in.codec_context.sample_rate or 48000
+            audio_out = output.add_stream("aac", rate=rate if rate in _AAC_RATES else 48000)
+            audio_out.layout = "mono" if (audio_in.codec_context.channels or 2) == 1 else "stereo"
+        with contextlib.suppress(av.error.FFmpegError):
+            # To the packet at or before the start (also rewinding after a failed first attempt);
+            # the filter below drops the packets before it. A file that cannot seek is read on.
+            source.seek(max(0, int(start / tb)), stream=audio_in, backward=True, any_frame=False)
+        packets = (_audio_copied if copy else _audio_encoded)(source, audio_in, audio_out, start, end)
+        pictures = _video_packets(picture, video_in, video_out)
+        for _, packet in heapq.merge(pictures, packets, key=lambda item: item[0]):
+            output.mux(packet)
+        if not copy:
+            for packet in audio_out.encode(None):
+                output.mux(packet)
+        codec = source_codec if copy else "aac"
+    return AudioMuxed(source_codec=source_codec, codec=codec, copied=copy, duration_s=_audio_seconds(out))
+
+
+def _audio_seconds(path: Path) -> float:
+    """The audio length of a written file, as a reader sees it (the muxer's own count)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        return 0.0
+
+
+def _video_packets(container: Any, stream_in: Any, stream_out: Any) -> Iterator[tuple[float, Any]]:
+    for packet in container.demux(stream_in):
+        if packet.dts is None:  # the demuxer's end-of-stream marker
+            continue
+        when = float(packet.dts * stream_in.time_base)
+        packet.stream = stream_out
+        yield when, packet
+
+
+def _audio_copied(
+    source: Any, stream_in: Any, stream_out: Any, start: float, end: float
+) -> Iterator[tuple[float, Any]]:
+    """The source's audio packets starting in ``[start, end)``, rebased so the first is at 0."""
+    tb = stream_in.time_base
+    base: int | None = None
+    for packet in source.demux(stream_in):
+        if packet.pts is None:
+            continue
+        t = float(packet.pts * tb)
+        if t < start - 1e-6:
+            continue
+        if t >= end - 1e-6:
+            break
+        if base is None:
+            base = min(packet.pts, packet.dts if packet.dts is not None else packet.pts)
+        packet.pts -= base
+        if packet.dts is not None:
+            packet.dts -= base
+        packet.stream = stream_out
+        yield float(packet.pts * tb), packet
+
+
+def _audio_encoded(
+    source: Any, stream_in: Any, stream_out: Any, start: float, end: float
+) -> Iterator[tuple[float, Any]]:
+    """The source's audio frames starting in ``[start, end)``, encoded for ``stream_out``."""
+    samples = 0
+    for frame in source.decode(stream_in):
+        if frame.time is None:
+            continue
+        if frame.time < start - 1e-6:
+            continue
+        if frame.time >= end - 1e-6:
+            break
+        # Timestamps counted in samples from the span's start; the encoder resamples the rest.
+        frame.pts = samples
+        frame.time_base = Fraction(1, frame.sample_rate)
+        at = samples / frame.sample_rate
+        samples += frame.samples
+        for packet in stream_out.encode(frame):
+            yield at, packet

@@ -17,10 +17,13 @@ import uuid
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidRequest
 from .results import OutputFile
+
+if TYPE_CHECKING:
+    from .media import AudioSpan
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +97,28 @@ def _check_frames(frames: Any, fps: float) -> tuple[int, int, int]:
     return num_frames, height, width
 
 
-def write_output(frames: Any, *, output_dir: Path, task: str, fps: float, metadata: dict) -> OutputFile:
+def write_output(
+    frames: Any,
+    *,
+    output_dir: Path,
+    task: str,
+    fps: float,
+    metadata: dict,
+    audio: AudioSpan | None = None,
+    notes: list[str] | None = None,
+) -> OutputFile:
     """Write ``frames`` ``(F, H, W, 3)`` uint8 as a PNG (one frame) or an MP4, plus ``<name>.json``.
 
     The sidecar holds ``metadata`` (task, prompt, plan, seed, steps, timings...) and the file's
     facts. Returns the :class:`OutputFile`; on any failure no file (temporary or final) remains.
+
+    Args:
+        audio: for a video, the span of a source's audio to carry into the MP4 (copied where the
+            codec fits MP4, else re-encoded as AAC; see :func:`engine.media.mux_audio`). A source
+            without audio gives the video alone. Audio never fails the output: if it cannot be
+            added, the video is written without sound and a note says why. Ignored for a picture.
+        notes: when given, what happened to the audio is appended here (as it is to the
+            sidecar's ``notes``) for the caller's result.
     """
     from . import media
 
@@ -114,11 +134,15 @@ def write_output(frames: Any, *, output_dir: Path, task: str, fps: float, metada
     final_sidecar = output_dir / f"{name}.json"
     tmp = output_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}.{ext}"
     tmp_sidecar = output_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}.json"
+    tmp_audio = output_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}.{ext}"
 
     placed: list[Path] = []
+    sound: tuple[dict[str, Any], str] | None = None
     try:
         if is_video:
             media.encode_mp4(tmp, frames, fps)
+            if audio is not None:
+                sound = _add_audio(tmp, tmp_audio, audio)
         else:
             media.encode_png(tmp, frames[0])
         _fsync_file(tmp)
@@ -142,6 +166,11 @@ def write_output(frames: Any, *, output_dir: Path, task: str, fps: float, metada
             "file": facts,
             "created": now.isoformat().replace("+00:00", "Z"),
         }
+        if sound is not None:
+            sidecar["audio"], note = sound
+            sidecar["notes"] = [*(sidecar.get("notes") or []), note]
+            if notes is not None:
+                notes.append(note)
         tmp_sidecar.write_text(json.dumps(sidecar, indent=2, default=_json_default), encoding="utf-8")
         _fsync_file(tmp_sidecar)
 
@@ -152,9 +181,38 @@ def write_output(frames: Any, *, output_dir: Path, task: str, fps: float, metada
         _fsync_dir(output_dir)
     except BaseException:
         # A media file without its sidecar is a half-output too: take back whatever was placed.
-        for path in (tmp, tmp_sidecar, *placed):
+        for path in (tmp, tmp_sidecar, tmp_audio, *placed):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         raise
     log.info("wrote %s (%d bytes, %d frame(s) %dx%d)", final, size, num_frames, width, height)
     return result
+
+
+def _add_audio(video: Path, scratch: Path, span: AudioSpan) -> tuple[dict[str, Any], str]:
+    """Put ``span``'s audio into the encoded MP4 ``video`` (through ``scratch``, then renamed over
+    it). Returns the sidecar's ``audio`` facts and a note; on any failure ``video`` stays as it
+    was, silent."""
+    from .inputs import Source
+    from .media import mux_audio
+
+    name = (span.source.path if isinstance(span.source, Source) else Path(span.source)).name
+    facts: dict[str, Any] = {"source": name, "start_s": span.start_s, "duration_s": span.duration_s}
+    try:
+        muxed = mux_audio(video, span, scratch)
+    except Exception as e:
+        # The picture is the result; sound must never cost the user a file, so any failure
+        # (FFmpeg, a refused or closed source, a bad span) degrades to a silent video.
+        with contextlib.suppress(FileNotFoundError):
+            scratch.unlink()
+        log.warning("audio of %s not added: %s", name, e)
+        return {
+            **facts,
+            "codec": None,
+            "error": str(e),
+        }, f"{name}: audio not copied ({e}); the video is silent"
+    if muxed is None:
+        return {**facts, "codec": None}, f"{name} has no audio: the video is silent"
+    os.replace(scratch, video)
+    facts.update(codec=muxed.codec, copied=muxed.copied, written_s=round(muxed.duration_s, 3))
+    return facts, f"{name}: {muxed.note}"

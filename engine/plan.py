@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
@@ -21,6 +21,9 @@ from .errors import InvalidRequest, validated
 from .prepare import DEFAULT_CONTEXT_FRAMES
 from .tasks import TASKS, TaskSpec
 from .vocab import MediaKind, Role, Task, media_kind
+
+if TYPE_CHECKING:
+    from .geometry import Size
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class Plan(BaseModel):
     margins: Margins | None = None
     context_frames: StrictInt | None = None
     raw: str | None = Field(None, description="the planner's own output (Unison tokens), when planned")
+    planner: str | None = Field(None, description="the planner backend that made the plan, when planned")
     notes: list[str] = Field(default_factory=list)
 
     def by_role(self, role: Role) -> list[MediaInput]:
@@ -120,7 +124,8 @@ def nearest_4k1(n: int) -> int:
 
 
 def frames_for_seconds(seconds: float, fps: float = 16.0) -> int:
-    """`seconds` of video at `fps`, as Wan needs it: 16·N+1 at 16 fps, normalised to 4k+1.
+    """`seconds` of video at `fps`: 16·N+1 frames for N seconds at 16 fps. Not normalised:
+    :func:`check_plan` rounds an off-grid count to 4k+1 with a note, as for any other count.
 
     Raises :class:`InvalidRequest` for a rate or a duration that is not a finite number (``round``
     of an infinity or a NaN would otherwise escape as a bare OverflowError/ValueError).
@@ -129,14 +134,189 @@ def frames_for_seconds(seconds: float, fps: float = 16.0) -> int:
         raise InvalidRequest.for_field("fps", fps, "must be a finite number above 0")
     if not math.isfinite(seconds * fps):
         raise InvalidRequest.for_field("duration_s", seconds, "must be a finite number of seconds")
-    return nearest_4k1(int(round(seconds * fps)) + 1)
+    return int(round(seconds * fps)) + 1
 
 
-def check_plan(plan: Plan, limits: Limits | None = None) -> CheckedPlan:
+def budget_size(aspect: float, pixels: int) -> tuple[int, int]:
+    """A width and height of about ``pixels`` pixels with this ``aspect`` (width / height),
+    multiples of 16: 16:9 at 832×480's area is 848×480, 9:16 is 480×848... (the default budget)."""
+    height = math.sqrt(pixels / aspect)
+    return round16(height * aspect), round16(height)
+
+
+def largest_side(limits: Limits) -> int:
+    """The largest side a request may ask for: up to 4× the limit is scaled down, not refused."""
+    return 4 * limits.max_side
+
+
+def chain_frames(limits: Limits, fps: float) -> int:
+    """Most frames a chained video may have: ``limits.max_duration_s`` at ``fps``, as 4k+1."""
+    n = int(limits.max_duration_s * fps) + 1
+    return max(limits.max_frames, n - (n - 1) % 4)
+
+
+class Shape(Protocol):
+    """What a header-only probe knows of an input (engine.inputs.ImageHeader / VideoHeader)."""
+
+    width: int
+    height: int
+
+
+#: Input shapes by path (the real paths in a plan), from the header probe at admission.
+Shapes = Mapping[str, Shape]
+
+
+def shapes_of(sources: Mapping[str, Any]) -> dict[str, Shape]:
+    """The probed headers of opened inputs (engine.inputs.Source) by path."""
+    return {path: s.header for path, s in sources.items() if getattr(s, "header", None) is not None}
+
+
+def _source_of(plan: Plan, roles: Sequence[Role], shapes: Shapes | None) -> tuple[MediaInput, Shape] | None:
+    """The first input of ``roles`` (in that order) whose header is known."""
+    for role in roles:
+        for m in plan.by_role(role):
+            shape = (shapes or {}).get(m.path)
+            if shape is not None:
+                return m, shape
+    return None
+
+
+def _output_size(plan: Plan, spec: TaskSpec, limits: Limits, shapes: Shapes | None, notes: list[str]) -> Size:
+    """Width and height: given, else from the source's aspect at the default pixel budget (tasks
+    that transform a source), else the defaults; rounded to 16, then scaled into the limits."""
+    width, height = plan.width, plan.height
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and value <= 0:
+            raise InvalidRequest.for_field(name, value, "must be a positive whole number of pixels")
+        if value is not None and value > largest_side(limits):
+            raise InvalidRequest.for_field(
+                name,
+                value,
+                f"at most {largest_side(limits)} pixels (sizes up to that are scaled down into the "
+                f"{limits.max_side}-pixel limit)",
+            )
+    found = _source_of(plan, spec.size_from, shapes)
+    if found is not None and "margins" in spec.params and plan.margins is None:
+        # Outpainting to a size: the source's own aspect would leave nothing to outpaint.
+        found = None
+    if found is not None and plan.margins is not None:
+        if width is None and height is None:
+            width, height = _outpaint_size(found, plan.margins, limits, notes)
+        found = None  # margins are in output pixels: a given side stays as given
+    if found is not None and (width is None or height is None):
+        m, shape = found
+        aspect = shape.width / shape.height
+        if width is None and height is None:
+            width, height = budget_size(aspect, limits.default_width * limits.default_height)
+            notes.append(
+                f"size {width}×{height}: the {m.role.value}'s {shape.width}×{shape.height} aspect at "
+                f"the default {limits.default_width}×{limits.default_height} pixel budget"
+            )
+        elif width is None:
+            width = round16(height * aspect)  # type: ignore[operator]
+            notes.append(f"width {width}: the {m.role.value}'s aspect at height {height}")
+        else:
+            height = round16(width / aspect)
+            notes.append(f"height {height}: the {m.role.value}'s aspect at width {width}")
+    width = limits.default_width if width is None else width
+    height = limits.default_height if height is None else height
+    for name, value in (("width", width), ("height", height)):
+        if round16(value) < limits.min_side:
+            raise InvalidRequest.for_field(name, value, f"must be at least {limits.min_side} pixels")
+    out: list[int] = []
+    for name, value in (("width", width), ("height", height)):
+        rounded = round16(value)
+        if rounded != value:
+            notes.append(f"{name} {value} rounded to {rounded} (multiple of 16)")
+            log.warning("%s %d rounded to %d (multiple of 16)", name, value, rounded)
+        out.append(rounded)
+    w, h = out
+    # Above the budget: scaled down keeping the aspect ("1080p", "4K"), not refused.
+    scale = min(1.0, limits.max_side / max(w, h), math.sqrt(limits.max_pixels / (w * h)))
+    if scale < 1.0:
+        sw, sh = round16(w * scale), round16(h * scale)
+        while max(sw, sh) > limits.max_side or sw * sh > limits.max_pixels:
+            # Rounding went over: take 16 px off the side that is the longer for the aspect.
+            if sw / sh > w / h or sh <= 16:
+                sw -= 16
+            else:
+                sh -= 16
+        notes.append(
+            f"{w}×{h} is above the output limits ({limits.max_side} px a side, {limits.max_pixels} "
+            f"pixels): scaled down to {sw}×{sh}, keeping the aspect"
+        )
+        w, h = max(sw, limits.min_side), max(sh, limits.min_side)
+    return w, h
+
+
+def _outpaint_size(
+    found: tuple[MediaInput, Shape], margins: Margins, limits: Limits, notes: list[str]
+) -> Size:
+    """Outpainting by margins with no size: the source at the default pixel budget (or smaller,
+    so the output fits the limits) plus the margins."""
+    m, shape = found
+    aspect = shape.width / shape.height
+    pixels = limits.default_width * limits.default_height
+    while True:
+        iw, ih = budget_size(aspect, pixels)
+        w, h = iw + margins.left + margins.right, ih + margins.top + margins.bottom
+        fits = max(w, h) <= limits.max_side and w * h <= limits.max_pixels
+        if fits or pixels <= 256:
+            break
+        pixels = int(pixels * 0.9)
+    notes.append(
+        f"size {w}×{h}: the {m.role.value} ({shape.width}×{shape.height}) at {iw}×{ih} plus the margins"
+    )
+    return w, h
+
+
+def _source_length(
+    plan: Plan, spec: TaskSpec, limits: Limits, fps: float, shapes: Shapes | None, notes: list[str]
+) -> int | None:
+    """Frames of the source video at ``fps`` (the output covers its time), capped at one window
+    with a note saying what is left out; ``None`` when the task has no source video or its
+    header does not say its length."""
+    if spec.length_from is None:
+        return None
+    found = _source_of(plan, (spec.length_from,), shapes)
+    if found is None:
+        return None
+    m, shape = found
+    duration = getattr(shape, "duration_s", None)
+    if duration is None:
+        count, rate = getattr(shape, "num_frames", None), getattr(shape, "fps", None)
+        duration = count / rate if count and rate else None
+    if not duration or not math.isfinite(duration):
+        notes.append(
+            f"the {m.role.value}'s length is not in its header: {limits.default_frames} frames "
+            "(give num_frames or duration_s)"
+        )
+        return None
+    count = max(1, int(duration * fps + 1e-6))  # frames sampled at fps within the source's time
+    # The nearest 4k+1, one frame over at most (the last frame repeats), never more.
+    n = nearest_4k1(count)
+    if n > count + 1:
+        n -= 4
+    n = max(n, nearest_4k1(limits.min_frames))
+    if n > limits.max_frames:
+        n = limits.max_frames
+        kept = (n - 1) / fps
+        notes.append(
+            f"the {m.role.value} lasts {duration:.2f} s, longer than one {n}-frame window: the "
+            f"output covers its first {kept:.2f} s, the last {duration - kept:.2f} s are left out"
+        )
+    else:
+        notes.append(f"length from the {m.role.value}: {duration:.2f} s → {n} frames at {fps:g} fps")
+    return n
+
+
+def check_plan(plan: Plan, limits: Limits | None = None, shapes: Shapes | None = None) -> CheckedPlan:
     """Check a plan against the generator's rules and return it as a :class:`CheckedPlan`.
 
-    Unset sizes and frame counts take the configured defaults; width and height are rounded to
-    multiples of 16 (recorded in ``notes``); everything else that breaks a rule raises
+    Unset sizes and frame counts take the source's (``shapes``: the headers of the plan's inputs
+    by path, for tasks that transform a source) or the configured defaults; width and height are
+    rounded to multiples of 16 and scaled down into the limits, frame counts rounded to 4k+1
+    (each recorded in ``notes``); everything else that breaks a rule raises
     :class:`InvalidRequest` naming the field, the value and the rule. A plan that is already a
     ``CheckedPlan`` is returned as it is: a plan is checked once.
     """
@@ -163,28 +343,7 @@ def check_plan(plan: Plan, limits: Limits | None = None) -> CheckedPlan:
             "prompt", plan.prompt, f"{plan.task} needs a prompt saying what to make"
         )
 
-    # Output size: defaults, then rounding to multiples of 16, then bounds.
-    for name, default in (("width", limits.default_width), ("height", limits.default_height)):
-        value = getattr(plan, name)
-        if value is None:
-            value = default
-        if value <= 0:
-            raise InvalidRequest.for_field(name, value, "must be a positive whole number of pixels")
-        rounded = round16(value)
-        if rounded != value:
-            notes.append(f"{name} {value} rounded to {rounded} (multiple of 16)")
-            log.warning("%s %d rounded to %d (multiple of 16)", name, value, rounded)
-        if not limits.min_side <= rounded <= limits.max_side:
-            raise InvalidRequest.for_field(
-                name, value, f"must be between {limits.min_side} and {limits.max_side} pixels"
-            )
-        update[name] = rounded
-    if update["width"] * update["height"] > limits.max_pixels:
-        raise InvalidRequest.for_field(
-            "width×height",
-            f"{update['width']}×{update['height']}",
-            f"at most {limits.max_pixels} pixels per frame (e.g. 1280×720)",
-        )
+    update["width"], update["height"] = _output_size(plan, spec, limits, shapes, notes)
 
     # Frame count and rate: one image, or 4k+1 frames within bounds at a rate within bounds.
     if spec.output == "image":
@@ -194,15 +353,31 @@ def check_plan(plan: Plan, limits: Limits | None = None) -> CheckedPlan:
             )
         update["num_frames"] = 1
     else:
-        n = limits.default_frames if plan.num_frames is None else plan.num_frames
-        rule = f"must be 4k+1 between {limits.min_frames} and {limits.max_frames} (e.g. 17, 33, 49, 81)"
-        if n % 4 != 1 or not limits.min_frames <= n <= limits.max_frames:
-            raise InvalidRequest.for_field("num_frames", n, rule)
-        update["num_frames"] = n
         fps = limits.default_fps if plan.fps is None else plan.fps
         if not (math.isfinite(fps) and 0 < fps <= limits.max_fps):
             raise InvalidRequest.for_field("fps", fps, f"must be above 0 and at most {limits.max_fps}")
         update["fps"] = float(fps)
+        n = plan.num_frames
+        if n is None:
+            n = _source_length(plan, spec, limits, fps, shapes, notes) or limits.default_frames
+        if n <= 0:
+            raise InvalidRequest.for_field("num_frames", n, "must be a positive number of frames")
+        given = n
+        if n % 4 != 1:
+            rounded = nearest_4k1(n)
+            notes.append(f"num_frames {n} rounded to {rounded} (Wan makes 4k+1 frames)")
+            n = rounded
+        longest = chain_frames(limits, fps) if spec.chain else limits.max_frames
+        if not limits.min_frames <= n <= longest:
+            more = (
+                f" ({limits.max_duration_s:g} s, made as a chain of {limits.max_frames}-frame windows)"
+                if spec.chain
+                else "; longer videos: text_to_video, image_to_video and video_extend chain windows"
+            )
+            raise InvalidRequest.for_field(
+                "num_frames", given, f"{plan.task} makes {limits.min_frames} to {longest} frames{more}"
+            )
+        update["num_frames"] = n
 
     if "margins" in spec.params and plan.margins is not None:
         m = plan.margins
@@ -214,9 +389,10 @@ def check_plan(plan: Plan, limits: Limits | None = None) -> CheckedPlan:
             )
     if "context_frames" in spec.params:
         c = DEFAULT_CONTEXT_FRAMES if plan.context_frames is None else plan.context_frames
-        if not 1 <= c < update["num_frames"]:
+        most = limits.max_frames - 4  # each window makes at least 4 new frames
+        if not 1 <= c <= most:
             raise InvalidRequest.for_field(
-                "context_frames", c, f"must be at least 1 and below num_frames ({update['num_frames']})"
+                "context_frames", c, f"must be between 1 and {most} (a window is {limits.max_frames} frames)"
             )
         update["context_frames"] = c
     update["notes"] = notes
@@ -287,8 +463,40 @@ def build_plan(
     margins: Margins | None = None,
     context_frames: int | None = None,
     limits: Limits | None = None,
+    shapes: Shapes | None = None,
 ) -> CheckedPlan:
     """A checked plan from typed parameters (the ``generate`` tool, the CLI and the Python API)."""
+    plan = plan_from_params(
+        task,
+        prompt,
+        inputs,
+        width=width,
+        height=height,
+        num_frames=num_frames,
+        duration_s=duration_s,
+        fps=fps,
+        margins=margins,
+        context_frames=context_frames,
+        limits=limits,
+    )
+    return check_plan(plan, limits, shapes)
+
+
+def plan_from_params(
+    task: Task | str,
+    prompt: str,
+    inputs: Sequence[tuple[str, Role | str]] = (),
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    num_frames: int | None = None,
+    duration_s: float | None = None,
+    fps: float | None = None,
+    margins: Margins | None = None,
+    context_frames: int | None = None,
+    limits: Limits | None = None,
+) -> Plan:
+    """The plan typed parameters say, not yet checked (:func:`build_plan` checks it)."""
     try:
         task = Task(task)
     except ValueError:
@@ -317,7 +525,7 @@ def build_plan(
             # Said here rather than as a num_frames error the caller never set.
             raise InvalidRequest.for_field("duration_s", duration_s, f"{task} does not make a video")
         num_frames = frames_for_seconds(duration_s, fps or (limits or Limits()).default_fps)
-    plan = validated(
+    return validated(
         Plan,
         task=task,
         prompt=prompt,
@@ -329,4 +537,3 @@ def build_plan(
         margins=margins,
         context_frames=context_frames,
     )
-    return check_plan(plan, limits)

@@ -50,6 +50,10 @@ class Prepared:
     mask: list[Image.Image] | None = None  # num_frames "L" frames at (width, height)
     reference_images: list[Image.Image] | None = None  # each letterboxed on white at (width, height)
     notes: list[str] = field(default_factory=list)
+    #: Frames that precede this window in the output (video_extend: the source clip at the
+    #: output size and rate); the window's first ``context`` frames are its last ones.
+    prefix: list[Image.Image] | None = None
+    context: int = 0
 
 
 @dataclass
@@ -390,26 +394,50 @@ def _inner_rect(plan: Plan, native: Size, size: Size) -> tuple[int, int, int, in
 
 
 def prepare_video_extend(plan: Plan, ctx: PrepContext) -> Prepared:
-    """Continue a clip: its last ``context_frames`` frames (at the plan's rate) open the output
-    and are kept (mask 0); the rest is grey and generated (mask 255)."""
+    """Continue a clip by ``plan.num_frames`` new frames: the whole clip (at the plan's rate and
+    size, up to the longest video) is the output's ``prefix``; the first window opens on its last
+    ``context_frames`` frames, kept (mask 0), and generates the rest (grey, mask 255)."""
+    from .windows import layout
+
     size = _size(plan)
-    n = plan.num_frames or 1
     c = plan.context_frames or 1
     m = plan.one(Role.SOURCE)
     notes: list[str] = []
-    # No padding: repeating a frame at the end of the context would make the continuation start
-    # from a frozen picture; a short source just gives fewer context frames.
-    clip = _read(plan, ctx, m, notes, size=size, num_frames=c, from_end=True, pad=False)
-    got = len(clip.frames)
-    context = clip.images()
-    return Prepared(
-        width=size[0],
-        height=size[1],
-        num_frames=n,
-        video=context + [_grey(size)] * (n - got),
-        mask=[_flat_mask(size, 0)] * got + [_flat_mask(size, 255)] * (n - got),
-        notes=notes,
-    )
+    # The whole clip comes back in the output (at most the longest video it may hold), read
+    # once; its end is the context. No padding: repeating a frame at the end of the context
+    # would make the continuation start from a frozen picture; a short source just gives fewer
+    # context frames.
+    fps = plan.fps or ctx.limits.default_fps
+    longest = int(ctx.limits.max_duration_s * fps) + 1
+    read: list[str] = []
+    clip = _read(plan, ctx, m, read, size=size, num_frames=longest, from_end=True, pad=False)
+    # "gave only N of <longest>" is the normal case here (the whole clip is wanted).
+    notes.extend(n for n in read if "gave only" not in n)
+    frames = clip.images()
+    if clip.source_frames and len(frames) >= longest:
+        notes.append(
+            f"source: longer than {ctx.limits.max_duration_s:g} s; only its last {longest} frames are kept"
+        )
+    got = min(c, len(frames))
+    if got < c:
+        notes.append(f"source: only {len(frames)} frames, fewer than the {c} context frames asked")
+    first = layout(plan.num_frames or 1, window=ctx.limits.max_frames, overlap=c, first_context=got)[0]
+    window = prepare_window(size, first.total, frames[len(frames) - first.context :])
+    window.prefix, window.notes = frames, notes
+    return window
+
+
+def prepare_window(
+    size: Size, total: int, context: Sequence[Image.Image], *, at_end: bool = False
+) -> Prepared:
+    """A window of a chain: ``context`` frames kept (mask 0) at its start (or its end), the rest
+    grey and generated (mask 255)."""
+    c = len(context)
+    grey = [_grey(size)] * (total - c)
+    keep, make = _flat_mask(size, 0), _flat_mask(size, 255)
+    video = [*grey, *context] if at_end else [*context, *grey]
+    mask = [make] * (total - c) + [keep] * c if at_end else [keep] * c + [make] * (total - c)
+    return Prepared(width=size[0], height=size[1], num_frames=total, video=video, mask=mask, context=c)
 
 
 # ---------------------------------------------------------------------------------------------

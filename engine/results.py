@@ -20,6 +20,9 @@ class OutputFile(BaseModel):
     fps: float | None = None  # video only
     duration_s: float | None = None  # video only
     sidecar: str | None = None  # absolute path of the JSON metadata beside it
+    seed: int | None = None  # the seed this candidate was made from
+    #: What the file is: "result", or "new_part" (video_extend: the new frames alone).
+    role: str = "result"
 
 
 class GenerateResult(BaseModel):
@@ -53,4 +56,8 @@ class Sampling(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
     negative_prompt: str | None = None
     conditioning_scale: float | None = Field(None, ge=0)
+    #: Candidates from consecutive seeds (the seed, seed+1, ...).
+    count: int | None = Field(None, ge=1, le=4)
+    #: Paste the source back where the task keeps it (``None``: the configured default).
+    preserve: bool | None = None
     flow_shift: float | None = Field(None, gt=0)

@@ -34,6 +34,8 @@ GENERATION_PARAMS: tuple[str, ...] = (
     "seed",
     "negative_prompt",
     "conditioning_scale",
+    "count",
+    "preserve",
 )
 #: Parameters every task that makes a video takes.
 VIDEO_PARAMS: tuple[str, ...] = ("duration_s", "fps")
@@ -78,6 +80,12 @@ class TaskSpec:
     needs_kind: MediaKind | None = None
     #: A rule the summary does not say, for the tool descriptions.
     note: str = ""
+    #: Roles whose input's aspect sets the output size when a request gives none (first found).
+    size_from: tuple[Role, ...] = ()
+    #: The role of the source video whose length (and audio) the output spans by default.
+    length_from: Role | None = None
+    #: Whether videos longer than one window are made as a chain of windows.
+    chain: bool = False
 
     @property
     def understanding(self) -> bool:
@@ -128,6 +136,7 @@ TASKS: dict[Task, TaskSpec] = {
             "create a video from text",
             prepare=prep.prepare_text_only,
             grammar=(CFV, None),
+            chain=True,
         ),
         TaskSpec(
             Task.IMAGE_EDIT,
@@ -136,6 +145,7 @@ TASKS: dict[Task, TaskSpec] = {
             "repaint the white area of `mask` in `source`",
             prepare=prep.prepare_image_edit,
             grammar=(CFI, BOEDIT),
+            size_from=(Role.SOURCE,),
         ),
         TaskSpec(
             Task.IMAGE_CONTROL,
@@ -144,6 +154,7 @@ TASKS: dict[Task, TaskSpec] = {
             "create an image following a control image (pose, depth, edges)",
             prepare=prep.prepare_image_control,
             grammar=(CFI, CTRL),
+            size_from=(Role.CONTROL,),
         ),
         TaskSpec(
             Task.IMAGE_REFERENCE,
@@ -162,6 +173,8 @@ TASKS: dict[Task, TaskSpec] = {
             grammar=(CFV, BOFIDX),
             total_inputs=(1, 1),
             note="needs exactly one image, as first_frame or last_frame (both ends: use first_last_to_video)",
+            size_from=(Role.FIRST_FRAME, Role.LAST_FRAME),
+            chain=True,
         ),
         TaskSpec(
             Task.FIRST_LAST_TO_VIDEO,
@@ -169,6 +182,7 @@ TASKS: dict[Task, TaskSpec] = {
             (RoleRule(Role.FIRST_FRAME, _I), RoleRule(Role.LAST_FRAME, _I)),
             "a video that starts at one image and ends at another",
             prepare=prep.prepare_anchor_frames,
+            size_from=(Role.FIRST_FRAME, Role.LAST_FRAME),
         ),
         TaskSpec(
             Task.VIDEO_REFERENCE,
@@ -186,6 +200,8 @@ TASKS: dict[Task, TaskSpec] = {
             "frame), or the object named in the prompt when no mask is given",
             prepare=prep.prepare_video_edit,
             grammar=(CFV, BOEDIT),
+            size_from=(Role.SOURCE,),
+            length_from=Role.SOURCE,
         ),
         TaskSpec(
             Task.VIDEO_CONTROL,
@@ -194,6 +210,8 @@ TASKS: dict[Task, TaskSpec] = {
             "create a video following a control video (pose, depth, edges) already extracted",
             prepare=prep.prepare_video_control,
             grammar=(CFV, CTRL),
+            size_from=(Role.CONTROL,),
+            length_from=Role.CONTROL,
         ),
         TaskSpec(
             Task.IMAGE_OUTPAINT,
@@ -203,6 +221,7 @@ TASKS: dict[Task, TaskSpec] = {
             prepare=prep.prepare_outpaint,
             params=("margins",),
             note="takes `margins` (pixels added left/top/right/bottom) or a larger width/height",
+            size_from=(Role.SOURCE,),
         ),
         TaskSpec(
             Task.VIDEO_OUTPAINT,
@@ -212,6 +231,8 @@ TASKS: dict[Task, TaskSpec] = {
             prepare=prep.prepare_outpaint,
             params=("margins",),
             note="takes `margins` (pixels added left/top/right/bottom) or a larger width/height",
+            size_from=(Role.SOURCE,),
+            length_from=Role.SOURCE,
         ),
         TaskSpec(
             Task.VIDEO_EXTEND,
@@ -221,6 +242,8 @@ TASKS: dict[Task, TaskSpec] = {
             prepare=prep.prepare_video_extend,
             params=("context_frames",),
             note=f"keeps `context_frames` frames of the source (default {prep.DEFAULT_CONTEXT_FRAMES})",
+            size_from=(Role.SOURCE,),
+            chain=True,
         ),
     )
 }

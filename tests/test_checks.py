@@ -83,14 +83,17 @@ def test_a_parameter_the_task_does_not_take_is_refused_with_the_tasks_parameters
     assert ", ".join(TASKS[Task(arguments["task"])].parameters) in str(e)
 
 
-def test_bounds_come_from_the_configured_limits_and_the_frame_limit_bounds_the_duration():
-    limits = Limits(max_side=512, max_frames=81)
+def test_bounds_come_from_the_configured_limits_and_the_longest_chain_bounds_the_duration():
+    limits = Limits(max_side=512, max_frames=81, max_duration_s=12)
     schema = request_model("generate", limits).model_json_schema()
     props = schema["properties"]
     width = next(s for s in props["width"]["anyOf"] if s.get("type") == "integer")
-    assert width["maximum"] == 512
+    # Up to 4× the side is taken and scaled down into the limits; beyond that it is refused.
+    assert width["maximum"] == 4 * 512
     duration = next(s for s in props["duration_s"]["anyOf"] if s.get("type") == "number")
-    assert duration["maximum"] == (81 - 1) / limits.default_fps  # not 600 s that no video can hold
+    assert duration["maximum"] == 12  # the longest chain, not 600 s that no video can hold
+    frames = next(s for s in props["num_frames"]["anyOf"] if s.get("type") == "integer")
+    assert frames["maximum"] == 12 * 16 + 1
     guidance = next(s for s in props["guidance"]["anyOf"] if s.get("type") == "number")
     assert guidance["maximum"] == 30
     source = next(s for s in props["source"]["anyOf"] if s.get("type") == "string")

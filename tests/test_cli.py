@@ -134,11 +134,11 @@ def test_plan_takes_extra_files_with_media_and_keeps_logs_off_stdout(capsys):
 
 
 def test_an_engine_error_prints_one_clean_line_and_exits_2(capsys):
-    code, out, err = cli(capsys, "generate", "--task", "text_to_video", "--prompt", "waves", "--frames", "30")
+    code, out, err = cli(capsys, "generate", "--task", "text_to_video", "--prompt", "waves", "--frames", "1")
     assert code == 2
     assert out == ""
     assert err.count("\n") == 1
-    assert err.startswith("unison-mcp generate: invalid_request: num_frames=30: must be 4k+1")
+    assert err.startswith("unison-mcp generate: invalid_request: num_frames=1: text_to_video makes 5 to")
     assert "Traceback" not in err
 
 

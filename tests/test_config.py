@@ -407,16 +407,23 @@ def test_an_empty_roots_variable_means_no_roots_configured():
 # The tiny preset carries the tiny models' limits.
 
 
-def test_the_tiny_preset_refuses_a_width_its_model_cannot_run(tmp_path: Path):
+def test_the_tiny_preset_never_plans_a_size_or_window_its_model_cannot_run(tmp_path: Path):
     from engine.plan import build_plan
 
     config = load_config(flags("--preset", "tiny"), env={"UNISON_TINY_DIR": str(tmp_path / "tiny")})
     limits = config.engine.limits
+    # A side above the model's 512 is scaled down into it, never run as asked.
+    plan = build_plan("text_to_image", "a cat", width=528, height=16, limits=limits)
+    assert plan.width <= 512 and any("scaled down" in n for n in plan.notes)
     with pytest.raises(InvalidRequest) as err:
-        build_plan("text_to_image", "a cat", width=528, height=16, limits=limits)
+        build_plan("text_to_image", "a cat", width=4 * 512 + 16, height=16, limits=limits)
     assert err.value.code == "invalid_request" and err.value.field == "width"
+    # One run holds at most 125 frames: a task that cannot chain windows refuses more.
     with pytest.raises(InvalidRequest) as err:
-        build_plan("text_to_video", "a cat", width=16, height=16, num_frames=129, limits=limits)
+        build_plan(
+            "first_last_to_video", "a cat", [("/a.png", "first_frame"), ("/b.png", "last_frame")],
+            width=16, height=16, num_frames=129, limits=limits,
+        )  # fmt: skip
     assert err.value.field == "num_frames"
     # The real models' limits are not narrowed by the preset's.
     assert (

@@ -128,6 +128,32 @@ def test_given_sampling_values_win_over_the_defaults() -> None:
     assert resolved.flow_shift == 3.0 and not resolved.seed_was_random
 
 
+def test_the_default_negative_prompt_is_wan21s_and_conditions_the_unconditional_pass(
+    generator: Generator,
+) -> None:
+    resolved = resolve_sampling(Sampling(seed=0), SamplingDefaults())
+    assert resolved.negative_prompt.startswith("色调艳丽，过曝，静态，细节模糊不清，字幕")
+    _, negative = build_text_context(
+        generator.pipeline,
+        PROMPT,
+        negative_prompt=resolved.negative_prompt,
+        extra_tokens=_tokens(),
+        text_len=2048,
+        max_sequence_length=512,
+    )
+    _, empty = build_text_context(
+        generator.pipeline,
+        PROMPT,
+        negative_prompt="",
+        extra_tokens=_tokens(),
+        text_len=2048,
+        max_sequence_length=512,
+    )
+    n = len(generator.pipeline.tokenizer(resolved.negative_prompt).input_ids)
+    assert n > 1 and negative[0, : n - 1].abs().sum() > 0  # real tokens, not just </s>
+    assert not torch.equal(negative, empty)
+
+
 def test_too_many_steps_are_refused_naming_the_limit() -> None:
     with pytest.raises(InvalidRequest, match="steps=500: must be between 1 and 200"):
         resolve_sampling(Sampling(steps=500), SamplingDefaults(), limits=Limits())

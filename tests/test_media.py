@@ -401,3 +401,140 @@ def test_a_reduced_image_is_still_turned_upright(tmp_path: Path):
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     Image.new("RGB", (4000, 2000), (0, 0, 255)).save(path, exif=exif)
     assert open_image(path, max_side=400).size == (200, 400)
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio: the header says whether a video has sound; mux_audio carries a span of it
+
+
+def write_video_with_audio(
+    path: Path, seconds: float, fps: float = 16, *, codec: str = "aac", rate: int = 48000
+) -> Path:
+    """A coded-grey video with a 440 Hz mono tone of the same length, in ``path``'s container."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream(codec, rate=rate)
+        audio.layout = "mono"
+        for arr in coded_frames(round(seconds * fps)):
+            for packet in video.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                container.mux(packet)
+        total, chunk = round(seconds * rate), 1024
+        for start in range(0, total, chunk):
+            t = np.arange(start, min(start + chunk, total)) / rate
+            tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            frame = av.AudioFrame.from_ndarray(tone, format="flt", layout="mono")
+            frame.sample_rate, frame.pts = rate, start
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in [*video.encode(), *audio.encode()]:
+            container.mux(packet)
+    return path
+
+
+def _streams(path: Path) -> dict[str, tuple[str, float]]:
+    """Each stream type of a file: its codec and its duration in seconds."""
+    import av
+
+    with av.open(str(path)) as container:
+        return {
+            s.type: (s.codec_context.codec.canonical_name, float(s.duration * s.time_base))
+            for s in container.streams
+        }
+
+
+def test_the_header_probe_records_the_audio_codec(tmp_path: Path):
+    from engine.inputs import open_path
+    from engine.media import probe
+
+    with open_path(write_video_with_audio(tmp_path / "talk.mp4", 1.0)) as source:
+        assert probe(source).header.audio == "aac"
+
+
+def test_the_header_probe_of_a_silent_video_records_no_audio(tmp_path: Path):
+    from engine.inputs import open_path
+    from engine.media import probe
+
+    with open_path(write_video(tmp_path / "quiet.mp4", 9, 16)) as source:
+        assert probe(source).header.audio is None
+
+
+def test_a_span_of_aac_audio_is_copied_without_re_encoding(tmp_path: Path):
+    from engine.inputs import open_path
+    from engine.media import AudioSpan, mux_audio
+
+    picture = write_video(tmp_path / "out.mp4", 16, 16)  # 1 s
+    with open_path(write_video_with_audio(tmp_path / "src.mp4", 3.0)) as source:
+        done = mux_audio(picture, AudioSpan(source, start_s=1.0, duration_s=1.0), tmp_path / "with.mp4")
+    assert done is not None and done.copied and done.codec == "aac"
+    streams = _streams(tmp_path / "with.mp4")
+    assert streams["video"][0] == "h264" and streams["audio"][0] == "aac"
+    assert streams["audio"][1] == pytest.approx(1.0, abs=0.03)  # whole packets of 1024 samples
+    assert "copied (aac)" in done.note
+
+
+def test_the_copied_span_starts_at_the_requested_time(tmp_path: Path):
+    import av
+
+    from engine.inputs import open_path
+    from engine.media import AudioSpan, mux_audio
+
+    picture = write_video(tmp_path / "out.mp4", 8, 16)
+    # A silent first second, then the tone: a span from 1 s must start loud.
+    src = tmp_path / "src.mov"
+    with av.open(str(src), "w") as container:
+        video = container.add_stream("libx264", rate=16)
+        video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        audio = container.add_stream("aac", rate=16000)
+        audio.layout = "mono"
+        for arr in coded_frames(32):
+            for packet in video.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                container.mux(packet)
+        t = np.arange(32000) / 16000
+        signal = np.where(t >= 1.0, 0.5 * np.sin(2 * np.pi * 300 * t), 0.0).astype(np.float32)
+        for start in range(0, 32000, 1024):
+            frame = av.AudioFrame.from_ndarray(
+                signal[None, start : start + 1024], format="flt", layout="mono"
+            )
+            frame.sample_rate, frame.pts = 16000, start
+            for packet in audio.encode(frame):
+                container.mux(packet)
+        for packet in [*video.encode(), *audio.encode()]:
+            container.mux(packet)
+    with open_path(src) as source:
+        mux_audio(picture, AudioSpan(source, start_s=1.0, duration_s=0.5), tmp_path / "with.mp4")
+    with av.open(str(tmp_path / "with.mp4")) as container:
+        samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+    loud = np.abs(samples[2048:4096]).mean()  # past the encoder's priming samples
+    assert loud > 0.1
+
+
+def test_audio_that_mp4_cannot_hold_is_re_encoded_as_aac(tmp_path: Path):
+    from engine.inputs import open_path
+    from engine.media import AudioSpan, mux_audio
+
+    picture = write_video(tmp_path / "out.mp4", 16, 16)
+    with open_path(write_video_with_audio(tmp_path / "src.mov", 2.0, codec="pcm_s16le")) as source:
+        done = mux_audio(picture, AudioSpan(source, start_s=0.0, duration_s=1.0), tmp_path / "with.mp4")
+    assert done is not None and not done.copied and done.codec == "aac" and done.source_codec == "pcm_s16le"
+    assert _streams(tmp_path / "with.mp4")["audio"] == ("aac", pytest.approx(1.0, abs=0.05))
+
+
+def test_a_source_without_audio_writes_nothing(tmp_path: Path):
+    from engine.media import AudioSpan, mux_audio
+
+    picture = write_video(tmp_path / "out.mp4", 16, 16)
+    span = AudioSpan(write_video(tmp_path / "quiet.mp4", 16, 16), start_s=0.0, duration_s=1.0)
+    assert mux_audio(picture, span, tmp_path / "with.mp4") is None
+    assert not (tmp_path / "with.mp4").exists()
+
+
+@pytest.mark.parametrize(("start", "duration"), [(-1.0, 1.0), (0.0, 0.0), (float("nan"), 1.0)])
+def test_a_bad_audio_span_is_refused(tmp_path: Path, start: float, duration: float):
+    from engine.media import AudioSpan, mux_audio
+
+    picture = write_video(tmp_path / "out.mp4", 16, 16)
+    with pytest.raises(InvalidRequest, match="audio"):
+        mux_audio(picture, AudioSpan(picture, start_s=start, duration_s=duration), tmp_path / "with.mp4")

@@ -358,6 +358,13 @@ def invalid(plan: Plan, limits: Limits | None = None) -> InvalidRequest:
     return e
 
 
+def _first_last() -> list[MediaInput]:
+    return [
+        MediaInput(path="/a.png", kind=MediaKind.IMAGE, role=Role.FIRST_FRAME),
+        MediaInput(path="/b.png", kind=MediaKind.IMAGE, role=Role.LAST_FRAME),
+    ]
+
+
 def t2v(**kw) -> Plan:
     return Plan(task=Task.TEXT_TO_VIDEO, prompt="waves", **kw)
 
@@ -365,13 +372,16 @@ def t2v(**kw) -> Plan:
 @pytest.mark.parametrize(
     ("plan", "field", "value", "rule"),
     [
-        (t2v(width=4000), "width", 4000, "between 16 and 1920"),
         (t2v(height=0), "height", 0, "positive whole number"),
         (t2v(width=-64), "width", -64, "positive whole number"),
-        (t2v(width=1920, height=1088), "width×height", "1920×1088", "at most 921600 pixels"),
-        (t2v(num_frames=30), "num_frames", 30, "must be 4k+1"),
-        (t2v(num_frames=1), "num_frames", 1, "between 5 and 161"),
-        (t2v(num_frames=165), "num_frames", 165, "between 5 and 161"),
+        (t2v(num_frames=1), "num_frames", 1, "5 to 481 frames"),
+        (t2v(num_frames=485), "num_frames", 485, "5 to 481 frames (30 s, made as a chain"),
+        (
+            Plan(task=Task.FIRST_LAST_TO_VIDEO, prompt="x", num_frames=165, inputs=_first_last()),
+            "num_frames",
+            165,
+            "5 to 161 frames; longer videos",
+        ),
         (t2v(fps=0.0), "fps", 0.0, "above 0"),
         (t2v(fps=120.0), "fps", 120.0, "at most 60"),
         (Plan(task=Task.TEXT_TO_IMAGE, prompt="x", num_frames=81), "num_frames", 81, "makes one image"),
@@ -384,19 +394,58 @@ def test_a_size_frame_or_prompt_outside_the_rules_is_refused(plan, field, value,
     assert rule in e.rule
 
 
-def test_rounding_cannot_sneak_a_size_past_the_bounds():
-    e = invalid(t2v(width=1930))  # rounds to 1936 > 1920
-    assert e.field == "width" and e.value == 1930
+@pytest.mark.parametrize(
+    ("size", "scaled"),
+    [
+        ((1920, 1080), (1280, 720)),  # "1080p": scaled to the 1280×720 budget
+        ((3840, 2160), (1280, 720)),  # "4K"
+        ((1080, 1920), (720, 1280)),  # portrait stays portrait
+        ((4000, 480), (1920, 224)),  # the longest side bounds it first
+        ((1930, 100), (1920, 96)),  # rounding up past the bound is scaled back
+    ],
+)
+def test_a_size_above_the_limits_is_scaled_down_keeping_its_aspect_with_a_note(size, scaled):
+    plan = check_plan(t2v(width=size[0], height=size[1]))
+    assert (plan.width, plan.height) == scaled
+    assert plan.width * plan.height <= Limits().max_pixels and max(scaled) <= Limits().max_side
+    assert plan.width % 16 == plan.height % 16 == 0
+    assert abs(plan.width / plan.height - size[0] / size[1]) / (size[0] / size[1]) < 0.08
+    assert any("scaled down" in n and f"{scaled[0]}×{scaled[1]}" in n for n in plan.notes)
+
+
+@pytest.mark.parametrize(("given", "rounded"), [(30, 29), (50, 49), (48, 49), (2, 1)])
+def test_an_off_grid_frame_count_is_rounded_to_4k_plus_1_with_a_note(given, rounded):
+    if rounded < 5:
+        assert invalid(t2v(num_frames=given)).value == given
+        return
+    plan = check_plan(t2v(num_frames=given))
+    assert plan.num_frames == rounded
+    assert f"num_frames {given} rounded to {rounded} (Wan makes 4k+1 frames)" in plan.notes
+
+
+def test_a_duration_off_the_grid_is_rounded_with_the_same_note():
+    plan = build_plan("text_to_video", "waves", duration_s=2.3)  # 2.3 s × 16 + 1 = 38 frames
+    assert plan.num_frames == 37
+    assert "num_frames 38 rounded to 37 (Wan makes 4k+1 frames)" in plan.notes
+    assert build_plan("text_to_video", "waves", duration_s=3).notes == []  # 49 frames: on the grid
+
+
+def test_chained_tasks_take_up_to_the_longest_duration_and_others_one_window():
+    assert check_plan(t2v(num_frames=321)).num_frames == 321  # 20 s: a chain of windows
+    assert build_plan("text_to_video", "waves", duration_s=20).num_frames == 321
+    e = invalid(t2v(num_frames=321), Limits(max_duration_s=10))
+    assert "5 to 161 frames" in e.rule
 
 
 def test_a_side_below_the_minimum_is_refused():
     e = invalid(t2v(height=40), Limits(min_side=64))
-    assert (e.field, e.value) == ("height", 40) and "between 64 and 1920" in e.rule
+    assert (e.field, e.value) == ("height", 40) and "at least 64 pixels" in e.rule
 
 
 def test_limits_are_configurable():
-    e = invalid(t2v(num_frames=49), Limits(max_frames=33))
-    assert e.value == 49 and "between 5 and 33" in e.rule
+    plan = Plan(task=Task.FIRST_LAST_TO_VIDEO, prompt="x", num_frames=49, inputs=_first_last())
+    e = invalid(plan, Limits(max_frames=33))
+    assert e.value == 49 and "5 to 33 frames" in e.rule
 
 
 def mi(path: str, role: Role) -> MediaInput:
@@ -493,11 +542,14 @@ def test_outpaint_margins_must_leave_room_for_the_source():
     assert ok.margins.top == 64
 
 
-def test_video_extend_gets_default_context_frames_below_the_frame_count():
+def test_video_extend_gets_default_context_frames_and_its_frames_are_the_new_part():
     plan = Plan(task=Task.VIDEO_EXTEND, prompt="on", inputs=[mi("a.mp4", Role.SOURCE)])
-    assert check_plan(plan).context_frames == 9
-    e = invalid(plan.model_copy(update={"num_frames": 9}))
-    assert (e.field, e.value) == ("context_frames", 9)
+    checked = check_plan(plan)
+    assert checked.context_frames == 9 and checked.num_frames == 81  # 81 new frames by default
+    # The new part may be shorter than the context: the window holds both.
+    assert check_plan(plan.model_copy(update={"num_frames": 5})).context_frames == 9
+    e = invalid(plan.model_copy(update={"context_frames": 158}))
+    assert (e.field, e.value) == ("context_frames", 158) and "between 1 and 157" in e.rule
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,7 +611,7 @@ def test_build_plan_gives_each_input_its_kind_and_role():
         (dict(task="text_to_video", duration_s=0), "duration_s", "above 0"),
         (dict(task="text_to_video", duration_s=-1.5), "duration_s", "above 0"),
         (dict(task="text_to_image", duration_s=2), "duration_s", "does not make a video"),
-        (dict(task="text_to_video", duration_s=60), "num_frames", "between 5 and 161"),
+        (dict(task="text_to_video", duration_s=60), "num_frames", "5 to 481 frames"),
         (dict(task="paint"), "task", "unknown task"),
         (dict(task="image_edit", inputs=[("a.png", "painter")]), "role", "one of query, source"),
     ],

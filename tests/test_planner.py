@@ -500,3 +500,76 @@ def test_grounding_answers_are_parsed_leniently(text, boxes):
 def test_boxes_are_scaled_back_to_the_original_image_and_clipped():
     boxes = scale_boxes([(14, 28, 56, 56), (50, 50, 70, 70), (60, 0, 80, 10)], (56, 56), (112, 224))
     assert boxes == [(28.0, 112.0, 112.0, 224.0), (100.0, 200.0, 112.0, 224.0)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The grammar: a video <BOEDIT> with one index or none (the region is found automatically)
+
+_IMG, _VID = MediaKind.IMAGE, MediaKind.VIDEO
+
+
+@pytest.mark.parametrize(
+    ("text", "files", "source"),
+    [
+        ("<CFV><BOEDIT>0<EOEDIT>", [("clip.mp4", _VID)], "clip.mp4"),
+        ("<CFV><BOEDIT><EOEDIT>", [("clip.mp4", _VID)], "clip.mp4"),
+        ("<CFV><BOEDIT> 1 <EOEDIT>", [("a.png", _IMG), ("clip.mp4", _VID)], "clip.mp4"),
+        ("<CFV><BOEDIT>1<EOEDIT>", [("a.mp4", _VID), ("b.mp4", _VID)], "b.mp4"),
+        ("<CFV><BOEDIT><EOEDIT>", [("a.png", _IMG), ("clip.mp4", _VID)], "clip.mp4"),
+    ],
+)
+def test_a_video_edit_with_one_index_or_none_edits_that_video_without_a_mask(text, files, source):
+    from engine.grammar import parse_unison
+    from engine.plan import check_plan
+
+    plan = parse_unison(text, files, prompt="a tiger instead of the dog")
+    assert plan.task is Task.VIDEO_EDIT
+    assert [(m.path, m.role) for m in plan.inputs] == [(source, Role.SOURCE)]
+    assert check_plan(plan).by_role(Role.MASK) == []
+
+
+def test_two_indices_in_a_video_edit_still_name_the_mask_and_the_source():
+    from engine.grammar import parse_unison
+
+    plan = parse_unison("<CFV><BOEDIT>1,0<EOEDIT>", [("clip.mp4", _VID), ("m.png", _IMG)], prompt="x")
+    assert plan.one(Role.SOURCE).path == "clip.mp4" and plan.one(Role.MASK).path == "m.png"
+
+
+@pytest.mark.parametrize(
+    ("text", "files", "says"),
+    [
+        (
+            "<CFV><BOEDIT>0<EOEDIT>",
+            [("a.png", _IMG), ("clip.mp4", _VID)],
+            "names input 0 (image) as the video",
+        ),
+        ("<CFV><BOEDIT>3<EOEDIT>", [("clip.mp4", _VID)], "refers to input 3 but the request has 1"),
+        ("<CFV><BOEDIT>one<EOEDIT>", [("clip.mp4", _VID)], "expected 1 whole number"),
+        ("<CFI><BOEDIT>0<EOEDIT>", [("a.png", _IMG), ("m.png", _IMG)], "expected 2 whole number"),
+    ],
+)
+def test_a_single_edit_index_that_cannot_be_the_video_is_a_planner_error(text, files, says):
+    from engine.grammar import parse_unison
+
+    with pytest.raises(PlannerError, match=r"<BOEDIT>|refers to input") as info:
+        parse_unison(text, files)
+    assert says in str(info.value) and repr(text) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "files", "written"),
+    [
+        ("<CFV><BOEDIT>0<EOEDIT>", [("clip.mp4", _VID)], "<CFV><BOEDIT><EOEDIT>"),
+        ("<CFV><BOEDIT><EOEDIT>", [("a.png", _IMG), ("clip.mp4", _VID)], "<CFV><BOEDIT><EOEDIT>"),
+        ("<CFV><BOEDIT>1<EOEDIT>", [("a.mp4", _VID), ("b.mp4", _VID)], "<CFV><BOEDIT>1<EOEDIT>"),
+        ("<CFV><BOEDIT>0,1<EOEDIT>", [("m.mp4", _VID), ("clip.mp4", _VID)], "<CFV><BOEDIT>0,1<EOEDIT>"),
+    ],
+)
+def test_format_writes_a_video_edit_that_parses_back_to_the_same_plan(text, files, written):
+    from engine.grammar import format_unison, parse_unison
+
+    plan = parse_unison(text, files, prompt="a tiger")
+    out = format_unison(plan, [p for p, _ in files])
+    assert out == f"{written} a tiger"
+    again = parse_unison(out, files, prompt="a tiger")
+    assert (again.task, again.inputs) == (plan.task, plan.inputs)

@@ -117,7 +117,8 @@ def test_every_generation_task_has_a_preparer_and_no_understanding_task_does():
 def test_every_task_gives_frames_and_binary_masks_at_the_output_size(task: Task, files):
     n = 1 if plan_is_image(task) else 17
     plan = make_plan(task, inputs_for(task, files), num_frames=None if n == 1 else n)
-    assert_vace_inputs(prepare(plan, ctx()), n)
+    # video_extend's frames are the new ones: its window also holds the 9 context frames (→ 29).
+    assert_vace_inputs(prepare(plan, ctx()), 29 if task is Task.VIDEO_EXTEND else n)
 
 
 def plan_is_image(task: Task) -> bool:
@@ -413,20 +414,25 @@ def test_video_outpaint_masks_the_margins_on_every_frame(files):
         assert round(float(arr(frame)[:, :32].mean()) / STEP) == i
 
 
-def test_video_extend_opens_with_the_sources_last_frames_and_generates_the_rest(files):
+def test_video_extend_opens_with_the_sources_last_frames_and_generates_the_new_ones(files):
+    # 17 new frames after 5 of context: a 25-frame window (4k+1), its last 3 frames dropped later.
     plan = make_plan(Task.VIDEO_EXTEND, [(files["video"], Role.SOURCE)], num_frames=17, context_frames=5)
     p = prepare(plan, ctx())
-    assert_vace_inputs(p, 17)
+    assert_vace_inputs(p, 25)
+    assert p.context == 5
     assert [code(f) for f in p.video[:5]] == [15, 16, 17, 18, 19]  # the 20-frame source's last 5
     assert all((arr(f) == GREY).all() for f in p.video[5:])
-    assert [int(arr(m).max()) for m in p.mask] == [0] * 5 + [255] * 12
+    assert [int(arr(m).max()) for m in p.mask] == [0] * 5 + [255] * 20
+    # The whole source comes back as the start of the output.
+    assert [code(f) for f in p.prefix] == list(range(20))
+    assert not any("gave only" in n for n in p.notes)
 
 
 def test_video_extend_with_a_short_source_uses_fewer_context_frames(tmp_path: Path):
     short = coded_video(tmp_path / "short.mp4", 3, 16)
     p = prepare(make_plan(Task.VIDEO_EXTEND, [(short, Role.SOURCE)], num_frames=9, context_frames=5), ctx())
-    assert [int(arr(m).max()) for m in p.mask] == [0] * 3 + [255] * 6
-    assert any("only 3 of 5" in n for n in p.notes)
+    assert [int(arr(m).max()) for m in p.mask] == [0] * 3 + [255] * 10  # 3 + 9 → 13 frames
+    assert any("only 3 frames, fewer than the 5 context frames" in n for n in p.notes)
 
 
 # ---------------------------------------------------------------------------------------------

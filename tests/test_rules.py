@@ -480,3 +480,445 @@ def test_the_rules_planner_is_a_planner_and_returns_no_features():
     out = planner(parse_request("Draw a cat."), want_features=True)
     assert out.plan == planner.plan(parse_request("Draw a cat.")) and out.features is None
     assert out.timings["plan_s"] >= 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests the planner has not seen: other languages, files by position, outpaint, extension,
+# composition and "X marks the region" wording. (request, task, roles in file order,
+# (width, height) of the plan with unset sides at the 832×480 default, frames with unset at the
+# 81-frame default, and the margins where given.) Sizes above the pixel budget are planned as
+# said; check_plan scales them down. For video_extend the frames are the new part only.
+
+UNSEEN = [
+    # durations, sizes and orientation in other languages
+    ("Genera un video de un perro corriendo en la playa, 3 segundos", T.TEXT_TO_VIDEO, [], (832, 480), 49),
+    ("Crée une vidéo de 5 secondes d'un chat qui dort", T.TEXT_TO_VIDEO, [], (832, 480), 81),
+    (
+        "Erstelle ein 4 Sekunden langes Video von einem Wasserfall, Hochformat",
+        T.TEXT_TO_VIDEO,
+        [],
+        (480, 832),
+        65,
+    ),
+    ("Crie um vídeo de 2 segundos de um beija-flor, formato retrato", T.TEXT_TO_VIDEO, [], (480, 832), 33),
+    ("Genera un video di 3 secondi di una gondola a Venezia", T.TEXT_TO_VIDEO, [], (832, 480), 49),
+    ("生成一个3秒的视频：海浪拍打礁石，竖屏", T.TEXT_TO_VIDEO, [], (480, 832), 49),
+    ("猫が走る5秒間の動画を作って、縦長で", T.TEXT_TO_VIDEO, [], (480, 832), 81),
+    ("Dibuja un castillo en la niebla, formato vertical", T.TEXT_TO_IMAGE, [], (480, 832), 1),
+    ("Dessine un phare au coucher du soleil, format carré", T.TEXT_TO_IMAGE, [], (624, 624), 1),
+    ("Zeichne einen Fuchs im Schnee", T.TEXT_TO_IMAGE, [], (832, 480), 1),
+    ("画一只在雪地里的狐狸", T.TEXT_TO_IMAGE, [], (832, 480), 1),
+    ("富士山の絵を描いて", T.TEXT_TO_IMAGE, [], (832, 480), 1),
+    ("Un video de cuatro segundos de fuegos artificiales", T.TEXT_TO_VIDEO, [], (832, 480), 65),
+    ("Une vidéo de trois secondes d'une bougie qui s'éteint", T.TEXT_TO_VIDEO, [], (832, 480), 49),
+    ("Ein Video von zwei Sekunden: Regen auf einem Fenster", T.TEXT_TO_VIDEO, [], (832, 480), 33),
+    ("一段两秒的视频，烟花在夜空绽放", T.TEXT_TO_VIDEO, [], (832, 480), 33),
+    ("Un vídeo de 6 segundos de um trem a chegar, na vertical", T.TEXT_TO_VIDEO, [], (480, 832), 97),
+    ("Fai un video verticale di 2 secondi di una farfalla", T.TEXT_TO_VIDEO, [], (480, 832), 33),
+    ("A 1080p video of a city skyline at night", T.TEXT_TO_VIDEO, [], (1920, 1080), 81),
+    ("A 4K photo of a mountain lake at sunrise", T.TEXT_TO_IMAGE, [], (3840, 2160), 1),
+    ("A 2160p vertical video of a waterfall", T.TEXT_TO_VIDEO, [], (2160, 3840), 81),
+    ("Crea un vídeo en 1080p de un tren, vertical", T.TEXT_TO_VIDEO, [], (1080, 1920), 81),
+    ("Generate a clip of a spinning top, 45 frames", T.TEXT_TO_VIDEO, [], (832, 480), 45),
+    # generation wording in other languages, with files
+    (
+        "Anime cette image : les feuilles tombent doucement ###tree.png###",
+        T.IMAGE_TO_VIDEO,
+        [FIRST],
+        (832, 480),
+        81,
+    ),
+    ("Anima esta foto ###abuela.jpg###, que sonría", T.IMAGE_TO_VIDEO, [FIRST], (832, 480), 81),
+    ("Animiere dieses Bild ###hafen.png### für 3 Sekunden", T.IMAGE_TO_VIDEO, [FIRST], (832, 480), 49),
+    ("Anima questa immagine ###gatto.png###", T.IMAGE_TO_VIDEO, [FIRST], (832, 480), 81),
+    ("Anime esta foto ###praia.jpg### por 2 segundos", T.IMAGE_TO_VIDEO, [FIRST], (832, 480), 33),
+    ("让这张照片动起来 ###lake.png###", T.IMAGE_TO_VIDEO, [FIRST], (832, 480), 81),
+    ("この写真を動かして ###sakura.png###", T.IMAGE_TO_VIDEO, [FIRST], (832, 480), 81),
+    (
+        "Quita el coche de ###calle.jpg### usando la máscara ###coche.png###",
+        T.IMAGE_EDIT,
+        [SRC, MASK],
+        (832, 480),
+        1,
+    ),
+    (
+        "Remplace le ciel de ###plage.jpg### par un coucher de soleil ; le masque est ###ciel.png###",
+        T.IMAGE_EDIT,
+        [SRC, MASK],
+        (832, 480),
+        1,
+    ),
+    ("Entferne das Auto aus ###strasse.mp4###", T.VIDEO_EDIT, [SRC], (832, 480), 81),
+    ("把###room.png###里的沙发换成红色的，遮罩是###sofa.png###", T.IMAGE_EDIT, [SRC, MASK], (832, 480), 1),
+    ("¿Qué hay en esta imagen? ###gato.png###", T.IMAGE_UNDERSTANDING, [Q], None, None),
+    ("Décris cette vidéo ###fete.mp4###", T.VIDEO_UNDERSTANDING, [Q], None, None),
+    ("Was ist auf diesem Bild zu sehen ###hund.jpg###", T.IMAGE_UNDERSTANDING, [Q], None, None),
+    ("这张图片里有什么？###cat.png###", T.IMAGE_UNDERSTANDING, [Q], None, None),
+    ("この動画で何が起きていますか ###clip.mp4###", T.VIDEO_UNDERSTANDING, [Q], None, None),
+    (
+        "Transforme cette photo ###chien.jpg### en vidéo de 4 secondes",
+        T.IMAGE_TO_VIDEO,
+        [FIRST],
+        (832, 480),
+        65,
+    ),
+    # files referred to by position
+    (
+        "Use the first image as the mask and the second as the photo to edit: add a red hat. ###m1.png### ###p2.png###",
+        T.IMAGE_EDIT,
+        [MASK, SRC],
+        (832, 480),
+        1,
+    ),
+    (
+        "###a.png### ###b.png### Use the second image as the mask and put a cat there",
+        T.IMAGE_EDIT,
+        [SRC, MASK],
+        (832, 480),
+        1,
+    ),
+    (
+        "Make a video from these: the first image is the last frame and the second one is the first frame ###x.png### ###y.png###",
+        T.FIRST_LAST_TO_VIDEO,
+        [LAST, FIRST],
+        (832, 480),
+        81,
+    ),
+    (
+        "Here are two clips ###a.mp4### ###b.mp4###. Replace the sky in the last video, using the first one as the mask",
+        T.VIDEO_EDIT,
+        [MASK, SRC],
+        (832, 480),
+        81,
+    ),
+    (
+        "Edit ###one.png### with ###two.png###: image 2 is the mask, make the wall blue",
+        T.IMAGE_EDIT,
+        [SRC, MASK],
+        (832, 480),
+        1,
+    ),
+    (
+        "###a.png### ###b.png### Use the first picture as the mask and repaint the sky of the other one",
+        T.IMAGE_EDIT,
+        [MASK, SRC],
+        (832, 480),
+        1,
+    ),
+    (
+        "Usa la primera imagen como máscara y cambia el cielo de la segunda ###m.png### ###foto.png###",
+        T.IMAGE_EDIT,
+        [MASK, SRC],
+        (832, 480),
+        1,
+    ),
+    (
+        "###p.png### ###q.png### Animate them: the last image should be where the clip ends",
+        T.FIRST_LAST_TO_VIDEO,
+        [FIRST, LAST],
+        (832, 480),
+        81,
+    ),
+    # outpainting wording
+    (
+        "Add 32 pixels of beach on the left and right of ###shore.png###",
+        T.IMAGE_OUTPAINT,
+        [SRC],
+        (832, 480),
+        1,
+        Margins(left=32, right=32),
+    ),
+    ("Widen ###street.jpg### a bit", T.IMAGE_OUTPAINT, [SRC], (832, 480), 1, Margins(left=104, right=104)),
+    (
+        "Extend the sides of ###hall.png###",
+        T.IMAGE_OUTPAINT,
+        [SRC],
+        (832, 480),
+        1,
+        Margins(left=104, right=104),
+    ),
+    (
+        "Zoom out on ###garden.mp4### by 48 px",
+        T.VIDEO_OUTPAINT,
+        [SRC],
+        (832, 480),
+        81,
+        Margins(left=48, top=48, right=48, bottom=48),
+    ),
+    ("Show more of the sky above ###peak.jpg###", T.IMAGE_OUTPAINT, [SRC], (832, 480), 1, Margins(top=60)),
+    (
+        "Amplía los lados de ###plaza.jpg###",
+        T.IMAGE_OUTPAINT,
+        [SRC],
+        (832, 480),
+        1,
+        Margins(left=104, right=104),
+    ),
+    (
+        "Dézoome ###salon.png### de 64 pixels",
+        T.IMAGE_OUTPAINT,
+        [SRC],
+        (832, 480),
+        1,
+        Margins(left=64, top=64, right=64, bottom=64),
+    ),
+    (
+        "Erweitere ###berg.png### um 96 Pixel nach rechts",
+        T.IMAGE_OUTPAINT,
+        [SRC],
+        (832, 480),
+        1,
+        Margins(right=96),
+    ),
+    (
+        "把###garden.png###向左右两边扩展",
+        T.IMAGE_OUTPAINT,
+        [SRC],
+        (832, 480),
+        1,
+        Margins(left=104, right=104),
+    ),
+    (
+        "Pad ###logo.png### with 16 pixels of white at the top and bottom",
+        T.IMAGE_OUTPAINT,
+        [SRC],
+        (832, 480),
+        1,
+        Margins(top=16, bottom=16),
+    ),
+    # extension wording: the frames are the new part only
+    ("Keep this video going for 4 more seconds ###surf.mp4###", T.VIDEO_EXTEND, [SRC], (832, 480), 65),
+    (
+        "Continue ###race.mp4###: what happens when the car crosses the line?",
+        T.VIDEO_EXTEND,
+        [SRC],
+        (832, 480),
+        81,
+    ),
+    ("Give ###kite.mp4### 2 extra seconds", T.VIDEO_EXTEND, [SRC], (832, 480), 33),
+    ("Continúa el video ###baile.mp4### 3 segundos más", T.VIDEO_EXTEND, [SRC], (832, 480), 49),
+    ("Prolonge la vidéo ###vague.mp4### de 2 secondes", T.VIDEO_EXTEND, [SRC], (832, 480), 33),
+    ("Verlängere ###zug.mp4### um 4 Sekunden", T.VIDEO_EXTEND, [SRC], (832, 480), 65),
+    ("继续这个视频###cat.mp4###，再来3秒", T.VIDEO_EXTEND, [SRC], (832, 480), 49),
+    ("この動画の続きを作って ###dog.mp4###", T.VIDEO_EXTEND, [SRC], (832, 480), 81),
+    # composition of several subjects
+    (
+        "Put these three characters together at a picnic table ###a.png### ###b.png### ###c.png###",
+        T.IMAGE_REFERENCE,
+        [REF, REF, REF],
+        (832, 480),
+        1,
+    ),
+    (
+        "Put ###cat.png### and ###dog.png### together on a sofa, as a 3 second video",
+        T.VIDEO_REFERENCE,
+        [REF, REF],
+        (832, 480),
+        49,
+    ),
+    (
+        "Combine ###x.png### and ###y.png### into one picture of two friends at a cafe",
+        T.IMAGE_REFERENCE,
+        [REF, REF],
+        (832, 480),
+        1,
+    ),
+    (
+        "Junta a ###ana.png### y ###luis.png### en una foto en la playa",
+        T.IMAGE_REFERENCE,
+        [REF, REF],
+        (832, 480),
+        1,
+    ),
+    ("把###a.png###和###b.png###放在一起，坐在公园长椅上", T.IMAGE_REFERENCE, [REF, REF], (832, 480), 1),
+    # "X marks the region": the mask
+    (
+        "Put a lamp on the table in ###room.png###; the red area in ###hint.png### shows where",
+        T.IMAGE_EDIT,
+        [SRC, MASK],
+        (832, 480),
+        1,
+    ),
+    (
+        "###zone.png### marks the region to repaint in ###wall.jpg###: paint a mural",
+        T.IMAGE_EDIT,
+        [MASK, SRC],
+        (832, 480),
+        1,
+    ),
+    (
+        "###spot.png### shows the area to change; turn the car in ###car.jpg### into a bicycle",
+        T.IMAGE_EDIT,
+        [MASK, SRC],
+        (832, 480),
+        1,
+    ),
+    (
+        "The white region in ###w.mp4### marks what to replace in ###clip.mp4###: a tiger instead of the dog",
+        T.VIDEO_EDIT,
+        [MASK, SRC],
+        (832, 480),
+        81,
+    ),
+    # wording that only looks like a cue: anime style, first snow, a second, the second half
+    ("Draw an anime girl with silver hair", T.TEXT_TO_IMAGE, [], (832, 480), 1),
+    ("Write a haiku about the first snow", T.TEXT_UNDERSTANDING, [], None, None),
+    ("A painting of the last supper", T.TEXT_TO_IMAGE, [], (832, 480), 1),
+    ("A video of a clock ticking for a second", T.TEXT_TO_VIDEO, [], (832, 480), 81),
+    ("A 720p clip of a fox, the second half in slow motion", T.TEXT_TO_VIDEO, [], (1280, 720), 81),
+    (
+        "First, remove the dog from ###a.png###; ###m.png### is the mask",
+        T.IMAGE_EDIT,
+        [SRC, MASK],
+        (832, 480),
+        1,
+    ),
+    # questions and polite openings in other languages that still ask for a picture or a clip
+    ("¿Puedes animar esta foto? ###perro.jpg###", T.IMAGE_TO_VIDEO, [FIRST], (832, 480), 81),
+    ("Peux-tu créer une image d'un dragon ?", T.TEXT_TO_IMAGE, [], (832, 480), 1),
+    ("Kannst du ein Video von einem Hund machen, 3 Sekunden?", T.TEXT_TO_VIDEO, [], (832, 480), 49),
+    ("Mach ein Bild von einem Leuchtturm im Hochformat", T.TEXT_TO_IMAGE, [], (480, 832), 1),
+    ("Haz un video de 10 segundos de un volcán", T.TEXT_TO_VIDEO, [], (832, 480), 161),
+    ("Fais une vidéo verticale de 3 secondes d'un skateur", T.TEXT_TO_VIDEO, [], (480, 832), 49),
+    ("Faça uma imagem quadrada... em formato quadrado de um gato", T.TEXT_TO_IMAGE, [], (624, 624), 1),
+    ("生成一张竖版的图片：雪山下的小屋", T.TEXT_TO_IMAGE, [], (480, 832), 1),
+    ("把这张图片###a.png###变成5秒的视频", T.IMAGE_TO_VIDEO, [FIRST], (832, 480), 81),
+    # more positions, sizes and extensions
+    ("Show me a 4K video of a coral reef", T.TEXT_TO_VIDEO, [], (3840, 2160), 81),
+    (
+        "Put these two friends together and add a birthday cake ###a.png### ###b.png###",
+        T.IMAGE_REFERENCE,
+        [REF, REF],
+        (832, 480),
+        1,
+    ),
+    (
+        "Compare the first image with the second one ###a.png### ###b.png###",
+        T.IMAGE_UNDERSTANDING,
+        [Q, Q],
+        None,
+        None,
+    ),
+    (
+        "What is different in the second photo? ###a.png### ###b.png###",
+        T.IMAGE_UNDERSTANDING,
+        [Q, Q],
+        None,
+        None,
+    ),
+    ("Animate ###a.png### for 3 seconds", T.IMAGE_TO_VIDEO, [FIRST], (832, 480), 49),
+    (
+        "Use ###a.png### as the first image and ###b.png### as the last image of a 2 second clip",
+        T.FIRST_LAST_TO_VIDEO,
+        [FIRST, LAST],
+        (832, 480),
+        33,
+    ),
+    (
+        "Edit the second image using the first as its mask: a blue door ###m.png### ###door.png###",
+        T.IMAGE_EDIT,
+        [MASK, SRC],
+        (832, 480),
+        1,
+    ),
+    (
+        "用第二张图作为遮罩，把第一张图###a.png###里的天空换成晚霞 ###b.png###",
+        T.IMAGE_EDIT,
+        [SRC, MASK],
+        (832, 480),
+        1,
+    ),
+    (
+        "1枚目の画像をマスクにして、2枚目の写真の空を夕焼けに変えて ###m.png### ###p.png###",
+        T.IMAGE_EDIT,
+        [MASK, SRC],
+        (832, 480),
+        1,
+    ),
+    ("Make the clip ###a.mp4### 5 seconds longer", T.VIDEO_EXTEND, [SRC], (832, 480), 81),
+    ("Zoom out ###a.png### to 4:3", T.IMAGE_OUTPAINT, [SRC], (736, 544), 1),
+    (
+        "Replace the sky in video 2 using video 1 as the mask ###m.mp4### ###s.mp4###",
+        T.VIDEO_EDIT,
+        [MASK, SRC],
+        (832, 480),
+        81,
+    ),
+    (
+        "Make a 3 second video from ###a.png### where the last frame is ###b.png###",
+        T.FIRST_LAST_TO_VIDEO,
+        [FIRST, LAST],
+        (832, 480),
+        49,
+    ),
+]
+
+
+@pytest.mark.parametrize("row", UNSEEN, ids=lambda row: row[0][:40])
+def test_a_request_it_has_not_seen_is_planned_as_its_words_say(row):
+    request_text, task, roles, size, frames = row[:5]
+    req = parse_request(request_text)
+    plan = RulesPlanner().plan(req)
+    assert plan.task is task
+    assert [m.path for m in plan.inputs] == [p for p, _ in req.media]  # every file, in order
+    assert [m.role.value for m in plan.inputs] == roles
+    assert plan.prompt == req.prompt
+    if plan.spec.understanding:
+        assert (size, frames) == (None, None)
+        return
+    limits = Limits()
+    width, height = plan.width or limits.default_width, plan.height or limits.default_height
+    assert ((width, height), plan.num_frames or limits.default_frames) == (size, frames)
+    if len(row) > 5:
+        assert plan.margins == row[5]
+    if width * height <= limits.max_pixels:
+        check_plan(plan)  # a plan within the budget runs as planned
+
+
+def test_the_unseen_requests_are_at_least_fifty_and_none_is_an_old_one():
+    old = {row[0] for row in REQUESTS}
+    assert len(UNSEEN) >= 50
+    assert not old & {row[0] for row in UNSEEN}
+    assert len({row[0] for row in UNSEEN}) == len(UNSEEN)
+
+
+@pytest.mark.parametrize(
+    ("request_text", "size"),
+    [
+        ("A 1080p clip of rain on a lake", (1920, 1080)),
+        ("A 4K image of a glacier", (3840, 2160)),
+        ("A 2160p video of traffic at night", (3840, 2160)),
+        ("A vertical 4k video of a skyscraper", (2160, 3840)),
+    ],
+)
+def test_sizes_above_the_pixel_budget_are_planned_as_said_for_the_check_to_scale(request_text, size):
+    plan = plan_of(request_text)
+    assert (plan.width, plan.height) == size
+
+
+def test_an_extension_counts_only_the_new_seconds():
+    plan = check_plan(plan_of("Keep this video going for 4 more seconds ###surf.mp4###"))
+    assert plan.task is T.VIDEO_EXTEND and plan.num_frames == 65  # 4 s at 16 fps, new frames only
+
+
+def test_a_file_named_by_position_outranks_its_file_name():
+    # "the first image as the mask": the words say which file is the mask, whatever it is called.
+    plan = check_plan(
+        plan_of("Use the first image as the mask and edit the second: a red door ###p.png### ###mask.png###")
+    )
+    assert plan.task is T.IMAGE_EDIT
+    assert [(m.path, m.role.value) for m in plan.inputs] == [("p.png", MASK), ("mask.png", SRC)]
+
+
+def test_a_french_request_to_animate_an_image_makes_a_video_not_an_answer():
+    plan = check_plan(plan_of("Anime cette photo ###port.jpg###, les bateaux se balancent, 3 secondes"))
+    assert plan.task is T.IMAGE_TO_VIDEO
+    assert (plan.num_frames, [m.role.value for m in plan.inputs]) == (49, [FIRST])
+
+
+def test_several_subjects_brought_together_are_all_references_even_with_an_edit_verb():
+    plan = check_plan(
+        plan_of("Put these two friends together and add a birthday cake ###a.png### ###b.png###")
+    )
+    assert plan.task is T.IMAGE_REFERENCE and [m.role.value for m in plan.inputs] == [REF, REF]
+    assert plan.notes == []

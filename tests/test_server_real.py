@@ -197,3 +197,75 @@ async def test_cancelling_a_real_generation_mid_way_writes_nothing(real):
         assert await anyio.to_thread.run_sync(job.wait, 60)
     assert job.status == "cancelled" and job.progress()["done"] < 60
     assert _files(real["out"]) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# What a user keeps (issue 9), through MCP
+
+
+async def test_candidates_come_back_as_one_resource_link_each_with_its_seed(real):
+    async with Client(_server(real)) as client:
+        result = await client.call_tool(
+            "generate", {"task": "text_to_image", "prompt": "a fox", "count": 2, "seed": 40, "steps": 1}
+        )
+    data = _data(result)
+    assert [o["seed"] for o in data["outputs"]] == [40, 41]
+    links = [c for c in result.content if c.type == "resource_link"]
+    assert len(links) == 2 and {link.uri for link in links} == {o["uri"] for o in data["outputs"]}
+    assert all("seed 4" in link.title for link in links)
+
+
+async def test_an_edit_through_mcp_keeps_the_unmasked_pixels_of_the_source(real):
+    root = real["root"]
+    async with Client(_server(real)) as client:
+        result = await client.call_tool(
+            "generate",
+            {
+                "task": "image_edit",
+                "prompt": "a hat",
+                "source": str(root / "photo.png"),
+                "mask": str(root / "mask.png"),
+                "steps": 1,
+            },
+        )
+    out = _data(result)["outputs"][0]
+    got = np.asarray(Image.open(out["path"]).convert("RGB"))
+    # photo.png is flat red; the mask's box is (16, 12)-(48, 36): far from it, the source is exact.
+    assert (got[:6] == (220, 40, 40)).all() and (got[:, :8] == (220, 40, 40)).all()
+    assert any("preserved" in n for n in _data(result)["notes"])
+
+
+async def test_video_extend_through_mcp_returns_the_whole_clip_and_the_new_part(real):
+    async with Client(_server(real)) as client:
+        result = await client.call_tool(
+            "generate",
+            {
+                "task": "video_extend",
+                "prompt": "on",
+                "source": str(real["root"] / "clip.mp4"),
+                "num_frames": 5,
+                "steps": 1,
+            },
+        )
+    whole, new = _data(result)["outputs"]
+    assert (whole["role"], new["role"]) == ("result", "new_part")
+    assert (whole["num_frames"], new["num_frames"]) == (9 + 5, 5)
+
+
+async def test_auto_never_runs_a_plan_that_dropped_the_users_files(real):
+    """The tiny Unison LoRA answers an unseen request with a plan of its own; with files given,
+    a generation plan that ignores them is re-planned by the rules planner (or refused)."""
+    engine = real["engine"]
+    config = engine.config.model_copy(update={"planner_backend": "unison"})
+    from engine.engine import Engine
+
+    eng = Engine(config, planner=engine.planner, generator=engine.generator, projector=engine.projector())
+    cfg = ServerConfig(engine=config, allowed_roots=[real["root"]])
+    async with Client(build_server(cfg, engine=eng)) as client:
+        result = await client.call_tool(
+            "auto", {"prompt": f"animate ###{real['root'] / 'photo.png'}### for one second", "dry_run": True}
+        )
+    data = _data(result)
+    used = [m["path"] for m in data["plan"]["inputs"]]
+    assert used == [str(real["root"] / "photo.png")]
+    assert data["plan"]["task"] == "image_to_video"

@@ -243,7 +243,8 @@ async def test_tools_list_publishes_the_four_tools_with_input_and_output_schemas
         assert "status" in tool.output_schema["properties"]
     gen = tools["generate"].input_schema["properties"]
     assert set(gen["task"]["enum"]) == {t.value for t in Task if not TASKS[t].understanding}
-    assert gen["width"]["anyOf"][0]["minimum"] == 16 and gen["width"]["anyOf"][0]["maximum"] == 1920
+    # Up to 4× the largest side is taken (and scaled down into the limits); beyond, refused.
+    assert gen["width"]["anyOf"][0]["minimum"] == 16 and gen["width"]["anyOf"][0]["maximum"] == 4 * 1920
     assert gen["steps"]["anyOf"][0]["maximum"] == 200
     assert gen["reference"]["maxItems"] == 3
     assert tools["generate"].input_schema["required"] == ["task", "prompt"]
@@ -651,9 +652,12 @@ async def test_a_refused_path_in_understand_media_or_an_auto_marker_is_a_tool_er
     [
         ({"task": "text_to_image", "prompt": "x", "width": 8}, "greater than or equal to 16"),
         ({"task": "text_to_image", "prompt": "x", "steps": 0}, "greater than or equal to 1"),
-        ({"task": "text_to_video", "prompt": "x", "num_frames": 30}, "num_frames=30: must be 4k+1"),
+        ({"task": "text_to_video", "prompt": "x", "num_frames": 2}, "num_frames=2: text_to_video makes 5 to"),
         ({"task": "text_to_video", "prompt": "x", "num_frames": 9, "duration_s": 2}, "not both"),
-        ({"task": "text_to_image", "prompt": "x", "width": 1920, "height": 1920}, "at most 921600 pixels"),
+        (
+            {"task": "text_to_image", "prompt": "x", "width": 8000, "height": 480},
+            "less than or equal to 7680",
+        ),
         ({"task": "image_edit", "prompt": "x", "source": "SRC"}, "image_edit needs 1 mask input(s)"),
         ({"task": "text_to_image", "prompt": "x", "source": "SRC"}, "text_to_image does not take source"),
         ({"task": "image_to_video", "prompt": "x", "first_frame": "CLIP"}, "must be an image"),
@@ -889,8 +893,7 @@ async def test_the_tool_schemas_carry_the_engine_models_bounds(dirs):
     gen = tools["generate"]["properties"]
     engine_gen = request_model("generate", limits).model_json_schema()["properties"]
     assert gen["guidance"]["anyOf"][0]["maximum"] == engine_gen["guidance"]["anyOf"][0]["maximum"]
-    longest_s = (limits.max_frames - 1) / limits.default_fps
-    assert gen["duration_s"]["anyOf"][0]["maximum"] == longest_s
+    assert gen["duration_s"]["anyOf"][0]["maximum"] == limits.max_duration_s
     assert gen["source"]["anyOf"][0]["maxLength"] == MAX_PATH_CHARS
     assert gen["reference"]["items"]["maxLength"] == MAX_PATH_CHARS
     assert tools["understand"]["properties"]["media"]["items"]["maxLength"] == MAX_PATH_CHARS

@@ -39,7 +39,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENGINE_SECTIONS = ("models and devices", "limits", "sampling defaults", "understanding", "performance")
+ENGINE_SECTIONS = (
+    "models and devices",
+    "limits",
+    "sampling defaults",
+    "results",
+    "understanding",
+    "performance",
+)
 SERVER_SECTIONS = (*ENGINE_SECTIONS, "server")
 
 #: Exit status of a command that failed on an engine error (bad request, missing weights...).
@@ -181,7 +188,7 @@ def natural_role(task: Task, kind: MediaKind) -> Role | None:
 
 #: ``generate`` request fields whose flags would repeat a configuration flag of the same name
 #: (``--steps`` sets the sampling default, which for one run is the same thing).
-_CONFIGURED = ("steps", "guidance", "negative_prompt", "conditioning_scale", "fps")
+_CONFIGURED = ("steps", "guidance", "negative_prompt", "conditioning_scale", "fps", "preserve")
 #: Shorter spellings kept from earlier versions.
 _ALIASES = {"num_frames": ("--frames",), "duration_s": ("--duration",), "reference": ("--ref",)}
 

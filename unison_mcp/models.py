@@ -49,6 +49,8 @@ class OutputInfo(BaseModel):
     num_frames: int
     fps: float | None = None
     duration_s: float | None = None
+    seed: int | None = Field(None, description="the seed this candidate was made from")
+    role: str = Field("result", description="'result', or 'new_part' (video_extend: the new frames alone)")
 
     @classmethod
     def of(cls, out: OutputFile) -> OutputInfo:
@@ -63,6 +65,8 @@ class OutputInfo(BaseModel):
             num_frames=out.num_frames,
             fps=out.fps,
             duration_s=out.duration_s,
+            seed=out.seed,
+            role=out.role,
         )
 
 

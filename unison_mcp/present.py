@@ -93,12 +93,17 @@ def _output_blocks(outputs: list[OutputFile], preview_side: int) -> list[Content
     for out in outputs:
         kind = "video" if out.mime_type.startswith("video/") else "image"
         info = OutputInfo.of(out)
+        what = f"{kind} ({out.width}×{out.height})"
+        if out.role == "new_part":
+            what = f"new part only, {what}"
+        if out.seed is not None and len(outputs) > 1:
+            what += f", seed {out.seed}"
         blocks.append(
             ResourceLink(
                 type="resource_link",
                 uri=info.uri,
                 name=out.name,
-                title=f"{kind} ({out.width}×{out.height})",
+                title=what,
                 description=f"{_describe(out)}; on disk: {out.path}",
                 mime_type=out.mime_type,
                 size=out.size_bytes,
@@ -117,7 +122,13 @@ def _output_blocks(outputs: list[OutputFile], preview_side: int) -> list[Content
 def _generation_text(gen: GenerateResult) -> str:
     lines = [f"{gen.plan.task.value}: wrote {len(gen.outputs)} file(s)."]
     for out in gen.outputs:
-        lines.append(f"- {OutputInfo.of(out).uri} → {out.path} ({_describe(out)})")
+        extra = "".join(
+            (
+                ", the new part alone" if out.role == "new_part" else "",
+                f", seed {out.seed}" if out.seed is not None and len(gen.outputs) > 1 else "",
+            )
+        )
+        lines.append(f"- {OutputInfo.of(out).uri} → {out.path} ({_describe(out)}{extra})")
     lines.append(
         f"seed {gen.seed}, {gen.steps} steps, guidance {gen.guidance:g}"
         + ("" if gen.projector else ", without projector tokens")

@@ -399,16 +399,24 @@ Tasks (output: what it does; inputs by role):
 A parameter the task does not take is refused, naming the ones it takes; so is an unknown argument.
 
 {_inputs_text(state.engine.inputs)}
-Size: width/height in pixels, rounded to multiples of 16, each {lim.min_side}-{lim.max_side}, at most
-{lim.max_pixels} pixels per frame; default {lim.default_width}×{lim.default_height}.
-Frames: images have 1. Videos have 4k+1 frames ({lim.min_frames}-{lim.max_frames}: 17, 33, 49, 81...),
-default {lim.default_frames}; or give duration_s instead (at `fps`, default {state.engine.config.sampling.fps:g}).
+Size: width/height in pixels, rounded to multiples of 16. Unset, tasks on a source keep the source's aspect
+at about {lim.default_width}×{lim.default_height}'s area (a portrait photo stays portrait); other tasks make
+{lim.default_width}×{lim.default_height}. Larger sizes (1080p, 4K) are scaled down to at most {lim.max_side} a side and
+{lim.max_pixels} pixels, keeping the aspect (said in the notes).
+Frames: images have 1. Videos have 4k+1 frames (17, 33, 49, 81...; other counts are rounded), or give
+duration_s instead (at `fps`, default {state.engine.config.sampling.fps:g}). Unset: a source video's length (edit,
+outpaint, control; its audio is kept), else {lim.default_frames}. One run makes up to {lim.max_frames} frames;
+text_to_video, image_to_video and video_extend make up to {lim.max_duration_s:g} s as a chain of windows.
+video_extend: num_frames/duration_s is the new part; the result is the whole clip, plus the new part alone.
+Kept: the source is pasted back wherever the task keeps it (outside the mask, the given first/last frame,
+the outpainted source, the extended clip); preserve=false returns the generator's raw output.
+Candidates: count (1-4) makes that many results from consecutive seeds, each its own file.
 Sampling: steps (default {state.engine.config.sampling.steps}), guidance, seed (fixed seed = same result),
-negative_prompt, conditioning_scale (strength of the input video/mask conditioning).
+negative_prompt (default: Wan2.1's), conditioning_scale (strength of the input video/mask conditioning).
 
-Returns: each file as a resource link (unison://outputs/<name>, mime type, size) with its absolute path in
-the structured result, a small JPEG preview (a video's first frame; frames, fps and duration in the text),
-and the settings used. A job still running after {state.config.wait_s:g} s returns
+Returns: each file as a resource link (unison://outputs/<name>, mime type, size; its seed) with its absolute
+path in the structured result, a small JPEG preview (a video's first frame; frames, fps and duration in the
+text), the settings used and notes on what was adjusted. A job still running after {state.config.wait_s:g} s returns
 {{job_id, status: 'running', progress}} instead: follow it with the `job` tool (action 'wait')."""
 
 

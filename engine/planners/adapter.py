@@ -2,10 +2,12 @@
 
 The released adapter adds the 14 Unison tokens, so its saved ``embed_tokens``/``lm_head`` have
 more rows than the base model's, and it trains them separately while the 3B base ties them.
-:func:`merge_adapter` therefore runs, in order: resize the base model to the adapter's rows, untie
-the embeddings, load the LoRA with PEFT (mapping the pre-4.52 key layout), merge it. The checks
-before each step turn a mismatched adapter into a :class:`~engine.errors.ModelError` that names
-the adapter and says which base model it needs, instead of a shape error deep inside PEFT.
+:func:`attach_adapter` therefore runs, in order: resize the base model to the adapter's rows, untie
+the embeddings, load the LoRA with PEFT (mapping the pre-4.52 key layout), and keeps it unmerged,
+with the base model one ``disable_adapter()`` away; :func:`merge_adapter` merges it after that.
+The checks before each step turn a mismatched adapter into a :class:`~engine.errors.ModelError`
+that names the adapter and says which base model it needs, instead of a shape error deep inside
+PEFT.
 
 Kept apart from :mod:`engine.planners.qwen` so that module reads as the model alone; the tiny
 model factory (:mod:`engine.tiny.qwen`) uses :func:`untie_word_embeddings` to build its adapter
@@ -163,6 +165,25 @@ def merge_adapter(model: Any, config: EngineConfig, model_id: str) -> tuple[Any,
     Resize to the adapter's rows, untie, load the LoRA with PEFT, merge. Raises
     :class:`ModelError` naming the adapter when its files are missing or made for another model.
     """
+    peft_model, tokenizer = attach_adapter(model, config, model_id, keep_base=False)
+    return peft_model.merge_and_unload(), tokenizer
+
+
+def attach_adapter(
+    model: Any, config: EngineConfig, model_id: str, *, keep_base: bool = True
+) -> tuple[Any, Any]:
+    """Load ``config.adapter`` onto ``model`` unmerged: (the PEFT model, the adapter's tokenizer).
+
+    The same steps as :func:`merge_adapter` without the merge: the LoRA layers are injected into
+    ``model`` in place, active until ``peft_model.disable_adapter()``. With ``keep_base``, inside
+    that context the model is exactly the base model: when the adapter's vocabulary size differs
+    from the base's, the resize would otherwise leave the base path with rows added (whose random
+    logits it could pick) or cut, so the base's own embeddings are kept for it (one copy of them,
+    and only when a resize happens).
+    """
+    import copy
+
+    import torch
     from transformers import AutoTokenizer
 
     ref = str(config.adapter)
@@ -187,12 +208,42 @@ def merge_adapter(model: Any, config: EngineConfig, model_id: str) -> tuple[Any,
     # The adapter's saved embeddings decide the size (it may pad past its tokenizer); without
     # saved embeddings, grow only as far as the tokenizer needs.
     target = rows if rows is not None else max(current, len(tokenizer))
+    base_embeddings = None
     if target != current:
+        if keep_base:
+            # resize_token_embeddings rewrites the modules in place. One deepcopy of both keeps a
+            # tied pair tied (one tensor), as in the base checkpoint.
+            pair = torch.nn.ModuleDict(
+                {"embed_tokens": model.get_input_embeddings(), "lm_head": model.get_output_embeddings()}
+            )
+            base_embeddings = copy.deepcopy(pair)
         model.resize_token_embeddings(target, mean_resizing=False)
     untie_word_embeddings(model)
-    merged = _load_lora(model, adapter_dir, where=where, model_id=model_id).merge_and_unload()
-    log.info("Unison adapter merged: %d tokens, %d embedding rows", len(tokenizer), target)
-    return merged, tokenizer
+    peft_model = _load_lora(model, adapter_dir, where=where, model_id=model_id)
+    if base_embeddings is not None:
+        _restore_base_embeddings(peft_model, base_embeddings)
+    log.info("Unison adapter loaded: %d tokens, %d embedding rows", len(tokenizer), target)
+    return peft_model, tokenizer
+
+
+def _restore_base_embeddings(peft_model: Any, base: Any) -> None:
+    """Make the base path of the saved-whole ``embed_tokens``/``lm_head`` the base's own modules.
+
+    PEFT wraps each module of ``modules_to_save`` in a ``ModulesToSaveWrapper`` that runs its
+    ``original_module`` while the adapter is disabled; that module is the resized one.
+    """
+    from peft.utils.other import ModulesToSaveWrapper
+
+    swapped = set()
+    for name, module in peft_model.named_modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            last = name.rsplit(".", 1)[-1]
+            if last in base:
+                module.original_module = base[last]
+                swapped.add(last)
+    if swapped != set(base.keys()):
+        # An adapter that does not save them whole shares the resized module with the base path.
+        log.warning("the base model keeps the adapter's vocabulary size for %s", sorted(set(base) - swapped))
 
 
 def _load_lora(model: Any, adapter_dir: Path, *, where: str, model_id: str) -> Any:

@@ -1,5 +1,11 @@
 """The ``instruct`` backend: the plain Qwen2.5-VL-Instruct model answers a small JSON plan.
 
+It plans with the base model even when the Unison adapter is loaded (the adapter disabled, the
+base tokenizer: :meth:`~engine.planners.qwen.QwenPlanner.using`), while the projector's features
+for the same request come from the Unison planner. Only under ``planner_backend='unison'``, where
+the adapter is merged and the plain model is not in memory, does it plan on the merged model, and
+the plan's notes say so.
+
 :func:`instruct_prompt` asks for one JSON object (task, size, frames, a role per numbered file),
 listing the tasks from the task table; :func:`plan_from_json` turns the answer into a plan (pure,
 lenient where the meaning is clear); :func:`plan_with_retry` asks once more with the error when
@@ -210,6 +216,22 @@ class InstructBackend:
     def __call__(self, request: Request, *, want_features: bool = False) -> PlanOutput:
         q = self.qwen
         q.load()
-        plan = plan_with_retry(lambda messages: q.reply(messages, q.instruct_max_new_tokens), request)
-        # The JSON answer is not the request: features need their own forward over the request.
-        return PlanOutput(plan=plan, features=q.features(request) if want_features else None)
+
+        def ask(messages: list[dict]) -> str:
+            return q.reply(messages, q.instruct_max_new_tokens)
+
+        if q.base_available:
+            with q.using(adapter=False):
+                plan = plan_with_retry(ask, request)
+        else:
+            log.warning("instruct plan on the Unison-merged model: the plain model is not loaded")
+            plan = plan_with_retry(ask, request)
+            plan.notes.append(
+                "the instruct planner ran on Qwen2.5-VL with the Unison adapter merged "
+                "(planner_backend 'unison' merges it): set planner_backend 'instruct' to plan with "
+                "the plain model"
+            )
+        # The JSON answer is not the request: features need their own forward, on the Unison
+        # planner (the projector's model), over the request as it reads it.
+        features = q.features(request) if want_features and q.can_project else None
+        return PlanOutput(plan=plan, features=features)

@@ -1,12 +1,40 @@
 """Qwen2.5-VL, loaded once: the model the ``unison`` and ``instruct`` backends (and understanding,
 and grounding) run on.
 
-:class:`QwenPlanner` loads Qwen2.5-VL on first use, with the Unison adapter merged in memory when
-the ``unison`` backend is configured (:func:`~engine.planners.adapter.merge_adapter`). It holds
-the steps every use shares: the chat text, tokenization, decoding settings, generation with
-progress and cancellation, and the features pass the projector reads. Planning is done by the
-backends (:mod:`~engine.planners.unison`, :mod:`~engine.planners.instruct`), understanding and
-grounding by :mod:`engine.understand`; the methods here of those names call them.
+:class:`QwenPlanner` loads Qwen2.5-VL on first use and, whenever an adapter is configured, the
+Unison LoRA with it, whatever the backend (:mod:`~engine.planners.adapter`). Those weights hold
+two models, each with its own tokenizer:
+
+- **the Unison planner**: base + LoRA, with the adapter's tokenizer (``<IMGPAD>`` and the other
+  13 added tokens are one id each). The ``unison`` backend plans with it, and the projector's
+  input always comes from it (:meth:`QwenPlanner.features`), whichever backend routed the
+  request: it is the model the projector was trained beside.
+- **the plain base model**, with the base tokenizer. The ``instruct`` backend plans with it.
+
+How they are held follows the configured ``planner_backend``:
+
+- ``unison``: the LoRA is merged in memory (:func:`~engine.planners.adapter.merge_adapter`), as the
+  reference merges it offline: no per-step LoRA cost, and the saved-whole embeddings are held
+  once. The plain model is then not in memory: an ``instruct`` plan asked for per request runs
+  on the merged model, and the plan says so in its notes.
+- ``instruct`` or ``rules`` with an adapter: the LoRA stays unmerged as a PEFT model
+  (:func:`~engine.planners.adapter.attach_adapter`) and :meth:`QwenPlanner.using` switches
+  between the two: with the adapter disabled the weights are exactly the base model's (the
+  adapter's vocabulary resize is undone on that path). The price: the LoRA's two thin matmuls per
+  adapted layer while it is active (the features pass, ``unison`` plans), and the base's
+  ``embed_tokens``/``lm_head`` kept beside the adapter's copies (about 1.2 GB in bfloat16 on the
+  3B model).
+- no adapter: the plain model alone; there are no features (:attr:`QwenPlanner.can_project`).
+
+Understanding and grounding run on the model they ran on before the adapter was loaded
+everywhere: the Unison planner under ``planner_backend='unison'`` (the reference answers with its
+merged planner), the plain model otherwise.
+
+The class holds the steps every use shares: the chat text, tokenization, decoding settings,
+generation with progress and cancellation, and the features pass the projector reads. Planning
+is done by the backends (:mod:`~engine.planners.unison`, :mod:`~engine.planners.instruct`),
+understanding and grounding by :mod:`engine.understand`; the methods here of those names call
+them.
 
 torch, transformers and peft are imported inside the methods: importing this module is cheap.
 """
@@ -16,14 +44,15 @@ from __future__ import annotations
 import importlib.util
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import understand as _understand
 from ..errors import InvalidRequest, ModelError
 from . import Planner, PlanOutput
-from .adapter import looks_local, merge_adapter
+from .adapter import attach_adapter, looks_local, merge_adapter
 from .instruct import InstructBackend
 from .unison import UnisonBackend
 
@@ -60,10 +89,11 @@ def _strip_chat_end(text: str) -> str:
 
 
 class QwenPlanner:
-    """Qwen2.5-VL (+ the Unison LoRA merged in memory): planning, understanding, grounding.
+    """Qwen2.5-VL (+ the Unison LoRA): planning, the projector's features, understanding, grounding.
 
     Nothing loads in ``__init__``; :meth:`load` loads once (thread-safe) and every other method
-    calls it. Calls are not meant to run concurrently: the Engine serialises model work.
+    calls it. Calls are not meant to run concurrently: the Engine serialises model work (and
+    :meth:`using` switches shared state).
     """
 
     def __init__(self, config: EngineConfig):
@@ -71,9 +101,15 @@ class QwenPlanner:
             raise ModelError("planner_model is not set: the Qwen planner needs Qwen2.5-VL weights")
         self.config = config
         self.model_id = config.planner_model
-        self.with_adapter = config.backend == "unison" and bool(config.adapter)
-        #: The model id shown to users (with the adapter when it is merged in).
-        self.name = f"{self.model_id} + {config.adapter}" if self.with_adapter else self.model_id
+        #: The adapter is loaded whenever one is configured: the projector's input needs it.
+        self.with_adapter = bool(config.adapter)
+        #: Merged when the configured routing is the Unison planner; unmerged otherwise, so that
+        #: the plain model stays one switch away (see the module docstring).
+        self.merged = self.with_adapter and config.backend == "unison"
+        #: Understanding and grounding run with the adapter only under ``planner_backend='unison'``.
+        self.understand_with_adapter = self.merged
+        #: The model id shown to users: the model understanding answers with.
+        self.name = f"{self.model_id} + {config.adapter}" if self.understand_with_adapter else self.model_id
         self.unison_max_new_tokens = UNISON_MAX_NEW_TOKENS
         self.instruct_max_new_tokens = INSTRUCT_MAX_NEW_TOKENS
         self.ground_max_new_tokens = GROUND_MAX_NEW_TOKENS
@@ -88,12 +124,27 @@ class QwenPlanner:
         self.dtype: torch.dtype | None = None
         self.adapter_loaded = False
         self.load_seconds: float | None = None
+        #: The PEFT model when the adapter is loaded unmerged (its LoRA layers live in ``model``).
+        self.peft_model: Any = None
+        #: (processor, tokenizer) of the plain model (False) and of the Unison planner (True).
+        self._tokenizers: dict[bool, tuple[Any, Any]] = {}
+        self._adapter_active = False
 
     # ------------------------------------------------------------------ loading
 
     @property
     def loaded(self) -> bool:
         return self.model is not None
+
+    @property
+    def can_project(self) -> bool:
+        """Whether :meth:`features` can run: the projector's input needs the Unison adapter."""
+        return self.with_adapter
+
+    @property
+    def base_available(self) -> bool:
+        """Whether the plain base model can run (not when the adapter is merged into it)."""
+        return not self.merged
 
     @property
     def hidden_size(self) -> int:
@@ -129,7 +180,7 @@ class QwenPlanner:
             raise ModelError(f"planner_model={ref!r}: cannot load the {what}{offline}: {exc}") from exc
 
     def load(self) -> None:
-        """Load the model, processor and (for the unison backend) the adapter, once."""
+        """Load the model, processor and (when one is configured) the adapter, once."""
         if self.model is not None:
             return
         # No lock of its own: the Engine's one lock serialises loads and all model work.
@@ -174,8 +225,13 @@ class QwenPlanner:
             device_map=str(device),
         )
         tokenizer = processor.tokenizer
+        self._tokenizers = {False: (processor, tokenizer)}
         if self.with_adapter:
-            model, tokenizer = merge_adapter(model, self.config, self.model_id)
+            if self.merged:
+                model, tokenizer = merge_adapter(model, self.config, self.model_id)
+            else:
+                self.peft_model, tokenizer = attach_adapter(model, self.config, self.model_id)
+                model = self.peft_model.get_base_model()  # the same model, LoRA layers injected
             self.adapter_loaded = True
             # Same image/video processors, the adapter's tokenizer (it knows the 14 Unison tokens).
             processor = type(processor)(
@@ -184,6 +240,9 @@ class QwenPlanner:
                 video_processor=processor.video_processor,
                 chat_template=processor.chat_template,
             )
+            self._tokenizers[True] = (processor, tokenizer)
+        # PEFT's LoRA starts active; a merged one is always.
+        self._adapter_active = self.adapter_loaded
         template = processor.chat_template or getattr(tokenizer, "chat_template", None)
         if not template:
             raise ModelError(
@@ -196,10 +255,51 @@ class QwenPlanner:
         self._hidden_size = int(model.config.get_text_config().hidden_size)
         self.model = model
 
+    @contextmanager
+    def using(self, *, adapter: bool) -> Iterator[None]:
+        """Run the block on the Unison planner (``adapter=True``) or the plain base model.
+
+        Switches the weights (PEFT's adapter layers on or off) and the tokenizer and processor
+        with them, and puts back what was active before on leaving, so blocks nest. Raises
+        :class:`ModelError` when the model asked for is not in memory.
+        """
+        self.load()
+        if adapter and not self.adapter_loaded:
+            raise ModelError(
+                f"the Unison planner needs the Unison adapter, but none is configured "
+                f"(adapter={self.config.adapter!r}): set adapter, e.g. 'ali-vilab/Unison'"
+            )
+        if not adapter and not self.base_available:
+            raise ModelError(
+                "the plain Qwen2.5-VL model is not in memory: planner_backend 'unison' merges the "
+                "adapter into it; set planner_backend 'instruct' or 'rules' to keep both"
+            )
+        previous = (self.processor, self.tokenizer, self._adapter_active)
+        switch = self.peft_model is not None and adapter != self._adapter_active
+        if switch:
+            self._set_adapter_layers(adapter)
+        self.processor, self.tokenizer = self._tokenizers[adapter]
+        self._adapter_active = adapter
+        try:
+            yield
+        finally:
+            if switch:
+                self._set_adapter_layers(previous[2])
+            self.processor, self.tokenizer, self._adapter_active = previous
+
+    def _set_adapter_layers(self, enabled: bool) -> None:
+        # LoRA layers and the saved-whole embeddings' wrappers alike (PeftModel.disable_adapter
+        # does the same, but cannot nest an enabled block inside a disabled one).
+        tuner = self.peft_model.base_model
+        if enabled:
+            tuner.enable_adapter_layers()
+        else:
+            tuner.disable_adapter_layers()
+
     # ------------------------------------------------------------------ shared steps
 
     def chat_text(self, messages: list[dict], *, generation_prompt: bool) -> str:
-        """The chat rendered with the model's template (the adapter's, when merged)."""
+        """The chat rendered with the model's template, by the active tokenizer."""
         return self.tokenizer.apply_chat_template(
             messages,
             chat_template=self.chat_template,
@@ -293,21 +393,38 @@ class QwenPlanner:
         out.timings["plan_s"] = time.perf_counter() - started
         return out
 
-    def features(self, request: Request) -> torch.Tensor:
-        """The projector's input: last-layer states (after the final norm) over the request.
+    def unison_ids(self, request: Request, *, generation_prompt: bool) -> list[int]:
+        """The request as the Unison planner reads it, tokenized by the active tokenizer.
 
-        The chat-templated request (default system message, user turn with ``<IMGPAD>``/``<VIDPAD>``
-        placeholders) is rendered without the generation prompt; the first position is dropped.
-        Returns (1, L-1, hidden) float32 on the CPU.
+        The chat template's default system message and one user turn holding ``request.text``
+        (its ``<IMGPAD>``/``<VIDPAD>`` placeholders one added token each with the adapter's
+        tokenizer), with or without the generation prompt.
+        """
+        return self.token_ids(
+            self.chat_text([{"role": "user", "content": request.text}], generation_prompt=generation_prompt)
+        )
+
+    def features(self, request: Request) -> torch.Tensor:
+        """The projector's input: the Unison planner's last-layer states (after the final norm).
+
+        Always on the base model with the LoRA active and the adapter's tokenizer, whatever
+        backend planned the request: that is the input the projector was trained on. The request
+        is rendered as :meth:`unison_ids` without the generation prompt; the first position is
+        dropped. Returns (1, L-1, hidden) float32 on the CPU. Raises :class:`ModelError` when no
+        adapter is configured (:attr:`can_project`).
         """
         import torch
 
-        self.load()
-        ids = self.token_ids(
-            self.chat_text([{"role": "user", "content": request.text}], generation_prompt=False)
-        )
-        with torch.inference_mode():
-            hidden = self.model.model(**self.text_inputs(ids)).last_hidden_state  # (1, L, hidden)
+        if not self.can_project:
+            raise ModelError(
+                "the projector's input comes from the Unison planner (Qwen2.5-VL with the Unison "
+                "adapter), but no adapter is configured: set adapter (e.g. 'ali-vilab/Unison'), or "
+                "projector 'none' for plain Wan-VACE conditioning"
+            )
+        with self.using(adapter=True):
+            ids = self.unison_ids(request, generation_prompt=False)
+            with torch.inference_mode():
+                hidden = self.model.model(**self.text_inputs(ids)).last_hidden_state  # (1, L, hidden)
         return hidden[:, 1:].float().cpu()
 
     # ------------------------------------------------------------------ understanding, grounding
@@ -322,17 +439,25 @@ class QwenPlanner:
         control: JobControl | None = None,
         sources: Mapping[str, Source] | None = None,
     ) -> str:
-        """Answer ``prompt`` about the images and videos in ``media``: :func:`engine.understand.understand`."""
-        return _understand.understand(
-            self,
-            prompt,
-            media,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            control=control,
-            sources=sources,
-        )
+        """Answer ``prompt`` about the images and videos in ``media``: :func:`engine.understand.understand`.
+
+        On the Unison planner under ``planner_backend='unison'``, on the plain model otherwise.
+        """
+        with self.using(adapter=self.understand_with_adapter):
+            return _understand.understand(
+                self,
+                prompt,
+                media,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                control=control,
+                sources=sources,
+            )
 
     def ground(self, image: Image.Image, phrase: str) -> list[Box]:
-        """Boxes of ``phrase`` in ``image``, in its pixels: :func:`engine.understand.ground`."""
-        return _understand.ground(self, image, phrase)
+        """Boxes of ``phrase`` in ``image``, in its pixels: :func:`engine.understand.ground`.
+
+        On the same model as :meth:`understand`.
+        """
+        with self.using(adapter=self.understand_with_adapter):
+            return _understand.ground(self, image, phrase)

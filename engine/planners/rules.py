@@ -9,56 +9,87 @@ The generator's prompt is always ``request.prompt`` (the request without its mar
 
 Conventions
 -----------
+Languages: the words below are read in English, Spanish, French, German, Portuguese, Italian,
+Chinese and Japanese (full-width punctuation and digits as ASCII; "¿"/"¡" openings ignored).
+Numbers are digits, or number words one…ten in those languages (两/三…十 in Chinese).
+
 Output size (generation tasks only; ``None`` means the configured default, 832×480):
 
-* "480p" → 832×480, "720p" → 1280×720, "1080p" → 1920×1080 (another "Np" → N high at 16:9);
-  turned to portrait (480×832, 720×1280) when the text says portrait or vertical.
-* "portrait"/"vertical" alone → the default size upright (480×832); "9:16" likewise; "16:9" is
-  the default; "square"/"1:1" and other ratios (4:3, 21:9…) keep the default's pixel count.
-* Explicit sizes win over all of that: "W×H", "WxH", "W by H", "width of W … height of H",
-  "W pixels wide", "H pixels tall" (one side alone keeps the default aspect).
+* "480p" → 832×480, "720p" → 1280×720, "1080p" → 1920×1080, "1440p"/"2K" → 2560×1440,
+  "2160p"/"4K" → 3840×2160 (another "Np" → N high at 16:9), turned upright when the text says
+  portrait. Sizes above the pixel budget are planned as said: ``check_plan`` scales them down
+  keeping the aspect, with a note.
+* Portrait: "portrait", "vertical(e)", "hochformat", "hochkant", "retrato", "ritratto", 竖屏/竖版,
+  縦長/縦向き → the default size upright (480×832); "9:16" likewise; "16:9" is the default;
+  "square" (also "format carré", "cuadrado", "quadratisch", 正方形) / "1:1" and other ratios (4:3,
+  21:9…) keep the default's pixel count.
+* Explicit sizes win over all of that: "W×H", "WxH", "W by H" (por/par/mal/per), "width of W …
+  height of H", "W pixels wide", "H pixels tall" (one side alone keeps the default aspect).
 
 Frames (video tasks only; images always have 1):
 
-* "N seconds" (also "N s", "N sec", "N-second", "N minutes", words one…ten) → 16·N+1 frames at
-  16 fps (:func:`~engine.plan.frames_for_seconds`); "N frames" as given; both normalised to
-  4k+1 (:func:`~engine.plan.nearest_4k1`). Unsaid: ``None`` (81 by default).
+* "N seconds" (segundos, secondes, Sekunden, secondi, N秒, N秒間, N秒钟; also "N s", "N sec",
+  "N-second", "N minutes"/分钟) → 16·N+1 frames at 16 fps (:func:`~engine.plan.frames_for_seconds`);
+  "N frames" (fotogramas, fotogrammi, 帧, フレーム) as given, normalised to 4k+1
+  (:func:`~engine.plan.nearest_4k1`). Unsaid: ``None`` (81 by default).
+* For video_extend the frames are the *new* part only: "4 more seconds", "2 extra seconds",
+  "3 segundos más", "noch 4 Sekunden" → frames for those seconds (65, 33…); the engine outputs
+  the source followed by them.
 
 Understanding or generation:
 
 * A request that opens with a question word or a reading verb (what, how, is, describe, explain,
-  summarize, count, tell me, translate, write…), or asks for text ("write a caption"), is
-  understanding; so is one with "?" or such verbs anywhere and no generation verb. The task is
-  typed by the files (:func:`engine.tasks.understanding_task`: any video → video_understanding,
-  images → image_understanding, none → text_understanding). Every file is a ``query`` input.
-* Without files, anything else is text_to_video when a video is asked for (video, clip,
-  animation, "N seconds"…) and text_to_image otherwise (a bare description is a picture).
-* With files, a request with neither a generation verb nor an output noun is understanding.
+  summarize, count, tell me, translate, write…; qué, cómo, décris, was, wie, quem, cosa…), or
+  asks for text ("write a caption", 写一首), is understanding; so is one with "?" (or 什么, 吗,
+  ですか…) or such verbs anywhere and no generation word. The task is typed by the files
+  (:func:`engine.tasks.understanding_task`: any video → video_understanding, images →
+  image_understanding, none → text_understanding). Every file is a ``query`` input.
+* Generation words in every language count: create/make/draw (crea, crée, erstelle, genera,
+  dibuja, dessine, zeichne, "haz un", "fais une", "mach ein", 生成, 画一, 作って, 描いて…), edit
+  verbs (quita, remplace, entferne, rimuovi, 换成, 削除…) and animate (anima, anime cette,
+  animiere, 动起来, 動かして…): "Anime cette image ###a.png###" is image_to_video.
+* Without files, anything else is text_to_video when a video is asked for (video, clip, vidéo,
+  视频, 動画, animation, "N seconds"…) and text_to_image otherwise (a bare description is a picture).
+* With files, a request with neither a generation word nor an output noun is understanding.
+
+Files named by position (with two files or more): "the first image", "the second one", "the last
+video", "image 2", "la primera imagen", "das zweite Bild", 第二张图片, 2枚目の画像. What the clause
+says of it ("use the first image as the mask", "the last image is where the clip ends") is the
+file's, and outranks its file name and the words next to its marker. "As the first image" stays
+frame wording.
 
 Generation with files, in order of preference (the first one the files make possible wins):
 
-* A file named ``*mask*`` or called "the mask" (with two or more files) → image_edit /
-  video_edit, with that file as ``mask``.
+* A file said to be the mask (by position, by name ``*mask*``, called "the mask"/máscara/masque/
+  Maske/遮罩/マスク, or described as marking the region: "###b.png### marks the region", "the red
+  area in ###b.png### shows where"), with two or more files → image_edit / video_edit.
 * A file named or called a pose / depth / edge / canny / sketch / scribble / line-art / control
   map or video (or "following the motion of") → image_control / video_control.
 * Images with first/last-frame wording ("as the first frame", "ends on", "starting frame",
   "final shot") → first_last_to_video with two images, image_to_video with one; for two images
   "from ### to ###", "transition/morph between" also count. The image is the ``last_frame``
   when the words near it (or its file name) say so, else the ``first_frame``.
-* "outpaint", "uncrop", "zoom out", "expand", "extend/enlarge … canvas / sides / left / by N
-  pixels", "aspect ratio" → image_outpaint / video_outpaint. "by N pixels" sets margins on the
-  sides named (left, right, top, bottom, "sides" = left+right, "vertically" = top+bottom, none
-  named = all four); sides named without an amount get 1/8 of the output's width/height; with
-  neither, every side gets 1/8, unless a new size or aspect ratio is asked for (no margins: the
-  source is then fitted, centred, inside the output).
-* "continue", "extend", "make it (N seconds) longer", "what happens next" with a video →
-  video_extend.
+* Several subjects brought together ("put these three characters together at a picnic table",
+  "combine ### and ### into one picture", juntos, ensemble, zusammen, insieme, 一起) with two
+  images or more → image_reference (video_reference when a video is asked), every image a
+  reference, before any edit reading.
+* Outpaint wording: "outpaint", "uncrop", "zoom out", "expand", "widen", "show more of", "extend/
+  enlarge … canvas / sides / left / by N pixels", "add N pixels of … on the left", "aspect ratio"
+  (amplía, élargis, dézoome, erweitere, allarga, 扩图, 向左右两边扩展, ズームアウト…) →
+  image_outpaint / video_outpaint. "N pixels" sets margins on the sides named (left, right, top,
+  bottom and their words in each language, "sides"/"widen"/左右 = left+right, "vertically"/上下 =
+  top+bottom, none named = all four); sides named without an amount get 1/8 of the output's
+  width/height; with neither, every side gets 1/8, unless a new size or aspect ratio is asked for
+  (no margins: the source is then fitted, centred, inside the output).
+* Extension wording with a video: "continue", "extend", "keep (it) going", "N more/extra
+  seconds", "make it N seconds longer", "what happens next" (continúa, prolonge, verlängere,
+  allunga, 继续, 延长, 続き…) → video_extend.
   "extend"/"expand" with an image and no video wanted → image_outpaint.
 * Images when a video is wanted: image_to_video (one image), video_reference (the subjects),
   first_last_to_video (two images).
-* Edit verbs (replace, remove, change, edit, add, erase, swap, "turn … into", "make the/it …")
-  → image_edit (two images: the mask is the one so named, else the second) or video_edit (the
-  video is the source; another file, if any, is its mask).
+* Edit verbs (replace, remove, change, edit, add, erase, swap, "turn … into", "make the/it …",
+  and their words in each language) → image_edit (two images: the mask is the one so said, else
+  the second) or video_edit (the video is the source; another file, if any, is its mask).
 * Reference wording ("reference", "face ID", "subject", "the person in ###", "this dog",
   "featuring", "same character") → image_reference / video_reference (every image, 1-3).
 * Otherwise images → image_reference; a video with a creation verb ("generate a video of a
@@ -90,51 +121,97 @@ log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Vocabulary. Everything is matched on the lowercased planner text, where each file is a
-# ``<imgpad>`` / ``<vidpad>`` placeholder, so paths never look like words or sizes.
+# ``<imgpad>`` / ``<vidpad>`` placeholder, so paths never look like words or sizes, and a file
+# named by its position ("the second image") is a ``<ref>`` (see ``_positions``). English comes
+# first in each list, then Spanish, French, German, Portuguese and Italian; Chinese and Japanese
+# words stand apart because ``\b`` finds no word edges in text written without spaces.
 
 _PAD = re.compile(r"<(?:img|vid)pad>")
-_ANY_PAD = r"<(?:img|vid)pad>"
+_ANY_PAD = r"(?:<(?:img|vid)pad>|<ref>)"
 
 _NUM_WORDS = {
-    "one": 1,
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-    "ten": 10,
+    **dict.fromkeys(("one", "un", "une", "una", "uno", "um", "uma", "ein", "eine", "einen"), 1),
+    **dict.fromkeys(("two", "dos", "deux", "zwei", "dois", "duas", "due"), 2),
+    **dict.fromkeys(("three", "tres", "trois", "drei", "três", "tre"), 3),
+    **dict.fromkeys(("four", "cuatro", "quatre", "vier", "quatro", "quattro"), 4),
+    **dict.fromkeys(("five", "cinco", "cinq", "fünf", "cinque"), 5),
+    **dict.fromkeys(("six", "seis", "sechs", "sei"), 6),
+    **dict.fromkeys(("seven", "siete", "sept", "sieben", "sete", "sette"), 7),
+    **dict.fromkeys(("eight", "ocho", "huit", "acht", "oito", "otto"), 8),
+    **dict.fromkeys(("nine", "nueve", "neuf", "neun", "nove"), 9),
+    **dict.fromkeys(("ten", "diez", "dix", "zehn", "dez", "dieci"), 10),
 }
-_NUM = r"\b(\d+(?:\.\d+)?|" + "|".join(_NUM_WORDS) + r")"
-_SECONDS = re.compile(_NUM + r"\s*-?\s*(?:seconds?|secs?)\b")
-# "5s" / "2 s": only small numbers, because "the 80s" and "1990s" are decades, not durations.
-_SHORT_SECONDS = re.compile(r"\b(\d{1,2}(?:\.\d+)?)\s?s\b")
-_SHORT_SECONDS_MAX = 15
-_MINUTES = re.compile(_NUM + r"\s*-?\s*(?:minutes?|mins?)\b")
-_FRAMES = re.compile(r"\b(\d+)\s*-?\s*frames?\b(?!\s*(?:per|a|/)\s*(?:second|sec|s)\b)")
-
-_WXH = re.compile(r"\b(\d{2,5})\s*(?:px|pixels)?\s*(?:x|\*|by)\s*(\d{2,5})\b")
-_WIDTH = re.compile(r"\bwidth\s*(?:of|=|:|is|to|at)?\s*(\d{2,5})\b|\b(\d{2,5})\s*(?:px|pixels?)?\s*wide\b")
-_HEIGHT = re.compile(
-    r"\bheight\s*(?:of|=|:|is|to|at)?\s*(\d{2,5})\b|\b(\d{2,5})\s*(?:px|pixels?)?\s*(?:tall|high)\b"
+_CJK_DIGITS = {
+    "零": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "兩": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
+_CJK_NUM = r"([0-9]+(?:\.[0-9]+)?|[零一二两兩三四五六七八九十]+)"
+_NUM = r"\b([0-9]+(?:\.[0-9]+)?|" + "|".join(sorted(_NUM_WORDS, key=len, reverse=True)) + r")"
+# "4 more seconds", "2 extra seconds", "4 weitere Sekunden": the new part of an extension.
+_MORE = (
+    r"(?:(?:more|extra|additional|further|weitere|weiteren|autres|otros|otras|outros|outras|altri|altre)\s+)?"
 )
-_P_RES = re.compile(r"\b(\d{3,4})\s*p\b")
-_P_SIZES = {480: (832, 480), 720: (1280, 720), 1080: (1920, 1080)}
-_ASPECT = re.compile(r"\b(\d{1,2})\s*:\s*(\d{1,2})\b")
+_SECONDS = re.compile(
+    _NUM + r"\s*-?\s*" + _MORE + r"(?:seconds?|secs?|segundos?|secondes?|sekunden?|sek|secondi|secondo)\b"
+    r"|(?<![0-9.])" + _CJK_NUM + r"\s*(?:秒钟|秒鐘|秒間|秒)"
+)
+# "5s" / "2 s": only small numbers, because "the 80s" and "1990s" are decades, not durations.
+_SHORT_SECONDS = re.compile(r"\b([0-9]{1,2}(?:\.[0-9]+)?)\s?s\b")
+_SHORT_SECONDS_MAX = 15
+_MINUTES = re.compile(
+    _NUM + r"\s*-?\s*" + _MORE + r"(?:minutes?|mins?|minutos?|minuten?|minuti|minuto)\b"
+    r"|(?<![0-9.])" + _CJK_NUM + r"\s*(?:分钟|分鐘|分間)"
+)
+_FRAMES = re.compile(
+    r"\b([0-9]+)\s*-?\s*(?:frames?|fotogramas?|fotogrammi|quadros)\b"
+    r"(?!\s*(?:per|a|/|por|par|pro)\s*(?:second|sec|s|segundo|seconde|sekunde|secondo)\b)"
+    r"|(?<![0-9])([0-9]+)\s*(?:帧|幀|フレーム)"
+)
+
+_WXH = re.compile(r"\b([0-9]{2,5})\s*(?:px|pixels?)?\s*(?:x|\*|by|por|par|mal|per)\s*([0-9]{2,5})\b")
+_WIDTH = re.compile(
+    r"\bwidth\s*(?:of|=|:|is|to|at)?\s*([0-9]{2,5})\b|\b([0-9]{2,5})\s*(?:px|pixels?)?\s*wide\b"
+)
+_HEIGHT = re.compile(
+    r"\bheight\s*(?:of|=|:|is|to|at)?\s*([0-9]{2,5})\b"
+    r"|\b([0-9]{2,5})\s*(?:px|pixels?)?\s*(?:tall|high)\b"
+)
+_P_RES = re.compile(r"\b([0-9]{3,4})\s*p\b")
+_P_SIZES = {480: (832, 480), 720: (1280, 720), 1080: (1920, 1080), 1440: (2560, 1440), 2160: (3840, 2160)}
+# "4K" and "2K" as screens name them (UHD, QHD); check_plan scales sizes above the budget down.
+_K_RES = re.compile(r"\b([24])\s*k\b(?!\s*\+)")
+_K_SIZES = {2: (2560, 1440), 4: (3840, 2160)}
+_ASPECT = re.compile(r"\b([0-9]{1,2})\s*:\s*([0-9]{1,2})\b")
 _RATIOS = {(16, 9), (9, 16), (4, 3), (3, 4), (1, 1), (21, 9), (9, 21), (3, 2), (2, 3), (4, 5), (5, 4)}
-_PORTRAIT = re.compile(r"\b(?:portrait|vertical|vertically oriented)\b")
+_PORTRAIT = re.compile(
+    r"\b(?:portrait|vertical|vertically oriented|verticale?s?|hochformat|hochkant|retrato|ritratto)\b"
+    r"|竖屏|竖版|竖向|竖幅|豎屏|豎版|縦長|縦向き|縦型|縦位置"
+)
 _SQUARE = re.compile(
     r"\bsquare\s+(?:image|picture|photo|video|clip|format|aspect|frame|canvas|crop|output|size|shape)\b"
     r"|\b(?:in|as)\s+(?:a\s+)?square\b"
+    r"|\b(?:format|formato|im|in|en|em)\s+(?:carré|cuadrado|quadrado|quadrato|quadrat|quadratisch)\b"
+    r"|\bquadratisch\w*|正方形"
 )
 
 # Understanding: the first word after greetings and polite openings, or text asked for.
 _POLITE = re.compile(
     r"^(?:please|pls|kindly|hey|hi|hello|ok|okay|so|now|also|and|then|could you|can you|would you"
     r"|will you|would you mind|i(?:'d| would) like(?: you)? to|i want(?: you)? to|i need(?: you)? to"
-    r"|i'd love(?: you)? to|help me|let's|let me|is it possible to|try to|go ahead and)\b[\s,!:]*"
+    r"|i'd love(?: you)? to|help me|let's|let me|is it possible to|try to|go ahead and"
+    r"|por favor|s'il te plaît|s'il vous plaît|bitte|per favore|hola|bonjour|hallo|ciao|olá"
+    r"|kannst du|können sie|könntest du|puedes|podrías|puede|peux-tu|pouvez-vous|pourrais-tu"
+    r"|pourriez-vous|podes|pode|você pode|puoi|potresti|può)\b[\s,!:]*"
 )
 _UNDERSTAND_FIRST = frozenset(
     re.findall(
@@ -143,53 +220,134 @@ _UNDERSTAND_FIRST = frozenset(
         "does do did has have should isn't aren't doesn't describe explain summarize summarise caption "
         "count identify tell transcribe translate list compare analyze analyse classify recognize "
         "recognise read write answer name detect find locate rate evaluate critique define solve "
-        "calculate compute guess estimate suggest",
+        "calculate compute guess estimate suggest "
+        # es
+        "qué que quién quien quiénes cuántos cuántas cuánto cuál cuáles dónde describe describa "
+        "explica explícame resume resúmeme dime cuéntame hay escribe traduce compara "
+        # fr
+        "qu'est qu'est-ce qu'y quoi quel quelle quels quelles qui comment combien pourquoi où décris décrivez "
+        "explique expliquez résume résumez écris écrivez traduis traduisez compare est-ce "
+        # de
+        "wer wie wo warum welche welcher welches wieviele beschreibe beschreib erkläre erklär fasse "
+        "ist sind gibt zähle übersetze schreibe nenne vergleiche "
+        # pt
+        "quem quantos quantas qual quais onde descreva descreve explique resuma traduza escreva há "
+        # it
+        "cosa che chi quanti quante quale quali perché descrivi spiega riassumi traduci scrivi dimmi "
+        "c'è",
     )
 )
-_DESCRIBING_VERBS = frozenset({"is", "are", "was", "were", "has", "have", "does", "do", "should"})
+_DESCRIBING_VERBS = frozenset(
+    {"is", "are", "was", "were", "has", "have", "does", "do", "should", "ist", "sind"}
+)
 _TEXT_OUTPUT = re.compile(
     r"\b(?:generate|create|write|give|make|produce|provide|suggest|compose|draft)\s+(?:me\s+)?"
     r"(?:a|an|the|some|\d+)?\s*(?:\w+\s+)?(?:captions?|descriptions?|summary|summaries|titles?|"
     r"story|stories|poems?|lists?|answers?|explanations?|transcripts?|reports?|tags?|hashtags?|"
     r"alt text|names?|ideas?|prompts?|essays?|letters?|emails?|jokes?|haikus?|lyrics|scripts?|"
     r"tweets?|paragraphs?|sentences?|text)\b"
+    r"|写(?:一|个|首|段|篇|份)|翻译|翻譯|翻訳|書いて"
 )
-_QUESTION = re.compile(r"\?|\b(?:describe|explain|summari[sz]e|how many|what|why|caption|identify|count)\b")
+_QUESTION = re.compile(
+    r"\?|\b(?:describe|explain|summari[sz]e|how many|what|why|caption|identify|count)\b"
+    r"|什么|什麼|多少|为什么|為什麼|怎么|怎麼|描述|解释|解釋|总结|總結|介绍|介紹|吗|嗎|是否"
+    r"|何が|何を|何の|何人|なぜ|いくつ|説明|ですか|ますか|でしょうか|教えて"
+)
 
 # Generation.
 _CREATE = re.compile(
     r"\b(?:create|generate|draw|render|paint|produce|design|illustrate|imagine|visuali[sz]e|depict"
-    r"|film|shoot|sketch|craft)\b|\bmake\s+(?:me\s+|us\s+)?(?:a|an|some|\d+|another|one)\b"
+    r"|film|shoot|sketch|craft"
+    r"|crea|crear|creare|crée|créer|créez|crie|criar|erstelle|erstellen|erzeuge|erzeugen|generiere"
+    r"|generieren|genera|generar|generare|génère|générer|générez|gere|gerar|dibuja|dibujar|dessine"
+    r"|dessiner|dessinez|zeichne|zeichnen|desenhe|desenhar|disegna|disegnare|pinta|pintar|peins"
+    r"|peindre|pinte|dipingi|diseña|produis|produza|produci|realiza|réalise|realizza|gestalte|machen)\b"
+    r"|\bmake\s+(?:me\s+|us\s+)?(?:a|an|some|\d+|another|one)\b"
     r"|\bshow\s+(?:me\s+)?(?:a|an|some)\b|\bgive\s+me\s+(?:a|an)\b"
+    # "haz un vídeo", "fais une image", "mach ein Bild", "fai un video", "faça um vídeo"
+    r"|\b(?:haz|hazme|hacer|fais|faites|fai|fammi|faça|faz|fazer|mach|mache|machen)\b"
+    r"(?:\s*-?\s*(?:moi|me|mir|mi))?\s+(?:un|une|una|uno|um|uma|ein|eine|einen|des|unos|unas|\d+)\b"
+    r"|生成|创建|創建|创作|創作|制作|製作|画一|畫一|画个|画張|画张|做一|来一|來一|给我一|給我一"
+    r"|作成|作って|描いて|作る|描く|つくって"
 )
 _EDIT = re.compile(
     r"\b(?:replace|remove|erase|delete|change|edit|recolou?r|inpaint|retouch|swap|add|fix|restyle"
-    r"|redraw|repaint|transform|convert|modify|alter|get rid of|fill)\b"
+    r"|redraw|repaint|transform|convert|modify|alter|get rid of|fill"
+    r"|reemplaza|reemplazar|sustituye|sustituir|elimina|eliminar|quita|quitar|borra|borrar|cambia"
+    r"|cambiar|edita|editar|añade|añadir|agrega|agregar|convierte|transforma|modifica|modificar"
+    r"|retoca|remplace|remplacer|remplacez|supprime|supprimer|supprimez|enlève|enlever|efface"
+    r"|effacer|retirer|changer|changez|modifie|modifier|édite|éditer|ajoute|ajouter|ajoutez"
+    r"|transforme|transformer|convertis|corrige|retouche|ersetze|ersetzen|entferne|entfernen|lösche"
+    r"|löschen|ändere|ändern|bearbeite|bearbeiten|füge|hinzufügen|tausche|verwandle|färbe"
+    r"|retuschiere|substitua|substituir|remova|remover|apague|apagar|mude|mudar|altere|alterar"
+    r"|edite|adicione|adicionar|troque|trocar|converta|sostituisci|sostituire|rimuovi|rimuovere"
+    r"|cancella|togli|aggiungi|aggiungere|trasforma|converti|ritocca)\b"
     r"|\bturn\b.{0,80}?\binto\b"
     r"|\bmake\s+(?:the|this|these|those|his|her|its|their|it|them|him|all|every|" + _ANY_PAD + r")\s"
+    r"|替换|替換|换成|換成|去掉|删除|刪除|移除|去除|修改|编辑|編輯|改成|变成|變成|添加|加上|换掉|抹去"
+    r"|置き換え|削除|消して|消す|変更|編集|変えて|追加|取り除"
 )
 _ANIMATE = re.compile(
     r"\banimat(?:e|es|ed|ing|ion|ions)\b|\bbring\b.{0,40}?\bto life\b|\bcomes? (?:alive|to life)\b"
     r"|\bmake\s+(?:it|this|them|him|her|" + _ANY_PAD + r")\s+(?:move|moving|dance|dancing|walk|walking"
     r"|run|running|talk|talking|smile|blink|wave|jump|fly|swim|spin|sing)\b|\bin motion\b"
+    r"|\banim(?:ar|are|er|ez|iere|ieren|iert|ier)\b"
+    # "anime"/"anima" are also nouns ("an anime girl"): only as a verb with its object after it.
+    r"|\banim[ae]\s+(?:esta|este|esa|ese|essa|esse|isto|isso|questa|questo|quest'|cette|cet|ce|ces"
+    r"|la|le|les|l'|mi|mis|ma|mon|mes|minha|meu|mia|mio|il|lo|el|a|o|" + _ANY_PAD + r")"
+    r"|\b(?:da|dale|dar|donne|dê|dai|dá)\s+(?:la\s+)?vi(?:da|e|ta)\b|\bzum leben\b|\bcobr[ae] vida\b"
+    r"|\bprend vie\b|\ben mouvement\b|\bem movimento\b|\bin movimento\b|\bin bewegung\b"
+    r"|动起来|動起來|活起来|活起來|让.{0,20}?动|讓.{0,20}?動|動かして|動かす|動くように|アニメーション化|アニメ化"
 )
 # Output nouns. A noun right next to a file, or after "this/my/the attached…", names an input.
 _IMAGE_NOUNS = (
     r"images?|pictures?|photos?|photographs?|pics?|drawings?|paintings?|illustrations?"
     r"|posters?|renders?|artworks?|stills?|wallpapers?|logos?|icons?|stickers?|sketch(?:es)?"
+    r"|imagen|imágenes|imagenes|fotos?|fotografías?|fotografias?|fotografie|dibujos?|pinturas?"
+    r"|ilustración|dessins?|peintures?|bild|bilder|zeichnung|gemälde|imagem|imagens|desenhos?"
+    r"|immagine|immagini|disegno|dipinto"
 )
 _VIDEO_NOUNS = (
     r"videos?|clips?|movies?|films?|footage|gifs?|timelapses?|time-lapses?|cinemagraphs?|animations?"
+    r"|vídeos?|vidéos?|películas?|animación|animação|animazione|filmato|filmati|filmes?|séquence|clipes?"
 )
-_OUTPUT_NOUN = re.compile(r"\b(?:(" + _IMAGE_NOUNS + r")|(" + _VIDEO_NOUNS + r"))\b")
+_CJK_IMAGE_NOUNS = r"图片|圖片|图像|圖像|照片|图画|圖畫|插画|插畫|画像|写真|イラスト|絵"
+_CJK_VIDEO_NOUNS = r"视频|視頻|影片|动画|動畫|短片|动图|動圖|動画|ビデオ|アニメーション|映像|ムービー"
+_OUTPUT_NOUN = re.compile(
+    r"\b(?:("
+    + _IMAGE_NOUNS
+    + r")|("
+    + _VIDEO_NOUNS
+    + r"))\b|("
+    + _CJK_IMAGE_NOUNS
+    + r")|("
+    + _CJK_VIDEO_NOUNS
+    + r")"
+)
 _INPUT_DETERMINER = re.compile(
-    r"(?:this|that|these|those|my|our|your|attached|given|above|following|provided|uploaded|input"
-    r"|source|original|reference|pose|depth|edge|control|mask)\s+$"
+    r"(?:\b(?:this|that|these|those|my|our|your|attached|given|above|following|provided|uploaded|input"
+    r"|source|original|reference|pose|depth|edge|control|mask"
+    r"|esta|este|esa|ese|estas|estos|cette|cet|ce|ces|mon|ma|mes|diese|dieses|diesen|dieser|diesem"
+    r"|mein|meine|meinem|meinen|essa|esse|nesta|neste|desta|deste|minha|meu|questa|questo|mia|mio)\s+"
+    r"|这张|這張|这个|這個|这段|這段|这幅|這幅|此|该|該|この|その)$"
 )
 
 # What a file is for, from the words near its marker (near) or from its file name (name).
-_NEAR_MASK = re.compile(r"\bmasks?\b|\bmasked\b|\bmatte\b")
-_NAME_MASK = re.compile(r"mask")
+_NEAR_MASK = re.compile(
+    r"\bmasks?\b|\bmasked\b|\bmatte\b|\bmáscaras?\b|\bmascaras?\b|\bmasques?\b|\bmasken?\b"
+    r"|\bmaschera\b|遮罩|蒙版|掩码|掩碼|掩膜|マスク"
+)
+_NAME_MASK = re.compile(r"mask|masque|mascara|maschera")
+# "###b.png### marks the region", "the red area in ###b.png### shows where": that file is the mask.
+_NEAR_REGION = re.compile(
+    r"\b(?:marks?|shows?|indicates?|highlights?|outlines?|defines?|delimits?|covers?|selects?)\s+"
+    r"(?:\w+\s+){0,2}?(?:regions?|areas?|spots?|parts?|zones?|places?|where|what)\b"
+    r"|\b(?:red|white|black|green|blue|highlighted|marked|painted|shaded|masked|colou?red|selected)\s+"
+    r"(?:regions?|areas?|parts?|zones?|spots?|pixels|shapes?)\b"
+    r"|\b(?:marca|marque|markiert|indica|indique|zeigt|mostra|muestra|montre)\b.{0,24}?"
+    r"\b(?:zona|zone|región|région|bereich|área|area|regione|dónde|onde|où|wo|dove)\b"
+    r"|标出|標出|标记|標記|区域|區域|領域|範囲"
+)
 _CONTROL_WORDS = (
     r"(?:open)?poses?|posture|skeletons?|depth(?! of field)|canny|edges? (?:map|image|video|detection)"
     r"|edge ?maps?|sketch(?:es)?|scribbles?|line ?art|line drawings?|outlines?|contours?"
@@ -218,6 +376,17 @@ _REFERENCE = re.compile(
     r"(?:photo |image |picture )?" + _ANY_PAD
 )
 _NAME_REFERENCE = re.compile(r"(?<![a-z])(?:ref|reference|subject|face|faceid|identity)(?![a-z])")
+# Several subjects brought into one scene: reference generation with every image.
+_COMPOSE = re.compile(
+    r"\b(?:put|place|combine|bring|gather|group|merge|compose|arrange|seat|stand|pose|show|depict"
+    r"|draw|get|have)\b.{0,80}?\b(?:together|in one (?:picture|image|photo|scene|frame|shot|video|clip)"
+    r"|into one|in the same (?:picture|image|photo|scene|frame|shot|video|clip)|side by side"
+    r"|next to each other)\b"
+    r"|\ball (?:three|two|four|of them) (?:together|at|in|on|around)\b"
+    r"|\b(?:these|those|the|both)\s+(?:two|three|2|3)\s+(?:characters|people|persons|friends|subjects"
+    r"|figures|animals|pets|toys|products|objects|kids|children|heroes)\b"
+    r"|\bjunt[ao]s?\b|\bjunta\b|\bensemble\b|\bzusammen\b|\binsieme\b|一起|一緒に"
+)
 
 _FRAME_NOUNS = r"(?:frames?|shots?|images?|stills?|pictures?|scenes?|points?)"
 _FIRST_ADJ = r"(?:first|start(?:ing)?|opening|initial|beginning|begin)"
@@ -237,6 +406,10 @@ _LAST_VERB = re.compile(
     r"\b(?:ends?|ending|finish(?:es)?|finishing|closes?|closing|lands?|arrives?)\s+(?:with|on|at|in)\b"
     r"(?:\s+\S+){0,2}\s*$"
 )
+# Words said of a file named by position ("the last image should be where the clip ends"): they
+# are about that file alone, so a bare "ends" or "start" is enough.
+_SAID_FIRST = re.compile(r"\b(?:starts?|starting|begins?|beginning|opens?|opening|start|first)\b")
+_SAID_LAST = re.compile(r"\b(?:ends?|ending|finish(?:es)?|finishing|closes?|closing|end|last|final)\b")
 # "as the first and last frames": both ends named at once; the files' order then decides.
 _BOTH_ENDS = re.compile(r"\b" + _FIRST_ADJ + r"\s+(?:and|&|/)\s+" + _LAST_ADJ + r"\s+" + _FRAME_NOUNS + r"\b")
 _WEAK_FIRST = re.compile(r"\bfrom\b")
@@ -250,37 +423,68 @@ _TRANSITION = re.compile(
 _SPATIAL = (
     r"canvas|borders?|sides?|edges|left|right|top|bottom|wider|taller|pixels?|px|aspect|field of view"
     r"|surroundings|around|\d+\s*:\s*\d+"
+    r"|lados?|côtés?|seiten|lati|bordes|bords|ränder|bordi|izquierda|derecha|gauche|droite|links"
+    r"|rechts|sinistra|destra|esquerda|direita|lienzo|toile|leinwand|píxeles"
 )
+_CJK_SPATIAL = r"左右|两边|兩邊|两侧|兩側|両側|上下|四周|画布|畫布|画面|畫面|向左|向右"
 _OUTPAINT = re.compile(
     r"\b(?:outpaint\w*|uncrop\w*|zoom(?:ed|ing)? out|widen\w*|expand\w*)\b|\baspect ratio\b"
     r"|\b(?:extend\w*|enlarg\w*|grow|pad|padding)\b.{0,60}?\b(?:" + _SPATIAL + r")\b"
     r"|\bmake\s+(?:it|the \w+|" + _ANY_PAD + r")\s+(?:wider|taller)\b"
+    # "add 32 pixels of beach on the left", "show more of the sky above"
+    r"|\b(?:add\w*|pad\w*)\b.{0,30}?\b\d+\s*(?:px|pixels?)\b|\b(?:show|reveal)(?:ing|s)?\s+more\b"
+    r"|\bmore\s+(?:of\s+)?(?:the\s+)?\w+\s+(?:on|to|at|around|above|below)\s+(?:the\s+)?"
+    r"(?:left|right|top|bottom|sides?|edges?)\b"
+    r"|\b(?:ampl[ií]a\w*|ensanch\w*|élargi\w*|agrandi\w*|dézoom\w*|dezoom\w*|verbreiter\w*"
+    r"|vergrößer\w*|herauszoom\w*|rauszoom\w*|auszoom\w*|allarga\w*|espandi\w*|alargue\w*|amplie\w*"
+    r"|expande\w*|expandir)\b"
+    r"|\b(?:extiend\w*|étend\w*|étendre|erweiter\w*|estend\w*|prolong\w*)\b.{0,60}?\b(?:" + _SPATIAL + r")\b"
+    r"|扩图|擴圖|外扩|外擴|拉远|拉遠|ズームアウト|(?:"
+    + _CJK_SPATIAL
+    + r").{0,6}(?:扩展|擴展|扩大|擴大|延伸|広げ|拡張)"
+    r"|(?:扩展|擴展|扩大|擴大|広げ|拡張).{0,6}(?:" + _CJK_SPATIAL + r")"
 )
 _EXTEND = re.compile(
-    r"\b(?:continue\w*|extend\w*|lengthen\w*|prolong\w*|what happens next|carry on|keep going)\b"
+    r"\b(?:continue\w*|extend\w*|lengthen\w*|prolong\w*|what happens next|what comes next|carry on"
+    r"|keep going|contin[uú]a\w*|contin[uú]e\w*|sigue|seguir|alarga\w*|poursui\w*|la suite|fortsetz\w*"
+    r"|fortf[üu]hr\w*|verl[äa]nger\w*|allung\w*|estend\w*|extiend\w*|étend\w*)\b"
+    r"|\bkeep\b.{0,40}?\bgoing\b|\bsetze?\b.{0,40}?\bfort\b|\b(?:seconds?|secs?|minutes?)\s+longer\b"
+    r"|\b(?:more|extra|additional|further|weitere|weiteren)\s+(?:seconds?|secs?|frames|sekunden)\b"
+    r"|\bsegundos\s+m[áa]s\b|\bm[áa]s\s+segundos\b|\bsecondes de plus\b|\bsecondi in più\b"
+    r"|\b(?:noch|otros|otras|outros|outras|altri|altre)\s+[0-9]+\b"
     # "make the clip 3 seconds longer", not "make the dog's tail longer"
     r"|\bmake\s+(?:it|this|the (?:video|clip|footage|movie|film)|"
     + _ANY_PAD
     + r")\s+(?:\S+\s+){0,2}?longer\b"
+    r"|继续|繼續|延长|延長|接着|接著|续写|續寫|再来|再來|続けて|続き|伸ばして"
 )
-_EXTEND_IMAGE = re.compile(r"\b(?:extend\w*|expand\w*|enlarg\w*)\b")
+_EXTEND_IMAGE = re.compile(
+    r"\b(?:extend\w*|expand\w*|enlarg\w*|extiend\w*|étend\w*|étendre|erweiter\w*|estend\w*)\b"
+    r"|扩展|擴展|扩大|擴大|延伸|広げ|拡張"
+)
 # Wording that changes the output's shape, after which the source is fitted rather than framed.
 _RESHAPE = re.compile(r"\baspect ratio\b|\b\d{1,2}\s*:\s*\d{1,2}\b")
 
-_MARGIN_PX = re.compile(r"\b(\d{1,4})\s*(?:px|pixels?)\b")
+_MARGIN_PX = re.compile(
+    r"\b([0-9]{1,4})\s*(?:px|pixels?|píxeles|pixeles)\b|(?<![0-9])([0-9]{1,4})\s*(?:像素|ピクセル)"
+)
 _ALL_SIDES = re.compile(
     r"\b(?:all (?:four )?sides|each side|every side|all around|around|every direction|all directions"
-    r"|evenly)\b"
+    r"|evenly|todos los lados|tous les côtés|allen seiten|tutti i lati|todos os lados)\b|四周|四边|四邊|全方向"
 )
 _LEFT_RIGHT = re.compile(
-    r"\b(?:both sides|the sides|sides|horizontally|left and right|right and left|wider)\b"
+    r"\b(?:both sides|the sides|sides|horizontally|left and right|right and left|wider|widen\w*"
+    r"|lados|côtés|cotés|seiten|lati|ensanch\w*|élargi\w*|verbreiter\w*|allarga\w*|breiter)\b"
+    r"|左右|两边|兩邊|两侧|兩側|両側|両サイド"
 )
-_TOP_BOTTOM = re.compile(r"\b(?:vertically|top and bottom|bottom and top|above and below|taller)\b")
+_TOP_BOTTOM = re.compile(r"\b(?:vertically|top and bottom|bottom and top|above and below|taller)\b|上下")
 _SIDE_WORDS = {
-    "left": re.compile(r"\bleft\b"),
-    "right": re.compile(r"\bright\b"),
-    "top": re.compile(r"\b(?:top|above|upwards?)\b"),
-    "bottom": re.compile(r"\b(?:bottom|below|downwards?)\b"),
+    "left": re.compile(r"\b(?:left|izquierda|gauche|links|sinistra|esquerda)\b|左(?:侧|側|边|邊)|向左"),
+    "right": re.compile(r"\b(?:right|derecha|droite|rechts|destra|direita)\b|右(?:侧|側|边|邊)|向右"),
+    "top": re.compile(r"\b(?:top|above|upwards?|arriba|encima|haut|oben|sopra|cima)\b|上方|上面|上部"),
+    "bottom": re.compile(
+        r"\b(?:bottom|below|downwards?|abajo|debajo|bas|unten|sotto|baixo)\b|下方|下面|下部"
+    ),
 }
 #: Margin given to a side named without an amount: this fraction of the output's side.
 _DEFAULT_MARGIN = 1 / 8
@@ -288,8 +492,68 @@ _DEFAULT_MARGIN = 1 / 8
 # Words that end the clause a file's marker sits in (the words "near" a file stop there).
 _BOUNDARY = re.compile(r"[.;!?,\n]|\b(?:and|then|but|while|plus|also)\b")
 # A clause between two files that starts like this describes the file before it.
-_ATTACHES_BACK = re.compile(r"\s*(?:\(|(?:as|is|=|being|will be|should be|serves|works|acts)\b)")
+_ATTACHES_BACK = re.compile(
+    r"\s*(?:\(|(?:as|is|=|being|will be|should be|serves|works|acts|marks?|shows?|indicates?"
+    r"|highlights?|outlines?|covers?|defines?|es|est|ist|é|è|como|comme|als|come)\b)"
+)
 _NEAR_WORDS = 8
+
+# Files named by position: "the first image", "the second one", "the last video", "image 2".
+_ORDINALS: dict[str, int] = {
+    word: position
+    for position, words in (
+        (
+            0,
+            "first 1st primera primer primero première premier erste ersten erstes erster primeira primeiro prima primo former",
+        ),
+        (1, "second 2nd segunda segundo deuxième seconde zweite zweiten zweites zweiter seconda secondo"),
+        (
+            2,
+            "third 3rd tercera tercero troisième dritte dritten drittes dritter terceira terceiro terza terzo",
+        ),
+        (
+            -1,
+            "last latter última último dernière dernier letzte letzten letztes letzter ultima ultimo 最后 最後",
+        ),
+    )
+    for word in re.findall(r"\S+", words)
+}
+_POS_IMAGE = r"images?|pictures?|photos?|pics?|imagen|imágenes|foto|imagem|immagine|bild|bildes"
+_POS_VIDEO = r"videos?|clips?|vídeo|vidéo|clipe|filmato"
+_ARTICLE = r"(?:the|la|le|el|il|lo|das|die|der|den|dem|l')"
+_ORDINAL = "(?P<ord>" + "|".join(sorted(_ORDINALS, key=len, reverse=True)) + ")"
+_POS_NOUN = r"(?:(?P<img>" + _POS_IMAGE + r")|(?P<vid>" + _POS_VIDEO + r")|one|file|input|upload|attachment)"
+_CJK_POS_NOUN = r"(?:(?P<img>" + _CJK_IMAGE_NOUNS + r"|图|圖)|(?P<vid>" + _CJK_VIDEO_NOUNS + r"))?"
+_CJK_CLASSIFIER = r"(?P<cls>张|張|个|個|幅|段|枚|本|部|の)?"
+#: The ways a file is named by position, each with ``ord`` (a word of _ORDINALS) or ``num``
+#: (1-based), and ``img``/``vid`` when the kind is said. CJK forms need a classifier or a noun,
+#: so that 第一帧 / 最后一帧 ("the first / last frame") stay frame wording.
+_POSITIONS = (
+    # "the second image", "the last one", "la segunda", "the first is the mask"
+    re.compile(
+        r"\b" + _ARTICLE + r"\s*" + _ORDINAL + r"\b(?:\s+" + _POS_NOUN + r"\b|(?=\s*(?:[,.;:=]|$)"
+        r"|\s+(?:as|is|should|for|to|with|in|and|como|comme|als|come|y|et|und|e|es|est|ist|é|è)\b))"
+    ),
+    # "first image", "primera imagen"
+    re.compile(r"\b" + _ORDINAL + r"\s+" + _POS_NOUN + r"\b"),
+    # "image 2", "video #1", "photo number 3"
+    re.compile(
+        r"\b(?:(?P<img>" + _POS_IMAGE + r")|(?P<vid>" + _POS_VIDEO + r")|file|input)\s*"
+        r"(?:#|no\.?|number|nr\.?|n°)?\s*(?P<num>[1-9])\b"
+        r"(?!\s*(?:s\b|sec|seg|sek|min|frames|p\b|k\b|x\b|px|pixel|:))"
+    ),
+    # 第二张图片, 最后一个视频, 2枚目の画像
+    re.compile(r"第(?P<num>[一二三四五1-9])" + _CJK_CLASSIFIER + _CJK_POS_NOUN),
+    re.compile(r"(?P<ord>最后|最後)一?" + _CJK_CLASSIFIER + _CJK_POS_NOUN),
+    re.compile(r"(?P<num>[1-9一二三])(?P<cls>枚目|番目|本目)の?" + _CJK_POS_NOUN),
+)
+# "as the first image" is frame wording (the clip's first image), not a file's position.
+_FRAME_ROLE_BEFORE = re.compile(
+    r"\b(?:as|be|becomes?|is|como|comme|als|come|sea|soit|sei|ser|être|sein)\s+" + _ARTICLE + r"?\s*$"
+)
+# Clauses for words said of a file by position: the near-word boundaries and "and" in the other
+# languages ("usa la primera como máscara y cambia la segunda").
+_POSITION_CLAUSE = re.compile(r"[.;!?,:\n]|\b(?:and|then|but|while|also|y|et|und|e|puis|dann|poi|então)\b")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,6 +568,7 @@ class _File:
     name: str  # file name without extension, lowercased, separators as spaces
     before: str  # the words of its clause before its marker
     after: str  # … and after it
+    said: str = ""  # the clauses that name it by position ("use the first image as the mask")
 
     @property
     def near(self) -> str:
@@ -314,19 +579,23 @@ class _File:
 
     @property
     def said_first(self) -> bool:
-        """The words next to it make it the opening frame."""
-        return bool(_FIRST_NEAR.search(self.near) or _FIRST_VERB.search(self.before))
+        """The words next to it (or said of it by position) make it the opening frame."""
+        return bool(
+            _FIRST_NEAR.search(self.near) or _FIRST_VERB.search(self.before) or _SAID_FIRST.search(self.said)
+        )
 
     @property
     def said_last(self) -> bool:
-        return bool(_LAST_NEAR.search(self.near) or _LAST_VERB.search(self.before))
+        return bool(
+            _LAST_NEAR.search(self.near) or _LAST_VERB.search(self.before) or _SAID_LAST.search(self.said)
+        )
 
 
 @dataclass(frozen=True)
 class _Reading:
     """What the wording of one request says, computed once."""
 
-    low: str  # planner text, lowercased, "×" as "x"
+    low: str  # planner text, lowercased, "×" as "x", files named by position as "<ref>"
     files: tuple[_File, ...]
     wants_video: bool
     frame_cue: bool  # an image is said to be the first or the last frame of a clip
@@ -345,9 +614,16 @@ class _Reading:
         return bool(pattern.search(self.low))
 
 
+#: Full-width punctuation and digits (Chinese and Japanese input) as the patterns spell them.
+_FULL_WIDTH = str.maketrans("？！，。；：（）％＃０１２３４５６７８９", "?!,.;:()%#0123456789")
+
+
 def _read(request: Request) -> _Reading:
-    low = request.text.lower().replace("×", "x").replace("’", "'")
-    nears = _near_words(low, len(request.media))
+    low = request.text.lower().replace("×", "x").replace("’", "'").translate(_FULL_WIDTH)
+    low = re.sub(r"^[\s¿¡]+", "", low)
+    kinds = [k for _, k in request.media]
+    low, near_text, said = _positions(low, kinds)
+    nears = _near_words(near_text, len(request.media))
     files = tuple(
         _File(
             index=i,
@@ -356,16 +632,40 @@ def _read(request: Request) -> _Reading:
             name=re.sub(r"[_\-.]+", " ", PurePath(path).stem.lower()),
             before=nears[i][0],
             after=nears[i][1],
+            said=said[i],
         )
         for i, (path, kind) in enumerate(request.media)
     )
     mask = None
     if len(files) >= 2:
-        mask = next((f for f in files if _NAME_MASK.search(f.name)), None) or next(
-            (f for f in files if _NEAR_MASK.search(f.near)), None
+        # What is said of a file by position first ("use the first image as the mask" outranks a
+        # file called mask.png), then the file name, then the words near its marker.
+        mask = next(
+            (
+                f
+                for test in (
+                    lambda f: _NEAR_MASK.search(f.said) or _NEAR_REGION.search(f.said),
+                    lambda f: _NAME_MASK.search(f.name),
+                    lambda f: _NEAR_MASK.search(f.near),
+                    lambda f: _NEAR_REGION.search(f.near),
+                )
+                for f in files
+                if test(f)
+            ),
+            None,
         )
-    control = next((f for f in files if f is not mask and _NAME_CONTROL.search(f.name)), None) or next(
-        (f for f in files if f is not mask and _NEAR_CONTROL.search(f.near)), None
+    control = next(
+        (
+            f
+            for test in (
+                lambda f: _NEAR_CONTROL.search(f.said),
+                lambda f: _NAME_CONTROL.search(f.name),
+                lambda f: _NEAR_CONTROL.search(f.near),
+            )
+            for f in files
+            if f is not mask and test(f)
+        ),
+        None,
     )
     if control is None and files and (_CONTROL_PHRASE.search(low) or _MOTION_CONTROL.search(low)):
         # "follow the pose video ###p.mp4###" names the file's kind: prefer a file of that kind.
@@ -386,6 +686,77 @@ def _read(request: Request) -> _Reading:
     return _Reading(
         low=low, files=files, wants_video=wants_video, frame_cue=frame_cue, mask=mask, control=control
     )
+
+
+def _positions(low: str, kinds: list[MediaKind]) -> tuple[str, str, list[str]]:
+    """Files named by position ("the second image", "image 2", "la última foto", 第二张图片).
+
+    Returns the text with each such name as ``<ref>`` (so "the first image" is no frame wording
+    and "the last video" no output noun), the text for :func:`_near_words` with each clause that
+    names a file by position blanked (what it says belongs to that file, not to the file whose
+    marker happens to be nearest), and for each file the clauses said of it, names as ``<ref>``.
+    Only with two files or more: one file needs no position.
+    """
+    said = [""] * len(kinds)
+    if len(kinds) < 2:
+        return low, low, said
+    found: list[tuple[int, int, int]] = []  # (start, end, file index)
+    last_kind: MediaKind | None = None
+    for start, end, groups in _position_matches(low):
+        if found and start < found[-1][1]:
+            continue  # overlaps a longer name found first ("the first image" / "first image")
+        if _FRAME_ROLE_BEFORE.search(low[:start]):
+            continue  # "as the first image": the clip's first frame
+        kind = MediaKind.IMAGE if groups.get("img") else MediaKind.VIDEO if groups.get("vid") else last_kind
+        pool = [i for i, k in enumerate(kinds) if kind is None or k is kind]
+        if groups.get("num"):
+            n = groups["num"]
+            pos = (int(n) if n.isdigit() else _CJK_DIGITS.get(n, 0)) - 1
+        else:
+            pos = _ORDINALS[groups["ord"]]
+        if not pool or not -len(pool) <= pos < len(pool):
+            continue
+        found.append((start, end, pool[pos]))
+        last_kind = kind
+    if not found:
+        return low, low, said
+    # Clauses end at punctuation, "and" (in each language) and file markers.
+    cuts = sorted(
+        {0, len(low)}
+        | {m.start() for m in _POSITION_CLAUSE.finditer(low)}
+        | {m.end() for m in _POSITION_CLAUSE.finditer(low)}
+        | {m.start() for m in _PAD.finditer(low)}
+        | {m.end() for m in _PAD.finditer(low)}
+    )
+    clauses: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+    for start, end, index in found:
+        a = max(c for c in cuts if c <= start)
+        b = min(c for c in cuts if c >= end)
+        clauses.setdefault((a, b), []).append((start, end, index))
+    near_text = low
+    for (a, b), names in sorted(clauses.items(), reverse=True):
+        text = low[a:b]
+        for start, end, _ in sorted(names, reverse=True):
+            text = text[: start - a] + "<ref>" + text[end - a :]
+        for _, _, index in names:
+            said[index] = f"{said[index]} {text}".strip()
+        near_text = near_text[:a] + " . " + near_text[b:]
+    for start, end, _ in sorted(found, reverse=True):
+        low = low[:start] + "<ref>" + low[end:]
+    return low, near_text, said
+
+
+def _position_matches(low: str) -> list[tuple[int, int, dict[str, str]]]:
+    out = []
+    for pattern in _POSITIONS:
+        for m in pattern.finditer(low):
+            groups = {k: v for k, v in m.groupdict().items() if v}
+            cjk = "cls" in pattern.groupindex
+            if cjk and not ({"cls", "img", "vid"} & groups.keys()):
+                continue
+            out.append((m.start(), m.end(), groups))
+    # Longest first among names starting at the same place.
+    return sorted(out, key=lambda t: (t[0], -t[1]))
 
 
 def _near_words(low: str, n: int) -> list[tuple[str, str]]:
@@ -425,11 +796,11 @@ def _wants_video(low: str) -> bool:
     if _ANIMATE.search(low) or _duration_frames(low) is not None:
         return True
     for m in _OUTPUT_NOUN.finditer(low):
-        is_video = m.group(2) is not None
+        is_video = m.group(2) is not None or m.group(4) is not None
         before, after = low[: m.start()], low[m.end() :]
         # "the photo ###a.png###" names its file; "a video ###a.png###" cannot, so it is the output.
         pad = "<vidpad>" if is_video else "<imgpad>"
-        if re.match(r"\s*" + pad, after) or re.search(pad + r"\s*$", before):
+        if re.match(r"\s*(?:" + pad + "|<ref>)", after) or re.search("(?:" + pad + r"|<ref>)\s*$", before):
             continue
         if _INPUT_DETERMINER.search(before):
             continue
@@ -448,7 +819,7 @@ def _is_understanding(r: _Reading) -> bool:
         if stripped == rest:
             break
         rest = stripped
-    first = re.match(r"[a-z']+", rest)
+    first = re.match(r"[^\W\d_][\w'-]*", rest)
     first_word = first.group(0) if first else ""
     if opens_with_file and first_word in _DESCRIBING_VERBS:
         first_word = ""
@@ -461,6 +832,7 @@ def _is_understanding(r: _Reading) -> bool:
         or _ANIMATE.search(low)
         or _OUTPAINT.search(low)
         or _EXTEND.search(low)
+        or (r.files and _COMPOSE.search(low))
         or r.frame_cue
     )
     if strong:
@@ -485,20 +857,39 @@ def _is_understanding(r: _Reading) -> bool:
 
 
 def _number(word: str) -> float:
-    return float(_NUM_WORDS[word]) if word in _NUM_WORDS else float(word)
+    """A number as written: digits, a number word of _NUM_WORDS, or Chinese numerals (两, 十五)."""
+    if word in _NUM_WORDS:
+        return float(_NUM_WORDS[word])
+    if word and all(c in _CJK_DIGITS or c == "十" for c in word):
+        tens, _, units = word.partition("十")
+        if "十" not in word:
+            return (
+                float(_CJK_DIGITS[word[0]])
+                if len(word) == 1
+                else float("".join(str(_CJK_DIGITS[c]) for c in word))
+            )
+        return float(
+            (_CJK_DIGITS.get(tens, 1) if tens else 1) * 10 + (_CJK_DIGITS.get(units, 0) if units else 0)
+        )
+    return float(word)
+
+
+def _group(m: re.Match) -> str:
+    """The one group that matched, in a pattern of alternatives each with its own group."""
+    return next(g for g in m.groups() if g is not None)
 
 
 def _duration_frames(low: str) -> int | None:
     """Frames asked for, as 4k+1: "N frames" first, then a duration."""
     m = _FRAMES.search(low)
     if m:
-        return nearest_4k1(int(m.group(1)))
+        return nearest_4k1(int(_group(m)))
     m = _SECONDS.search(low)
     if m:
-        return frames_for_seconds(_number(m.group(1)))
+        return frames_for_seconds(_number(_group(m)))
     m = _MINUTES.search(low)
     if m:
-        return frames_for_seconds(60 * _number(m.group(1)))
+        return frames_for_seconds(60 * _number(_group(m)))
     for m in _SHORT_SECONDS.finditer(low):
         if float(m.group(1)) <= _SHORT_SECONDS_MAX:
             return frames_for_seconds(float(m.group(1)))
@@ -530,6 +921,10 @@ def _size(low: str, limits: Limits) -> tuple[int | None, int | None]:
     if m and 240 <= int(m.group(1)) <= 2160:
         n = int(m.group(1))
         pw, ph = _P_SIZES.get(n, (round16(n * 16 / 9), n))
+        return (ph, pw) if portrait else (pw, ph)
+    m = _K_RES.search(low)
+    if m:
+        pw, ph = _K_SIZES[int(m.group(1))]
         return (ph, pw) if portrait else (pw, ph)
     for m in _ASPECT.finditer(low):
         rw, rh = int(m.group(1)), int(m.group(2))
@@ -570,7 +965,7 @@ def _margins(low: str, width: int, height: int, explicit_size: bool) -> Margins 
     if not sides:
         sides = {"left", "right", "top", "bottom"}
     if amount is not None:
-        n = int(amount.group(1))
+        n = int(_group(amount))
         return Margins(**{side: n for side in sides})
     mx, my = int(width * _DEFAULT_MARGIN), int(height * _DEFAULT_MARGIN)
     return Margins(**{side: (mx if side in ("left", "right") else my) for side in sides})
@@ -689,6 +1084,9 @@ def _candidates(r: _Reading) -> list[tuple[Task, bool]]:
     if r.frame_cue or (len(r.images) == 2 and r.wants_video and r.says(_TRANSITION)):
         out += [(Task.FIRST_LAST_TO_VIDEO, True)] if len(r.images) >= 2 else []
         out += [(Task.IMAGE_TO_VIDEO, True)]
+    if len(r.images) >= 2 and r.says(_COMPOSE):
+        # Several subjects brought together: every image is a reference, before any edit reading.
+        out += [(Task.VIDEO_REFERENCE if r.wants_video else Task.IMAGE_REFERENCE, True)]
     if r.says(_OUTPAINT) or (r.says(_EXTEND_IMAGE) and not r.wants_video):
         out += [(Task.IMAGE_OUTPAINT, True)]
     if r.wants_video:

@@ -1,8 +1,8 @@
 """The ``unison`` backend: the Unison LoRA writes its token grammar, and the same pass gives features.
 
-The merged model answers a request with the 14-token grammar (``<CFV><BORES>832,480<EORES>…``,
-``../shared/UNISON.md``), which :func:`engine.grammar.parse_unison` reads into a plan using the
-task table. When the projector needs features they come from the prefill of this very pass: the
+The Unison planner (base + LoRA, :meth:`~engine.planners.qwen.QwenPlanner.using`) answers a
+request with the 14-token grammar (``<CFV><BORES>832,480<EORES>…``, ``../shared/UNISON.md``),
+which :func:`engine.grammar.parse_unison` reads into a plan using the task table. When the projector needs features they come from the prefill of this very pass: the
 request rendered without the generation prompt is a prefix of the one with it, so its hidden
 states are the first positions of the prefill's (a template where that does not hold costs one
 extra forward, logged).
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class UnisonBackend:
-    """Plans with the Unison adapter merged into ``qwen`` (a :class:`~engine.planners.Planner`)."""
+    """Plans with ``qwen``'s Unison planner, base + LoRA (a :class:`~engine.planners.Planner`)."""
 
     name = "unison"
 
@@ -38,22 +38,22 @@ class UnisonBackend:
         if not q.adapter_loaded:
             raise ModelError(
                 f"the unison backend needs the Unison adapter, but the planner was loaded without it "
-                f"(adapter={q.config.adapter!r}, planner_backend={q.config.backend!r}): set adapter "
-                "(e.g. 'ali-vilab/Unison') with planner_backend 'unison', or plan with 'instruct'"
+                f"(adapter={q.config.adapter!r}): set adapter (e.g. 'ali-vilab/Unison'), or plan with "
+                "'instruct'"
             )
-        messages = [{"role": "user", "content": request.text}]
-        prefix = q.token_ids(q.chat_text(messages, generation_prompt=False))
-        ids = q.token_ids(q.chat_text(messages, generation_prompt=True))
-        shared = want_features and ids[: len(prefix)] == prefix
-        gen = q.generation_config(
-            q.unison_max_new_tokens,
-            0.0,
-            plain_greedy=True,
-            output_hidden_states=shared,
-            return_dict_in_generate=True,
-        )
-        out = q.generate(q.text_inputs(ids), gen)
-        text = q.decode(out.sequences[0, len(ids) :])
+        with q.using(adapter=True):
+            prefix = q.unison_ids(request, generation_prompt=False)
+            ids = q.unison_ids(request, generation_prompt=True)
+            shared = want_features and ids[: len(prefix)] == prefix
+            gen = q.generation_config(
+                q.unison_max_new_tokens,
+                0.0,
+                plain_greedy=True,
+                output_hidden_states=shared,
+                return_dict_in_generate=True,
+            )
+            out = q.generate(q.text_inputs(ids), gen)
+            text = q.decode(out.sequences[0, len(ids) :])
         log.info("unison plan for %r: %r", request.text[:80], text)
         features = None
         if shared:

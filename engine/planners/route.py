@@ -1,0 +1,247 @@
+"""Routing a request to a checked plan: the chosen planner, the rules planner behind it, the files check.
+
+:func:`route` is the one place that decides which planner's plan runs:
+
+1. ``backend`` ``rules``: the rules planner plans. Otherwise the primary (model) planner does; when
+   its output does not parse (:class:`~engine.errors.PlannerError`) or its plan does not check
+   (:class:`~engine.errors.InvalidRequest` from ``check``), the rules planner plans instead if
+   ``fallback`` is on, and the plan's notes say which planner made it and why; with ``fallback``
+   off the original error is raised.
+2. The files check. A plan that uses fewer of the request's files than were given carries a note
+   naming the unused ones. A *generation* plan that uses none of the files of a request that has
+   files is not run: the rules planner plans the request instead (``fallback`` on), and when its
+   plan ignores them too, or it cannot plan the request, or ``fallback`` is off, the request is
+   refused with a message saying how to call ``generate`` with the files by their roles. An
+   understanding plan reads every file as a ``query``; one that leaves a file out does not check.
+3. Features (the projector's input) are kept only when the plan that runs came from the primary
+   planner: the rules planner has none, and features of a plan that was replaced describe the
+   wrong plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidRequest, ModelError, PlannerError
+from ..plan import CheckedPlan, MediaInput, Plan, check_roles
+from ..tasks import TASKS
+from ..vocab import Role
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..request import Request
+    from . import PlanOutput
+    from .rules import RulesPlanner
+
+log = logging.getLogger(__name__)
+
+#: How much of a planner's raw output a note quotes.
+_RAW_CHARS = 80
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The plan to run, the projector's input when it belongs to that plan, and who planned it."""
+
+    plan: CheckedPlan
+    features: torch.Tensor | None  # (1, L-1, hidden), only when ``planner`` is the primary
+    planner: str  # the backend whose plan this is: "rules", "unison" or "instruct"
+    fallback_reason: str | None  # why the rules planner replaced the primary's plan, else None
+
+
+def route(
+    request: Request,
+    backend: str,
+    *,
+    primary: Callable[[Request, bool], PlanOutput] | None,
+    rules: RulesPlanner,
+    check: Callable[[Plan], CheckedPlan],
+    fallback: bool,
+    want_features: bool,
+) -> Routed:
+    """Plan ``request`` with ``backend``, check the plan, and make sure it uses the request's files.
+
+    ``primary(request, want_features)`` runs the model backend (``unison`` or ``instruct``); it is
+    not called for ``backend == "rules"`` and must be given otherwise. ``check`` is
+    :func:`~engine.plan.check_plan` with the engine's limits. See the module docstring for the
+    order of things; raises :class:`InvalidRequest`, :class:`PlannerError` (fallback off) or
+    :class:`ModelError` (no primary for a model backend).
+    """
+    if backend == "rules":
+        plan = check(rules(request).plan)
+        _check_files(plan, request, "rules")
+        return Routed(plan=_note_unused(plan, request), features=None, planner="rules", fallback_reason=None)
+    if primary is None:
+        raise ModelError(f"the {backend} planner is not available: no planner model is configured")
+
+    # 1. The primary planner; on an output that does not parse or check, the rules planner.
+    try:
+        out = primary(request, want_features)
+    except PlannerError as e:
+        if not fallback:
+            raise
+        return _by_rules(request, rules, check, f"the {backend} planner's output did not parse: {e}", e)
+    try:
+        plan = check(out.plan)
+        _check_understanding(plan, request)
+    except InvalidRequest as e:
+        if not fallback:
+            raise
+        why = f"the {backend} planner's plan {_quote(out.plan)} did not check: {e}"
+        return _by_rules(request, rules, check, why, e)
+
+    # 2. The files check: a generation plan that ignores every file is not run.
+    if _ignores_files(plan, request):
+        if not fallback:
+            raise _ignored_files_error(plan, request, backend)
+        why = f"the {backend} planner's plan {_quote(plan)} used none of the request's files ({_paths(request)})"
+        try:
+            return _by_rules(request, rules, check, why, None)
+        except InvalidRequest as e:
+            # The rules planner failed too (or also dropped the files): say how to call generate.
+            raise _ignored_files_error(plan, request, backend, rules_failed=str(e)) from e
+    # 3. Features belong to the plan that runs: here, the primary's.
+    features = out.features if want_features else None
+    return Routed(plan=_note_unused(plan, request), features=features, planner=backend, fallback_reason=None)
+
+
+def _by_rules(
+    request: Request,
+    rules: RulesPlanner,
+    check: Callable[[Plan], CheckedPlan],
+    why: str,
+    cause: Exception | None,
+) -> Routed:
+    """The rules planner's checked plan, noted as a fallback; its failure says both reasons."""
+    log.warning("planning with the rules planner instead: %s", why)
+    try:
+        plan = rules(request).plan
+        plan = check(plan.model_copy(update={"notes": [f"planned by the rules planner: {why}", *plan.notes]}))
+    except InvalidRequest as e:
+        raise InvalidRequest(
+            f"{e} (the rules planner was planning it because {why})",
+            field=e.field,
+            value=e.value,
+            rule=e.rule,
+        ) from cause or e
+    _check_files(plan, request, "rules")
+    return Routed(plan=_note_unused(plan, request), features=None, planner="rules", fallback_reason=why)
+
+
+# ---------------------------------------------------------------------------------------------
+# The files check.
+
+
+def _used(plan: Plan) -> set[str]:
+    return {m.path for m in plan.inputs}
+
+
+def _unused(plan: Plan, request: Request) -> list[str]:
+    used = _used(plan)
+    return list(dict.fromkeys(p for p, _ in request.media if p not in used))
+
+
+def _paths(request: Request) -> str:
+    return ", ".join(dict.fromkeys(p for p, _ in request.media))
+
+
+def _quote(plan: Plan) -> str:
+    raw = plan.raw if plan.raw is not None else plan.task.value
+    shown = raw if len(raw) <= _RAW_CHARS else raw[: _RAW_CHARS - 1] + "…"
+    return f"{shown!r} ({plan.task.value})"
+
+
+def _ignores_files(plan: Plan, request: Request) -> bool:
+    return (
+        bool(request.media)
+        and not plan.spec.understanding
+        and not _used(plan) & {p for p, _ in request.media}
+    )
+
+
+def _check_files(plan: CheckedPlan, request: Request, planner: str) -> None:
+    """Refuse a generation plan that uses none of the request's files (it would lose them)."""
+    if _ignores_files(plan, request):
+        raise _ignored_files_error(plan, request, planner)
+
+
+def _check_understanding(plan: CheckedPlan, request: Request) -> None:
+    """An understanding plan reads every file of the request, each as a ``query``."""
+    if not plan.spec.understanding:
+        return
+    missing = _unused(plan, request)
+    if missing:
+        raise InvalidRequest.for_field(
+            "inputs", missing, f"{plan.task.value} reads every file of the request as a query"
+        )
+
+
+def _note_unused(plan: CheckedPlan, request: Request) -> CheckedPlan:
+    """Name the request's files the plan does not use (the plan still runs)."""
+    unused = _unused(plan, request)
+    if not unused:
+        return plan
+    note = (
+        f"not used by the {plan.task.value} plan: {', '.join(unused)} (to use them, call generate with "
+        "the task and each file by its role)"
+    )
+    log.warning("%s", note)
+    return plan.model_copy(update={"notes": [*plan.notes, note]})
+
+
+def _ignored_files_error(
+    plan: Plan, request: Request, planner: str, *, rules_failed: str | None = None
+) -> InvalidRequest:
+    """The refusal of a plan that drops every file, with calls of ``generate`` that would use them."""
+    also = f", and the rules planner could not plan it either ({rules_failed})" if rules_failed else ""
+    hints = _generate_hints(plan, request)
+    how = "; or ".join(hints) if hints else "generate(task=..., prompt=..., <role>=<file>)"
+    return InvalidRequest.for_field(
+        "inputs",
+        [p for p, _ in request.media],
+        f"the {planner} planner's {plan.task.value} plan ignored every file of the request, so it was not "
+        f"run{also}; call generate with the task and each file by its role (source, mask, reference, "
+        f"control, first_frame, last_frame) instead, e.g. {how}",
+    )
+
+
+def _generate_hints(plan: Plan, request: Request, most: int = 3) -> list[str]:
+    """Example ``generate`` calls, read from the task table: tasks of the plan's output kind whose
+    roles take these files (each file the first role of its kind, in the row's order)."""
+    hints = []
+    for spec in TASKS.values():
+        if spec.output != plan.spec.output or not spec.roles:
+            continue
+        inputs = []
+        free = {r.role: r.max for r in spec.roles}
+        for path, kind in request.media:
+            rule = next((r for r in spec.roles if kind in r.kinds and free[r.role] > 0), None)
+            if rule is None:
+                break
+            free[rule.role] -= 1
+            inputs.append(MediaInput(path=path, kind=kind, role=rule.role))
+        else:
+            try:
+                check_roles(Plan(task=spec.task, prompt=plan.prompt, inputs=inputs))
+            except InvalidRequest:
+                continue
+            hints.append(_call_text(spec.task.value, inputs))
+        if len(hints) == most:
+            break
+    return hints
+
+
+def _call_text(task: str, inputs: list[MediaInput]) -> str:
+    args = [f"task={task!r}", "prompt=..."]
+    for role in dict.fromkeys(m.role for m in inputs):
+        paths = [m.path for m in inputs if m.role is role]
+        value = repr(paths) if role is Role.REFERENCE else repr(paths[0])
+        args.append(f"{role.value}={value}")
+    return f"generate({', '.join(args)})"
+
+
+__all__ = ["Routed", "route"]
