@@ -475,3 +475,36 @@ async def test_the_chain_example_links_three_calls_through_unison_uris(tiny_path
     assert video["num_frames"] == 5 and video["mime_type"] == "video/mp4"
     printed = capsys.readouterr().out
     assert "3. image_to_video -> unison://outputs/" in printed
+
+
+def test_generate_count_writes_one_file_per_candidate_with_consecutive_seeds(capsys, tiny_env: Path):
+    code, out, err = cli(
+        capsys, "generate", "--preset", "tiny", "--task", "text_to_image", "--prompt", "a boat",
+        "--count", "2", "--seed", "5", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    outputs = json.loads(out)["outputs"]
+    assert [o["seed"] for o in outputs] == [5, 6]
+    assert all(Path(o["path"]).exists() for o in outputs)
+
+
+def test_generate_edit_keeps_the_source_unless_no_preserve_is_given(capsys, tiny_env: Path, tmp_path: Path):
+    import numpy as np
+    from PIL import Image
+
+    source = tmp_path / "flat.png"
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(source)
+    mask = tmp_path / "box.png"
+    box = Image.new("L", (64, 48), 0)
+    box.paste(255, (24, 16, 40, 32))
+    box.save(mask)
+    args = ["generate", "--preset", "tiny", "--task", "image_edit", "--prompt", "a hat"]
+    args += ["--source", str(source), "--mask", str(mask), "--seed", "1"]
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    kept = np.asarray(Image.open(out.strip()).convert("RGB"))
+    assert (kept[:8] == (10, 200, 30)).all()  # far from the mask: the source exactly
+    code, out, err = cli(capsys, *args, "--no-preserve")
+    assert code == 0, err
+    raw = np.asarray(Image.open(out.strip()).convert("RGB"))
+    assert not (raw[:8] == (10, 200, 30)).all()  # the tiny VAE's own colours

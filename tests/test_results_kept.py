@@ -281,3 +281,38 @@ def test_a_video_edit_keeps_the_source_audio_over_the_time_it_spans(engine: Engi
     assert "audio" not in _streams(
         generate(engine, task="text_to_video", prompt="x", num_frames=5).outputs[0].path
     )
+
+
+def test_an_animation_ending_on_a_given_frame_is_chained_backwards_and_ends_on_it(
+    engine: Engine, media: dict[str, Path]
+):
+    result = generate(
+        engine, task="image_to_video", prompt="it arrives", last_frame=str(media["smooth.png"]), num_frames=49
+    )
+    assert any("chain of 2 windows" in n for n in result.notes)
+    frames = frames_of(result.outputs[0].path)
+    assert len(frames) == 49
+    plan = result.plan
+    source = np.asarray(
+        resize_cover(Image.open(media["smooth.png"]).convert("RGB"), (plan.width, plan.height))
+    )
+    assert np.abs(frames[-1].astype(int) - source).mean() < 6 < np.abs(frames[0].astype(int) - source).mean()
+
+
+def test_make_it_20_seconds_gives_a_20_second_video(engine: Engine):
+    """Through auto and the rules planner; the tiny limits here allow 8 s, the defaults 30 s."""
+    from engine.config import TINY_LIMITS
+
+    eng = Engine(
+        engine.config.model_copy(update={"limits": TINY_LIMITS}),
+        planner=engine.planner,
+        generator=engine.generator,
+        projector=engine.projector(),
+    )
+    request = parse_arguments(
+        "auto", eng.config.limits, {"prompt": "a video of waves, make it 20 seconds", "steps": 1}
+    )
+    result = eng.run(eng.admit(request)).generation
+    assert result is not None and result.plan.num_frames == 321
+    info = probe_video(result.outputs[0].path)
+    assert info.num_frames == 321 and info.duration_s == pytest.approx(20.0, abs=0.1)

@@ -438,6 +438,10 @@ Tasks it can choose:
 {tasks_text(include_understanding=True)}
 
 {_inputs_text(state.engine.inputs)}
+Every file given is used or named in the plan's notes; a generation plan that would ignore every file is
+planned again by the rules planner, or refused with the `generate` call to make instead. A model plan that
+does not parse falls back to the rules planner (the plan's `planner` and notes say so). Sizes, lengths,
+what is kept of the sources, long videos and `count` work as in `generate`.
 dry_run=true only plans: it returns the plan (task, size, frames, inputs with roles) without running it.
 Returns the plan, then the answer (understanding) or the files as `generate` returns them. A job still
 running after {state.config.wait_s:g} s returns a job handle for the `job` tool."""

@@ -9,9 +9,12 @@ Where things are:
   :func:`engine.grammar.parse_unison`; the same pass gives the projector's features.
 - :mod:`~engine.planners.instruct`: the plain instruct model answers a small JSON plan (one retry).
 - :mod:`~engine.planners.qwen`: :class:`~engine.planners.qwen.QwenPlanner`, the Qwen2.5-VL model
-  both model backends run on (loading with the LoRA merged in memory, chat text, generation with
-  progress and cancel, the features pass); :mod:`~engine.planners.adapter` holds the adapter's
-  file checks and the embedding untying, so ``qwen.py`` reads as the model alone.
+  both model backends run on (loading with the LoRA: merged for ``unison``, switchable for the
+  others; chat text, generation with progress and cancel, the features pass);
+  :mod:`~engine.planners.adapter` holds the adapter's file checks and the embedding untying, so
+  ``qwen.py`` reads as the model alone.
+- :mod:`~engine.planners.route`: which planner's plan runs (the rules planner behind a model
+  planner whose output fails), and the check that a plan uses the request's files.
 
 Understanding and grounding run on the same model but are not planning: :mod:`engine.understand`.
 

@@ -13,9 +13,9 @@
    plan ignores them too, or it cannot plan the request, or ``fallback`` is off, the request is
    refused with a message saying how to call ``generate`` with the files by their roles. An
    understanding plan reads every file as a ``query``; one that leaves a file out does not check.
-3. Features (the projector's input) are kept only when the plan that runs came from the primary
-   planner: the rules planner has none, and features of a plan that was replaced describe the
-   wrong plan.
+3. Features (the projector's input) come back only from the primary's planning pass; the rules
+   planner has none. They depend on the request alone (the Unison planner over its text), so when
+   none come back the engine computes them with one forward over the same request.
 """
 
 from __future__ import annotations
