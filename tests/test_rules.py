@@ -304,7 +304,20 @@ def test_a_natural_request_is_planned_as_a_user_means_it(request_text, task, rol
     assert [m.role.value for m in plan.inputs] == roles
     assert (plan.width, plan.height, plan.num_frames) == (width, height, frames)
     assert plan.prompt == req.prompt
-    assert plan.notes == []
+    # Only a count said off the 4k+1 grid is adjusted, and said so.
+    said = frames_said(request_text) not in (None, plan.num_frames)
+    assert plan.notes == (
+        [f"num_frames {frames_said(request_text)} rounded to {frames} (Wan makes 4k+1 frames)"]
+        if said
+        else []
+    )
+
+
+def frames_said(text: str) -> int | None:
+    import re
+
+    found = re.search(r"(\d+) frames(?! per)", text)
+    return int(found.group(1)) if found else None
 
 
 def test_the_table_covers_all_sixteen_tasks():

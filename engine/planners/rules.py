@@ -30,8 +30,8 @@ Frames (video tasks only; images always have 1):
 
 * "N seconds" (segundos, secondes, Sekunden, secondi, N秒, N秒間, N秒钟; also "N s", "N sec",
   "N-second", "N minutes"/分钟) → 16·N+1 frames at 16 fps (:func:`~engine.plan.frames_for_seconds`);
-  "N frames" (fotogramas, fotogrammi, 帧, フレーム) as given, normalised to 4k+1
-  (:func:`~engine.plan.nearest_4k1`). Unsaid: ``None`` (81 by default).
+  "N frames" (fotogramas, fotogrammi, 帧, フレーム) as given; ``check_plan`` rounds a count off
+  the 4k+1 grid with a note, as for every planner. Unsaid: ``None`` (81 by default).
 * For video_extend the frames are the *new* part only: "4 more seconds", "2 extra seconds",
   "3 segundos más", "noch 4 Sekunden" → frames for those seconds (65, 33…); the engine outputs
   the source followed by them.
@@ -111,7 +111,7 @@ from pathlib import PurePath
 
 from ..config import Limits
 from ..errors import InvalidRequest
-from ..plan import Margins, MediaInput, Plan, check_roles, frames_for_seconds, nearest_4k1, round16
+from ..plan import Margins, MediaInput, Plan, check_roles, frames_for_seconds, round16
 from ..request import Request
 from ..tasks import TASKS, understanding_task
 from ..vocab import MediaKind, Role, Task
@@ -880,10 +880,11 @@ def _group(m: re.Match) -> str:
 
 
 def _duration_frames(low: str) -> int | None:
-    """Frames asked for, as 4k+1: "N frames" first, then a duration."""
+    """Frames asked for, as said: "N frames" first, then a duration (check_plan rounds a count
+    off the 4k+1 grid, with a note, as for every planner)."""
     m = _FRAMES.search(low)
     if m:
-        return nearest_4k1(int(_group(m)))
+        return int(_group(m))
     m = _SECONDS.search(low)
     if m:
         return frames_for_seconds(_number(_group(m)))
