@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union, runt
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from .annotators import CONTROL_KINDS, ControlKind
 from .config import EngineConfig, Limits
 from .control import JobControl
 from .errors import InputRefused, InvalidRequest, invalid_request
@@ -177,6 +178,8 @@ class GenerateRequest(_Strict):
     fps: float | None = None
     margins: Margins | None = None
     context_frames: int | None = None
+    control_kind: ControlKind | None = None
+    target: str | None = None
     steps: int | None = None
     guidance: float | None = None
     seed: int | None = None
@@ -230,6 +233,8 @@ class GenerateRequest(_Strict):
             fps=self.fps,
             margins=self.margins,
             context_frames=self.context_frames,
+            control_kind=self.control_kind,
+            target=self.target,
             limits=limits,
         )
         check_roles(plan)
@@ -283,6 +288,22 @@ def _generate_fields(limits: Limits) -> dict[str, Any]:
         "margins": _optional(Margins, "outpainting: pixels to add on each side"),
         "context_frames": _optional(
             int, "video_extend: source frames kept as context", ge=1, le=limits.max_frames
+        ),
+        # A Literal takes no "strict" (its values are exact already).
+        "control_kind": (
+            Literal[CONTROL_KINDS] | None,  # type: ignore[valid-type]
+            Field(
+                None,
+                description="image/video_control: what to follow, extracted from a plain image/video "
+                "(pose, depth, edges, flow, gray), or raw (the input already is a control signal)",
+            ),
+        ),
+        "target": _optional(
+            str,
+            "image/video_edit without a mask: the object to find and repaint (a short phrase, any "
+            "language; default: read from the prompt)",
+            min_length=1,
+            max_length=200,
         ),
         **sampling_fields(limits),
         "conditioning_scale": _optional(
@@ -391,6 +412,10 @@ class EngineAPI(Protocol):
 
     def preload(self) -> None:
         """Load every configured model now."""
+        ...
+
+    def unload(self) -> bool:
+        """Free the models it loaded (keep-alive ran out); True when something was freed."""
         ...
 
     def admit(self, request: AnyRequest) -> Admitted:

@@ -134,6 +134,38 @@ class ResultDefaults(BaseModel):
     audio: bool = Field(True, description="copy a source video's audio into outputs that span its time")
 
 
+class AnnotatorSettings(BaseModel):
+    """The models that extract masks and control signals from plain media (engine/annotators/)."""
+
+    # Hub ids or local directories, loaded with from_pretrained like the other models.
+    segment_model: Annotated[str | None, _HUB] = Field(
+        "facebook/sam3",
+        description="text-prompted segmentation and video tracking (SAM 3; gated: accept its licence "
+        "on the hub); 'none' = box grounding with the planner",
+    )
+    depth_model: Annotated[str, _HUB] = Field(
+        "depth-anything/Depth-Anything-V2-Small-hf", description="depth estimation model"
+    )
+    pose_model: Annotated[str, _HUB] = Field(
+        "usyd-community/vitpose-base-simple", description="human pose (keypoints) model"
+    )
+    person_detector: Annotated[str, _HUB] = Field(
+        "PekingU/rtdetr_r50vd_coco_o365", description="person detector the pose model starts from"
+    )
+    flow_model: Annotated[str, _HUB] = Field(
+        "raft_small",
+        description="optical flow: torchvision's 'raft_small'/'raft_large' or a local weights file",
+    )
+    # None: the engine's device / dtype.
+    annotator_device: str | None = Field(None, description="device for the annotators (default: --device)")
+    annotator_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="annotator weights dtype ('auto': the engine's)"
+    )
+    mask_dilate_px: int = Field(
+        8, ge=0, le=128, description="pixels a mask found from words grows by on each side"
+    )
+
+
 class UnderstandingDefaults(BaseModel):
     max_new_tokens: int = Field(512, ge=1, description="longest answer in tokens")
     temperature: float = Field(0.0, ge=0, description="answer sampling temperature (0 = greedy)")
@@ -247,6 +279,9 @@ class EngineConfig(BaseModel):
         default_factory=UnderstandingDefaults
     )
     results: Annotated[ResultDefaults, SettingMeta(section="results")] = Field(default_factory=ResultDefaults)
+    annotators: Annotated[AnnotatorSettings, SettingMeta(section="annotators")] = Field(
+        default_factory=AnnotatorSettings
+    )
     # A model planner's output that does not parse or check is planned again by the rules.
     planner_fallback: bool = Field(
         True, description="re-plan with the rules planner when a model planner's plan fails"
@@ -305,6 +340,13 @@ class EngineConfig(BaseModel):
             sampling=SamplingDefaults(steps=2),
             understanding=UnderstandingDefaults(max_new_tokens=8, video_max_frames=4, max_pixels=56 * 56),
             limits=TINY_LIMITS,
+            annotators=AnnotatorSettings(
+                segment_model=str(paths.segment),
+                depth_model=str(paths.depth),
+                pose_model=str(paths.pose),
+                person_detector=str(paths.person_detector),
+                flow_model=str(paths.flow),
+            ),
         )
         base.update(overrides)
         return cls.model_validate(base)

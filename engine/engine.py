@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from .api import Admitted, AnyRequest, AnyResult, GenerateRequest, UnderstandReq
 from .config import EngineConfig
 from .control import JobControl
 from .errors import InputRefused, InvalidRequest, ModelError
+from .hub import LoadFailures, generator_weights, planner_weights
 from .inputs import InputPolicy, Source, close_all
 from .plan import CheckedPlan, MediaInput, Plan, check_plan, shapes_of
 from .planners import BACKENDS, PlanOutput
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
     from .generator import Generator
     from .planners.qwen import QwenPlanner
+    from .prepare import PrepContext
     from .projector import Projector
 
 log = logging.getLogger(__name__)
@@ -61,11 +64,21 @@ class Engine:
         self._planner = planner
         self._generator = generator
         self._projector = projector
+        #: The components given to the constructor: :meth:`unload` leaves them to their owner.
+        self._injected = frozenset(
+            name
+            for name, given in (("planner", planner), ("generator", generator), ("projector", projector))
+            if given is not _UNSET
+        )
+        #: Failed loads, remembered per model so the next call fails at once (engine.hub).
+        self.load_failures = LoadFailures()
         # The one lock: model work and building models, one at a time (the job queue's single
         # worker already serialises jobs; this keeps direct Python callers just as safe).
         # Re-entrant: projector() builds the planner and the generator it is sized by.
         self._lock = threading.RLock()
         self._tiny_ready = False
+        #: Annotators by kind ("segment", "pose", "depth", ...), built on first use.
+        self._annotators: dict[str, Any] = {}
         #: Which input files may be read; the MCP server narrows it to its allowed roots.
         self.inputs = InputPolicy(
             config.allowed_roots, config.output_dir, config.max_input_bytes, config.limits.max_input_pixels
@@ -96,7 +109,8 @@ class Engine:
                     else:
                         from .planners.qwen import QwenPlanner
 
-                        self._planner = QwenPlanner(self.config)
+                        # Cheap (nothing loads): its load() checks the weights and remembers a failure.
+                        self._planner = QwenPlanner(self.config, failures=self.load_failures)
         return self._planner
 
     @property
@@ -105,9 +119,12 @@ class Engine:
             with self._lock:
                 if self._generator is _UNSET or self._generator is None:
                     self._ensure_tiny()
-                    from .generator import Generator
+                    # Before importing torch (seconds): a remembered failure, or weights that are
+                    # neither here nor fetchable, fail at once; so does a device this machine lacks.
+                    with self.load_failures.guard(generator_weights(self.config)):
+                        from .generator import Generator
 
-                    self._generator = Generator(self.config)
+                        self._generator = Generator(self.config, failures=self.load_failures)
         return self._generator
 
     def _require_planner(self, what: str) -> QwenPlanner:
@@ -158,6 +175,57 @@ class Engine:
             self.projector()
         log.info("models loaded in %.1f s", time.perf_counter() - t0)
 
+    def check_models(self, request: AnyRequest) -> None:
+        """Fail at once, before any import or decode, when a model ``request`` needs cannot load.
+
+        A remembered failure, or weights that are neither here nor fetchable, raise the
+        :class:`~engine.errors.ServerConfigError` the load would raise seconds later. Only the
+        models the request surely needs are checked (an ``auto`` request's plan may not generate).
+        """
+        roles: list[str] = []
+        if isinstance(request, GenerateRequest):
+            roles.append("generator")
+            if self.config.projector is not None and self.config.planner_model is not None:
+                roles.append("planner")
+        elif self.config.planner_model is not None and (
+            isinstance(request, UnderstandRequest) or self.config.backend != "rules"
+        ):
+            roles.append("planner")
+        for role in roles:
+            component = getattr(self, f"_{role}")
+            if role in self._injected or bool(getattr(component, "loaded", False)):
+                continue
+            weights = planner_weights(self.config) if role == "planner" else generator_weights(self.config)
+            with self._lock:
+                self._ensure_tiny()
+            with self.load_failures.guard(weights):
+                pass  # the checks alone: remembered failure, then the weights' whereabouts
+
+    def unload(self) -> bool:
+        """Drop the loaded models (the GPU memory is freed); the next use loads them again.
+
+        Components given to the constructor stay (their owner decides). Returns whether
+        anything was unloaded. Waits for the model work in progress (the one lock).
+        """
+        with self._lock:
+            dropped = [
+                name
+                for name in ("planner", "generator", "projector")
+                if name not in self._injected and getattr(self, f"_{name}") not in (_UNSET, None)
+            ]
+            for name in dropped:
+                setattr(self, f"_{name}", _UNSET)
+            if self._annotators:
+                dropped.append("annotators")
+                self._annotators = {}
+            if not dropped:
+                return False
+            from .accelerator import free_memory
+
+            free_memory()
+        log.info("unloaded %s (the next call loads them again)", ", ".join(dropped))
+        return True
+
     def status(self) -> dict[str, Any]:
         def loaded(obj: Any) -> bool:
             return obj not in (_UNSET, None) and bool(getattr(obj, "loaded", False))
@@ -178,6 +246,7 @@ class Engine:
             },
             "preset": self.config.preset,
             "performance": self.config.performance.model_dump(),
+            "load_failures": self.load_failures.failed(),
         }
 
     # ------------------------------------------------------------------ admission
@@ -190,6 +259,7 @@ class Engine:
         """Do an admitted request's work, decoding from its opened sources; closes them."""
         with admitted:
             req, sources = admitted.request, admitted.sources
+            self.check_models(req)  # missing weights fail now, not after the inputs are decoded
             if isinstance(req, GenerateRequest):
                 plan = admitted.plan if admitted.plan is not None else req.to_plan(self.config.limits)
                 return self.generate(plan, req.sampling(), control=control, sources=sources)
@@ -383,7 +453,7 @@ class Engine:
     ) -> GenerateResult:
         """The generation of one checked plan, in the order of the paper's figure (under the lock)."""
         from .generator import resolve_sampling
-        from .prepare import PrepContext, prepare
+        from .prepare import prepare
 
         resolved = resolve_sampling(sampling, self.config.sampling, limits=self.config.limits)
         preserve = (
@@ -399,8 +469,7 @@ class Engine:
         #    (for a chain: its first window).
         control.set_stage("preparing inputs")
         planner = self.planner
-        ground = self._grounder(planner, control) if planner is not None else None
-        ctx = PrepContext(limits=self.config.limits, ground=ground, control=control, sources=sources)
+        ctx = self._prep_context(planner, control, sources)
         chain = Chain.of(plan, self.config)
         prepared = prepare(chain.first_plan(plan), ctx)
         chain.start(prepared)
@@ -479,6 +548,90 @@ class Engine:
             notes=notes,
         )
 
+    def _prep_context(
+        self, planner: QwenPlanner | None, control: JobControl, sources: dict[str, Source]
+    ) -> PrepContext:
+        """What preparing sources may call on: the annotators, the segmenter, the planner."""
+        from .annotators import looks_like_control
+        from .prepare import PrepContext
+
+        return PrepContext(
+            limits=self.config.limits,
+            ground=self._grounder(planner, control) if planner is not None else None,
+            control=control,
+            sources=sources,
+            annotate=partial(self._annotate, control=control),
+            looks_like=looks_like_control,
+            segment=self._segment_fn(control),
+            phrase=self._phrase_fn(planner),
+            dilate_px=self.config.annotators.mask_dilate_px,
+        )
+
+    def _annotator(self, kind: str) -> Any:
+        """The annotator for ``kind`` (``"segment"`` or a control kind), built once, loaded on use."""
+        found = self._annotators.get(kind)
+        if found is None:
+            with self._lock:
+                found = self._annotators.get(kind)
+                if found is None:
+                    self._ensure_tiny()
+                    from . import annotators
+
+                    if kind == "segment":
+                        found = annotators.build_segmenter(self.config)
+                    else:
+                        found = annotators.build_control(kind, self.config)
+                    self._annotators[kind] = found
+        return found
+
+    def _annotate(self, kind: str, frames: Any, *, control: JobControl) -> Any:
+        """A control signal from plain frames, as its own stage of the job (cancel between frames)."""
+        annotator = self._annotator(kind)
+        control.set_stage(f"extracting {kind}", total=1)
+        with oom_guard(f"extracting {kind}"):
+            annotator.load()
+            try:
+                out = annotator(frames, control=control)
+            finally:
+                self._offload(annotator)
+        control.step(1, 1)
+        return out
+
+    def _segment_fn(self, control: JobControl) -> Callable[[Any, str], Any] | None:
+        if self.config.annotators.segment_model is None:
+            return None
+
+        def segment(frames: Any, phrase: str) -> Any:
+            segmenter = self._annotator("segment")
+            control.set_stage("finding the edit region", total=1)
+            with oom_guard("segmenting"):
+                segmenter.load()
+                try:
+                    masks = segmenter(frames, phrase, control=control)
+                finally:
+                    self._offload(segmenter)
+            control.step(1, 1)
+            return masks
+
+        return segment
+
+    def _offload(self, annotator: Any) -> None:
+        """Free the accelerator for the generator: annotators stay loaded only on a CPU."""
+        device = getattr(self.generator, "device", None)
+        if getattr(device, "type", "cpu") != "cpu":
+            annotator.unload()
+
+    def _phrase_fn(self, planner: QwenPlanner | None) -> Callable[[str], str | None] | None:
+        """The object an edit prompt names, read by the planner model (any language it reads)."""
+        if planner is None:
+            return None
+
+        def phrase(prompt: str) -> str | None:
+            planner.load()
+            return planner.edit_target(prompt)
+
+        return phrase
+
     def _compositor(self) -> Callable[..., Any]:
         from .composite import composite
 
@@ -499,6 +652,9 @@ class Engine:
         from .outputs import write_output
 
         audio = self._audio_span(plan, sources)
+        # One id for every file of this generation (candidates, new part, mask, control), so a
+        # viewer can group them.
+        run = uuid.uuid4().hex
         outputs: list[OutputFile] = []
         for k, (seed, frames) in enumerate(zip(resolved.seeds, made.frames, strict=True)):
             parts = [("result", frames, audio)]
@@ -506,7 +662,7 @@ class Engine:
                 parts.append(("new_part", frames[made.new_from :], None))
             for role, part, sound in parts:
                 meta = self._sidecar(plan, resolved, projected, notes, timings)
-                meta.update(seed=seed, candidate=k, output=role, preserved=made.preserved[k])
+                meta.update(run=run, seed=seed, candidate=k, output=role, preserved=made.preserved[k])
                 if role == "new_part":
                     meta["notes"] = [*notes, "the new frames only, without the source clip"]
                 out_notes: list[str] = []
@@ -521,6 +677,19 @@ class Engine:
                 )
                 outputs.append(output.model_copy(update={"seed": seed, "role": role}))
                 notes.extend(n for n in out_notes if n not in notes)
+        # What was extracted (a mask found from words, a control signal), once for all candidates,
+        # so a user can check it and give it to a later call.
+        for role, frames in made.extras:
+            meta = self._sidecar(plan, resolved, projected, notes, timings)
+            meta.update(run=run, output=role, of=[o.name for o in outputs if o.role == "result"])
+            output = write_output(
+                frames,
+                output_dir=self.config.output_dir,
+                task=f"{plan.task.value}-{role}",
+                fps=plan.fps or 0.0,
+                metadata=meta,
+            )
+            outputs.append(output.model_copy(update={"role": role}))
         return outputs
 
     def _audio_span(self, plan: CheckedPlan, sources: dict[str, Source]) -> Any:

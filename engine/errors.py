@@ -77,6 +77,33 @@ class ModelError(UnisonError):
     code = "model_error"
 
 
+class ServerConfigError(ModelError):
+    """The server's own setup is wrong (a device this machine lacks, weights it cannot find or fetch).
+
+    Not the caller's doing: whoever runs the server fixes it, so it is reported apart from a bad
+    argument. A :class:`ModelError`, so code that catches those catches it too.
+    """
+
+    code = "server_config_error"
+
+
+class ServerSettingError(ServerConfigError, InvalidRequest):
+    """A server setting breaks a rule (an unknown device name, a switch this machine cannot run).
+
+    An :class:`InvalidRequest` naming the setting, as the configuration checks raise it, that is
+    reported as the server's configuration, not as the caller's argument.
+    """
+
+
+class ShuttingDown(Cancelled):
+    """The server is stopping: the job was cancelled (running) or never started (queued)."""
+
+    code = "shutting_down"
+
+    def __init__(self, message: str = "the server is shutting down; nothing was written"):
+        super().__init__(message)
+
+
 class PlannerError(UnisonError):
     """The planner's output could not be turned into a valid plan."""
 

@@ -28,6 +28,7 @@ from .accelerator import free_memory, is_oom, oom_guard, resolve_device, resolve
 from .config import EngineConfig, Limits, PerformanceOptions, SamplingDefaults
 from .control import JobControl
 from .errors import InvalidRequest, ModelError
+from .hub import LoadFailures, generator_weights
 from .results import Sampling
 
 if TYPE_CHECKING:
@@ -311,9 +312,12 @@ class Generator:
     generator (:meth:`with_options`). No lock of its own: the engine serialises all model work.
     """
 
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, *, failures: LoadFailures | None = None):
         self.config = config
         self.name = config.generator_model
+        #: Where a failed load is remembered (the engine's, shared by its models), and what loads.
+        self.failures = failures if failures is not None else LoadFailures()
+        self.weights = generator_weights(config)
         if config.generator_single_file:
             self.name += f" (transformer: {Path(config.generator_single_file).name})"
         self.device = resolve_device(config.device, setting="device")
@@ -380,10 +384,13 @@ class Generator:
             return
         from . import perf
 
-        # Every switch is checked before gigabytes of weights are read.
-        perf.check_options(self.performance, self.device)
-        with oom_guard("loading the generator"):
-            self._install(self._load_pipeline())
+        # A failure is remembered (the next call fails at once); weights that are neither here
+        # nor fetchable fail before anything is read.
+        with self.failures.guard(self.weights):
+            # Every switch is checked before gigabytes of weights are read.
+            perf.check_options(self.performance, self.device)
+            with oom_guard("loading the generator"):
+                self._install(self._load_pipeline())
 
     def _install(self, pipe: Any) -> None:
         from . import perf

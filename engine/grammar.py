@@ -139,36 +139,38 @@ def _read_control(value: str | None, files: Files, image: bool, num_frames: int 
 
 
 def _read_edit(value: str | None, files: Files, image: bool, num_frames: int | None, raw: str):
-    """``<BOEDIT>mask,source<EOEDIT>``. For video the region may be found automatically, so what
-    stands between the tokens may also be one index (the video to edit, as the reference's planner
-    writes it) or nothing (the first video); equal indices mean no mask."""
-    if image:
-        mask_i, source_i = _ints(value or "", 2, "<BOEDIT>", raw)
-        if mask_i == source_i:
-            raise PlannerError(f"<BOEDIT> names input {mask_i} as both mask and source: {raw!r}")
-        return [(source_i, Role.SOURCE), (mask_i, Role.MASK)]
+    """``<BOEDIT>mask,source<EOEDIT>``. The region may also be found from the prompt's words (the
+    reference does so for video), so what stands between the tokens may be one index (the
+    image/video to edit, as the reference's planner writes it for video) or nothing (the first
+    input of the output's kind); equal indices mean no mask. For images two indices stay the
+    released form."""
+    kind = MediaKind.IMAGE if image else MediaKind.VIDEO
     if not value:
-        return [(_first_of(files, MediaKind.VIDEO, raw), Role.SOURCE)]
+        return [(_first_of(files, kind, raw), Role.SOURCE)]
     if len([p for p in re.split(r"[,\s]+", value) if p]) == 1:
         (source_i,) = _ints(value, 1, "<BOEDIT>", raw)
-        if 0 <= source_i < len(files) and files[source_i][1] is not MediaKind.VIDEO:
+        if 0 <= source_i < len(files) and files[source_i][1] is not kind:
             raise PlannerError(
-                f"<BOEDIT> names input {source_i} ({files[source_i][1].value}) as the video to edit: {raw!r}"
+                f"<BOEDIT> names input {source_i} ({files[source_i][1].value}) as the {kind.value} to "
+                f"edit: {raw!r}"
             )
         return [(source_i, Role.SOURCE)]
     mask_i, source_i = _ints(value, 2, "<BOEDIT>", raw)
+    if image and mask_i == source_i:
+        raise PlannerError(f"<BOEDIT> names input {mask_i} as both mask and source: {raw!r}")
     return [(source_i, Role.SOURCE)] + ([(mask_i, Role.MASK)] if mask_i != source_i else [])
 
 
 def _write_edit(plan: Plan, idx: Callable[[MediaInput], int], files: Files) -> str:
     masks = plan.by_role(Role.MASK)
-    source = idx(plan.one(Role.SOURCE))
+    source_input = plan.one(Role.SOURCE)
+    source = idx(source_input)
     if masks:
         return f"{idx(masks[0])},{source}"
-    # Video without a mask: nothing when the source is the first video (what parse then reads),
-    # else its index alone.
-    first_video = next((i for i, (_, k) in enumerate(files) if k is MediaKind.VIDEO), None)
-    return "" if source == first_video else str(source)
+    # Without a mask: nothing when the source is the first input of its kind (what parse then
+    # reads), else its index alone.
+    first = next((i for i, (_, k) in enumerate(files) if k is source_input.kind), None)
+    return "" if source == first else str(source)
 
 
 def _no_content(plan: Plan, idx: Callable[[MediaInput], int], files: Files) -> str:

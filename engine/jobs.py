@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any, Generic, Literal, TypeVar
 
 from .control import JobControl
-from .errors import Busy, Cancelled
+from .errors import Busy, Cancelled, ShuttingDown
 
 log = logging.getLogger(__name__)
 
@@ -173,16 +173,35 @@ class JobQueue:
     ``capacity`` jobs may wait behind the running one; ``keep_jobs`` finished jobs stay
     retrievable by id. The worker thread starts with the first job and is a daemon, so an idle
     queue costs nothing and never keeps a process alive.
+
+    ``on_idle`` (keep-alive): called on the worker thread once the queue has had no job for
+    ``idle_s`` seconds after the last one ended, e.g. to unload the models. A job submitted
+    meanwhile waits for it to return, so it never overlaps a job.
     """
 
-    def __init__(self, capacity: int = 8, keep_jobs: int = 64, *, name: str = "unison-jobs"):
+    def __init__(
+        self,
+        capacity: int = 8,
+        keep_jobs: int = 64,
+        *,
+        name: str = "unison-jobs",
+        idle_s: float | None = None,
+        on_idle: Callable[[], None] | None = None,
+    ):
         if capacity < 0:
             raise ValueError(f"capacity={capacity}: must be 0 or more")
         if keep_jobs < 1:
             raise ValueError(f"keep_jobs={keep_jobs}: must be 1 or more")
+        if idle_s is not None and idle_s < 0:
+            raise ValueError(f"idle_s={idle_s}: must be 0 or more")
         self.capacity = capacity
         self.keep_jobs = keep_jobs
         self._name = name
+        self._idle_s = idle_s if on_idle is not None else None
+        self._on_idle = on_idle
+        self._idle_due: float | None = None  # monotonic time the idle hook runs, when armed
+        #: Set by ``close(reason=...)``: why the jobs still waiting or running were stopped.
+        self._closing: str | None = None
         self._cond = threading.Condition()
         self._waiting: collections.deque[Job[Any]] = collections.deque()
         self._running: Job[Any] | None = None
@@ -210,6 +229,8 @@ class JobQueue:
         job: Job[T] = Job(kind, fn, on_progress, on_finish)
         with self._cond:
             if self._closed:
+                if self._closing is not None:
+                    raise ShuttingDown(f"{self._closing}: the job was not queued; nothing was written")
                 raise RuntimeError("the job queue is closed")
             ahead = len(self._waiting) + (1 if self._running is not None else 0)
             # One job runs and `capacity` wait. Counted together, so a job the worker has not
@@ -259,10 +280,16 @@ class JobQueue:
         with self._cond:
             return self._running is None and not self._waiting
 
-    def close(self, *, cancel: bool = True, timeout: float | None = None) -> None:
-        """Stop taking jobs; cancel what waits and what runs (``cancel``); join the worker."""
+    def close(self, *, cancel: bool = True, timeout: float | None = None, reason: str | None = None) -> None:
+        """Stop taking jobs; cancel what waits and what runs (``cancel``); join the worker.
+
+        ``reason`` (e.g. "the server is shutting down"): the cancelled jobs fail with
+        :class:`~engine.errors.ShuttingDown` saying so, instead of a plain cancel.
+        """
         with self._cond:
             self._closed = True
+            if reason is not None:
+                self._closing = reason
             pending = list(self._waiting) if cancel else []
             running = self._running if cancel else None
             self._cond.notify_all()
@@ -283,9 +310,10 @@ class JobQueue:
             except ValueError:
                 return False  # already running (it will stop at its next step) or finished
             self._record_finished(job)
-        job._finish(
-            "cancelled", error=Cancelled("the job was cancelled before it started; nothing was written")
-        )
+        error: Cancelled = Cancelled("the job was cancelled before it started; nothing was written")
+        if self._closing is not None:
+            error = ShuttingDown(f"{self._closing}: the job was not started; nothing was written")
+        job._finish("cancelled", error=error)
         log.info("cancelled queued %s", job)
         return True
 
@@ -302,16 +330,34 @@ class JobQueue:
 
     def _work(self) -> None:
         while True:
+            idle = False
             with self._cond:
                 while not self._waiting and not self._closed:
-                    self._cond.wait()
-                if not self._waiting:  # closed and drained
-                    return
-                job = self._waiting.popleft()
-                self._running = job
-                job.status = "running"
-                job.started_at = time.time()
-            self._run(job)
+                    left = None if self._idle_due is None else self._idle_due - time.monotonic()
+                    if left is not None and left <= 0:
+                        idle, self._idle_due = True, None
+                        break
+                    self._cond.wait(left)
+                if not idle:
+                    if not self._waiting:  # closed and drained
+                        return
+                    job = self._waiting.popleft()
+                    self._running = job
+                    job.status = "running"
+                    job.started_at = time.time()
+                    self._idle_due = None
+            if idle:
+                self._idle()
+            else:
+                self._run(job)
+
+    def _idle(self) -> None:
+        assert self._on_idle is not None  # armed only with a hook
+        log.info("no job for %.0f s: keep-alive ended", self._idle_s or 0.0)
+        try:
+            self._on_idle()
+        except Exception:  # the queue keeps serving whatever the hook does
+            log.exception("the idle hook failed")
 
     def _run(self, job: Job[Any]) -> None:
         log.info("running %s", job)
@@ -324,6 +370,8 @@ class JobQueue:
             status = "done"
         except Cancelled as exc:
             status, error = "cancelled", exc
+            if self._closing is not None and not isinstance(exc, ShuttingDown):
+                error = ShuttingDown(f"{self._closing}: the job was stopped; nothing was written")
         except BaseException as exc:
             # Recorded, not raised: the caller reads it from the job; the worker keeps serving.
             status, error = "failed", exc
@@ -331,6 +379,8 @@ class JobQueue:
         with self._cond:
             self._running = None
             self._record_finished(job)
+            if self._idle_s is not None and not self._waiting:
+                self._idle_due = time.monotonic() + self._idle_s  # keep-alive starts now
         job._finish(status, result=result, error=error)
         took = (job.finished_at or 0) - (job.started_at or 0)
         log.info("%s %s in %.2f s", job, status, took)

@@ -13,6 +13,8 @@ import json
 import logging
 import os
 import re
+import stat
+import time
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
@@ -28,6 +30,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TEMP_PREFIX = ".tmp-"
+#: Exactly the names :func:`write_output` gives its temporary files, and nothing else.
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{32}\.(png|mp4|json)")
+#: A temporary file older than this is left over from a process that died while writing (a
+#: write takes seconds): a second server writing into the same directory is never disturbed.
+STALE_TEMP_AGE_S = 600.0
 
 
 def _safe_task(task: str) -> str:
@@ -187,6 +194,36 @@ def write_output(
         raise
     log.info("wrote %s (%d bytes, %d frame(s) %dx%d)", final, size, num_frames, width, height)
     return result
+
+
+def remove_stale_temps(output_dir: Path | str, *, older_than_s: float = STALE_TEMP_AGE_S) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``output_dir``; returns what was deleted.
+
+    Only regular files named as :func:`write_output` names its temporaries (``.tmp-<32 hex>.png``,
+    ``.mp4`` or ``.json``) and last modified more than ``older_than_s`` seconds ago are removed:
+    a user's own hidden files, links and directories are never touched. A missing directory has
+    nothing to clean.
+    """
+    directory = Path(output_dir).expanduser()
+    if not directory.is_dir():
+        return []
+    cutoff = time.time() - older_than_s
+    removed: list[Path] = []
+    for path in directory.iterdir():
+        if not _TEMP_NAME.fullmatch(path.name):
+            continue
+        try:
+            info = path.lstat()  # lstat: a link named like a temporary is not ours
+            if not stat.S_ISREG(info.st_mode) or info.st_mtime > cutoff:
+                continue
+            path.unlink()
+        except OSError as exc:  # gone already (another server cleaned it), or not ours to delete
+            log.debug("left %s: %s", path, exc)
+            continue
+        removed.append(path)
+    if removed:
+        log.info("removed %d stale temporary file(s) from %s", len(removed), directory)
+    return removed
 
 
 def _add_audio(video: Path, scratch: Path, span: AudioSpan) -> tuple[dict[str, Any], str]:

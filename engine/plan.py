@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
+from .annotators import ControlKind
 from .config import Limits
 from .errors import InvalidRequest, validated
 from .prepare import DEFAULT_CONTEXT_FRAMES
@@ -72,6 +73,10 @@ class Plan(BaseModel):
     fps: float | None = None
     margins: Margins | None = None
     context_frames: StrictInt | None = None
+    #: image/video_control: what to extract from a plain control input (engine.annotators).
+    control_kind: ControlKind | None = None
+    #: image/video_edit without a mask: the object to find and repaint (a short phrase).
+    target: str | None = Field(None, max_length=200)
     raw: str | None = Field(None, description="the planner's own output (Unison tokens), when planned")
     planner: str | None = Field(None, description="the planner backend that made the plan, when planned")
     notes: list[str] = Field(default_factory=list)
@@ -387,6 +392,13 @@ def check_plan(plan: Plan, limits: Limits | None = None, shapes: Shapes | None =
                 m.model_dump(),
                 f"must leave room for the source inside the {update['width']}×{update['height']} output",
             )
+    if plan.target is not None:
+        if not plan.target.strip():
+            raise InvalidRequest.for_field("target", plan.target, "must name the object to repaint")
+        if plan.by_role(Role.MASK):
+            raise InvalidRequest.for_field(
+                "target", plan.target, "give a mask or a target (the object to find), not both"
+            )
     if "context_frames" in spec.params:
         c = DEFAULT_CONTEXT_FRAMES if plan.context_frames is None else plan.context_frames
         most = limits.max_frames - 4  # each window makes at least 4 new frames
@@ -400,7 +412,16 @@ def check_plan(plan: Plan, limits: Limits | None = None, shapes: Shapes | None =
 
 
 #: Plan fields that only some tasks take (checked against the task's parameters).
-_SHAPE_PARAMS = ("width", "height", "num_frames", "fps", "margins", "context_frames")
+_SHAPE_PARAMS = (
+    "width",
+    "height",
+    "num_frames",
+    "fps",
+    "margins",
+    "context_frames",
+    "control_kind",
+    "target",
+)
 
 
 def check_params(spec: TaskSpec, given: dict[str, Any]) -> None:
@@ -462,6 +483,8 @@ def build_plan(
     fps: float | None = None,
     margins: Margins | None = None,
     context_frames: int | None = None,
+    control_kind: str | None = None,
+    target: str | None = None,
     limits: Limits | None = None,
     shapes: Shapes | None = None,
 ) -> CheckedPlan:
@@ -477,6 +500,8 @@ def build_plan(
         fps=fps,
         margins=margins,
         context_frames=context_frames,
+        control_kind=control_kind,
+        target=target,
         limits=limits,
     )
     return check_plan(plan, limits, shapes)
@@ -494,6 +519,8 @@ def plan_from_params(
     fps: float | None = None,
     margins: Margins | None = None,
     context_frames: int | None = None,
+    control_kind: str | None = None,
+    target: str | None = None,
     limits: Limits | None = None,
 ) -> Plan:
     """The plan typed parameters say, not yet checked (:func:`build_plan` checks it)."""
@@ -536,4 +563,6 @@ def plan_from_params(
         fps=fps,
         margins=margins,
         context_frames=context_frames,
+        control_kind=control_kind,
+        target=target,
     )

@@ -25,6 +25,7 @@ from .media import VideoClip, open_image, probe_video, read_video
 from .vocab import MediaKind, Role
 
 if TYPE_CHECKING:
+    import numpy as np
     from PIL import Image
 
     from .inputs import Source
@@ -54,6 +55,10 @@ class Prepared:
     #: output size and rate); the window's first ``context`` frames are its last ones.
     prefix: list[Image.Image] | None = None
     context: int = 0
+    #: What was extracted to make the inputs, returned beside the result so a user can check and
+    #: reuse it: ``("control", frames)`` (a control signal), ``("mask", frames)`` (a mask found
+    #: from words, white = regenerated). Frames at the output size.
+    extras: list[tuple[str, list[Image.Image]]] = field(default_factory=list)
 
 
 @dataclass
@@ -64,6 +69,18 @@ class PrepContext:
     #: The inputs opened when the request was admitted, by the path in the plan: decoding reads
     #: them, never the path again. A path without one (tests, old callers) is opened by path.
     sources: Mapping[str, Source] = field(default_factory=dict)
+    #: ``annotate(kind, frames)``: a control signal of ``kind`` ((F, H, W, 3) uint8 → same) from
+    #: plain frames (engine.annotators); ``None``: only raw control inputs.
+    annotate: Callable[[str, np.ndarray], np.ndarray] | None = None
+    #: ``looks_like(frames)``: the control kind frames already look like, or ``None``.
+    looks_like: Callable[[np.ndarray], str | None] | None = None
+    #: ``segment(frames, phrase)``: (F, H, W) bool masks of what the phrase names, tracked; ``None``:
+    #: no segmenter (the box grounding ``ground`` is the fallback).
+    segment: Callable[[np.ndarray, str], np.ndarray] | None = None
+    #: ``phrase(prompt)``: the object an edit prompt names, read by the planner (any language).
+    phrase: Callable[[str], str | None] | None = None
+    #: Pixels a mask found from words grows by on each side.
+    dilate_px: int = 8
 
     def source(self, m: MediaInput) -> Source | str:
         return self.sources.get(m.path, m.path)
@@ -182,22 +199,31 @@ def prepare_text_only(plan: Plan, ctx: PrepContext) -> Prepared:
 
 
 def prepare_image_edit(plan: Plan, ctx: PrepContext) -> Prepared:
-    """Source + mask (white = regenerate), brought to the output size by the same cover-crop."""
+    """Source + the region to regenerate, brought to the output size by the same cover-crop: the
+    white of a mask image, or (no mask) the object ``plan.target`` or the prompt names, segmented
+    (or, without a segmenter, grounded as boxes) and returned beside the result."""
     size = _size(plan)
-    src_in, mask_in = plan.one(Role.SOURCE), plan.one(Role.MASK)
+    src_in = plan.one(Role.SOURCE)
     source = _open(ctx, src_in)
-    mask = _open(ctx, mask_in, mode="L")
     notes = _crop_note(Role.SOURCE, source.size, size)
-    if mask.size != source.size:
-        notes.append(
-            f"mask {mask.width}×{mask.height} stretched to the source's {source.width}×{source.height}"
-        )
-    out_mask = _align_mask(mask, source.size, size)
-    if not _has_white([out_mask]):
-        raise InvalidRequest.for_field(
-            "mask", mask_in.path, "has no white (≥128) pixels in the output area: nothing would be edited"
-        )
     frame = resize_cover(source, size)
+    extras: list[tuple[str, list[Image.Image]]] = []
+    masks = plan.by_role(Role.MASK)
+    if masks:
+        mask_in = masks[0]
+        mask = _open(ctx, mask_in, mode="L")
+        if mask.size != source.size:
+            notes.append(
+                f"mask {mask.width}×{mask.height} stretched to the source's {source.width}×{source.height}"
+            )
+        out_mask = _align_mask(mask, source.size, size)
+        if not _has_white([out_mask]):
+            raise InvalidRequest.for_field(
+                "mask", mask_in.path, "has no white (≥128) pixels in the output area: nothing would be edited"
+            )
+    else:
+        (out_mask,) = _mask_from_words(plan, ctx, [frame], notes)
+        extras.append(("mask", [out_mask]))
     return Prepared(
         width=size[0],
         height=size[1],
@@ -205,22 +231,62 @@ def prepare_image_edit(plan: Plan, ctx: PrepContext) -> Prepared:
         video=[_grey_out(frame, out_mask)],
         mask=[out_mask],
         notes=notes,
+        extras=extras,
     )
 
 
 def prepare_image_control(plan: Plan, ctx: PrepContext) -> Prepared:
-    """A control image (pose, depth, edges) as a 1-frame control video, all of it to generate."""
+    """A control image as a 1-frame control video, all of it to generate: the signal of
+    ``plan.control_kind`` extracted from a plain image at the output size, or the image as it is."""
     size = _size(plan)
     m = plan.one(Role.CONTROL)
     control = _open(ctx, m)
+    notes = _crop_note(Role.CONTROL, control.size, size)
+    frames, extras = _control_signal(plan, ctx, [resize_cover(control, size)], notes)
     return Prepared(
         width=size[0],
         height=size[1],
         num_frames=1,
-        video=[resize_cover(control, size)],
+        video=frames,
         mask=[_flat_mask(size, 255)],
-        notes=_crop_note(Role.CONTROL, control.size, size),
+        notes=notes,
+        extras=extras,
     )
+
+
+def _control_signal(
+    plan: Plan, ctx: PrepContext, frames: list[Image.Image], notes: list[str]
+) -> tuple[list[Image.Image], list[tuple[str, list[Image.Image]]]]:
+    """The control frames VACE follows: extracted (``plan.control_kind``), or the input as it is
+    (``raw``; unset: raw when the input already looks like a control signal, else depth)."""
+    import numpy as np
+    from PIL import Image
+
+    kind = plan.control_kind
+    pixels = np.stack([np.asarray(f) for f in frames])
+    if kind != "raw":
+        # A signal already extracted (skeletons on black, a grey map) is followed as it is:
+        # extracting pose from a skeleton would lose it.
+        seen = ctx.looks_like(pixels) if ctx.looks_like is not None else None
+        if seen is not None:
+            notes.append(f"control: the input looks like a {seen} signal already: used as it is (raw)")
+            kind = "raw"
+        elif kind is None:
+            notes.append(
+                "control: no control_kind given: depth extracted (say pose, edges, flow, gray or raw)"
+            )
+            kind = "depth"
+    if kind == "raw":
+        return frames, []
+    if ctx.annotate is None:
+        raise InvalidRequest.for_field(
+            "control_kind", kind, "needs the annotators, which this engine has not got; give control_kind raw"
+        )
+    _check(ctx)
+    out = ctx.annotate(kind, pixels)  # (F, H, W, 3) uint8 at the output size
+    extracted = [Image.fromarray(f) for f in out]
+    notes.append(f"control: {kind} extracted from the {len(frames)}-frame input (returned beside the result)")
+    return extracted, [("control", extracted)]
 
 
 def prepare_reference(plan: Plan, ctx: PrepContext) -> Prepared:
@@ -260,19 +326,22 @@ def prepare_anchor_frames(plan: Plan, ctx: PrepContext) -> Prepared:
 
 
 def prepare_video_control(plan: Plan, ctx: PrepContext) -> Prepared:
-    """A control video (already extracted pose/depth/edges) as VACE's input video, all to generate."""
+    """A control video as VACE's input video, all to generate: the signal of ``plan.control_kind``
+    extracted from a plain video at the output size and rate, or the video as it is."""
     size = _size(plan)
     m = plan.one(Role.CONTROL)
     notes: list[str] = []
     clip = _read(plan, ctx, m, notes, size=size)
-    n = len(clip.frames)
+    frames, extras = _control_signal(plan, ctx, clip.images(), notes)
+    n = len(frames)
     return Prepared(
         width=size[0],
         height=size[1],
         num_frames=n,
-        video=clip.images(),
+        video=frames,
         mask=[_flat_mask(size, 255)] * n,
         notes=notes,
+        extras=extras,
     )
 
 
@@ -280,8 +349,9 @@ def prepare_video_edit(plan: Plan, ctx: PrepContext) -> Prepared:
     """Source video + the region to regenerate.
 
     The region is, in order: a mask video (resampled like the source), a mask image applied to
-    every frame, or, with neither, boxes found by ``ctx.ground`` on a few frames for the object
-    named in the prompt (see :func:`object_phrase`), interpolated over time and dilated.
+    every frame, or, with neither, the object ``plan.target`` (else the one the prompt names)
+    segmented and tracked through the clip by ``ctx.segment`` and dilated; without a segmenter,
+    boxes found by ``ctx.ground`` on a few frames, interpolated over time and dilated.
     """
     size = _size(plan)
     src_in = plan.one(Role.SOURCE)
@@ -293,6 +363,7 @@ def prepare_video_edit(plan: Plan, ctx: PrepContext) -> Prepared:
     frames = clip.images()
     n = len(frames)
     given = plan.by_role(Role.MASK)
+    extras: list[tuple[str, list[Image.Image]]] = []
     if given:
         mask = _given_mask(plan, ctx, given[0], native, size, notes)
         if not _has_white(mask):
@@ -302,7 +373,8 @@ def prepare_video_edit(plan: Plan, ctx: PrepContext) -> Prepared:
                 "has no white (≥128) pixels in the output area: nothing would be edited",
             )
     else:
-        mask = _auto_mask(plan, ctx, frames, notes)
+        mask = _mask_from_words(plan, ctx, frames, notes)
+        extras.append(("mask", mask))
     return Prepared(
         width=size[0],
         height=size[1],
@@ -310,7 +382,57 @@ def prepare_video_edit(plan: Plan, ctx: PrepContext) -> Prepared:
         video=[_grey_out(f, m) for f, m in zip(frames, mask, strict=True)],
         mask=mask,
         notes=notes,
+        extras=extras,
     )
+
+
+def _edit_phrase(plan: Plan, ctx: PrepContext, notes: list[str]) -> str:
+    """The object to find: ``plan.target``, else what the planner reads in the prompt, else the
+    English heuristic :func:`object_phrase`, else the whole prompt."""
+    if plan.target:
+        return plan.target.strip()
+    if ctx.phrase is not None:
+        read = ctx.phrase(plan.prompt)
+        if read:
+            notes.append(f"edit region: {read!r}, read from the prompt by the planner")
+            return read
+    return object_phrase(plan.prompt) or plan.prompt.strip()
+
+
+def _mask_from_words(
+    plan: Plan, ctx: PrepContext, frames: list[Image.Image], notes: list[str]
+) -> list[Image.Image]:
+    """Masks (255 = regenerate) of the object the request names, one per frame: segmented (and
+    tracked) when a segmenter is configured, else grounded boxes."""
+    import numpy as np
+    from PIL import Image
+
+    if ctx.segment is None:
+        if ctx.ground is not None:
+            notes.append("no segmenter configured: the edit region is the planner's grounding boxes")
+        return _auto_mask(plan, ctx, frames, notes)
+    phrase = _edit_phrase(plan, ctx, notes)
+    _check(ctx)
+    found = ctx.segment(np.stack([np.asarray(f) for f in frames]), phrase)  # (F, H, W) bool
+    if not found.any():
+        raise InvalidRequest.for_field(
+            "mask",
+            None,
+            f"no region matching {phrase!r} was found in the source; give a mask (white = "
+            "regenerate) or another target",
+        )
+    if ctx.dilate_px > 0:
+        # Segmentation edges are tight: pixels left unmasked at the object's rim show as a halo.
+        from .annotators.segment import dilate
+
+        found = dilate(found, ctx.dilate_px)
+    masks = [Image.fromarray(np.where(m, 255, 0).astype(np.uint8), mode="L") for m in found]
+
+    notes.append(
+        f"edit region for {phrase!r} segmented on {int(found.any(axis=(1, 2)).sum())} of {len(frames)} "
+        f"frame(s), grown by {ctx.dilate_px} px (returned beside the result)"
+    )
+    return masks
 
 
 def _given_mask(
@@ -490,14 +612,14 @@ def object_phrase(prompt: str, *, max_words: int = 4) -> str | None:
 def _auto_mask(
     plan: Plan, ctx: PrepContext, frames: list[Image.Image], notes: list[str]
 ) -> list[Image.Image]:
-    phrase = object_phrase(plan.prompt) or plan.prompt.strip()
     if ctx.ground is None:
         raise InvalidRequest.for_field(
             "mask",
             None,
-            "video_edit without a mask needs the planner's grounding to find the region to edit, and no "
-            "planner model is loaded; give a mask (image or video, white = regenerate)",
+            f"{plan.task} without a mask needs a segmenter or the planner's grounding to find the region "
+            "to edit, and neither is configured; give a mask (white = regenerate)",
         )
+    phrase = _edit_phrase(plan, ctx, notes)
     size = frames[0].size
     keys = even_indices(len(frames), min(GROUND_SAMPLES, len(frames)))
     found: dict[int, list[Box]] = {}

@@ -21,7 +21,8 @@ class OutputFile(BaseModel):
     duration_s: float | None = None  # video only
     sidecar: str | None = None  # absolute path of the JSON metadata beside it
     seed: int | None = None  # the seed this candidate was made from
-    #: What the file is: "result", or "new_part" (video_extend: the new frames alone).
+    #: What the file is: "result"; "new_part" (video_extend: the new frames alone); "mask" (an edit
+    #: region found from words, white = regenerated) or "control" (the extracted control signal).
     role: str = "result"
 
 

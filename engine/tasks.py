@@ -103,6 +103,13 @@ class TaskSpec:
         return next((r for r in self.roles if r.role is role), None)
 
 
+#: What control tasks say about ``control_kind`` (the tool descriptions and the CLI show it).
+CONTROL_NOTE = (
+    "`control_kind` says what to follow: pose (skeletons), depth, edges, flow (motion) or gray, "
+    "extracted from a plain image/video, or raw (the input already is a control signal); unset: raw "
+    "when the input looks like one, else depth"
+)
+
 _I = (MediaKind.IMAGE,)
 _V = (MediaKind.VIDEO,)
 _IV = (MediaKind.IMAGE, MediaKind.VIDEO)
@@ -141,20 +148,24 @@ TASKS: dict[Task, TaskSpec] = {
         TaskSpec(
             Task.IMAGE_EDIT,
             "image",
-            (RoleRule(Role.SOURCE, _I), RoleRule(Role.MASK, _I)),
-            "repaint the white area of `mask` in `source`",
+            (RoleRule(Role.SOURCE, _I), RoleRule(Role.MASK, _I, 0, 1)),
+            "repaint the white area of `mask` in `source`, or the object named by `target` (or the "
+            "prompt) when no mask is given",
             prepare=prep.prepare_image_edit,
             grammar=(CFI, BOEDIT),
             size_from=(Role.SOURCE,),
+            params=("target",),
         ),
         TaskSpec(
             Task.IMAGE_CONTROL,
             "image",
             (RoleRule(Role.CONTROL, _I),),
-            "create an image following a control image (pose, depth, edges)",
+            "create an image following the pose, depth, edges, motion or grey of a control image",
             prepare=prep.prepare_image_control,
             grammar=(CFI, CTRL),
             size_from=(Role.CONTROL,),
+            params=("control_kind",),
+            note=CONTROL_NOTE,
         ),
         TaskSpec(
             Task.IMAGE_REFERENCE,
@@ -197,21 +208,24 @@ TASKS: dict[Task, TaskSpec] = {
             "video",
             (RoleRule(Role.SOURCE, _V), RoleRule(Role.MASK, _IV, 0, 1)),
             "repaint a region of `source` video: the white area of `mask` (video, or image for every "
-            "frame), or the object named in the prompt when no mask is given",
+            "frame), or the object named by `target` (or the prompt), tracked, when no mask is given",
             prepare=prep.prepare_video_edit,
             grammar=(CFV, BOEDIT),
             size_from=(Role.SOURCE,),
             length_from=Role.SOURCE,
+            params=("target",),
         ),
         TaskSpec(
             Task.VIDEO_CONTROL,
             "video",
             (RoleRule(Role.CONTROL, _V),),
-            "create a video following a control video (pose, depth, edges) already extracted",
+            "create a video following the pose, depth, edges, motion or grey of a control video",
             prepare=prep.prepare_video_control,
             grammar=(CFV, CTRL),
             size_from=(Role.CONTROL,),
             length_from=Role.CONTROL,
+            params=("control_kind",),
+            note=CONTROL_NOTE,
         ),
         TaskSpec(
             Task.IMAGE_OUTPAINT,

@@ -272,3 +272,28 @@ def scale_boxes(boxes: Sequence[Box], src: tuple[int, int], dst: tuple[int, int]
         if box[2] > box[0] and box[3] > box[1]:
             out.append(box)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The object of an edit.
+
+#: Longest phrase taken as an edit's object (an answer that runs on is not a phrase).
+TARGET_MAX_WORDS = 6
+_TARGET_QUESTION = (
+    "An image or video edit request follows. Which object in the picture should be changed, "
+    "removed or replaced? Answer with that object only, as a short English noun phrase, "
+    "nothing else.\nRequest: {prompt}"
+)
+
+
+def edit_target(qwen: QwenPlanner, prompt: str) -> str | None:
+    """The object an edit ``prompt`` names, in a few English words, as the planner model reads it
+    (so a request in any language it reads works); ``None`` when the answer is not a short phrase."""
+    answer = qwen.reply([{"role": "user", "content": _TARGET_QUESTION.format(prompt=prompt)}], 16)
+    line = answer.strip().splitlines()[0] if answer.strip() else ""
+    phrase = line.strip(" \t\"'`.,;:!?").removeprefix("the ").strip()
+    words = phrase.split()
+    if not words or len(words) > TARGET_MAX_WORDS or not any(c.isalpha() for c in phrase):
+        log.info("no edit target in the planner's answer %r", answer[:80])
+        return None
+    return phrase

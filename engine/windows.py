@@ -90,6 +90,9 @@ class Made:
     new_from: int | None = None
     preserved: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: What was extracted to make the inputs (``("mask", frames)``, ``("control", frames)``),
+    #: ``(F, H, W, 3)`` uint8: written beside the results.
+    extras: list[tuple[str, np.ndarray]] = field(default_factory=list)
 
 
 class Chain:
@@ -166,6 +169,8 @@ class Chain:
         runs = len(self.windows) * (1 if batch else len(seeds))
         overall, done = steps * runs, 0
         made = Made(frames=[], new_from=len(prepared.prefix) if self.extend and prepared.prefix else None)
+        for role, images in prepared.extras:
+            made.extras.append((role, np.stack([np.asarray(im.convert("RGB")) for im in images])))
         if batch:
             outs = run(prepared, seeds=list(seeds), progress=(0, overall), stage="generating")
             for k in range(len(seeds)):

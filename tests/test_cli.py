@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -230,9 +231,10 @@ def test_margins_take_four_sides_or_one_number():
 def test_make_tiny_builds_what_is_missing_in_the_released_layouts(capsys, tiny_paths, tmp_path: Path):
     import torch
 
-    # Reuse the session's planner and generator; the projector is built here.
-    for name in ("qwen", "adapter", "wan"):
-        (tmp_path / name).symlink_to(getattr(tiny_paths, name), target_is_directory=True)
+    # Reuse the session's models; the projector is built here.
+    for name, built in dataclasses.asdict(tiny_paths).items():
+        if name not in ("root", "projector"):
+            (tmp_path / built.name).symlink_to(built, target_is_directory=built.is_dir())
     code, out, err = cli(capsys, "make-tiny", str(tmp_path))
     assert code == 0, err
     paths = json.loads(out)
@@ -411,6 +413,19 @@ def test_download_dry_run_lists_the_hub_weights_and_skips_local_ones(capsys, tin
             "Wan-AI/Wan2.1-VACE-1.3B-diffusers",
             "would download Wan-AI/Wan2.1-VACE-1.3B-diffusers",
         ],
+        ["segment", "facebook/sam3", "would download facebook/sam3"],
+        [
+            "depth",
+            "depth-anything/Depth-Anything-V2-Small-hf",
+            "would download depth-anything/Depth-Anything-V2-Small-hf",
+        ],
+        ["pose", "usyd-community/vitpose-base-simple", "would download usyd-community/vitpose-base-simple"],
+        [
+            "person_detector",
+            "PekingU/rtdetr_r50vd_coco_o365",
+            "would download PekingU/rtdetr_r50vd_coco_o365",
+        ],
+        ["flow", "raft_small", "would download torchvision's raft_small weights"],
     ]
 
 
@@ -508,3 +523,34 @@ def test_generate_edit_keeps_the_source_unless_no_preserve_is_given(capsys, tiny
     assert code == 0, err
     raw = np.asarray(Image.open(out.strip()).convert("RGB"))
     assert not (raw[:8] == (10, 200, 30)).all()  # the tiny VAE's own colours
+
+
+def test_generate_extracts_a_control_signal_and_returns_it_beside_the_result(
+    capsys, tiny_env: Path, tmp_path: Path
+):
+    import numpy as np
+
+    from engine.media import encode_mp4
+
+    y, x = np.mgrid[0:48, 0:64]
+    frames = np.stack([np.stack([x * 4 + 9 * t, y * 5, 255 - x * 3], -1) for t in range(5)]).clip(0, 255)
+    clip = tmp_path / "walk.mp4"
+    encode_mp4(clip, frames.astype(np.uint8), 16)
+    code, out, err = cli(
+        capsys, "generate", "--preset", "tiny", "--task", "video_control", "--prompt", "a robot",
+        "--control", str(clip), "--control-kind", "edges", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    outputs = json.loads(out)["outputs"]
+    assert [o["role"] for o in outputs] == ["result", "control"]
+    assert outputs[0]["num_frames"] == outputs[1]["num_frames"] == 5
+
+
+def test_generate_edits_an_image_without_a_mask_by_its_target(capsys, tiny_env: Path, tmp_path: Path):
+    photo = make_png(tmp_path / "room.png")
+    code, out, err = cli(
+        capsys, "generate", "--preset", "tiny", "--task", "image_edit", "--prompt", "a green sofa",
+        "--source", str(photo), "--target", "sofa", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert [o["role"] for o in json.loads(out)["outputs"]] == ["result", "mask"]

@@ -295,13 +295,15 @@ def another_value(s: Setting, default: Any, tmp_path: Path) -> Any:
         return tmp_path / s.name
     if s.kind == "paths":
         return [tmp_path / "a", tmp_path / "b"]
+    if s.kind == "strs":
+        return ["gpu.example.com", "edge.example:8443"]
     return f"x-{s.name}"
 
 
 def as_flags(s: Setting, flag: str, value: Any) -> list[str]:
     if s.kind == "bool":
         return [flag if value else "--no-" + flag[2:]]
-    if s.kind == "paths":
+    if s.kind in ("paths", "strs"):
         return [arg for v in value for arg in (flag, str(v))]
     return [flag, str(value)]
 
@@ -311,6 +313,8 @@ def as_env(s: Setting, value: Any) -> str:
         return "yes" if value else "no"
     if s.kind == "paths":
         return os.pathsep.join(str(v) for v in value)
+    if s.kind == "strs":
+        return ",".join(value)
     return str(value)
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from engine.control import JobControl
-from engine.errors import Busy, Cancelled
+from engine.errors import Busy, Cancelled, ShuttingDown
 from engine.jobs import Job, JobQueue
 
 
@@ -233,3 +233,75 @@ def test_a_refused_submit_does_not_release_what_the_caller_still_holds():
     finally:
         release.set()
         q.close(cancel=True, timeout=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keep-alive and shutting down
+
+
+def test_the_idle_hook_runs_once_after_the_keep_alive_without_a_job_and_never_during_one():
+    idle = threading.Event()
+    calls: list[float] = []
+    running = threading.Event()
+
+    def on_idle() -> None:
+        assert not running.is_set(), "the idle hook ran while a job held the worker"
+        calls.append(time.monotonic())
+        idle.set()
+
+    q = JobQueue(capacity=2, idle_s=0.2, on_idle=on_idle)
+    try:
+
+        def job(control: JobControl) -> None:
+            running.set()
+            time.sleep(0.3)  # longer than the keep-alive: the hook must wait for the job's end
+            running.clear()
+
+        ended = q.submit("t", job)
+        assert ended.wait(5)
+        t_end = time.monotonic()
+        assert idle.wait(5)
+        assert calls[0] - t_end >= 0.15  # counted from the job's end, not from its start
+        time.sleep(0.4)
+        assert len(calls) == 1  # once per idle spell, not every idle_s
+        idle.clear()
+        assert q.submit("t", lambda control: None).wait(5)
+        assert idle.wait(5) and len(calls) == 2  # armed again by the next job
+    finally:
+        q.close(timeout=5)
+
+
+def test_a_queue_without_an_idle_hook_never_arms_one():
+    q = JobQueue(capacity=1, idle_s=0.01)  # no hook: idle_s alone means nothing
+    try:
+        assert q.submit("t", lambda control: 1).wait(5)
+        time.sleep(0.05)
+        assert q.idle()
+    finally:
+        q.close(timeout=5)
+
+
+def test_closing_with_a_reason_stops_the_running_job_and_refuses_the_queued_ones_saying_why():
+    q = JobQueue(capacity=2)
+    started = threading.Event()
+
+    def steps(control: JobControl) -> str:
+        started.set()
+        for _ in range(500):
+            control.check()
+            time.sleep(0.01)
+        return "finished"
+
+    running = q.submit("t", steps)
+    queued = q.submit("t", lambda control: "never")
+    assert started.wait(5)
+    t0 = time.monotonic()
+    q.close(cancel=True, timeout=5, reason="the server is shutting down")
+    assert time.monotonic() - t0 < 1.0
+    for job in (running, queued):
+        assert job.status == "cancelled"
+        assert isinstance(job.error, ShuttingDown) and isinstance(job.error, Cancelled)
+        assert str(job.error).startswith("the server is shutting down: ")
+        assert "nothing was written" in str(job.error)
+    with pytest.raises(ShuttingDown, match="the server is shutting down"):
+        q.submit("t", lambda control: None)

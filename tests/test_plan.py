@@ -239,7 +239,7 @@ MALFORMED = [
     ("<CFI><BORES>wide,tall<EORES>", [], "expected 2 whole number"),
     ("<CFI><BORES>832<EORES>", [], "expected 2 whole number"),
     ("<CFV><BONF>eighty<EONF>", [], "expected 1 whole number"),
-    ("<CFI><BOEDIT>1<EOEDIT>", [("a.png", IMG), ("m.png", IMG)], "expected 2 whole number"),
+    ("<CFI><BOEDIT>one<EOEDIT>", [("a.png", IMG), ("m.png", IMG)], "expected 1 whole number"),
     ("<CFI><BOEDIT>2,0<EOEDIT>", [("a.png", IMG), ("m.png", IMG)], "refers to input 2 but the request has 2"),
     ("<CFI><BOEDIT>0,0<EOEDIT>", [("a.png", IMG), ("m.png", IMG)], "both mask and source"),
     ("<CFI><CFV>", [], "both an image and a video"),
@@ -456,7 +456,12 @@ def mi(path: str, role: Role) -> MediaInput:
 ROLE_CASES = [
     # image_edit: the mask must be an image, both roles exactly once
     (Task.IMAGE_EDIT, [mi("a.png", Role.SOURCE), mi("m.mp4", Role.MASK)], "inputs[1]", "must be an image"),
-    (Task.IMAGE_EDIT, [mi("a.png", Role.SOURCE)], "mask", "needs 1 mask input(s)"),
+    (
+        Task.IMAGE_EDIT,
+        [mi("a.png", Role.SOURCE), mi("m.png", Role.MASK), mi("n.png", Role.MASK)],
+        "mask",
+        "needs 0 to 1 mask input(s)",
+    ),
     (
         Task.IMAGE_EDIT,
         [mi("a.png", Role.SOURCE), mi("b.png", Role.SOURCE), mi("m.png", Role.MASK)],

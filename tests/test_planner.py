@@ -545,7 +545,11 @@ def test_two_indices_in_a_video_edit_still_name_the_mask_and_the_source():
         ),
         ("<CFV><BOEDIT>3<EOEDIT>", [("clip.mp4", _VID)], "refers to input 3 but the request has 1"),
         ("<CFV><BOEDIT>one<EOEDIT>", [("clip.mp4", _VID)], "expected 1 whole number"),
-        ("<CFI><BOEDIT>0<EOEDIT>", [("a.png", _IMG), ("m.png", _IMG)], "expected 2 whole number"),
+        (
+            "<CFI><BOEDIT>1<EOEDIT>",
+            [("a.png", _IMG), ("clip.mp4", _VID)],
+            "names input 1 (video) as the image",
+        ),
     ],
 )
 def test_a_single_edit_index_that_cannot_be_the_video_is_a_planner_error(text, files, says):

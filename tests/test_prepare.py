@@ -53,6 +53,9 @@ def ctx(**kw) -> PrepContext:
 
 def make_plan(task: Task, inputs=(), *, num_frames: int | None = None, **kw) -> Plan:
     fps = 16 if TASKS[task].output == "video" else None  # an image takes no frame rate
+    if "control_kind" in TASKS[task].params:
+        # The control inputs here are given as signals; extraction is tested in test_from_media.py.
+        kw.setdefault("control_kind", "raw")
     return build_plan(task, "a test prompt", inputs, width=W, height=H, num_frames=num_frames, fps=fps, **kw)
 
 

@@ -390,13 +390,12 @@ def test_portrait_and_default_margins_follow_the_planners_limits():
     assert zoom.margins == Margins(left=8, top=6, right=8, bottom=6)
 
 
-def test_an_edit_of_one_image_without_a_mask_falls_back_to_a_reference_and_says_why():
+def test_an_edit_of_one_image_without_a_mask_is_an_edit_whose_region_comes_from_the_words():
+    # Before issue 10 this fell back to image_reference: an image edit needed a painted mask.
     plan = check_plan(plan_of("Replace the dog in ###a.png### with a cat"))
-    assert plan.task is Task.IMAGE_REFERENCE
-    assert [m.role.value for m in plan.inputs] == [REF]
-    assert len(plan.notes) == 1
-    assert "image_edit" in plan.notes[0] and "mask" in plan.notes[0]
-    assert plan.notes[0].endswith("planned as image_reference")
+    assert plan.task is Task.IMAGE_EDIT
+    assert [m.role.value for m in plan.inputs] == ["source"]
+    assert plan.notes == []
 
 
 def test_an_action_word_on_a_video_picks_the_task_its_kind_allows():

@@ -37,6 +37,10 @@ def real(tiny_paths, tmp_path_factory):
         Image.new("RGB", (64, 48), (40, 40, 220)).save(root / name)
     for name in ("clip.mp4", "pose.mp4"):
         encode_mp4(root / name, np.full((9, 48, 64, 3), 90, dtype=np.uint8), 16.0)
+    # A plain, colourful video (not a control signal already): what a user films.
+    y, x = np.mgrid[0:48, 0:64]
+    scene = np.stack([(x * 4 + 8 * t, y * 5, 255 - x * 3) for t in range(9)], axis=0)
+    encode_mp4(root / "dance.mp4", np.moveaxis(scene, 1, -1).clip(0, 255).astype(np.uint8), 16.0)
     mask = Image.new("L", (64, 48), 0)
     mask.paste(255, (16, 12, 48, 36))
     mask.save(root / "mask.png")
@@ -266,6 +270,88 @@ async def test_auto_never_runs_a_plan_that_dropped_the_users_files(real):
             "auto", {"prompt": f"animate ###{real['root'] / 'photo.png'}### for one second", "dry_run": True}
         )
     data = _data(result)
+    # Whatever the tiny LoRA answers, the plan that would run uses the user's file (a plan that
+    # ignored it would have been planned again by the rules: see test_route.py for each case).
     used = [m["path"] for m in data["plan"]["inputs"]]
     assert used == [str(real["root"] / "photo.png")]
-    assert data["plan"]["task"] == "image_to_video"
+    assert data["plan"]["task"] not in ("text_to_image", "text_to_video")
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks and control signals from plain media (issue 10), through MCP on the tiny annotators
+
+
+@pytest.mark.parametrize("kind", ["pose", "depth", "edges", "flow", "gray"])
+async def test_video_control_extracts_each_kind_from_a_plain_video_and_returns_it(real, kind):
+    async with Client(_server(real)) as client:
+        result = await client.call_tool(
+            "generate",
+            {
+                "task": "video_control",
+                "prompt": "an astronaut",
+                "control": str(real["root"] / "dance.mp4"),
+                "control_kind": kind,
+                "steps": 1,
+            },
+        )
+    outputs = _data(result)["outputs"]
+    assert [o["role"] for o in outputs] == ["result", "control"]
+    assert outputs[0]["num_frames"] == outputs[1]["num_frames"] == 9
+    assert any(f"{kind} extracted" in n for n in _data(result)["notes"])
+
+
+async def test_an_image_edit_without_a_mask_returns_the_result_and_the_mask_it_found(real):
+    async with Client(_server(real)) as client:
+        result = await client.call_tool(
+            "generate",
+            {"task": "image_edit", "prompt": "make the ball blue", "source": str(real["root"] / "photo.png"),
+             "target": "ball", "steps": 1},
+        )  # fmt: skip
+    outputs = _data(result)["outputs"]
+    assert [o["role"] for o in outputs] == ["result", "mask"]
+    mask = np.asarray(Image.open(outputs[1]["path"]).convert("L"))
+    assert set(np.unique(mask)) <= {0, 255} and mask.max() == 255
+
+
+async def test_a_video_edit_whose_target_is_not_found_is_a_clear_error(real, tmp_path_factory):
+    import shutil
+
+    from engine.engine import Engine
+
+    # A copy of the tiny segmenter that never finds anything (its detection threshold at 1).
+    base = real["engine"].config
+    blind = tmp_path_factory.mktemp("blind") / "segment"
+    shutil.copytree(base.annotators.segment_model, blind)
+    cfg_file = blind / "config.json"
+    import json
+
+    cfg = json.loads(cfg_file.read_text())
+    cfg["score_threshold_detection"] = 1.0
+    cfg_file.write_text(json.dumps(cfg))
+    config = base.model_copy(
+        update={"annotators": base.annotators.model_copy(update={"segment_model": str(blind)})}
+    )
+    eng = Engine(config, planner=real["engine"].planner, generator=real["engine"].generator)
+    server = build_server(ServerConfig(engine=config, allowed_roots=[real["root"]]), engine=eng)
+    async with Client(server) as client:
+        result = await client.call_tool(
+            "generate",
+            {"task": "video_edit", "prompt": "remove the car", "source": str(real["root"] / "clip.mp4"),
+             "target": "car", "steps": 1},
+        )  # fmt: skip
+    assert result.is_error
+    text = " ".join(c.text for c in result.content if c.type == "text")
+    assert "no region matching 'car' was found" in text and "give a mask" in text
+
+
+async def test_auto_routes_following_the_moves_of_a_dance_to_pose_control(real):
+    async with Client(_server(real)) as client:
+        result = await client.call_tool(
+            "auto",
+            {
+                "prompt": f"make an astronaut follow the moves in ###{real['root'] / 'clip.mp4'}###",
+                "dry_run": True,
+            },
+        )
+    plan = _data(result)["plan"]
+    assert (plan["task"], plan["control_kind"]) == ("video_control", "pose")

@@ -73,6 +73,9 @@ class FakeEngine:
         time.sleep(self.preload_delay)
         self.preloaded.set()
 
+    def unload(self) -> bool:
+        return False  # nothing loaded: no models
+
     def admit(self, request: AnyRequest) -> Admitted:
         return admit(request, self.config, self.inputs)
 
@@ -445,13 +448,17 @@ async def test_a_job_outliving_wait_s_returns_a_handle_that_the_job_tool_follows
 
 
 async def test_with_wait_s_zero_every_call_returns_a_handle_at_once(dirs):
-    server, _ = _make(dirs, wait_s=0)
+    server, fake = _make(dirs, wait_s=0)
+    # Held before its first step, the job cannot finish before the call returns: the handle is
+    # then always a handle (a job that had already finished would return its result instead).
+    fake.hold = threading.Event()
     async with Client(server) as client:
         t0 = time.perf_counter()
         handle = _data(await client.call_tool("understand", {"prompt": "hi"}))
         assert time.perf_counter() - t0 < 1.0
-        assert handle["status"] in ("queued", "running", "done") and handle["job_id"]
+        assert handle["status"] in ("queued", "running") and handle["job_id"]
         job = state_of(server).queue.get(handle["job_id"])
+        fake.hold.set()
         assert await anyio.to_thread.run_sync(job.wait, 10)
         result = await client.call_tool("job", {"action": "result", "job_id": handle["job_id"]})
     assert _data(result)["answer"] == "I see 0 file(s). hi"
@@ -658,7 +665,7 @@ async def test_a_refused_path_in_understand_media_or_an_auto_marker_is_a_tool_er
             {"task": "text_to_image", "prompt": "x", "width": 8000, "height": 480},
             "less than or equal to 7680",
         ),
-        ({"task": "image_edit", "prompt": "x", "source": "SRC"}, "image_edit needs 1 mask input(s)"),
+        ({"task": "image_edit", "prompt": "x", "mask": "SRC"}, "image_edit needs 1 source input(s)"),
         ({"task": "text_to_image", "prompt": "x", "source": "SRC"}, "text_to_image does not take source"),
         ({"task": "image_to_video", "prompt": "x", "first_frame": "CLIP"}, "must be an image"),
         ({"task": "make_coffee", "prompt": "x"}, "Input should be"),

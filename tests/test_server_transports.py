@@ -163,6 +163,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: The name a reverse proxy in front of the server sends (admitted with --allowed-host).
+PROXY_HOST = "gpu.example.com"
+
+
 @pytest.fixture(scope="module")
 def http_server(tiny_paths, tmp_path_factory):
     # One server for the HTTP tests: starting one costs seconds of interpreter and import time.
@@ -171,7 +175,11 @@ def http_server(tiny_paths, tmp_path_factory):
     token = "s3cret-token"
     stderr = (tmp_path / "stderr.txt").open("wb")
     proc = subprocess.Popen(
-        _serve(tmp_path, "--transport", "http", "--host", "127.0.0.1", "--port", str(port)),
+        _serve(
+            tmp_path,
+            *("--transport", "http", "--host", "127.0.0.1", "--port", str(port)),
+            *("--allowed-host", PROXY_HOST),
+        ),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=stderr,
@@ -261,3 +269,91 @@ async def test_over_http_with_the_token_the_tools_work_end_to_end(http_server):
         listed = (await client.list_resources()).resources
         assert listed == []  # nothing generated yet, and listing works over HTTP
     assert seen and seen == sorted(set(seen))  # progress reached the client, strictly increasing
+
+
+def test_over_http_the_name_a_reverse_proxy_sends_is_admitted_with_allowed_host(http_server):
+    url, token, _ = http_server
+    auth = {**JSON_HEADERS, "Authorization": f"Bearer {token}"}
+    proxied = httpx.post(
+        url, json=INIT, headers={**auth, "Host": PROXY_HOST, "Origin": f"https://{PROXY_HOST}"}
+    )
+    assert proxied.status_code == 200
+    # Only that name: a look-alike is still a rebinding attempt.
+    assert httpx.post(url, json=INIT, headers={**auth, "Host": f"x{PROXY_HOST}"}).status_code == 421
+
+
+async def test_over_http_a_generated_output_comes_with_its_gallery_link_and_the_gallery_shows_it(http_server):
+    # Runs after the end-to-end test above, which expects no outputs yet on the shared server.
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    url, token, port = http_server
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=120)
+    async with http, Client(streamable_http_client(url, http_client=http)) as client:
+        with anyio.fail_after(120):
+            result = await client.call_tool(
+                "generate", {"task": "text_to_image", "prompt": "a <b>red</b> square", "steps": 2, "seed": 3}
+            )
+    assert not result.is_error, result.content
+    (out,) = result.structured_content["outputs"]
+    link = f"http://127.0.0.1:{port}/gallery#{out['name']}"
+    assert f"view in the gallery: {link}" in result.content[0].text
+    assert any(link in (getattr(b, "description", None) or "") for b in result.content)
+
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=base) as browser:
+        assert browser.get("/gallery/api/outputs").status_code == 401
+        assert browser.get("/gallery", params={"token": token}).status_code == 200  # sets the cookie
+        listed = browser.get("/gallery/api/outputs").json()["outputs"]
+        assert listed[0]["name"] == out["name"] and listed[0]["prompt"] == "a <b>red</b> square"
+        image = browser.get(f"/gallery/files/{out['name']}")
+        assert image.headers["content-type"] == "image/png"
+        assert image.content == Path(out["path"]).read_bytes()
+        jobs = browser.get("/gallery/api/jobs").json()["jobs"]
+        assert jobs and jobs[0]["kind"] == "generate" and jobs[0]["status"] == "done"
+
+
+def _wait_for(proc: subprocess.Popen, stderr: Path, port: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        assert proc.poll() is None, stderr.read_text(errors="replace")[-2000:]
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            assert time.monotonic() < deadline, "the HTTP server did not start"
+            time.sleep(0.1)
+
+
+def test_over_http_a_non_loopback_host_without_a_token_refuses_to_start_unless_no_auth(tiny_paths, tmp_path):
+    port = _free_port()
+    flags = ("--transport", "http", "--host", "0.0.0.0", "--port", str(port))
+    refused = subprocess.run(
+        _serve(tmp_path, *flags), capture_output=True, text=True, env=_env(tiny_paths), cwd=REPO, timeout=60
+    )
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "--host='0.0.0.0'" in refused.stderr and "--no-auth" in refused.stderr
+    assert "UNISON_AUTH_TOKEN" in refused.stderr
+
+    stderr = tmp_path / "no-auth.txt"
+    with stderr.open("wb") as err:
+        proc = subprocess.Popen(
+            _serve(tmp_path, *flags, "--no-auth"),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=_env(tiny_paths),
+            cwd=REPO,
+        )
+        try:
+            _wait_for(proc, stderr, port)
+            response = httpx.post(f"http://127.0.0.1:{port}/mcp", json=INIT, headers=JSON_HEADERS)
+            assert response.status_code == 200  # no token asked for: on purpose
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    assert "NO AUTHENTICATION (--no-auth)" in stderr.read_text(errors="replace")

@@ -14,6 +14,7 @@ command functions so that ``--help`` stays instant.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -28,10 +29,10 @@ from engine.tasks import GENERATION_TASKS, TASKS
 from engine.vocab import MediaKind, Role, Task
 
 from . import __version__
-from .config import add_config_arguments, add_preset_argument, load_config
+from .config import BY_NAME, SECTIONS, add_config_arguments, add_preset_argument, load_config
+from .progress import Progress, stage_labels
 
 if TYPE_CHECKING:
-    from engine.control import JobControl
     from engine.engine import Engine
     from engine.plan import Margins
 
@@ -39,15 +40,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENGINE_SECTIONS = (
-    "models and devices",
-    "limits",
-    "sampling defaults",
-    "results",
-    "understanding",
-    "performance",
-)
-SERVER_SECTIONS = (*ENGINE_SECTIONS, "server")
+#: Every section of the engine's settings (derived: a new settings model needs no change here).
+ENGINE_SECTIONS = tuple(s for s in SECTIONS if s != "server")
+SERVER_SECTIONS = SECTIONS
 
 #: Exit status of a command that failed on an engine error (bad request, missing weights...).
 EXIT_ERROR = 2
@@ -67,21 +62,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import run_server
 
     config = load_config(args)
-    log.info("serving over %s; outputs in %s", config.transport, config.output_dir)
-    run_server(config)
-    return 0
+    if not getattr(args, "verbose", 0):
+        # A server says when it is ready and when it stops, even without -v.
+        logging.getLogger("unison_mcp.service").setLevel(logging.INFO)
+    # run_server logs the one "ready" line (transport, folders, models) and owns the signals:
+    # it returns 128 + the signal's number when SIGINT or SIGTERM stopped it.
+    return run_server(config)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     config = load_config(args)
-    plan = _engine(config).plan(args.request, args.media or (), backend=config.engine.planner_backend)
+    engine, backend = _engine(config), config.engine.planner_backend
+    if (backend or config.engine.backend) == "rules":
+        plan = engine.plan(args.request, args.media or (), backend=backend)  # reads no file, loads nothing
+    else:
+        # A model planner reads the files: they are checked (opened, probed) before it loads.
+        plan = engine.auto(args.request, args.media or (), dry_run=True, backend=backend).plan
     emit(json.dumps(plan.summary(), ensure_ascii=False))
     return 0
 
 
 def cmd_understand(args: argparse.Namespace) -> int:
     config = load_config(args)
-    with _Progress() as progress:
+    with _Progress(config) as progress:
         result = _engine(config).understand(args.question, args.media or (), control=progress.control())
     emit(result.model_dump_json() if args.json else result.answer)
     return 0
@@ -91,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.results import Sampling
 
     config = load_config(args)
-    with _Progress() as progress:
+    with _Progress(config) as progress:
         result = _engine(config).auto(
             args.request,
             args.media or (),
@@ -120,7 +123,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     request = parse_arguments("generate", limits, generate_arguments(args))
     engine = _engine(config)
     admitted = engine.admit(request)  # the same checks as the generate tool's, in the same order
-    with _Progress() as progress:
+    with _Progress(config) as progress:
         result = engine.run(admitted, control=progress.control())
     log.info("seed %d, %d steps", result.seed, result.steps)
     if args.json:
@@ -140,7 +143,7 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
     log.info("tiny models ready in %s (%.1f s)", paths.root, time.perf_counter() - t0)
     emit(
         json.dumps(
-            {k: str(getattr(paths, k)) for k in ("root", "qwen", "adapter", "wan", "projector")},
+            {k: str(v) for k, v in dataclasses.asdict(paths).items()},
             ensure_ascii=False,
         )
     )
@@ -161,6 +164,13 @@ def cmd_download(args: argparse.Namespace) -> int:
     config = load_config(args)
     for item in download_weights(config.engine, only=args.only, dry_run=args.dry_run):
         emit(f"{item.role}\t{item.spec}\t{item.local_path or item.action}")
+    return 0
+
+
+def cmd_gallery(args: argparse.Namespace) -> int:
+    from .http import serve_gallery
+
+    serve_gallery(load_config(args))
     return 0
 
 
@@ -252,49 +262,22 @@ def parse_margins(text: str) -> Margins:
     return Margins(left=left, top=top, right=right, bottom=bottom)
 
 
+def download_roles() -> tuple[str, ...]:
+    from .download import ROLES  # light: no torch
+
+    return tuple(ROLES)
+
+
 def _expand(path: str) -> str:
     return str(Path(path).expanduser())
 
 
-class _Progress:
-    """A one-line progress bar on stderr fed by the engine's ``JobControl``.
+class _Progress(Progress):
+    """The commands' progress on stderr (:mod:`unison_mcp.progress`), the loading stages named
+    with the size of ``config``'s weights."""
 
-    On a terminal it redraws in place; otherwise (pipes, CI logs) each step is logged at INFO.
-    """
-
-    WIDTH = 28
-
-    def __init__(self, stream: Any = None):
-        self._stream = stream if stream is not None else sys.stderr
-        self._tty = bool(getattr(self._stream, "isatty", lambda: False)())
-        self._open = False
-        self._t0 = time.perf_counter()
-
-    def control(self) -> JobControl:
-        from engine.control import JobControl
-
-        return JobControl(on_progress=self.update)
-
-    def update(self, done: int, total: int, stage: str) -> None:
-        if not self._tty:
-            log.info("%s: %d/%d", stage, done, total)
-            return
-        filled = self.WIDTH * done // max(total, 1)
-        bar = "#" * filled + "." * (self.WIDTH - filled)
-        elapsed = time.perf_counter() - self._t0
-        self._stream.write(f"\r{stage[:20]:<20} [{bar}] {done}/{total} {elapsed:6.1f}s")
-        self._stream.flush()
-        self._open = done < total
-        if not self._open:
-            self._stream.write("\n")
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._open:  # interrupted mid-bar: end the line so the error starts on its own
-            self._stream.write("\n")
-            self._open = False
+    def __init__(self, config: ServerConfig | None = None):
+        super().__init__(labels=stage_labels(config.engine) if config is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,8 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the whole result as JSON")
 
     about = "run one generation task with typed parameters (progress on stderr)"
-    p = command("generate", "--task TASK --prompt TEXT", cmd_generate, about, ENGINE_SECTIONS)
+    p = command("generate", "--task TASK --prompt TEXT", cmd_generate, about)
     _add_generate_arguments(p)
+    # After the task's own flags, so that --help shows the inputs before 140 lines of settings.
+    add_config_arguments(p, ENGINE_SECTIONS)
 
     about = "build the tiny random test models (real on-disk formats)"
     p = command("make-tiny", "[DIR]", cmd_make_tiny, about)
@@ -398,10 +383,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         action="append",
-        choices=("planner", "adapter", "projector", "generator", "transformer"),
+        choices=download_roles(),
         help="fetch only these (repeatable)",
     )
     p.add_argument("--dry-run", action="store_true", help="list what would be fetched")
+
+    about = "serve the gallery of an output directory on 127.0.0.1 (for stdio users; Ctrl-C stops it)"
+    p = command("gallery", "", cmd_gallery, about, ("server",))
+    output_dir = BY_NAME["output_dir"]
+    p.add_argument(
+        output_dir.flag,
+        dest=output_dir.name,
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help=f"{output_dir.help} [{output_dir.env}]",
+    )
     return parser
 
 
@@ -480,10 +476,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UnisonError as exc:
+        from .errors import describe_error
+
         if verbose:
             log.error("%s failed", args.command, exc_info=exc)
-        message = " ".join(str(exc).split())  # one line, whatever the message holds
-        sys.stderr.write(f"unison-mcp {args.command}: {exc.code}: {message}\n")
+        # The MCP tools' words and hints ("run `unison-mcp doctor`..."), on one line.
+        message = " ".join(describe_error(exc, tool=args.command, cli=True).split())
+        sys.stderr.write(f"unison-mcp {args.command}: {message}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
         sys.stderr.write(f"unison-mcp {args.command}: interrupted\n")

@@ -36,6 +36,7 @@ import argparse
 import difflib
 import logging
 import os
+import re
 import sys
 import types
 import typing
@@ -44,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from engine.config import EngineConfig, Preset, SettingMeta
@@ -55,6 +56,42 @@ log = logging.getLogger(__name__)
 
 #: Engine fields the server's own constructor also takes (they used to live here).
 _ENGINE_INPUT_POLICY = ("allowed_roots", "max_input_bytes")
+
+#: Units of a duration ("90s", "10m", "1h", "1h30m"); a bare number is seconds.
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_FOREVER_WORDS = frozenset({"forever", "never", "inf", "infinite", "none", "off"})
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd])")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in ``value``: ``"90s"``, ``"10m"``, ``"1h30m"``, ``"2.5"`` (seconds) or a number.
+
+    ``"forever"`` (or ``never``, ``none``, ``off``) and negative numbers mean -1: keep forever.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, (int, float)):
+        return -1.0 if value < 0 else float(value)
+    text = str(value).strip().lower()
+    if text in _FOREVER_WORDS:
+        return -1.0
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        return -1.0 if number < 0 else number
+    compact = text.replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise ValueError(
+            f"{value!r} is not a duration: use e.g. '90s', '10m', '1h30m', seconds, or 'forever'"
+        )
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+#: A duration setting: a float of seconds, also spelled '10m' on the command line, env and TOML.
+Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class ServerConfig(BaseModel):
@@ -73,6 +110,28 @@ class ServerConfig(BaseModel):
     preload: bool = Field(False, description="load the models at start (in the background)")
     preview_side: int = Field(384, ge=16, le=1024, description="longest side of inline previews in pixels")
     keep_jobs: int = Field(64, ge=1, description="finished jobs kept for the job tool")
+    # --no-auth is the word people look for: the field is its positive, so that argparse's
+    # --auth/--no-auth pair spells it.
+    auth: bool = Field(
+        True,
+        description="require the token to serve HTTP beyond this machine; --no-auth serves a "
+        "non-loopback host without one, on purpose (anyone who can reach the port can use it)",
+    )
+    allowed_hosts: Annotated[list[str], SettingMeta(flag="--allowed-host")] = Field(
+        default_factory=list,
+        description="a Host name a reverse proxy sends, admitted besides localhost "
+        "(NAME: any port, NAME:PORT: that port; repeatable; env: comma-separated)",
+    )
+    keep_alive: Duration = Field(
+        -1.0,
+        description="unload the models after this long without a job, freeing the GPU; the next call "
+        "loads them again (e.g. '10m', '90s', '1h'; 'forever' or negative: never, the default)",
+    )
+    public_url: str | None = Field(
+        None,
+        description="the server's address as users reach it, for gallery links "
+        "(e.g. https://gpu.example.com; default http://HOST:PORT)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -109,6 +168,11 @@ class ServerConfig(BaseModel):
     def max_input_bytes(self) -> int:
         return self.engine.max_input_bytes
 
+    @property
+    def keep_alive_s(self) -> float | None:
+        """Seconds the models stay loaded without a job; ``None``: forever."""
+        return None if self.keep_alive < 0 else self.keep_alive
+
     def roots(self) -> list[Path]:
         """Allowed input roots, resolved, with the output directory last.
 
@@ -130,7 +194,7 @@ class ConfigError(InvalidRequest):
 # ---------------------------------------------------------------------------------------------
 # The settings, derived from the models.
 
-Kind = Literal["str", "optional", "path", "paths", "int", "float", "bool", "choice"]
+Kind = Literal["str", "optional", "path", "paths", "strs", "int", "float", "bool", "choice"]
 
 #: Values of an ``optional`` setting that mean "not set" (e.g. ``--projector none``).
 _NONE_WORDS = frozenset({"", "none", "null", "off"})
@@ -156,6 +220,8 @@ class Setting:
     aliases: tuple[str, ...] = ()
     choices: tuple[str, ...] | None = None
     hub_or_path: bool = False
+    #: A float of seconds that is also written '10m', '90s' (:data:`Duration`).
+    duration: bool = False
 
     @property
     def flag(self) -> str:
@@ -193,6 +259,8 @@ def _kind(annotation: Any, meta: SettingMeta) -> tuple[Kind, tuple[str, ...] | N
         return "choice", tuple(str(a) for a in typing.get_args(t))
     if typing.get_origin(t) is list and typing.get_args(t) == (Path,):
         return "paths", None
+    if typing.get_origin(t) is list and typing.get_args(t) == (str,):
+        return "strs", None
     simple: dict[Any, Kind] = {bool: "bool", int: "int", float: "float", Path: "path"}
     if t in simple:
         return simple[t], None
@@ -229,6 +297,9 @@ def _derive(
                     aliases=meta.aliases,
                     choices=choices,
                     hub_or_path=meta.hub_or_path,
+                    duration=any(
+                        isinstance(m, BeforeValidator) and m.func is parse_duration for m in field.metadata
+                    ),
                 )
             )
     return settings, internal
@@ -301,14 +372,25 @@ def _add_flag(parser: Any, s: Setting, help_text: str) -> None:
         parser.add_argument(*names, action=argparse.BooleanOptionalAction, **common)
     elif s.kind == "paths":
         parser.add_argument(*names, action="append", metavar="DIR", **common)
+    elif s.kind == "strs":
+        parser.add_argument(*names, action="append", metavar="NAME", **common)
     elif s.kind == "choice":
         parser.add_argument(*names, choices=s.choices, **common)
     elif s.kind == "int":
         parser.add_argument(*names, type=int, metavar="N", **common)
+    elif s.kind == "float" and s.duration:
+        parser.add_argument(*names, type=_duration_flag, metavar="DURATION", **common)
     elif s.kind == "float":
         parser.add_argument(*names, type=float, metavar="X", **common)
     else:
         parser.add_argument(*names, metavar=s.name.upper().split("_")[-1], **common)
+
+
+def _duration_flag(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _defaults_for_help() -> dict[tuple[str, ...], Any]:
@@ -393,7 +475,7 @@ def _cli_layer(
             continue
         if s.kind == "optional" and isinstance(value, str) and value.strip().lower() in _NONE_WORDS:
             value = None
-        elif s.kind == "paths":
+        elif s.kind in ("paths", "strs"):
             value = [value] if isinstance(value, (str, Path)) else list(value)
         _set(out, s.path, value)
         src[s.path] = s.flag
@@ -427,6 +509,9 @@ def _parse_env(s: Setting, raw: str) -> Any:
     if s.kind == "paths":
         # An empty variable is "not set", as if it were absent.
         return [p for p in text.split(os.pathsep) if p] or None
+    if s.kind == "strs":
+        # Commas, not os.pathsep: host names carry ":port".
+        return [w.strip() for w in text.split(",") if w.strip()]
     if s.kind == "optional" and text.lower() in _NONE_WORDS:
         return None
     if s.kind == "choice" and s.choices is not None and text not in s.choices:

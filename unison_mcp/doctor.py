@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import ServerConfig
-from .download import WeightSource, weight_sources
+from .download import ANNOTATOR_ROLES, WeightSource, weight_sources
 
 Status = Literal["ok", "info", "warn", "fail"]
 
@@ -32,6 +32,8 @@ REQUIRED = (
     "mcp",
     "av",
     "huggingface_hub",
+    "kornia",
+    "scipy",
 )
 OPTIONAL = (
     ("flash-attn", "flash_attn", "faster attention for the planner: pip install 'unison-mcp[flash]'"),
@@ -69,6 +71,7 @@ def run_doctor(config: ServerConfig) -> DoctorReport:
     _check_packages(report)
     _check_device(report, config)
     _check_weights(report, config)
+    _check_memory(report, config)
     _check_folders(report, config)
     return report
 
@@ -203,9 +206,13 @@ def _check_weights(report: DoctorReport, config: ServerConfig) -> None:
     if cfg.planner_model is None:
         report.add("weights", "planner", "info", "none configured: rules planner, no understanding")
     for source in weight_sources(cfg):
-        status, detail = _locate(source, cfg.cache_dir)
+        status, detail = locate(source, cfg.cache_dir)
         hint = None
-        if status == "fail":
+        if status == "fail" and source.role in ANNOTATOR_ROLES:
+            # Only control extraction and masks from words need them; generation works without.
+            status = "warn"
+            detail += f" (needed for {_ANNOTATOR_USE[source.role]})"
+        if status in ("fail", "warn"):
             if source.kind == "missing":
                 hint = f"fix the path given to {_flag(source)} (or its UNISON_* variable / TOML key), or give a hub id"
             else:
@@ -224,11 +231,44 @@ def _flag(source: WeightSource) -> str:
         "projector": "--projector",
         "generator": "--generator-model",
         "transformer": "--generator-single-file",
+        "segment": "--segment-model",
+        "depth": "--depth-model",
+        "pose": "--pose-model",
+        "person_detector": "--person-detector",
+        "flow": "--flow-model",
     }[source.role]
 
 
-def _locate(source: WeightSource, cache_dir: Path | None) -> tuple[Status, str]:
+#: What each annotator is needed for, in doctor's words.
+_ANNOTATOR_USE = {
+    "segment": "masks from words in image_edit/video_edit",
+    "depth": "control_kind=depth",
+    "pose": "control_kind=pose",
+    "person_detector": "control_kind=pose",
+    "flow": "control_kind=flow",
+}
+
+#: About how many parameters the default annotators have (their model cards), for the memory
+#: estimate before they are downloaded; a model found on disk is sized from its files instead.
+_KNOWN_PARAMS = {
+    "facebook/sam3": 850_000_000,
+    "depth-anything/Depth-Anything-V2-Small-hf": 25_000_000,
+    "usyd-community/vitpose-base-simple": 90_000_000,
+    "PekingU/rtdetr_r50vd_coco_o365": 43_000_000,
+    "raft_small": 1_000_000,
+    "raft_large": 5_300_000,
+}
+
+
+def locate(source: WeightSource, cache_dir: Path | None) -> tuple[Status, str]:
     """Where ``source`` is on this machine, looked up without the network."""
+    if source.kind == "torchvision":
+        from engine.annotators.flow import raft_cache_file
+
+        file = raft_cache_file(source.spec)
+        if file.is_file():
+            return "ok", f"torchvision {source.spec} weights at {file} ({_size(file)})"
+        return "fail", f"torchvision {source.spec} weights are not in {file.parent}"
     if source.kind == "local":
         path = Path(source.spec).expanduser()
         return "ok", f"local {'directory' if path.is_dir() else 'file'} {path} ({_size(path)})"
@@ -259,6 +299,78 @@ def _locate(source: WeightSource, cache_dir: Path | None) -> tuple[Status, str]:
     return "ok", f"{repo_id} in the hub cache at {folder} ({_size(folder)})"
 
 
+def _check_memory(report: DoctorReport, config: ServerConfig) -> None:
+    """About how much accelerator memory the annotators take while one of them runs."""
+    cfg = config.engine
+    dtype = cfg.annotators.annotator_dtype if cfg.annotators.annotator_dtype != "auto" else cfg.dtype
+    if dtype == "auto":  # the engine's rule: bfloat16 on CUDA, float32 elsewhere
+        import torch
+
+        on_cuda = (
+            torch.cuda.is_available() and cfg.device != "cpu" and cfg.annotators.annotator_device != "cpu"
+        )
+        dtype = "bfloat16" if on_cuda else "float32"
+    itemsize = 4 if dtype == "float32" else 2
+    sizes: dict[str, int] = {}
+    for source in weight_sources(cfg):
+        if source.role not in ANNOTATOR_ROLES:
+            continue
+        on_disk = _weights_bytes(source, cfg.cache_dir)
+        # RAFT stays in float32 (engine/annotators/flow.py); the others take the configured dtype.
+        scale = 1.0 if source.role == "flow" else itemsize / 4
+        if on_disk is not None:
+            sizes[source.role] = int(on_disk * scale)  # the weights are stored in float32
+        elif source.spec in _KNOWN_PARAMS:
+            sizes[source.role] = int(_KNOWN_PARAMS[source.spec] * 4 * scale)
+    if not sizes:
+        return
+    # pose = the person detector and the keypoint model, held together.
+    held = {role: size for role, size in sizes.items() if role != "person_detector"}
+    if "pose" in held:
+        held["pose"] += sizes.get("person_detector", 0)
+    largest = max(held, key=held.__getitem__)
+    parts = ", ".join(f"{role} {_bytes(size)}" for role, size in held.items())
+    report.add(
+        "memory",
+        "annotators",
+        "info",
+        f"weights about {_bytes(held[largest])} on the device while the largest ({largest}) runs; "
+        f"each is held only while it runs ({parts})",
+    )
+
+
+def _weights_bytes(source: WeightSource, cache_dir: Path | None) -> int | None:
+    """Bytes of the weight files of ``source`` found on this machine (None: not found)."""
+    if source.kind == "torchvision":
+        from engine.annotators.flow import raft_cache_file
+
+        file = raft_cache_file(source.spec)
+        return file.stat().st_size if file.is_file() else None
+    if source.kind == "local":
+        path = Path(source.spec).expanduser()
+    elif source.kind == "repo":
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError
+
+        try:
+            path = Path(snapshot_download(source.repo_id or "", cache_dir=cache_dir, local_files_only=True))
+        except (IncompleteSnapshotError, LocalEntryNotFoundError):
+            return None
+    else:
+        return None
+    files = [path] if path.is_file() else list(path.rglob("*"))
+    weights = [f for f in files if f.is_file() and f.suffix in (".safetensors", ".bin", ".pth", ".pt")]
+    return sum(f.stat().st_size for f in weights) if weights else None
+
+
+def _bytes(total: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if total < 1024 or unit == "GiB":
+            return f"{total:.0f} {unit}" if unit == "B" else f"{total:.1f} {unit}"
+        total /= 1024
+    return f"{total:.1f} GiB"
+
+
 def _size(path: Path) -> str:
     """Disk size of a file or directory (hub-cache symlinks followed to their blobs)."""
     try:
@@ -268,11 +380,7 @@ def _size(path: Path) -> str:
             total = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     except OSError:
         return "size unknown"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if total < 1024 or unit == "GiB":
-            return f"{total:.0f} {unit}" if unit == "B" else f"{total:.1f} {unit}"
-        total /= 1024
-    return f"{total:.1f} GiB"
+    return _bytes(total)
 
 
 def _check_folders(report: DoctorReport, config: ServerConfig) -> None:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from engine.config import EngineConfig
 from engine.errors import ModelError
@@ -23,8 +23,24 @@ log = logging.getLogger(__name__)
 #: ``owner/name``, as the hub spells repository ids.
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
-Role = Literal["planner", "adapter", "projector", "generator", "transformer"]
-SourceKind = Literal["local", "repo", "file", "missing"]
+Role = Literal[
+    "planner",
+    "adapter",
+    "projector",
+    "generator",
+    "transformer",
+    # The annotators (engine/annotators/): control signals and masks from plain media.
+    "segment",
+    "depth",
+    "pose",
+    "person_detector",
+    "flow",
+]
+#: Every role, in ``weight_sources`` order (``download --only`` takes these).
+ROLES: tuple[str, ...] = get_args(Role)
+#: The roles only needed to extract control signals or masks: doctor warns, not fails, without them.
+ANNOTATOR_ROLES: frozenset[str] = frozenset({"segment", "depth", "pose", "person_detector", "flow"})
+SourceKind = Literal["local", "repo", "file", "torchvision", "missing"]
 
 
 @dataclass(frozen=True)
@@ -32,8 +48,9 @@ class WeightSource:
     """One configured set of weights and how to find it.
 
     ``kind``: ``local`` (an existing path), ``repo`` (a whole hub repository, or the part under
-    ``subfolder``), ``file`` (one file ``filename`` in hub repository ``repo_id``), ``missing``
-    (a path that does not exist and is not a hub id either).
+    ``subfolder``), ``file`` (one file ``filename`` in hub repository ``repo_id``),
+    ``torchvision`` (torchvision's pretrained weights ``spec``, kept in the torch hub cache),
+    ``missing`` (a path that does not exist and is not a hub id either).
     """
 
     role: Role
@@ -71,6 +88,13 @@ def weight_sources(config: EngineConfig) -> list[WeightSource]:
     out.append(_repo_or_path("generator", config.generator_model, "model_index.json"))
     if config.generator_single_file:
         out.append(_file_or_path("transformer", config.generator_single_file))
+    annotators = config.annotators
+    if annotators.segment_model:
+        out.append(_repo_or_path("segment", annotators.segment_model, "config.json"))
+    out.append(_repo_or_path("depth", annotators.depth_model, "config.json"))
+    out.append(_repo_or_path("pose", annotators.pose_model, "config.json"))
+    out.append(_repo_or_path("person_detector", annotators.person_detector, "config.json"))
+    out.append(_flow_source(annotators.flow_model))
     return out
 
 
@@ -84,6 +108,15 @@ def _repo_or_path(role: Role, spec: str, probe: str, subfolder: str | None = Non
     if _REPO_ID.match(spec):
         return WeightSource(role, spec, "repo", repo_id=spec, filename=probe, subfolder=subfolder)
     return WeightSource(role, spec, "missing")
+
+
+def _flow_source(spec: str) -> WeightSource:
+    """torchvision's ``raft_small`` / ``raft_large``, or a local state-dict file."""
+    from engine.annotators.flow import TORCHVISION_RAFT  # a light import: torch loads lazily
+
+    if spec in TORCHVISION_RAFT:
+        return WeightSource("flow", spec, "torchvision")
+    return WeightSource("flow", spec, "local" if _is_local(spec) else "missing")
 
 
 def _file_or_path(role: Role, spec: str) -> WeightSource:
@@ -108,13 +141,18 @@ def download_weights(
     sources = [s for s in weight_sources(config) if wanted is None or s.role in wanted]
     if wanted and not sources:
         raise ModelError(f"nothing to download for {', '.join(sorted(wanted))}: not configured")
-    if config.local_files_only and not dry_run and any(s.kind in ("repo", "file") for s in sources):
+    fetched = ("repo", "file", "torchvision")
+    if config.local_files_only and not dry_run and any(s.kind in fetched for s in sources):
         raise ModelError(
             "local_files_only is set (--local-files-only / UNISON_LOCAL_FILES_ONLY): downloading is "
             "disabled; unset it to fetch the weights"
         )
     items: list[DownloadedItem] = []
     for s in sources:
+        if s.kind == "missing" and s.role == "flow":
+            raise ModelError(
+                f"flow_model={s.spec!r}: not raft_small, raft_large or a local weights file that exists"
+            )
         if s.kind == "missing":
             raise ModelError(
                 f"{s.role}={s.spec!r}: not a local path that exists and not a hub id (owner/name"
@@ -127,6 +165,8 @@ def download_weights(
         what = f"{s.repo_id}" + (f" ({s.subfolder}/)" if s.subfolder else "")
         if s.kind == "file":
             what = f"{s.repo_id}: {s.filename}"
+        if s.kind == "torchvision":
+            what = f"torchvision's {s.spec} weights"
         if dry_run:
             items.append(DownloadedItem(s.role, s.spec, f"would download {what}"))
             continue
@@ -136,6 +176,11 @@ def download_weights(
 
 
 def _fetch(s: WeightSource, cache_dir: Path | None) -> str:
+    if s.kind == "torchvision":
+        from engine.annotators.flow import fetch_raft
+
+        # torchvision keeps its weights in the torch hub cache ($TORCH_HOME), not the HF cache.
+        return str(fetch_raft(s.spec))
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,

@@ -4,13 +4,15 @@ Every engine error becomes the SDK's ``ToolError``: the call returns ``isError``
 model can act on, and the SDK logs it at INFO without a traceback. Anything else is a bug: its
 traceback is logged here and the client gets a generic message (internal details stay on the
 server). Either way the server keeps serving.
+
+The command line reports the same errors with the same hints (:func:`describe_error`), so this
+module imports the SDK only when a ``ToolError`` is made (``--help`` stays instant).
 """
 
 from __future__ import annotations
 
 import logging
-
-from mcp.server.mcpserver.exceptions import ToolError
+from typing import TYPE_CHECKING
 
 from engine.errors import (
     Busy,
@@ -20,13 +22,22 @@ from engine.errors import (
     ModelError,
     OutOfMemory,
     PlannerError,
+    ServerConfigError,
+    ShuttingDown,
     UnisonError,
 )
 
+if TYPE_CHECKING:
+    from mcp.server.mcpserver.exceptions import ToolError
+
 log = logging.getLogger(__name__)
 
-#: What the caller can do next, per error type (appended to the engine's own message).
+#: What the caller can do next, per error type (appended to the engine's own message); the
+#: first class that matches wins, so subclasses come before their bases.
 _HINTS: dict[type[UnisonError], str] = {
+    ServerConfigError: "This is the server's setup, not the call: whoever runs the server fixes it "
+    "(`unison-mcp doctor` on the server says what is missing).",
+    ShuttingDown: "Call again when the server is back.",
     InvalidRequest: "Fix that argument and call again.",
     InputRefused: "Pass a file the server may read, or the unison://outputs/<name> URI of an earlier result.",
     Busy: "",  # the message already says when to retry
@@ -37,11 +48,17 @@ _HINTS: dict[type[UnisonError], str] = {
 }
 
 
-def describe_error(exc: BaseException, *, tool: str = "tool") -> str:
+def describe_error(exc: BaseException, *, tool: str = "tool", cli: bool = False) -> str:
     """What the client is told about ``exc``: an engine error's message with its code and hint,
-    anything else a generic line (its details stay in the server's log)."""
+    anything else a generic line (its details stay in the server's log).
+
+    ``cli``: for the command line, where a bad argument's message already names the flag (the
+    "call again" hint is for a calling model).
+    """
     if isinstance(exc, UnisonError):
         hint = next((h for cls, h in _HINTS.items() if isinstance(exc, cls)), "")
+        if cli and hint == _HINTS[InvalidRequest]:
+            hint = ""
         message = str(exc).rstrip()
         # The code leads so a model can branch on it; some messages already start with it ("busy: ...").
         text = message if message.startswith(f"{exc.code}:") else f"{exc.code}: {message}"
@@ -56,6 +73,8 @@ def describe_error(exc: BaseException, *, tool: str = "tool") -> str:
 
 def tool_error(exc: BaseException, *, tool: str = "tool") -> ToolError:
     """The ``ToolError`` to raise for ``exc`` (engine errors keep their message; others are logged)."""
+    from mcp.server.mcpserver.exceptions import ToolError
+
     if isinstance(exc, ToolError):
         return exc
     if not isinstance(exc, UnisonError):

@@ -1,25 +1,37 @@
-"""Streamable HTTP: the SDK's app, DNS-rebinding protection for the bound port, an optional bearer token.
+"""Streamable HTTP: the SDK's app, DNS-rebinding protection for the bound port, a bearer token, the gallery.
+
+Before anything is served, :func:`check_exposure`: a non-loopback host without a token is refused
+unless ``--no-auth`` says so on purpose (then a loud warning).
 
 Layers, outside in:
 
-1. :class:`BearerTokenMiddleware` (when ``config.auth_token`` is set): every HTTP request needs
+1. :class:`PathRoutes`: ``/gallery`` and below go to the gallery (:mod:`unison_mcp.gallery`,
+   which checks the same Host/Origin rules and the same token, also as a cookie a browser keeps);
+   everything else to the MCP app.
+2. :class:`BearerTokenMiddleware` (when ``config.auth_token`` is set): every HTTP request needs
    ``Authorization: Bearer <token>``, compared in constant time; anything else is answered 401
    before the MCP layer sees it.
-2. The SDK's transport security: only ``Host`` headers naming the bound port on localhost
-   (``127.0.0.1``, ``localhost``, ``[::1]``, and the configured host) pass, and only the
-   matching ``http://`` origins, so a web page that rebinds a DNS name to 127.0.0.1 is refused.
-3. The SDK's streamable HTTP app at ``/mcp``.
+3. The SDK's transport security: only ``Host`` headers naming the bound port on localhost
+   (``127.0.0.1``, ``localhost``, ``[::1]``, and the configured host), or a name given with
+   ``--allowed-host`` (what a reverse proxy sends), pass, and only the matching origins, so a web
+   page that rebinds a DNS name to 127.0.0.1 is refused.
+4. The SDK's streamable HTTP app at ``/mcp``.
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
+
+from .config import ConfigError
+from .gallery import GALLERY_PATH, Gallery
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -30,6 +42,52 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
+#: A Host header's name, with an optional port: no scheme, no path, no user.
+_HOST_NAME = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::\d{1,5})?")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` reaches only this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    name = host.strip().strip("[]")
+    if name.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(config: ServerConfig) -> None:
+    """Refuse to serve HTTP on a non-loopback host without a token unless ``--no-auth`` says so
+    (then warn, loudly); refuse ``--allowed-host`` values that are not a Host header's name."""
+    for name in config.allowed_hosts:
+        if not _HOST_NAME.fullmatch(name):
+            raise ConfigError.for_field(
+                "--allowed-host",
+                name,
+                "give the name a reverse proxy sends in the Host header (gpu.example.com or "
+                "gpu.example.com:8443), without scheme or path",
+            )
+    if config.auth_token and not config.auth:
+        raise ConfigError.for_field(
+            "--no-auth", True, "contradicts the auth token that is set: drop one of the two"
+        )
+    if config.auth_token or is_loopback(config.host):
+        return
+    if config.auth:
+        raise ConfigError.for_field(
+            "--host",
+            config.host,
+            "serving beyond this machine needs a token: set UNISON_AUTH_TOKEN (e.g. to the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(32))'), or pass --no-auth to "
+            "serve without authentication on purpose",
+        )
+    log.warning(
+        "NO AUTHENTICATION (--no-auth): serving on %s:%d without a token; anyone who can reach this "
+        "port can run jobs, read the allowed roots and see the outputs",
+        config.host,
+        config.port,
+    )
 
 
 class BearerTokenMiddleware:
@@ -63,33 +121,81 @@ class BearerTokenMiddleware:
         await self.app(scope, receive, send)
 
 
-def transport_security(host: str, port: int) -> TransportSecuritySettings:
-    """DNS-rebinding protection: the localhost forms of the bound port (plus the bound host)."""
+def transport_security(
+    host: str, port: int, extra_hosts: list[str] | None = None
+) -> TransportSecuritySettings:
+    """DNS-rebinding protection: the localhost forms of the bound port (plus the bound host), and
+    each of ``extra_hosts`` as a reverse proxy sends it (``NAME``: any port or none, since a
+    proxy on 443 sends the bare name; ``NAME:PORT``: that port), over http or https."""
     hosts = ["127.0.0.1", "localhost", "[::1]"]
     bound = f"[{host}]" if ":" in host and not host.startswith("[") else host
     if bound not in hosts and bound not in ("0.0.0.0", "[::]"):
         hosts.append(bound)
+    allowed = [f"{h}:{port}" for h in hosts]
+    origins = [f"http://{h}:{port}" for h in hosts]
+    for name in extra_hosts or ():
+        has_port = bool(re.search(r":\d+$", name))
+        forms = [name] if has_port else [name, f"{name}:*"]
+        allowed += forms
+        origins += [f"{scheme}://{form}" for scheme in ("https", "http") for form in forms]
     return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True,
-        allowed_hosts=[f"{h}:{port}" for h in hosts],
-        allowed_origins=[f"http://{h}:{port}" for h in hosts],
+        enable_dns_rebinding_protection=True, allowed_hosts=allowed, allowed_origins=origins
     )
+
+
+class PathRoutes:
+    """``/gallery`` (and below) to the gallery app, everything else (and lifespan) to ``app``."""
+
+    def __init__(self, app: ASGIApp, gallery: ASGIApp):
+        self.app = app
+        self.gallery = gallery
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path == GALLERY_PATH or path.startswith(GALLERY_PATH + "/"):
+            await self.gallery(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def gallery_url(config: ServerConfig) -> str | None:
+    """The gallery page's address as users reach it (``None`` on stdio: no gallery is served)."""
+    if config.transport != "http":
+        return None
+    if config.public_url:
+        return config.public_url.rstrip("/") + GALLERY_PATH
+    host = config.host if config.host not in ("0.0.0.0", "::", "[::]") else "127.0.0.1"
+    host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{host}:{config.port}{GALLERY_PATH}"
 
 
 def http_app(server: MCPServer, config: ServerConfig) -> ASGIApp:
-    """The ASGI app serving ``server`` at ``/mcp`` with the checks above."""
+    """The ASGI app serving ``server`` at ``/mcp`` and the gallery at ``/gallery``, with the
+    checks above (:func:`check_exposure` first: a refused configuration serves nothing)."""
+    from .server import state_of
+
+    check_exposure(config)
+    security = transport_security(config.host, config.port, config.allowed_hosts)
     app: ASGIApp = server.streamable_http_app(
-        streamable_http_path=MCP_PATH,
-        transport_security=transport_security(config.host, config.port),
-        host=config.host,
+        streamable_http_path=MCP_PATH, transport_security=security, host=config.host
     )
     if config.auth_token:
         app = BearerTokenMiddleware(app, config.auth_token)
-    elif config.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning(
-            "serving on %s without --auth-token: anyone who can reach this port can use it", config.host
-        )
-    return app
+    state = state_of(server)
+    gallery = Gallery(state.inputs, queue=state.queue, token=config.auth_token, security=security)
+    return PathRoutes(app, gallery.app())
+
+
+def gallery_app(config: ServerConfig) -> ASGIApp:
+    """``unison-mcp gallery``: the gallery alone over ``config.output_dir`` (no job queue to show)."""
+    from engine.inputs import InputPolicy
+
+    check_exposure(config)
+    policy = InputPolicy(
+        [config.output_dir], config.output_dir, config.max_input_bytes, config.engine.limits.max_input_pixels
+    )
+    security = transport_security(config.host, config.port, config.allowed_hosts)
+    return Gallery(policy, token=config.auth_token, security=security).app()
 
 
 async def serve_http(server: MCPServer, config: ServerConfig) -> None:
@@ -108,3 +214,20 @@ async def serve_http(server: MCPServer, config: ServerConfig) -> None:
         uvicorn.Config(app, host=config.host, port=config.port, log_config=None, lifespan="on")
     )
     await uv.serve()
+
+
+def serve_gallery(config: ServerConfig) -> None:
+    """Serve :func:`gallery_app` until stopped (Ctrl-C)."""
+    import uvicorn
+
+    app = gallery_app(config)
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    log.warning(
+        "gallery of %s at http://%s:%d%s%s",
+        config.output_dir,
+        host,
+        config.port,
+        GALLERY_PATH,
+        " (sign in with the token)" if config.auth_token else "",
+    )
+    uvicorn.run(app, host=config.host, port=config.port, log_config=None)

@@ -50,7 +50,11 @@ class OutputInfo(BaseModel):
     fps: float | None = None
     duration_s: float | None = None
     seed: int | None = Field(None, description="the seed this candidate was made from")
-    role: str = Field("result", description="'result', or 'new_part' (video_extend: the new frames alone)")
+    role: str = Field(
+        "result",
+        description="'result'; 'new_part' (video_extend: the new frames alone); 'mask' (the edit region "
+        "found from words) or 'control' (the extracted control signal): reusable as inputs",
+    )
 
     @classmethod
     def of(cls, out: OutputFile) -> OutputInfo:

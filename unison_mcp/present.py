@@ -3,8 +3,10 @@
 Files are never inlined: each output is a ``resource_link`` (``unison://outputs/<name>``, mime
 type, size) plus its absolute path in the structured content. The model gets a small preview to
 look at: the image downscaled (JPEG, longest side ``preview_side``), or a video's first frame
-with its frame count, fps and duration. These functions run on the job's worker thread, right
-after the engine returns, so a finished job holds exactly what the call returns.
+with its frame count, fps and duration. In HTTP mode each output also gets its gallery link
+(``gallery``: the page's address; the page asks for the token, the link never holds it). These
+functions run on the job's worker thread, right after the engine returns, so a finished job holds
+exactly what the call returns.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 import logging
 import mimetypes
 from pathlib import Path
+from urllib.parse import quote
 
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 
@@ -39,6 +42,11 @@ def _human_size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{n} B"
+
+
+def gallery_link(gallery: str, name: str) -> str:
+    """The gallery address of the output ``name`` (``gallery``: the page's address)."""
+    return f"{gallery}#{quote(name)}"
 
 
 def _describe(out: OutputFile) -> str:
@@ -88,14 +96,22 @@ def preview(path: Path, side: int) -> ImageContent | None:
     return ImageContent(type="image", data=data, mime_type="image/jpeg")
 
 
-def _output_blocks(outputs: list[OutputFile], preview_side: int) -> list[ContentBlock]:
+#: How a file that is not the result itself is titled.
+_ROLE_TITLES = {
+    "new_part": "the new part alone",
+    "mask": "the edit region found (mask: white = regenerated)",
+    "control": "the extracted control signal",
+}
+
+
+def _output_blocks(outputs: list[OutputFile], preview_side: int, gallery: str | None) -> list[ContentBlock]:
     blocks: list[ContentBlock] = []
     for out in outputs:
         kind = "video" if out.mime_type.startswith("video/") else "image"
         info = OutputInfo.of(out)
         what = f"{kind} ({out.width}×{out.height})"
-        if out.role == "new_part":
-            what = f"new part only, {what}"
+        if out.role != "result":
+            what = f"{_ROLE_TITLES.get(out.role, out.role)}, {what}"
         if out.seed is not None and len(outputs) > 1:
             what += f", seed {out.seed}"
         blocks.append(
@@ -104,7 +120,8 @@ def _output_blocks(outputs: list[OutputFile], preview_side: int) -> list[Content
                 uri=info.uri,
                 name=out.name,
                 title=what,
-                description=f"{_describe(out)}; on disk: {out.path}",
+                description=f"{_describe(out)}; on disk: {out.path}"
+                + (f"; view: {gallery_link(gallery, out.name)}" if gallery else ""),
                 mime_type=out.mime_type,
                 size=out.size_bytes,
             )
@@ -119,16 +136,18 @@ def _output_blocks(outputs: list[OutputFile], preview_side: int) -> list[Content
 # Results
 
 
-def _generation_text(gen: GenerateResult) -> str:
+def _generation_text(gen: GenerateResult, gallery: str | None) -> str:
     lines = [f"{gen.plan.task.value}: wrote {len(gen.outputs)} file(s)."]
     for out in gen.outputs:
         extra = "".join(
             (
-                ", the new part alone" if out.role == "new_part" else "",
+                f", {_ROLE_TITLES.get(out.role, out.role)}" if out.role != "result" else "",
                 f", seed {out.seed}" if out.seed is not None and len(gen.outputs) > 1 else "",
             )
         )
         lines.append(f"- {OutputInfo.of(out).uri} → {out.path} ({_describe(out)}{extra})")
+        if gallery:
+            lines.append(f"  view in the gallery: {gallery_link(gallery, out.name)}")
     lines.append(
         f"seed {gen.seed}, {gen.steps} steps, guidance {gen.guidance:g}"
         + ("" if gen.projector else ", without projector tokens")
@@ -161,14 +180,16 @@ def understand_result(res: UnderstandResult) -> CallToolResult:
     )
 
 
-def generate_result(gen: GenerateResult, *, preview_side: int) -> CallToolResult:
+def generate_result(gen: GenerateResult, *, preview_side: int, gallery: str | None = None) -> CallToolResult:
     out = GenerateOutput(**_generation_fields(gen))
-    blocks: list[ContentBlock] = [TextContent(type="text", text=_generation_text(gen))]
-    blocks += _output_blocks(gen.outputs, preview_side)
+    blocks: list[ContentBlock] = [TextContent(type="text", text=_generation_text(gen, gallery))]
+    blocks += _output_blocks(gen.outputs, preview_side, gallery)
     return CallToolResult(content=blocks, structured_content=out.model_dump(mode="json"))
 
 
-def auto_result(res: AutoResult, *, dry_run: bool, preview_side: int) -> CallToolResult:
+def auto_result(
+    res: AutoResult, *, dry_run: bool, preview_side: int, gallery: str | None = None
+) -> CallToolResult:
     plan = res.plan
     head = f"Plan: {plan.task.value}" + (
         f" {plan.width}×{plan.height}, {plan.num_frames} frame(s)" if plan.width is not None else ""
@@ -180,8 +201,8 @@ def auto_result(res: AutoResult, *, dry_run: bool, preview_side: int) -> CallToo
     if res.generation is not None:
         fields.update(_generation_fields(res.generation))
         fields["plan"] = plan
-        blocks.append(TextContent(type="text", text=head + "\n" + _generation_text(res.generation)))
-        blocks += _output_blocks(res.generation.outputs, preview_side)
+        blocks.append(TextContent(type="text", text=head + "\n" + _generation_text(res.generation, gallery)))
+        blocks += _output_blocks(res.generation.outputs, preview_side, gallery)
     elif res.answer is not None:
         fields.update(answer=res.answer.answer, model=res.answer.model, timings=res.answer.timings)
         blocks.append(TextContent(type="text", text=res.answer.answer))

@@ -42,7 +42,7 @@ from pydantic import Field
 
 from engine.api import Admitted, AnyRequest, EngineAPI, parse_arguments, request_model
 from engine.control import JobControl
-from engine.errors import InputRefused, InvalidRequest
+from engine.errors import InputRefused, InvalidRequest, UnisonError
 from engine.inputs import OUTPUT_URI_PREFIX, InputPolicy, output_uri
 from engine.jobs import FINISHED, Job, JobQueue
 from engine.results import AutoResult, GenerateResult, UnderstandResult
@@ -85,6 +85,10 @@ class ServerState:
     config: ServerConfig
     engine: EngineAPI
     queue: JobQueue
+    #: Take SIGINT/SIGTERM while serving (``run_server``; never for an in-process server).
+    handle_signals: bool = False
+    #: Engine tool calls in progress: a stop lets their answers out before the process exits.
+    active_calls: int = field(default=0, init=False)
     _preloading: bool = field(default=False, init=False, repr=False)
 
     @property
@@ -102,6 +106,11 @@ class ServerState:
         def preload(control: JobControl) -> None:
             try:
                 engine.preload()
+            except UnisonError as exc:
+                # The engine logged the failure once and remembers it: each call reports it at
+                # once, and it is tried again after a while or when the weights appear.
+                log.warning("preloading the models stopped (%s); the calls will say why", exc.code)
+                raise
             except Exception:
                 log.exception("preloading the models failed; each call will try to load them again")
                 raise
@@ -146,7 +155,11 @@ class UnisonServer(MCPServer):
             admitted = await anyio.to_thread.run_sync(state.engine.admit, request)
             return await _run_admitted(state, name, admitted, ctx)
 
-        return await _as_tool_errors(name, call())
+        state.active_calls += 1  # on the event loop's thread only
+        try:
+            return await _as_tool_errors(name, call())
+        finally:
+            state.active_calls -= 1
 
     async def list_resources(self) -> list[MCPResource]:
         listed = await super().list_resources()
@@ -270,14 +283,19 @@ async def _as_tool_errors(tool: str, call: Awaitable[CallToolResult]) -> CallToo
 
 
 def _present(
-    result: UnderstandResult | GenerateResult | AutoResult, request: AnyRequest, preview_side: int
+    result: UnderstandResult | GenerateResult | AutoResult,
+    request: AnyRequest,
+    preview_side: int,
+    gallery: str | None = None,
 ) -> CallToolResult:
-    """The engine's result as the tool's result (files as links, previews, structured content)."""
+    """The engine's result as the tool's result (files as links, previews, structured content;
+    ``gallery``: the gallery page's address in HTTP mode, for each output's link)."""
     if isinstance(result, UnderstandResult):
         return understand_result(result)
     if isinstance(result, GenerateResult):
-        return generate_result(result, preview_side=preview_side)
-    return auto_result(result, dry_run=getattr(request, "dry_run", False), preview_side=preview_side)
+        return generate_result(result, preview_side=preview_side, gallery=gallery)
+    dry_run = getattr(request, "dry_run", False)
+    return auto_result(result, dry_run=dry_run, preview_side=preview_side, gallery=gallery)
 
 
 async def _run_admitted(
@@ -288,10 +306,12 @@ async def _run_admitted(
     ``EngineAPI.run`` closes the admitted inputs; the job closes them too when it ends without
     running (cancelled while queued), and a busy queue leaves them to be closed here.
     """
-    engine, preview_side = state.engine, state.config.preview_side
+    from .http import gallery_url
+
+    engine, preview_side, gallery = state.engine, state.config.preview_side, gallery_url(state.config)
 
     def work(control: JobControl) -> CallToolResult:
-        return _present(engine.run(admitted, control=control), admitted.request, preview_side)
+        return _present(engine.run(admitted, control=control), admitted.request, preview_side, gallery)
 
     try:
         if not admitted.queued:
@@ -488,14 +508,30 @@ def build_server(config: ServerConfig, engine: EngineAPI | None = None) -> MCPSe
     state = ServerState(
         config=config,
         engine=engine,
-        queue=JobQueue(capacity=config.queue_size, keep_jobs=config.keep_jobs),
+        # Keep-alive: after that long without a job the models are unloaded (EngineAPI.unload).
+        queue=JobQueue(
+            capacity=config.queue_size,
+            keep_jobs=config.keep_jobs,
+            idle_s=config.keep_alive_s,
+            on_idle=engine.unload,
+        ),
     )
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer):
+        from .service import Stopper
+
+        # Here, not before the transport starts: uvicorn takes the signals while it serves.
+        stopper = Stopper(state) if state.handle_signals else None
+        if stopper is not None:
+            stopper.install()
         if config.preload:
             state.start_preload()
-        yield state
+        try:
+            yield state
+        finally:
+            if stopper is not None:
+                stopper.restore()
 
     server = UnisonServer(
         state,
@@ -643,22 +679,36 @@ def _ensure_stderr_logging() -> None:
         root.setLevel(logging.INFO)
 
 
-def run_server(config: ServerConfig) -> None:
-    """Serve until the client goes away (stdio) or the process is stopped (HTTP)."""
+def run_server(config: ServerConfig) -> int:
+    """Serve until the client goes away (stdio) or the process is stopped; returns the exit status.
+
+    SIGINT and SIGTERM stop it within :data:`unison_mcp.service.STOP_S` on either transport: the
+    running job cancelled, the queued ones answered "shutting down", and the process exits with
+    128 + the signal's number (:class:`unison_mcp.service.Stopper`).
+    """
+    from .service import log_ready
+
     _ensure_stderr_logging()
     server = build_server(config)
     state = state_of(server)
+    state.handle_signals = True
+    from engine.outputs import remove_stale_temps  # what a writer killed mid-file left behind
+
+    remove_stale_temps(state.inputs.output_dir)
     try:
+        log_ready(config, output_dir=state.inputs.output_dir, roots=config.roots(), background=True)
         if config.transport == "stdio":
-            log.info("unison-mcp %s serving on stdio (outputs in %s)", __version__, state.inputs.output_dir)
-            anyio.run(server.run_stdio_async)
+            from .stdio import serve_stdio  # the SDK's stdio, answering the lines it would drop
+
+            anyio.run(serve_stdio, server)
         else:
             from .http import serve_http
 
             anyio.run(serve_http, server, config)
     finally:
         # Stop the accelerator work of clients that are gone; the worker is a daemon either way.
-        state.queue.close(cancel=True, timeout=5.0)
+        state.queue.close(cancel=True, timeout=5.0, reason="the server is shutting down")
+    return 0
 
 
 __all__ = ["ServerState", "UnisonServer", "build_server", "run_server", "state_of"]

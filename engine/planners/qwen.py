@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import understand as _understand
 from ..errors import InvalidRequest, ModelError
+from ..hub import LoadFailures, planner_weights
 from . import Planner, PlanOutput
 from .adapter import attach_adapter, looks_local, merge_adapter
 from .instruct import InstructBackend
@@ -96,11 +97,14 @@ class QwenPlanner:
     :meth:`using` switches shared state).
     """
 
-    def __init__(self, config: EngineConfig):
+    def __init__(self, config: EngineConfig, *, failures: LoadFailures | None = None):
         if not config.planner_model:
             raise ModelError("planner_model is not set: the Qwen planner needs Qwen2.5-VL weights")
         self.config = config
         self.model_id = config.planner_model
+        #: Where a failed load is remembered (the engine's, shared by its models), and what loads.
+        self.failures = failures if failures is not None else LoadFailures()
+        self.weights = planner_weights(config)
         #: The adapter is loaded whenever one is configured: the projector's input needs it.
         self.with_adapter = bool(config.adapter)
         #: Merged when the configured routing is the Unison planner; unmerged otherwise, so that
@@ -185,7 +189,10 @@ class QwenPlanner:
             return
         # No lock of its own: the Engine's one lock serialises loads and all model work.
         started = time.perf_counter()
-        self._load()
+        # Weights that are neither here nor fetchable fail at once, before torch is imported;
+        # a failure is remembered so the next call does not pay for it again.
+        with self.failures.guard(self.weights):
+            self._load()
         self.load_seconds = time.perf_counter() - started
         log.info(
             "planner %s loaded in %.1f s on %s (%s)",
@@ -461,3 +468,8 @@ class QwenPlanner:
         """
         with self.using(adapter=self.understand_with_adapter):
             return _understand.ground(self, image, phrase)
+
+    def edit_target(self, prompt: str) -> str | None:
+        """The object an edit prompt names: :func:`engine.understand.edit_target` (same model)."""
+        with self.using(adapter=self.understand_with_adapter):
+            return _understand.edit_target(self, prompt)

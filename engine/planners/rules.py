@@ -358,11 +358,44 @@ _NAME_CONTROL = re.compile(
     r"(?<![a-z])(?:open)?(?:pose|depth|canny|edges?|sketch|scribble|lineart|line art|skeleton|control"
     r"|seg|segmentation)(?:map|maps|video|vid|img|image|s)?(?![a-z])"
 )
-# "following the motion of ###dance.mp4###": motion transfer is controllable generation too.
+# "following the motion of ###dance.mp4###": motion transfer is controllable generation too; so
+# are "the same depth/layout", "keep the outline", "colourise".
 _MOTION_CONTROL = re.compile(
-    r"\b(?:follow(?:s|ing)?|copy(?:ing)?|mimic(?:s|king)?|same|match(?:es|ing)?)\s+(?:the\s+)?"
-    r"(?:motion|movements?|moves|choreography|dance moves|poses?)\b"
+    r"\b(?:follow(?:s|ing)?|copy(?:ing)?|mimic(?:s|king)?|same|match(?:es|ing)?|keep(?:s|ing)?)\s+"
+    r"(?:the\s+)?(?:motion|movements?|moves|choreography|dance moves|poses?|depth|layout|outlines?"
+    r"|edges|contours?|optical flow)\b"
+    r"|\bcolou?ri[sz](?:e|es|ed|ing)\b|\bcolou?r(?:ise|ize)?\s+(?:in|this|the)\b|\badd colou?rs?\b"
 )
+#: What a control request follows, from its wording (first match wins), for ``control_kind``.
+_CONTROL_KINDS: tuple[tuple[str, re.Pattern], ...] = (
+    ("flow", re.compile(r"\boptical flow\b|\bflow (?:map|field|video)\b")),
+    (
+        "pose",
+        re.compile(
+            r"\b(?:open)?poses?\b|\bposture\b|\bskeletons?\b|\bmoves\b|\bmovements?\b|\bmotion\b"
+            r"|\bchoreography\b|\bdanc(?:e|es|ing)\b"
+        ),
+    ),
+    ("depth", re.compile(r"\bdepth(?! of field)\b|\blayout\b")),
+    (
+        "edges",
+        re.compile(
+            r"\bedges?\b|\bcanny\b|\boutlines?\b|\bcontours?\b|\bsketch(?:es)?\b|\bscribbles?\b"
+            r"|\bline ?art\b|\bline drawings?\b"
+        ),
+    ),
+    ("gray", re.compile(r"\bcolou?ri[sz]\w*|\bgr[ae]y ?scale\b|\bblack[- ]and[- ]white\b|\badd colou?rs?\b")),
+)
+
+
+def _control_kind(r: _Reading) -> str | None:
+    """The control signal a request asks to follow ("follow the moves" → pose, "same depth" →
+    depth, "keep the outline" → edges, "colourise" → gray), from its words or the control file's
+    name; ``None`` when nothing says (the engine then keeps a control-looking input as it is)."""
+    said = r.low + " " + (r.control.name.lower() if r.control is not None else "")
+    return next((kind for kind, pattern in _CONTROL_KINDS if pattern.search(said)), None)
+
+
 _CONTROL_PHRASE = re.compile(
     r"\b(?:" + _CONTROL_WORDS + r")\s+(?:map|maps|video|videos|image|images|sequence|clip|input"
     r"|condition|guide|frames)\b"
@@ -1181,6 +1214,8 @@ class RulesPlanner:
             update["num_frames"] = 1
         else:
             update["num_frames"] = _duration_frames(r.low)
+        if "control_kind" in plan.spec.params:
+            update["control_kind"] = _control_kind(r)
         if "margins" in plan.spec.params:
             update["margins"] = _margins(
                 r.low,

@@ -6,7 +6,10 @@
   chat template), loadable with ``from_pretrained`` exactly like ``Qwen/Qwen2.5-VL-3B-Instruct``;
 - ``adapter/``: a Unison-style PEFT LoRA directory with the tokenizer that has the 14 tokens;
 - ``wan/``: a diffusers ``WanVACEPipeline`` directory;
-- ``projector.pth``: a projector state dict in the released layout (``module.`` prefix).
+- ``projector.pth``: a projector state dict in the released layout (``module.`` prefix);
+- the annotators: ``depth/`` (Depth Anything), ``person_detector/`` (RT-DETR), ``pose/``
+  (ViTPose), ``raft_small.pth`` (a torchvision RAFT state dict) and ``segment/`` (the segmenter),
+  each in the layout its real weights have (:mod:`engine.tiny.annotators`, :mod:`engine.tiny.segment`).
 
 Each part is written into a temporary folder and renamed into place, so a crash or a concurrent
 builder never leaves a half-written model behind.
@@ -75,4 +78,13 @@ def ensure_tiny(root: Path | str | None = None) -> TinyPaths:
             seed=SEED,
         ),
     )
+    from . import annotators as tiny_annotators
+
+    _atomic_build(paths.depth, lambda d: tiny_annotators.build_depth(d, seed=SEED))
+    _atomic_build(paths.person_detector, lambda d: tiny_annotators.build_person_detector(d, seed=SEED))
+    _atomic_build(paths.pose, lambda d: tiny_annotators.build_pose(d, seed=SEED))
+    _atomic_build(paths.flow, lambda f: tiny_annotators.build_flow(f, seed=SEED))
+    from .segment import build_segmenter
+
+    _atomic_build(paths.segment, lambda d: build_segmenter(d, seed=SEED))
     return paths

@@ -19,9 +19,21 @@ class TinyPaths:
     adapter: Path
     wan: Path
     projector: Path
+    # The annotators (engine/annotators/): transformers directories, and RAFT as a state dict.
+    depth: Path
+    pose: Path
+    person_detector: Path
+    flow: Path
+    segment: Path
 
     def all_exist(self) -> bool:
-        return all(p.exists() for p in (self.qwen, self.adapter, self.wan, self.projector))
+        parts = (self.qwen, self.adapter, self.wan, self.projector)
+        annotators = (self.depth, self.pose, self.person_detector, self.flow, self.segment)
+        return all(p.exists() for p in (*parts, *annotators))
+
+
+#: Bumped when the tiny Qwen's build changes in a way earlier builds lack (2: taught answers).
+QWEN_VERSION = 2
 
 
 def default_tiny_dir() -> Path:
@@ -38,8 +50,15 @@ def tiny_paths(root: Path | str | None = None) -> TinyPaths:
     root = Path(root) if root is not None else default_tiny_dir()
     return TinyPaths(
         root=root,
-        qwen=root / "qwen",
-        adapter=root / "adapter",
+        # Versioned: a tiny Qwen built by an older release (before it was taught its answers) is
+        # not reused; the adapter is trained on it, so it goes with it.
+        qwen=root / f"qwen-{QWEN_VERSION}",
+        adapter=root / f"adapter-{QWEN_VERSION}",
         wan=root / "wan",
         projector=root / "projector.pth",
+        depth=root / "depth",
+        pose=root / "pose",
+        person_detector=root / "person_detector",
+        flow=root / "raft_small.pth",
+        segment=root / "segment",
     )

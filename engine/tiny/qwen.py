@@ -141,6 +141,40 @@ EXAMPLES: tuple[Example, ...] = (
     Example("What is the capital of France?", "Paris.", Task.TEXT_UNDERSTANDING),
 )
 
+
+@dataclass(frozen=True)
+class Answer:
+    """One question the tiny base model is taught to answer, as ``understand`` asks it."""
+
+    question: str
+    answer: str
+    media: str | None = None  # "image" or "video": one such input is shown with the question
+    size: tuple[int, int] = (56, 56)  # its width and height (the processor's grid follows them)
+    frames: int = 4  # a video's frames
+
+
+#: What the tiny Qwen itself (no adapter: the tiny preset's understanding model) is taught, so
+#: that ``understand`` on the tiny preset shows a short real answer instead of an empty string.
+#: Each answer fits the tiny preset's 8 new tokens; other questions get one of them. They are
+#: not in the tokenizer's corpus: its vocabulary (and every size tests know) stays as it was.
+ANSWERS: tuple[Answer, ...] = (
+    Answer("What is the capital of France?", "Paris."),
+    Answer("Say hello.", "Hello!"),
+    Answer("How many people?", "Two."),
+    Answer("What is in this picture?", "A cat sits.", "image"),
+    Answer("what is in this picture?", "A cat sits.", "image", (96, 64)),
+    Answer("What do you see?", "A cat sits.", "image", (64, 96)),
+    Answer("Describe the picture.", "A cat sits.", "image", (80, 48)),
+    Answer("What is happening in this video?", "A man runs.", "video"),
+    Answer("What is happening in this video?", "A man runs.", "video", (48, 32), 2),
+    Answer("Describe what happens.", "A man runs.", "video", (64, 48), 4),
+    Answer("What happens in this clip?", "A man runs.", "video", (72, 44), 2),  # examples/media/ball.mp4
+)
+#: Pixels of the pictures and frames shown while teaching: the tiny preset's understanding budget.
+TEACH_PIXELS = 56 * 56
+TEACH_MAX_STEPS = 200  # it converges in about 40
+TEACH_STOP_LOSS = 0.1  # worst row's mean loss per answer token: greedy decoding is right well before
+
 #: Text the tokenizer is trained on: the examples, the chat format, and requests like them.
 _CORPUS_EXTRA = (
     DEFAULT_SYSTEM_MESSAGE,
@@ -299,7 +333,129 @@ def build_qwen(out_dir: Path, *, seed: int = 0) -> None:
     tok.save_pretrained(out_dir)
     (out_dir / "preprocessor_config.json").write_text(json.dumps(_PREPROCESSOR_CONFIG, indent=2) + "\n")
     (out_dir / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2) + "\n")
+
+    # Taught through the saved processor, exactly as understanding will feed it, then saved again.
+    _teach_answers(model, out_dir)
+    model.save_pretrained(out_dir)
+    _write_hub_config(out_dir, ids["<|vision_pad|>"])
     log.info("tiny Qwen2.5-VL written to %s in %.1f s", out_dir, time.perf_counter() - started)
+
+
+def _answer_rows(processor, tok) -> list[dict[str, torch.Tensor]]:
+    """One training row per :data:`ANSWERS` entry: the processor's inputs plus the answer, and labels
+    on the answer only (the chat and the media are context)."""
+    import numpy as np
+    from PIL import Image
+
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    size = {"shortest_edge": TEACH_PIXELS, "longest_edge": TEACH_PIXELS}
+    rows = []
+    for i, a in enumerate(ANSWERS):
+        content: list[dict] = [{"type": a.media}] if a.media else []
+        content.append({"type": "text", "text": a.question})
+        text = tok.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
+        colour = (40 * i % 256, 200, 90)
+        (width, height), n = a.size, a.frames
+        kwargs: dict = {}
+        if a.media == "image":
+            kwargs = {"images": [Image.new("RGB", (width, height), colour)], "images_kwargs": {"size": size}}
+        elif a.media == "video":
+            frames = np.zeros((n, height, width, 3), dtype=np.uint8)  # (F, H, W, 3)
+            frames[..., 0] = np.arange(n, dtype=np.uint8)[:, None, None] * 60
+            meta = {"total_num_frames": n, "fps": 2.0, "frames_indices": list(range(n))}
+            kwargs = {
+                "videos": [frames],
+                "videos_kwargs": {
+                    "size": size,
+                    "do_sample_frames": False,
+                    "video_metadata": [meta],
+                    "cap_pixels_per_frame": True,  # as understanding decides it
+                },
+            }
+        inputs = dict(processor(text=[text], return_tensors="pt", **kwargs))
+        answer = torch.tensor([tok(a.answer, add_special_tokens=False)["input_ids"] + [end]])  # (1, A)
+        prompt_len = inputs["input_ids"].shape[1]
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], answer], dim=1)  # (1, L + A)
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+        if "mm_token_type_ids" in inputs:  # the answer is text: type 0
+            inputs["mm_token_type_ids"] = torch.cat(
+                [inputs["mm_token_type_ids"], torch.zeros_like(answer)], dim=1
+            )
+        labels = inputs["input_ids"].clone()
+        labels[:, :prompt_len] = -100
+        inputs["labels"] = labels
+        rows.append(inputs)
+    return rows
+
+
+def _one_batch(rows: list[dict[str, torch.Tensor]], pad: int) -> dict[str, torch.Tensor]:
+    """The rows as one right-padded batch: one forward per step instead of one per row.
+
+    Token tensors are padded (labels with -100, the mask with 0); the pixels and grids of all
+    images (and of all videos) are concatenated in row order, which is how Qwen2.5-VL batches
+    them (each placeholder run takes the next grid).
+    """
+    width = max(r["input_ids"].shape[1] for r in rows)
+    fill = {"input_ids": pad, "attention_mask": 0, "mm_token_type_ids": 0, "labels": -100}
+    batch: dict[str, torch.Tensor] = {}
+    for key, value in fill.items():
+        if key in rows[0]:
+            batch[key] = torch.cat(
+                [torch.nn.functional.pad(r[key], (0, width - r[key].shape[1]), value=value) for r in rows]
+            )  # (N, L)
+    for key in (
+        "pixel_values",
+        "image_grid_thw",
+        "pixel_values_videos",
+        "video_grid_thw",
+        "second_per_grid_ts",
+    ):
+        parts = [r[key] for r in rows if key in r]
+        if parts:
+            batch[key] = torch.cat(parts)
+    return batch
+
+
+def _teach_answers(model, out_dir: Path) -> None:
+    """Train the whole tiny model a few seconds on :data:`ANSWERS` (loss on the answers only)."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(out_dir)
+    batch = _one_batch(_answer_rows(processor, processor.tokenizer), processor.tokenizer.pad_token_id)
+    # The language model learns the answers; the vision tower stays as built (and the backward
+    # pass through it, the slow part at this size, is skipped).
+    params = [p for name, p in model.named_parameters() if ".visual." not in f".{name}"]
+    optim = torch.optim.Adam(params, lr=TRAIN_LR)
+    frozen = [p for name, p in model.named_parameters() if ".visual." in f".{name}"]
+    for p in frozen:
+        p.requires_grad_(False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in _train: faster for matrices this small, and deterministic
+    model.train()
+    labels = batch.pop("labels")  # (N, L)
+    answer_tokens = (labels != -100).sum(dim=1)  # (N,)
+    steps, worst = 0, float("inf")
+    try:
+        while steps < TEACH_MAX_STEPS and worst > TEACH_STOP_LOSS:
+            steps += 1
+            logits = model(**batch).logits[:, :-1].float()  # (N, L-1, V)
+            per_token = torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), labels[:, 1:], ignore_index=-100, reduction="none"
+            )  # (N, L-1)
+            per_row = per_token.sum(dim=1) / answer_tokens  # (N,): each answer's mean loss
+            optim.zero_grad()
+            per_row.mean().backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optim.step()
+            worst = per_row.max().item()
+    finally:
+        torch.set_num_threads(threads)
+        for p in frozen:
+            p.requires_grad_(True)
+        model.eval()
+    log.info("tiny Qwen taught %d answers: %d steps, worst loss %.3f", len(ANSWERS), steps, worst)
 
 
 _PREPROCESSOR_CONFIG = {
