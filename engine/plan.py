@@ -315,6 +315,43 @@ def _source_length(
     return n
 
 
+def _output_frames(
+    plan: Plan, spec: TaskSpec, limits: Limits, shapes: Shapes | None, notes: list[str]
+) -> tuple[int, float | None]:
+    """Frame count and rate: one image, or 4k+1 frames within bounds at a rate within bounds (the
+    source video's length when unset; off-grid counts rounded with a note)."""
+    if spec.output == "image":
+        if plan.num_frames not in (None, 1):
+            raise InvalidRequest.for_field(
+                "num_frames", plan.num_frames, f"{plan.task} makes one image: use 1"
+            )
+        return 1, None
+    fps = limits.default_fps if plan.fps is None else plan.fps
+    if not (math.isfinite(fps) and 0 < fps <= limits.max_fps):
+        raise InvalidRequest.for_field("fps", fps, f"must be above 0 and at most {limits.max_fps}")
+    n = plan.num_frames
+    if n is None:
+        n = _source_length(plan, spec, limits, fps, shapes, notes) or limits.default_frames
+    if n <= 0:
+        raise InvalidRequest.for_field("num_frames", n, "must be a positive number of frames")
+    given = n
+    if n % 4 != 1:
+        rounded = nearest_4k1(n)
+        notes.append(f"num_frames {n} rounded to {rounded} (Wan makes 4k+1 frames)")
+        n = rounded
+    longest = chain_frames(limits, fps) if spec.chain else limits.max_frames
+    if not limits.min_frames <= n <= longest:
+        more = (
+            f" ({limits.max_duration_s:g} s, made as a chain of {limits.max_frames}-frame windows)"
+            if spec.chain
+            else "; longer videos: text_to_video, image_to_video and video_extend chain windows"
+        )
+        raise InvalidRequest.for_field(
+            "num_frames", given, f"{plan.task} makes {limits.min_frames} to {longest} frames{more}"
+        )
+    return n, float(fps)
+
+
 def check_plan(plan: Plan, limits: Limits | None = None, shapes: Shapes | None = None) -> CheckedPlan:
     """Check a plan against the generator's rules and return it as a :class:`CheckedPlan`.
 
@@ -350,39 +387,9 @@ def check_plan(plan: Plan, limits: Limits | None = None, shapes: Shapes | None =
 
     update["width"], update["height"] = _output_size(plan, spec, limits, shapes, notes)
 
-    # Frame count and rate: one image, or 4k+1 frames within bounds at a rate within bounds.
-    if spec.output == "image":
-        if plan.num_frames not in (None, 1):
-            raise InvalidRequest.for_field(
-                "num_frames", plan.num_frames, f"{plan.task} makes one image: use 1"
-            )
-        update["num_frames"] = 1
-    else:
-        fps = limits.default_fps if plan.fps is None else plan.fps
-        if not (math.isfinite(fps) and 0 < fps <= limits.max_fps):
-            raise InvalidRequest.for_field("fps", fps, f"must be above 0 and at most {limits.max_fps}")
-        update["fps"] = float(fps)
-        n = plan.num_frames
-        if n is None:
-            n = _source_length(plan, spec, limits, fps, shapes, notes) or limits.default_frames
-        if n <= 0:
-            raise InvalidRequest.for_field("num_frames", n, "must be a positive number of frames")
-        given = n
-        if n % 4 != 1:
-            rounded = nearest_4k1(n)
-            notes.append(f"num_frames {n} rounded to {rounded} (Wan makes 4k+1 frames)")
-            n = rounded
-        longest = chain_frames(limits, fps) if spec.chain else limits.max_frames
-        if not limits.min_frames <= n <= longest:
-            more = (
-                f" ({limits.max_duration_s:g} s, made as a chain of {limits.max_frames}-frame windows)"
-                if spec.chain
-                else "; longer videos: text_to_video, image_to_video and video_extend chain windows"
-            )
-            raise InvalidRequest.for_field(
-                "num_frames", given, f"{plan.task} makes {limits.min_frames} to {longest} frames{more}"
-            )
-        update["num_frames"] = n
+    update["num_frames"], update["fps"] = _output_frames(plan, spec, limits, shapes, notes)
+    if update["fps"] is None:
+        del update["fps"]  # an image keeps the plan's (None)
 
     if "margins" in spec.params and plan.margins is not None:
         m = plan.margins
