@@ -629,6 +629,124 @@ class Bench:
             f"## Understanding (greedy, {n} new tokens, median of {self.args.repeat})\n\n{table.markdown()}"
         )
 
+    # -- prompt encodings, planner KV cache --
+
+    def bench_text_cache(self) -> None:
+        """umT5 text contexts with and without the encoding cache (``text_cache_size``)."""
+        import torch
+
+        from engine import textcache
+        from engine.config import SamplingDefaults
+        from engine.generator import build_text_context
+
+        pipe = self.engine.generator.pipeline
+        negative = SamplingDefaults().negative_prompt
+        cache = textcache.cache_for(pipe.text_encoder)
+        n, windows = self.args.repeat, 4
+
+        def timed(prompt: str, *, use_cache: bool = True) -> float:
+            t0 = self.clock.now()
+            with torch.inference_mode():
+                build_text_context(
+                    pipe,
+                    prompt,
+                    negative_prompt=negative,
+                    extra_tokens=None,
+                    text_len=2048,
+                    max_sequence_length=512,
+                    use_cache=use_cache,
+                )
+            return self.clock.now() - t0
+
+        timed(PROMPT, use_cache=False)  # warm-up
+        uncached = [timed(PROMPT, use_cache=False) for _ in range(n)]
+        cache.clear()
+        timed(PROMPT)  # the negative prompt is now cached, as after any first request
+        new_prompt = [timed(f"{PROMPT}, take {k}") for k in range(n)]
+        repeated = [timed(PROMPT) for _ in range(n)]
+        chain_uncached = sum(timed(PROMPT, use_cache=False) for _ in range(windows))
+        chain_cached = sum(timed(PROMPT) for _ in range(windows))
+
+        table = Table("what", "median ms", "vs uncached", "umT5 forwards")
+        table.add("prompt + negative, no cache", median(uncached) * 1e3, "1.00×", 2)
+        table.add(
+            "a new prompt, negative cached",
+            median(new_prompt) * 1e3,
+            ratio(median(new_prompt), median(uncached)),
+            1,
+        )
+        table.add("a repeated request", median(repeated) * 1e3, ratio(median(repeated), median(uncached)), 0)
+        table.add(
+            f"a chain of {windows} windows, no cache",
+            chain_uncached * 1e3,
+            ratio(chain_uncached, median(uncached)),
+            2 * windows,
+        )
+        table.add(
+            f"a chain of {windows} windows, cached",
+            chain_cached * 1e3,
+            ratio(chain_cached, median(uncached)),
+            0,
+        )
+        self.sections.append(
+            f"## Prompt encodings (umT5, cache of {cache.size}; median of {n})\n\n{table.markdown()}"
+        )
+
+    def bench_planner_cache(self) -> None:
+        """Plan latency and understanding tokens/s with the default and the static KV cache."""
+        from engine.control import JobControl
+        from engine.errors import PlannerError
+        from engine.request import parse_request
+
+        planner = self.engine.planner
+        planner.unison_max_new_tokens = self.specs.plan_tokens
+        req = parse_request(PLAN_REQUEST)
+        n, tokens = self.args.repeat, self.specs.answer_tokens
+        base = planner.config
+
+        def plan_s() -> float:
+            t0 = self.clock.now()
+            with contextlib.suppress(PlannerError):  # a random planner writes no valid plan
+                planner.plan(req, backend="unison", want_features=True)
+            return self.clock.now() - t0
+
+        def tokens_per_s() -> float:
+            stamps: list[float] = []
+
+            def on_progress(done: int, total: int, stage: str) -> None:
+                if stage == "understanding":
+                    stamps.append(self.clock.now())
+
+            self.engine.understand(
+                UNDERSTAND_PROMPT, [], max_new_tokens=tokens, control=JobControl(on_progress)
+            )
+            return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else math.nan
+
+        table = Table("KV cache", "first plan ms", "plan median ms", "understanding tokens/s", "note")
+        try:
+            for static in (False, True):
+                options = base.performance.model_copy(update={"planner_static_cache": static})
+                planner.config = base.model_copy(update={"performance": options})
+                first = plan_s()  # on CUDA the static cache's first call compiles the decode step
+                plans = [plan_s() for _ in range(n)]
+                tokens_per_s()  # warm-up
+                rates = [tokens_per_s() for _ in range(n)]
+                compiled = static and self.cuda
+                note = "decode step compiled" if compiled else ("not compiled on a CPU" if static else "")
+                table.add(
+                    "static" if static else "default (dynamic)",
+                    first * 1e3,
+                    median(plans) * 1e3,
+                    median(rates),
+                    note,
+                )
+        finally:
+            planner.config = base
+        self.sections.append(
+            f"## Planner KV cache ({self.specs.plan_tokens}-token plans, {tokens}-token answers; "
+            f"median of {n})\n\n{table.markdown()}"
+        )
+
     # -- generation --
 
     def _plan(self, frames: int) -> Any:
@@ -1005,7 +1123,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per planning/understanding measurement")
     parser.add_argument("--compile-on-cpu", action="store_true", help="time torch.compile on a CPU too")
     parser.add_argument(
-        "--skip", nargs="*", default=[], choices=["plan", "understand", "generate", "cache", "offload"]
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=["plan", "understand", "planner_cache", "text_cache", "generate", "cache", "offload"],
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -1026,6 +1147,10 @@ def main(argv: list[str] | None = None) -> int:
             bench.bench_plan()
         if "understand" not in args.skip:
             bench.bench_understand(root)
+        if "planner_cache" not in args.skip:
+            bench.bench_planner_cache()
+        if "text_cache" not in args.skip:
+            bench.bench_text_cache()
         bench.run_all(set(args.skip))
         write_report(bench.report(), args.out)
     finally:

@@ -37,7 +37,7 @@ from .plan import (
     shapes_of,
 )
 from .request import marked_paths
-from .results import Sampling
+from .results import LoraChoice, Sampling
 from .tasks import GENERATION_TASKS, ROLES_IN_REQUESTS, TASKS
 from .vocab import Role, Task
 
@@ -106,6 +106,16 @@ def sampling_fields(limits: Limits) -> dict[str, Any]:
             "paste the source back where the task keeps it: outside the mask, the given frames, the "
             "outpainted source, the extended clip (default true; false = the generator's raw output)",
         ),
+        "turbo": _optional(
+            bool,
+            "fast mode: the step-distillation LoRA with its own steps, guidance 1 and flow shift "
+            "(default: the configured --turbo); explicit steps/guidance still apply",
+        ),
+        "loras": _optional(
+            list[LoraChoice],
+            "user LoRAs to apply, among the configured ones (--lora NAME=PATH): [{name, strength}]",
+            max_length=8,
+        ),
     }
 
 
@@ -148,6 +158,8 @@ class AutoRequest(_Strict):
     negative_prompt: str | None = None
     count: int | None = None
     preserve: bool | None = None
+    turbo: bool | None = None
+    loras: list[LoraChoice] | None = None
 
     def sampling(self) -> Sampling:
         return Sampling(
@@ -157,6 +169,8 @@ class AutoRequest(_Strict):
             negative_prompt=self.negative_prompt,
             count=self.count,
             preserve=self.preserve,
+            turbo=self.turbo,
+            loras=self.loras,
         )
 
 
@@ -187,6 +201,8 @@ class GenerateRequest(_Strict):
     count: int | None = None
     preserve: bool | None = None
     conditioning_scale: float | None = None
+    turbo: bool | None = None
+    loras: list[LoraChoice] | None = None
 
     def inputs(self) -> list[tuple[str, Role]]:
         """The input files with their roles, in the order of the fields (references last)."""
@@ -206,6 +222,8 @@ class GenerateRequest(_Strict):
             conditioning_scale=self.conditioning_scale,
             count=self.count,
             preserve=self.preserve,
+            turbo=self.turbo,
+            loras=self.loras,
         )
 
     def to_plan(self, limits: Limits, shapes: Shapes | None = None) -> CheckedPlan:

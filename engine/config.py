@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from .tiny.paths import tiny_paths
 
@@ -194,6 +194,52 @@ class PerformanceOptions(BaseModel):
     offload: Literal["none", "model", "group", "text_encoder_cpu"] = Field(
         "none", description="CPU offload mode for small GPUs"
     )
+    # A repeated prompt and the default negative prompt then cost one umT5 forward, not one a call.
+    text_cache_size: int = Field(
+        32, ge=0, description="umT5 prompt encodings kept for reuse, by exact text (0 = none)"
+    )
+    # transformers' cache_implementation="static"; generate compiles the decode step on CUDA only.
+    planner_static_cache: bool = Field(
+        False, description="static KV cache for the planner's decoding (compiled decode step on CUDA)"
+    )
+
+
+#: The default turbo LoRA: CausVid's bidirectional step distillation of the Wan2.1 T2V 1.3B base,
+#: as Kijai publishes it for ComfyUI (original-Wan key layout, rank 32, ~90 MB); diffusers converts
+#: it. Its recipe is guidance 1 (one DiT forward per step) at 4-8 UniPC steps with a flow shift of
+#: 8; VACE runs it unchanged, the LoRA touches only the shared DiT blocks.
+TURBO_LORA = "Kijai/WanVideo_comfy/Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors"
+
+
+class LoraSettings(BaseModel):
+    """LoRAs on the generator's DiT, loaded once with the pipeline (engine/loras.py)."""
+
+    turbo: bool = Field(
+        False, description="sample with the step-distillation LoRA by default (per call: turbo)"
+    )
+    turbo_lora: Annotated[str | None, _HUB] = Field(
+        TURBO_LORA,
+        description="step-distillation LoRA: local .safetensors or owner/repo/file on the hub; 'none' = no turbo",
+    )
+    turbo_strength: float = Field(1.0, gt=0, le=4, description="turbo LoRA strength")
+    turbo_steps: int = Field(8, ge=1, description="denoising steps in turbo")
+    # 1 = no unconditional pass: the distilled model was trained without classifier-free guidance.
+    turbo_guidance: float = Field(1.0, ge=0, description="guidance scale in turbo")
+    turbo_flow_shift: float = Field(8.0, gt=0, description="flow shift in turbo")
+    # "lora" reads better on the command line than "adapters"; --adapter is the planner's.
+    adapters: Annotated[list[str], SettingMeta(name="lora", flag="--lora")] = Field(
+        default_factory=list,
+        description='user LoRA NAME=PATH[:STRENGTH] (repeatable; TOML: a table NAME = "PATH[:STRENGTH]"); '
+        "per call: loras",
+    )
+
+    @field_validator("adapters", mode="before")
+    @classmethod
+    def _table(cls, value: object) -> object:
+        # A TOML table {name = "path[:strength]"} is the same list as the flags spell.
+        if isinstance(value, dict):
+            return [f"{name}={spec}" for name, spec in value.items()]
+        return value
 
 
 #: What the tiny models can run, so the tiny preset refuses what would fail inside the DiT. Its
@@ -289,6 +335,7 @@ class EngineConfig(BaseModel):
     performance: Annotated[PerformanceOptions, SettingMeta(section="performance")] = Field(
         default_factory=PerformanceOptions
     )
+    loras: Annotated[LoraSettings, SettingMeta(section="LoRAs")] = Field(default_factory=LoraSettings)
     # The engine builds missing tiny models here before loading any.
     tiny_dir: Annotated[
         Path | None, SettingMeta(internal="set by the tiny preset (from UNISON_TINY_DIR)")
@@ -338,6 +385,8 @@ class EngineConfig(BaseModel):
             # `--planner unison` on the tiny preset exercises the LoRA path.
             planner_backend="rules",
             sampling=SamplingDefaults(steps=2),
+            # The tiny LoRA stands in for the turbo LoRA; one step fewer than the tiny default.
+            loras=LoraSettings(turbo_lora=str(paths.lora), turbo_steps=1),
             understanding=UnderstandingDefaults(max_new_tokens=8, video_max_frames=4, max_pixels=56 * 56),
             limits=TINY_LIMITS,
             annotators=AnnotatorSettings(

@@ -455,7 +455,9 @@ class Engine:
         from .generator import resolve_sampling
         from .prepare import prepare
 
-        resolved = resolve_sampling(sampling, self.config.sampling, limits=self.config.limits)
+        resolved = resolve_sampling(
+            sampling, self.config.sampling, limits=self.config.limits, loras=self.config.loras
+        )
         preserve = (
             self.config.results.preserve
             if sampling is None or sampling.preserve is None
@@ -719,6 +721,8 @@ class Engine:
             "guidance": resolved.guidance,
             "flow_shift": resolved.flow_shift,
             "conditioning_scale": resolved.conditioning_scale,
+            "turbo": resolved.turbo,
+            "loras": [list(x) for x in resolved.loras] if resolved.loras else [],
             "width": plan.width,
             "height": plan.height,
             "num_frames": plan.num_frames,

@@ -25,15 +25,17 @@ import numpy as np
 import torch
 
 from .accelerator import free_memory, is_oom, oom_guard, resolve_device, resolve_dtype
-from .config import EngineConfig, Limits, PerformanceOptions, SamplingDefaults
+from .config import EngineConfig, Limits, LoraSettings, PerformanceOptions, SamplingDefaults
 from .control import JobControl
 from .errors import InvalidRequest, ModelError
 from .hub import LoadFailures, generator_weights
 from .results import Sampling
 
 if TYPE_CHECKING:
+    from .loras import LoraSpec
     from .perf import Applied
     from .prepare import Prepared
+    from .textcache import TextCache
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,10 @@ class ResolvedSampling:
     count: int = 1
     #: The text umT5 encoded (set by the engine: the prompt, or the request with placeholders).
     umt5_prompt: str = ""
+    #: Sampled with the step-distillation LoRA (its preset filled the unset steps/guidance/shift).
+    turbo: bool = False
+    #: User LoRAs active in this run: ``(name, strength)`` (checked against the loaded ones at run).
+    loras: tuple[tuple[str, float | None], ...] = ()
 
     @property
     def seeds(self) -> list[int]:
@@ -65,11 +71,31 @@ class ResolvedSampling:
 
 
 def resolve_sampling(
-    sampling: Sampling | None, defaults: SamplingDefaults, *, limits: Limits | None = None
+    sampling: Sampling | None,
+    defaults: SamplingDefaults,
+    *,
+    limits: Limits | None = None,
+    loras: LoraSettings | None = None,
 ) -> ResolvedSampling:
     """Fill per-request overrides from the configured defaults; draw (and report) a random seed
-    when none is given. With ``limits``, ``steps`` above ``limits.max_steps`` is refused."""
+    when none is given. With ``limits``, ``steps`` above ``limits.max_steps`` is refused.
+
+    Turbo (``sampling.turbo``, else ``loras.turbo``) takes its steps, guidance and flow shift from
+    ``loras``' turbo preset instead of ``defaults`` (a request's own values still win).
+    """
     sampling = sampling or Sampling()
+    loras = loras or LoraSettings()
+    turbo = bool(loras.turbo if sampling.turbo is None else sampling.turbo)
+    if turbo:
+        if loras.turbo_lora is None:
+            raise InvalidRequest.for_field("turbo", True, "needs a turbo LoRA (turbo_lora is 'none')")
+        defaults = defaults.model_copy(
+            update={
+                "steps": loras.turbo_steps,
+                "guidance": loras.turbo_guidance,
+                "flow_shift": loras.turbo_flow_shift,
+            }
+        )
 
     def pick(value: Any, default: Any) -> Any:
         return default if value is None else value
@@ -90,6 +116,8 @@ def resolve_sampling(
         max_sequence_length=defaults.max_sequence_length,
         seed_was_random=seed_was_random,
         count=int(pick(sampling.count, 1)),
+        turbo=turbo,
+        loras=tuple((c.name, c.strength) for c in sampling.loras or ()),
     )
 
 
@@ -104,6 +132,7 @@ def encode_text(
     max_sequence_length: int,
     device: torch.device | str,
     pad_to_max: bool = True,
+    cache: TextCache | None = None,
 ) -> torch.Tensor:
     """umT5 output over the real tokens of ``text`` only: ``(n, text_dim)``, n <= max_sequence_length.
 
@@ -111,9 +140,22 @@ def encode_text(
     the padding out of the real tokens' outputs, so without it the result is the same up to
     floating-point summation order, for a fraction of the work (a 20-token prompt instead of 512
     positions): used when umT5-XXL runs on the CPU (``offload="text_encoder_cpu"``).
+
+    ``cache``: an LRU of earlier results (:mod:`engine.textcache`), keyed by the text, the cap,
+    the padding, the device and the encoder's dtype; a hit returns a clone of exactly what the
+    encoder gave, without running it.
     """
     from diffusers.pipelines.wan.pipeline_wan_vace import prompt_clean
 
+    key = None
+    if cache is not None:
+        from .textcache import EncodingKey
+
+        dtype = getattr(text_encoder, "dtype", None) or next(text_encoder.parameters()).dtype
+        key = EncodingKey(text, max_sequence_length, pad_to_max, str(torch.device(device)), str(dtype))
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
     inputs = tokenizer(
         [prompt_clean(text)],
         padding="max_length" if pad_to_max else "do_not_pad",
@@ -128,7 +170,10 @@ def encode_text(
         hidden = text_encoder(
             inputs.input_ids.to(device), attention_mask=inputs.attention_mask.to(device)
         ).last_hidden_state  # (1, max_sequence_length, text_dim)
-    return hidden[0, :n]
+    encoding = hidden[0, :n]  # (n, text_dim)
+    if cache is not None and key is not None:
+        cache.put(key, encoding)
+    return encoding
 
 
 def pad_context(parts: list[torch.Tensor], length: int) -> torch.Tensor:
@@ -162,6 +207,7 @@ def build_text_context(
     text_len: int,
     max_sequence_length: int,
     encoder_device: torch.device | str | None = None,
+    use_cache: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(prompt_embeds, negative_prompt_embeds)`` for ``WanVACEPipeline``, as UNISON.md says.
 
@@ -171,11 +217,17 @@ def build_text_context(
     classifier-free guidance). Both come back in the transformer's dtype on the execution device.
     ``encoder_device``: where umT5 runs when that is not the execution device (umT5 kept on the
     CPU); its prompts are then encoded without padding (see :func:`encode_text`).
+    ``use_cache``: look the texts up in the text encoder's LRU (:func:`engine.textcache.cache_for`,
+    sized by ``textcache.attach``) first, so a repeated prompt and the negative prompt are
+    encoded once; the result is the same tensor either way.
     """
+    from . import textcache
+
     device = pipe._execution_device
     dtype = pipe.transformer.dtype
     encode_on = torch.device(encoder_device) if encoder_device is not None else torch.device(device)
     pad_to_max = encode_on.type == torch.device(device).type
+    cache = textcache.cache_for(pipe.text_encoder) if use_cache else None
 
     def encode(text: str) -> torch.Tensor:
         return encode_text(
@@ -185,6 +237,7 @@ def build_text_context(
             max_sequence_length=max_sequence_length,
             device=encode_on,
             pad_to_max=pad_to_max,
+            cache=cache,
         ).to(device=device, dtype=dtype)
 
     positive = [encode(prompt)]
@@ -327,6 +380,9 @@ class Generator:
         self._pipe: Any = None
         self._applied: Applied | None = None
         self._text_dim: int | None = None
+        #: What :func:`engine.loras.load_all` loaded: whether turbo is there, the user LoRAs by name.
+        self._turbo_loaded = False
+        self._user_loras: dict[str, LoraSpec] = {}
 
     @property
     def performance(self) -> PerformanceOptions:
@@ -393,11 +449,37 @@ class Generator:
                 self._install(self._load_pipeline())
 
     def _install(self, pipe: Any) -> None:
-        from . import perf
+        from . import loras, perf
 
+        # LoRAs go in before the speed switches: compiled or hooked blocks then already hold them.
+        if not getattr(pipe, "_unison_loras_loaded", False):
+            self._turbo_loaded, self._user_loras = loras.load_all(pipe, self.config)
+            pipe._unison_loras_loaded = (self._turbo_loaded, self._user_loras)
+        else:  # a pipeline handed over by with_options keeps its adapters
+            self._turbo_loaded, self._user_loras = pipe._unison_loras_loaded
         self._applied = perf.apply_options(pipe, self.performance, self.device)
         self._text_dim = int(pipe.text_encoder.config.d_model)
+        # umT5 encodings kept by exact text: a repeated prompt and the negative run once.
+        from . import textcache
+
+        textcache.attach(pipe.text_encoder, self.performance.text_cache_size)
         self._pipe = pipe
+
+    def active_adapters(self, sampling: ResolvedSampling) -> tuple[tuple[str, float], ...]:
+        """The adapters (name, strength) a run with ``sampling`` switches on, checked against what
+        is loaded: unknown user LoRA names and bad strengths are :class:`InvalidRequest`."""
+        from . import loras
+
+        active: list[tuple[str, float]] = []
+        if sampling.turbo:
+            if not self._turbo_loaded:
+                # Once per pipeline: the base weights stay, only the adapter is added.
+                loras.load_turbo(self.pipeline, self.config)
+                self._turbo_loaded = True
+                self.pipeline._unison_loras_loaded = (True, self._user_loras)
+            active.append((loras.TURBO, self.config.loras.turbo_strength))
+        active += loras.resolve_choices(sampling.loras, self._user_loras)
+        return tuple(active)
 
     def with_options(self, options: PerformanceOptions) -> Generator:
         """A generator for other speed/memory ``options`` on this one's weights (for benchmarks
@@ -529,9 +611,13 @@ class Generator:
                 counts across all of them.
             stage: the progress stage's name.
         """
-        from . import perf
+        from . import loras, perf
 
         pipe = self.pipeline  # loads on first use
+        adapters = self.active_adapters(sampling)
+        if self._turbo_loaded or self._user_loras:
+            # Only this call's adapters: none active gives the base model's output exactly.
+            loras.activate(pipe, adapters)
         applied = self._applied
         if applied is None:  # pragma: no cover - set together with the pipeline
             raise ModelError("the generator's pipeline is loaded without its options applied")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .plan import Plan
 
@@ -49,6 +49,17 @@ class AutoResult(BaseModel):
     generation: GenerateResult | None = None
 
 
+class LoraChoice(BaseModel):
+    """One user LoRA a call applies: a configured name (``--lora NAME=PATH``) and its strength."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: str = Field(min_length=1, max_length=64, description="a configured LoRA's name (--lora NAME=PATH)")
+    strength: float | None = Field(
+        None, ge=-4, le=4, description="its strength (default: the configured one)"
+    )
+
+
 class Sampling(BaseModel):
     """Per-request sampling overrides; ``None`` takes the configured default."""
 
@@ -62,3 +73,7 @@ class Sampling(BaseModel):
     #: Paste the source back where the task keeps it (``None``: the configured default).
     preserve: bool | None = None
     flow_shift: float | None = Field(None, gt=0)
+    #: Sample with the step-distillation LoRA and its preset (``None``: the configured default).
+    turbo: bool | None = None
+    #: User LoRAs for this call, among the configured ones (``None``/empty: none).
+    loras: list[LoraChoice] | None = None

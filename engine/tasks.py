@@ -36,6 +36,8 @@ GENERATION_PARAMS: tuple[str, ...] = (
     "conditioning_scale",
     "count",
     "preserve",
+    "turbo",
+    "loras",
 )
 #: Parameters every task that makes a video takes.
 VIDEO_PARAMS: tuple[str, ...] = ("duration_s", "fps")

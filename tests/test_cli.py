@@ -413,6 +413,11 @@ def test_download_dry_run_lists_the_hub_weights_and_skips_local_ones(capsys, tin
             "Wan-AI/Wan2.1-VACE-1.3B-diffusers",
             "would download Wan-AI/Wan2.1-VACE-1.3B-diffusers",
         ],
+        [
+            "turbo",
+            "Kijai/WanVideo_comfy/Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors",
+            "would download Kijai/WanVideo_comfy: Wan21_CausVid_bidirect2_T2V_1_3B_lora_rank32.safetensors",
+        ],
         ["segment", "facebook/sam3", "would download facebook/sam3"],
         [
             "depth",

@@ -198,7 +198,7 @@ def natural_role(task: Task, kind: MediaKind) -> Role | None:
 
 #: ``generate`` request fields whose flags would repeat a configuration flag of the same name
 #: (``--steps`` sets the sampling default, which for one run is the same thing).
-_CONFIGURED = ("steps", "guidance", "negative_prompt", "conditioning_scale", "fps", "preserve")
+_CONFIGURED = ("steps", "guidance", "negative_prompt", "conditioning_scale", "fps", "preserve", "turbo")
 #: Shorter spellings kept from earlier versions.
 _ALIASES = {"num_frames": ("--frames",), "duration_s": ("--duration",), "reference": ("--ref",)}
 
@@ -222,6 +222,8 @@ def generate_arguments(args: argparse.Namespace) -> dict[str, Any]:
             continue
         if name == "margins":
             value = parse_margins(value).model_dump()
+        elif name == "loras":
+            value = [parse_lora_choice(v) for v in value]
         elif name in {r.value for r in Role}:
             value = [_expand(v) for v in value] if isinstance(value, list) else _expand(value)
         data[name] = value
@@ -241,6 +243,17 @@ def generate_arguments(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 data[role.value] = _expand(path)
     return data
+
+
+def parse_lora_choice(text: str) -> dict[str, Any]:
+    """``NAME[:STRENGTH]`` (``--use-lora``) -> one item of the request's ``loras``."""
+    name, colon, strength = text.rpartition(":")
+    if not colon:
+        return {"name": text}
+    try:
+        return {"name": name, "strength": float(strength)}
+    except ValueError:
+        raise InvalidRequest.for_field("--use-lora", text, "must be NAME or NAME:STRENGTH") from None
 
 
 def parse_margins(text: str) -> Margins:
@@ -425,6 +438,9 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
             group.add_argument(*flags, metavar="PATH", action="append" if multi else None, **common)
         elif name == "margins":
             group.add_argument(*flags, metavar="L,T,R,B", **common)
+        elif name == "loras":
+            # "--lora" configures one (NAME=PATH); this picks configured ones for the run.
+            group.add_argument("--use-lora", action="append", metavar="NAME[:STRENGTH]", **common)
         elif name == "seed":
             group.add_argument(*flags, type=_seed, **common)
         elif int in kind:

@@ -212,6 +212,10 @@ def _check_weights(report: DoctorReport, config: ServerConfig) -> None:
             # Only control extraction and masks from words need them; generation works without.
             status = "warn"
             detail += f" (needed for {_ANNOTATOR_USE[source.role]})"
+        elif status == "fail" and source.role == "turbo" and not cfg.loras.turbo:
+            # Fetched on the first turbo call; only a server that is turbo by default needs it now.
+            status = "warn"
+            detail += " (needed for turbo calls)"
         if status in ("fail", "warn"):
             if source.kind == "missing":
                 hint = f"fix the path given to {_flag(source)} (or its UNISON_* variable / TOML key), or give a hub id"
@@ -231,6 +235,8 @@ def _flag(source: WeightSource) -> str:
         "projector": "--projector",
         "generator": "--generator-model",
         "transformer": "--generator-single-file",
+        "turbo": "--turbo-lora",
+        "lora": "--lora",
         "segment": "--segment-model",
         "depth": "--depth-model",
         "pose": "--pose-model",

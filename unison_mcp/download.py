@@ -17,6 +17,7 @@ from typing import Literal, get_args
 
 from engine.config import EngineConfig
 from engine.errors import ModelError
+from engine.loras import configured
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ Role = Literal[
     "projector",
     "generator",
     "transformer",
+    # LoRAs on the DiT: the step distillation for turbo, the user's (engine/loras.py).
+    "turbo",
+    "lora",
     # The annotators (engine/annotators/): control signals and masks from plain media.
     "segment",
     "depth",
@@ -40,6 +44,8 @@ Role = Literal[
 ROLES: tuple[str, ...] = get_args(Role)
 #: The roles only needed to extract control signals or masks: doctor warns, not fails, without them.
 ANNOTATOR_ROLES: frozenset[str] = frozenset({"segment", "depth", "pose", "person_detector", "flow"})
+#: The roles whose weights are one file (a hub file is owner/name/path/to/file).
+_FILE_ROLES: frozenset[str] = frozenset({"projector", "transformer", "turbo", "lora"})
 SourceKind = Literal["local", "repo", "file", "torchvision", "missing"]
 
 
@@ -88,6 +94,10 @@ def weight_sources(config: EngineConfig) -> list[WeightSource]:
     out.append(_repo_or_path("generator", config.generator_model, "model_index.json"))
     if config.generator_single_file:
         out.append(_file_or_path("transformer", config.generator_single_file))
+    if config.loras.turbo_lora:
+        out.append(_file_or_path("turbo", config.loras.turbo_lora))
+    for spec in configured(config).values():
+        out.append(_file_or_path("lora", spec.path))
     annotators = config.annotators
     if annotators.segment_model:
         out.append(_repo_or_path("segment", annotators.segment_model, "config.json"))
@@ -156,7 +166,7 @@ def download_weights(
         if s.kind == "missing":
             raise ModelError(
                 f"{s.role}={s.spec!r}: not a local path that exists and not a hub id (owner/name"
-                + (" or owner/name/path/to/file" if s.role in ("projector", "transformer") else "")
+                + (" or owner/name/path/to/file" if s.role in _FILE_ROLES else "")
                 + "); fix the path or give a hub id"
             )
         if s.kind == "local":

@@ -330,6 +330,11 @@ class QwenPlanner:
 
         (``generate`` fills unset fields from the shipped generation_config, whose top_k=1 and
         top_p=0.001 would also turn any sampling into greedy decoding.)
+
+        With ``performance.planner_static_cache`` the KV cache is transformers' static one
+        (preallocated, fixed shapes), and on CUDA ``generate`` compiles the decode step for it;
+        elsewhere compiling is turned off (it would only cost time on a CPU). The tokens are the
+        default cache's: the same greedy plan and answer.
         """
         from transformers import GenerationConfig
 
@@ -350,6 +355,9 @@ class QwenPlanner:
         else:
             # Neutral values: ignored by greedy decoding, and they keep the shipped ones out.
             kwargs.update(do_sample=False, temperature=1.0, top_k=50, top_p=1.0)
+        if self.config.performance.planner_static_cache:
+            on_cuda = self.device is not None and self.device.type == "cuda"
+            kwargs.update(cache_implementation="static", disable_compile=not on_cuda)
         return GenerationConfig(**kwargs)
 
     def generate(self, inputs: dict[str, Any], gen: Any, control: JobControl | None = None) -> Any:

@@ -7,6 +7,7 @@
 - ``adapter/``: a Unison-style PEFT LoRA directory with the tokenizer that has the 14 tokens;
 - ``wan/``: a diffusers ``WanVACEPipeline`` directory;
 - ``projector.pth``: a projector state dict in the released layout (``module.`` prefix);
+- ``wan_lora.safetensors``: a Wan LoRA in the original-Wan layout (:mod:`engine.tiny.lora`);
 - the annotators: ``depth/`` (Depth Anything), ``person_detector/`` (RT-DETR), ``pose/``
   (ViTPose), ``raft_small.pth`` (a torchvision RAFT state dict) and ``segment/`` (the segmenter),
   each in the layout its real weights have (:mod:`engine.tiny.annotators`, :mod:`engine.tiny.segment`).
@@ -87,4 +88,7 @@ def ensure_tiny(root: Path | str | None = None) -> TinyPaths:
     from .segment import build_segmenter
 
     _atomic_build(paths.segment, lambda d: build_segmenter(d, seed=SEED))
+    from .lora import build_lora
+
+    _atomic_build(paths.lora, lambda f: build_lora(f, wan_dir=paths.wan, seed=SEED))
     return paths

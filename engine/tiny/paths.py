@@ -25,10 +25,12 @@ class TinyPaths:
     person_detector: Path
     flow: Path
     segment: Path
+    #: A Wan LoRA (safetensors, original-Wan layout) for the tiny DiT: turbo and user LoRAs.
+    lora: Path
 
     def all_exist(self) -> bool:
         parts = (self.qwen, self.adapter, self.wan, self.projector)
-        annotators = (self.depth, self.pose, self.person_detector, self.flow, self.segment)
+        annotators = (self.depth, self.pose, self.person_detector, self.flow, self.segment, self.lora)
         return all(p.exists() for p in (*parts, *annotators))
 
 
@@ -61,4 +63,5 @@ def tiny_paths(root: Path | str | None = None) -> TinyPaths:
         person_detector=root / "person_detector",
         flow=root / "raft_small.pth",
         segment=root / "segment",
+        lora=root / "wan_lora.safetensors",
     )
