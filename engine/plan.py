@@ -483,35 +483,13 @@ def build_plan(
     prompt: str,
     inputs: Sequence[tuple[str, Role | str]] = (),
     *,
-    width: int | None = None,
-    height: int | None = None,
-    num_frames: int | None = None,
-    duration_s: float | None = None,
-    fps: float | None = None,
-    margins: Margins | None = None,
-    context_frames: int | None = None,
-    control_kind: str | None = None,
-    target: str | None = None,
     limits: Limits | None = None,
     shapes: Shapes | None = None,
+    **params: Any,
 ) -> CheckedPlan:
-    """A checked plan from typed parameters (the ``generate`` tool, the CLI and the Python API)."""
-    plan = plan_from_params(
-        task,
-        prompt,
-        inputs,
-        width=width,
-        height=height,
-        num_frames=num_frames,
-        duration_s=duration_s,
-        fps=fps,
-        margins=margins,
-        context_frames=context_frames,
-        control_kind=control_kind,
-        target=target,
-        limits=limits,
-    )
-    return check_plan(plan, limits, shapes)
+    """A checked plan from typed parameters (the ``generate`` tool, the CLI and the Python API):
+    :func:`plan_from_params` (whose keywords ``params`` are), then :func:`check_plan`."""
+    return check_plan(plan_from_params(task, prompt, inputs, limits=limits, **params), limits, shapes)
 
 
 def plan_from_params(
