@@ -14,13 +14,22 @@ extrapolated to 50 steps and the table says so), peak GPU memory, every switch o
 ``EngineConfig.performance`` against the baseline in the same run, and the quality a step cache
 costs (PSNR/SSIM against the uncached output, same seed).
 
+The speed table of issue 12 (``headline_table``): at each size, stock diffusers
+(``WanVACEPipeline.from_pretrained`` on the same weights, called plainly with its defaults: 50
+steps, guidance 5, 512-position prompt embeddings; only the step count lowered where stated) beside
+this project's best 50-step settings (batched CFG + the first available fast attention backend),
+the same with ``quantize="fp8"``, turbo (the step-distillation LoRA's preset: 8 steps, guidance 1)
+and turbo + fp8, each with its ratio to stock and to the compute floor, and fp8's output
+difference (PSNR/SSIM) against bfloat16 at the same seed. fp8 rows are marked unavailable where
+float8 matmuls cannot run (no CUDA GPU of compute capability 8.9+, or no torchao).
+
 Random weights time the compute exactly, but not what depends on what the weights say: a random
 planner never ends its plan (each plan runs to a fixed token count), and step caches decide what to
 skip from how the trained model's activations change, so their speed and quality here are not the
 real ones.
 
     python benchmarks/bench_gpu.py --out docs/bench_gpu_h100.md        # on a CUDA GPU, ~8 min on an H100
-    python benchmarks/bench_gpu.py --toy --out /tmp/bench_toy.md       # scaled-down configs on a CPU, <2 min
+    python benchmarks/bench_gpu.py --toy --out /tmp/bench_toy.md       # scaled-down configs on a CPU, ~1.5 min idle
 """
 
 from __future__ import annotations
@@ -75,6 +84,7 @@ class Specs:
     steps: dict[str, int]  # scenario -> steps actually run
     plan_tokens: int  # tokens each (random) plan generates
     answer_tokens: int
+    turbo_lora_rank: int  # the CausVid 1.3B LoRA is rank 32
 
 
 #: Qwen2.5-VL-3B-Instruct, Wan2.1-VACE-1.3B (umT5-XXL, Wan VAE): the published configurations.
@@ -150,6 +160,7 @@ REAL = Specs(
     steps={"image": 50, "17": 10, "33": 8, "81": 4, "cache": 20, "offload": 2},
     plan_tokens=16,
     answer_tokens=64,
+    turbo_lora_rank=32,
 )
 
 #: The same architectures scaled down so the whole script runs on a CPU in a minute or two.
@@ -223,7 +234,19 @@ TOY = Specs(
     steps={"image": 4, "17": 3, "33": 3, "81": 3, "cache": 8, "offload": 2},
     plan_tokens=16,
     answer_tokens=16,
+    turbo_lora_rank=4,
 )
+
+
+#: The attention throughput the compute floor assumes (bf16, FlashAttention-3 class on an H100;
+#: docs/performance.md, "The compute floor").
+FLOOR_FLOPS = 750e12
+
+#: The goals of issue 12 on one H100/H200, for the summary.
+GOALS = {
+    "81": "≤ 0.6× stock at 50 steps; turbo ≤ 10 s end to end",
+    "image": "≤ 1.5 s at 50 steps; ≤ 0.3 s in turbo",
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,6 +259,7 @@ class ModelPaths:
     adapter: Path
     wan: Path
     projector: Path
+    turbo_lora: Path
 
 
 @contextmanager
@@ -264,7 +288,9 @@ def build_models(specs: Specs, root: Path, device: Any, dtype: Any) -> ModelPath
     from engine.tiny import wan as tiny_wan
 
     tiny = ensure_tiny()
-    paths = ModelPaths(root / "qwen", root / "adapter", root / "wan", root / "projector.pth")
+    paths = ModelPaths(
+        root / "qwen", root / "adapter", root / "wan", root / "projector.pth", root / "turbo_lora.safetensors"
+    )
     t0 = time.perf_counter()
     _build_qwen(specs, tiny.qwen, tiny.adapter, paths, device, dtype)
     log.info("planner + adapter built in %.0f s", time.perf_counter() - t0)
@@ -276,7 +302,33 @@ def build_models(specs: Specs, root: Path, device: Any, dtype: Any) -> ModelPath
         hidden_size=specs.qwen_text["hidden_size"],
         text_dim=specs.umt5["d_model"],
     )
+    _build_turbo_lora(specs, paths.turbo_lora)
     return paths
+
+
+def _build_turbo_lora(specs: Specs, path: Path) -> None:
+    """A random step-distillation-sized LoRA for the DiT, in the original-Wan layout the CausVid
+    LoRA ships in (``diffusion_model.blocks.N.{self_attn,cross_attn}.{q,k,v,o}``, ``ffn.{0,2}``),
+    so it goes through diffusers' conversion. Small values: the outputs stay finite."""
+    import torch
+    from safetensors.torch import save_file
+
+    dim = specs.dit["num_attention_heads"] * specs.dit["attention_head_dim"]
+    ffn, rank = specs.dit["ffn_dim"], specs.turbo_lora_rank
+    g = torch.Generator().manual_seed(2)
+    state: dict[str, Any] = {}
+
+    def pair(prefix: str, fan_in: int, fan_out: int) -> None:
+        state[f"{prefix}.lora_A.weight"] = torch.randn(rank, fan_in, generator=g) * 1e-3
+        state[f"{prefix}.lora_B.weight"] = torch.randn(fan_out, rank, generator=g) * 1e-3
+
+    for i in range(specs.dit["num_layers"]):
+        for attn in ("self_attn", "cross_attn"):
+            for proj in ("q", "k", "v", "o"):
+                pair(f"diffusion_model.blocks.{i}.{attn}.{proj}", dim, dim)
+        pair(f"diffusion_model.blocks.{i}.ffn.0", dim, ffn)
+        pair(f"diffusion_model.blocks.{i}.ffn.2", ffn, dim)
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in state.items()}, str(path))
 
 
 def _build_qwen(
@@ -441,6 +493,14 @@ class GenRun:
         return self.pre_s + steps * self.step_s + self.post_s
 
 
+def _step_times(run: GenRun, t0: float, stamps: list[float], t_end: float) -> None:
+    """s/step (median interval between step ends), the fixed time before and after the steps."""
+    if len(stamps) >= 2:
+        run.step_s = median([b - a for a, b in zip(stamps, stamps[1:], strict=False)])
+        run.pre_s = stamps[0] - t0 - run.step_s - run.load_s
+        run.post_s = t_end - stamps[-1]
+
+
 # ---------------------------------------------------------------------------------------------
 # The benchmark
 
@@ -464,15 +524,21 @@ class Bench:
         self.cache_runs: list[GenRun] = []
         self.offload_runs: list[GenRun] = []
         self.baselines: dict[str, GenRun] = {}
+        #: The speed table's rows: (scenario key, row name) -> run.
+        self.headline: dict[tuple[str, str], GenRun] = {}
+        #: One figure per line of the summary: plan latency, tokens/s (filled by each section).
+        self.summary: dict[str, float] = {}
+        self.best_name = "best 50-step"
 
     # -- setup --
 
     def setup(self, root: Path) -> None:
-        from engine.config import EngineConfig, Limits, SamplingDefaults
+        from engine.config import EngineConfig, Limits, LoraSettings, SamplingDefaults
         from engine.engine import Engine
 
         t0 = time.perf_counter()
         paths = build_models(self.specs, root / "models", self.device, self.dtype)
+        self.paths = paths
         self.build_s = time.perf_counter() - t0
         config = EngineConfig(
             planner_model=str(paths.qwen),
@@ -485,6 +551,8 @@ class Bench:
             output_dir=root / "outputs",
             limits=Limits(max_frames=161),
             sampling=SamplingDefaults(),
+            # The turbo preset as configured by default (8 steps, guidance 1, shift 8).
+            loras=LoraSettings(turbo_lora=str(paths.turbo_lora)),
         )
         self.engine = Engine(config)
         t0 = time.perf_counter()
@@ -520,7 +588,8 @@ class Bench:
 
         def run_and_keep(*args: Any, **kwargs: Any) -> Any:
             frames = real_run(*args, **kwargs)
-            self.captured["frames"] = frames
+            # The engine runs a batch of candidates, (B, F, H, W, 3): the benchmark makes one.
+            self.captured["frames"] = frames[0] if frames.ndim == 5 and len(frames) == 1 else frames
             return frames
 
         gen.run = run_and_keep
@@ -572,6 +641,7 @@ class Bench:
         second = [timed(lambda: planner.features(req)) for _ in range(n)]
         two = [a + b for a, b in zip(plan_only, second, strict=True)]
 
+        self.summary["plan_ms"] = median(one) * 1e3
         table = Table("what", "median ms", "vs one pass", "note")
         table.add("rules planner", median(rules) * 1e3, "–", "no model")
         table.add(
@@ -624,6 +694,7 @@ class Bench:
         for label, media in (("text only", []), (f"one {w}x{h} image", [str(image)])):
             once(media)  # warm-up
             runs = [once(media) for _ in range(self.args.repeat)]
+            self.summary[f"tokens_per_s {label}"] = median([r[1] for r in runs])
             table.add(label, median([r[0] for r in runs]) * 1e3, median([r[1] for r in runs]), runs[-1][2])
         self.sections.append(
             f"## Understanding (greedy, {n} new tokens, median of {self.args.repeat})\n\n{table.markdown()}"
@@ -732,6 +803,9 @@ class Bench:
                 tokens_per_s()  # warm-up
                 rates = [tokens_per_s() for _ in range(n)]
                 compiled = static and self.cuda
+                if static:
+                    self.summary["plan_ms static"] = median(plans) * 1e3
+                    self.summary["tokens_per_s static"] = median(rates)
                 note = "decode step compiled" if compiled else ("not compiled on a CPU" if static else "")
                 table.add(
                     "static" if static else "default (dynamic)",
@@ -763,12 +837,16 @@ class Bench:
 
         return self.engine.planner.features(request_for_plan(plan))
 
-    def generate(self, scenario: str, frames: int, steps: int, switch: str, options: Any) -> GenRun:
+    def generate(
+        self, scenario: str, frames: int, steps: int | None, switch: str, options: Any, *, turbo: bool = False
+    ) -> GenRun:
+        """One timed generation; ``turbo``: the turbo preset, whose steps ``steps=None`` keeps."""
         from engine.control import JobControl
         from engine.results import Sampling
 
         plan = self._plan(frames)
-        run = GenRun(scenario, switch, steps, num_frames=frames, width=plan.width, height=plan.height)
+        run_steps = steps if steps is not None else self.engine.config.loras.turbo_steps
+        run = GenRun(scenario, switch, run_steps, num_frames=frames, width=plan.width, height=plan.height)
         features = self._features(plan)
         stamps: list[float] = []
 
@@ -781,9 +859,8 @@ class Bench:
             run.resident_gb = self._reset_peak()
             self.captured.pop("frames", None)
             t0 = self.clock.now()
-            result = self.engine.generate(
-                plan, Sampling(steps=steps, seed=0), control=JobControl(on_progress), features=features
-            )
+            sampling = Sampling(steps=steps, seed=0, turbo=True if turbo else None)
+            result = self.engine.generate(plan, sampling, control=JobControl(on_progress), features=features)
             t_end = self.clock.now()
         except Exception as exc:  # a switch this machine lacks: report it in its row
             log.warning("%s / %s failed: %s", scenario, switch, exc)
@@ -794,18 +871,15 @@ class Bench:
         run.wall_s = t_end - t0
         run.stats = dict(self.engine.generator.last_run)
         run.frames = self.captured.get("frames")
-        if len(stamps) >= 2:
-            run.step_s = median([b - a for a, b in zip(stamps, stamps[1:], strict=False)])
-            run.pre_s = stamps[0] - t0 - run.step_s - run.load_s
-            run.post_s = t_end - stamps[-1]
+        _step_times(run, t0, stamps, t_end)
         return run
 
-    def warm_up(self, frames: int, options: Any = None) -> None:
+    def warm_up(self, frames: int, options: Any = None, *, turbo: bool = False) -> None:
         """One short run at this size first: one-time costs (kernel loads, allocator growth, a
-        compile) must not land in the measured run."""
+        compile, loading the turbo LoRA) must not land in the measured run."""
         from engine.config import PerformanceOptions
 
-        self.generate("warm-up", frames, 1, "warm-up", options or PerformanceOptions())
+        self.generate("warm-up", frames, 1, "warm-up", options or PerformanceOptions(), turbo=turbo)
 
     def attention_backends(self) -> list[str]:
         """The non-default backends worth timing here: PyTorch's own, and any installed package."""
@@ -848,6 +922,13 @@ class Bench:
 
         nothing = cost("", 0.0)
 
+        def cost_all(factor: float, extra: float = 0.0) -> Callable[[], float]:
+            """Expected seconds: a multiple of every size's baseline together."""
+            return lambda: sum(cost(k, factor)() for k, _ in scenarios) + extra
+
+        best = P(batch_cfg=True, attention_backend=backends[0] if backends else None)
+        self.best_name = "best 50-step: batch_cfg" + (f" + {backends[0]}" if backends else " (SDPA)")
+
         def row(key: str, frames: int, name: str, options: Any, into: list[GenRun] | None = None) -> None:
             run = self.generate(self._label(frames), frames, specs.steps[key], name, options)
             (self.runs if into is None else into).append(run)
@@ -862,6 +943,26 @@ class Bench:
                         f"baseline {key}",
                         nothing,
                         lambda k=key, f=frames: row(k, f, "baseline (SDPA, all off)", P()),
+                    )
+                )
+            # The speed table: stock diffusers (while diffusers' active attention is still SDPA, as a
+            # fresh process has it), the best exact 50-step settings and turbo at every size.
+            if "stock" not in skip:
+                jobs.append(("stock diffusers", cost_all(1.3, 30.0), lambda: self.run_stock(scenarios)))
+            for key, frames in scenarios:
+                jobs.append(
+                    (
+                        f"best {key}",
+                        cost(key, 1.3),
+                        lambda k=key, f=frames: self.headline_row(k, f, "best", best),
+                    )
+                )
+            for key, frames in scenarios if "turbo" not in skip else []:
+                jobs.append(
+                    (
+                        f"turbo {key}",
+                        cost(key, 0.8),
+                        lambda k=key, f=frames: self.headline_row(k, f, "turbo", best, turbo=True),
                     )
                 )
             for key, frames in scenarios:  # 2. batched CFG, every size
@@ -880,6 +981,9 @@ class Bench:
                         lambda b=b: row(big_key, big, f"attention_backend={b}", P(attention_backend=b)),
                     )
                 )
+        if "generate" not in skip and "fp8" not in skip:
+            # fp8 last before the low-VRAM modes: float8 weights cannot go back, and those reload anyway.
+            jobs.append(("fp8", cost_all(2.5, 20.0), lambda: self.run_fp8(scenarios, best)))
         if "offload" not in skip:  # 4. low-VRAM modes at the largest video
             for mode in ("model", "group", "text_encoder_cpu"):
                 jobs.append(
@@ -915,6 +1019,149 @@ class Bench:
             if self.budget.allows(name, need()):
                 job()
         self.use_options(P())
+
+    def headline_row(
+        self, key: str, frames: int, name: str, options: Any, *, turbo: bool = False, warm: bool = True
+    ) -> GenRun:
+        """One row of the speed table (after a warm-up at this size with the same options)."""
+        if warm:
+            self.warm_up(frames, options, turbo=turbo)
+        steps = None if turbo else self.specs.steps[key]
+        run = self.generate(self._label(frames), frames, steps, name, options, turbo=turbo)
+        self.headline[(key, name)] = run
+        return run
+
+    def run_stock(self, scenarios: list[tuple[str, int]]) -> None:
+        """Stock diffusers on the same weights: ``WanVACEPipeline.from_pretrained`` and a plain call
+        (its defaults: 50 steps, guidance 5, negative prompt "", 512-position prompt embeddings, its
+        own scheduler config); only the size, the frame count, a seed, a step-end timestamp and
+        (where the table says so) fewer steps are passed. No project code runs in the timed path."""
+        import torch
+        from diffusers import AutoencoderKLWan, WanVACEPipeline
+
+        resident = self._reset_peak() or 0.0
+        t0 = time.perf_counter()
+        try:
+            # As diffusers' Wan documentation loads it: the VAE in float32, the rest in bf16 (the
+            # project's precision too).
+            vae = AutoencoderKLWan.from_pretrained(self.paths.wan, subfolder="vae", torch_dtype=torch.float32)
+            pipe = WanVACEPipeline.from_pretrained(self.paths.wan, vae=vae, torch_dtype=self.dtype)
+            pipe = pipe.to(self.device)
+        except Exception as exc:  # out of memory, most likely: its rows say so
+            log.warning("stock diffusers failed to load: %s", exc)
+            for key, frames in scenarios:
+                run = GenRun(self._label(frames), "stock diffusers", 0, num_frames=frames)
+                run.error = f"{type(exc).__name__}: {exc}"[:160]
+                self.headline[(key, "stock")] = run
+            _free()
+            return
+        pipe.set_progress_bar_config(disable=True)  # tqdm on stderr only; not part of the work
+        load_s = time.perf_counter() - t0
+        try:
+            for key, frames in scenarios:
+                base = self.baselines.get(key)
+                if not self.budget.allows(
+                    f"stock {key}", 1.3 * base.wall_s if base and not base.error else 0.0
+                ):
+                    continue
+                self._stock_once(pipe, frames, 1)  # warm-up, as every other row has
+                run = self._stock_once(pipe, frames, self.specs.steps[key])
+                if run.peak_gb is not None:
+                    run.peak_gb -= resident  # its own: above the engine's models, resident meanwhile
+                self.headline[(key, "stock")] = run
+        finally:
+            del pipe, vae
+            _free()
+        self.notes.append(
+            f"stock diffusers: `WanVACEPipeline.from_pretrained` of the same weights in {load_s:.1f} s; its rows "
+            "write no file (the project's include writing the PNG/MP4) and its peak is its own, above "
+            "the engine's models resident beside it"
+        )
+
+    def _stock_once(self, pipe: Any, frames: int, steps: int) -> GenRun:
+        import torch
+
+        w, h = self.specs.image if frames == 1 else self.specs.video
+        run = GenRun(self._label(frames), "stock diffusers", steps, num_frames=frames, width=w, height=h)
+        stamps: list[float] = []
+
+        def on_step_end(_pipe: Any, _i: int, _t: Any, callback_kwargs: dict) -> dict:
+            stamps.append(self.clock.now())  # the same clock as the project's progress stamps
+            return callback_kwargs
+
+        call: dict[str, Any] = dict(
+            prompt=PROMPT,
+            width=w,
+            height=h,
+            num_frames=frames,
+            generator=torch.Generator(self.device).manual_seed(0),
+            callback_on_step_end=on_step_end,
+        )
+        if steps != 50:  # its default is 50: fewer only where the table extrapolates
+            call["num_inference_steps"] = steps
+        try:
+            self._reset_peak()
+            t0 = self.clock.now()
+            pipe(**call)
+            t_end = self.clock.now()
+        except Exception as exc:  # report it in its row
+            log.warning("stock diffusers %s failed: %s", run.scenario, exc)
+            run.error = f"{type(exc).__name__}: {exc}"[:160]
+            return run
+        run.peak_gb = self._peak()
+        run.wall_s = t_end - t0
+        _step_times(run, t0, stamps, t_end)
+        return run
+
+    def run_fp8(self, scenarios: list[tuple[str, int]], best: Any) -> None:
+        """The best 50-step settings and turbo with the DiT's linears in float8, and their output
+        difference against the bfloat16 rows at the same seed; "unavailable" rows where float8
+        cannot run."""
+        from engine import quantize
+
+        def unavailable(why: str) -> None:
+            for key, frames in scenarios:
+                for name in ("best + fp8", "turbo + fp8"):
+                    run = GenRun(self._label(frames), name, 0, num_frames=frames)
+                    run.error = why
+                    self.headline[(key, name)] = run
+
+        reason = quantize.fp8_unavailable(self.device)
+        if reason is not None:
+            unavailable(
+                "unavailable (torchao missing)" if "torchao" in reason else "unavailable (needs CUDA sm89+)"
+            )
+            self.notes.append(f"fp8: not measured here: {reason}")
+            return
+        fp8 = best.model_copy(update={"quantize": "fp8"})
+        t0 = time.perf_counter()
+        try:
+            self.use_options(fp8)  # the loaded DiT converted in place, once
+        except Exception as exc:  # the rows say why; the rest of the benchmark goes on
+            log.warning("fp8 failed: %s", exc)
+            unavailable(f"{type(exc).__name__}: {exc}"[:160])
+            return
+        import importlib.metadata
+
+        self.notes.append(
+            f"fp8: {self.engine.generator.pipeline.transformer._unison_quantized} DiT linear layers converted "
+            f"to float8 in {time.perf_counter() - t0:.1f} s (torchao {importlib.metadata.version('torchao')}, "
+            "per-row dynamic activation + weight)"
+        )
+        families = [("best + fp8", False)] + (
+            [("turbo + fp8", True)] if "turbo" not in self.args.skip else []
+        )
+        for name, turbo in families:
+            for key, frames in scenarios:
+                base = self.headline.get((key, name.removesuffix(" + fp8")))
+                if not self.budget.allows(
+                    f"{name} {key}", 2.0 * base.wall_s if base and not base.error else 0.0
+                ):
+                    continue
+                run = self.headline_row(key, frames, name, fp8, turbo=turbo)
+                if base is not None and base.frames is not None and run.frames is not None:
+                    run.stats["psnr"] = psnr(run.frames, base.frames)
+                    run.stats["ssim"] = ssim(run.frames, base.frames)
 
     def run_compile(self, key: str, frames: int, backends: list[str]) -> None:
         from engine.config import PerformanceOptions as P
@@ -1008,6 +1255,106 @@ class Bench:
             "over the measured s/step.\n\n" + table.markdown()
         )
 
+    def headline_table(self) -> str:
+        """The speed table: stock diffusers, this project's best 50-step settings, fp8, turbo."""
+        if not self.headline and not self.baselines:
+            return ""
+        shape = DitShape.from_config(self.specs.dit)
+        turbo_steps = self.engine.config.loras.turbo_steps
+        names = {
+            "stock": "stock diffusers (defaults: 50 steps, guidance 5, 512-position embeddings)",
+            "baseline": "this project, all switches off (SDPA)",
+            "best": self.best_name,
+            "best + fp8": self.best_name + " + fp8",
+            "turbo": f"turbo ({turbo_steps} steps, guidance 1; the best settings' attention)",
+            "turbo + fp8": "turbo + fp8",
+        }
+        table = Table(
+            "output",
+            "row",
+            "steps run",
+            "s/step",
+            "est. s",
+            "vs stock",
+            "vs floor",
+            "peak GiB",
+            "PSNR dB vs bf16",
+            "SSIM vs bf16",
+            "notes",
+        )
+        keys = [k for k in ["image", *(str(f) for f in self.specs.frames)]]
+        for key in keys:
+            stock = self.headline.get((key, "stock"))
+            stock_s = stock.estimate(50) if stock is not None and not stock.error else None
+            for name, label in names.items():
+                run = self.baselines.get(key) if name == "baseline" else self.headline.get((key, name))
+                if run is None:
+                    continue
+                if run.error:
+                    table.add(run.scenario, label, "–", "–", "–", "–", "–", "–", "–", "–", run.error)
+                    continue
+                target = turbo_steps if name.startswith("turbo") else 50
+                est = run.estimate(target)
+                floor = (
+                    dit_flops(
+                        shape,
+                        width=run.width,
+                        height=run.height,
+                        num_frames=run.num_frames,
+                        text_len=2048,
+                        steps=50,
+                    )
+                    / FLOOR_FLOPS
+                )
+                notes = [f"s/step x {target}"] if run.steps < target else []
+                table.add(
+                    run.scenario,
+                    label,
+                    run.steps,
+                    run.step_s,
+                    est,
+                    "1.00×" if run is stock else ratio(est, stock_s),
+                    ratio(est, floor),
+                    run.peak_gb,
+                    run.stats.get("psnr", "–"),
+                    run.stats.get("ssim", "–"),
+                    "; ".join(notes),
+                )
+        return (
+            "## The speed table (seed 0, same weights; est. s = fixed s + s/step × the row's steps)\n\n"
+            f"`vs floor`: against the 50-step compute floor of that size (the DiT's FLOPs with classifier-free "
+            f"guidance and the 2048-position context at {FLOOR_FLOPS / 1e12:.0f} TFLOP/s; docs/performance.md), "
+            "so a turbo row below 1.00× is under what 50 steps could ever cost. `PSNR/SSIM vs bf16`: "
+            "the fp8 row's frames against the same row in bfloat16, same seed. Peak: with the planner "
+            "resident (stock: its own). Goals (one H100/H200): "
+            + "; ".join(f"{k}: {v}" for k, v in GOALS.items())
+            + ".\n\n"
+            + table.markdown()
+        )
+
+    def summary_table(self) -> str:
+        """Plan latency, understanding tokens/s and peak memory per mode, in one place."""
+        table = Table("what", "measured", "goal")
+        s = self.summary
+        table.add("plan: unison plan + features, one pass (ms)", s.get("plan_ms"), "≤ 500")
+        table.add("plan with the static KV cache (ms)", s.get("plan_ms static"), "≤ 500")
+        for key, value in s.items():
+            if key.startswith("tokens_per_s "):
+                label = key.removeprefix("tokens_per_s ")
+                table.add(f"understanding tokens/s, {label}", value, "≥ 60")
+        big = self.baselines.get(str(self.specs.frames[-1]))
+        if big is not None and not big.error:
+            table.add(f"peak GiB, everything resident ({big.scenario})", big.peak_gb, "≤ 24")
+        for run in self.offload_runs:
+            table.add(
+                f"peak GiB, {run.switch} ({run.scenario})",
+                run.peak_gb if not run.error else run.error,
+                "≤ 12",
+            )
+        if not table.rows:
+            return ""
+        return "## Summary: planning, understanding, memory\n\n" + table.markdown()
+
     def cache_table(self) -> str:
         runs = self.cache_runs
         if not runs:
@@ -1100,7 +1447,13 @@ class Bench:
             + (f"; skipped for time: {', '.join(self.budget.skipped)}" if self.budget.skipped else ""),
             f"- command: `python {' '.join(sys.argv)}`",
         ]
-        sections = [*self.sections, self.generation_table() if self.runs else "", self.cache_table()]
+        sections = [
+            self.headline_table(),
+            self.summary_table(),
+            *self.sections,
+            self.generation_table() if self.runs else "",
+            self.cache_table(),
+        ]
         sections.append(self.offload_table())
         notes = ["## Notes", "", *[f"- {n}" for n in self.notes]] if self.notes else []
         body = "\n\n".join(x for x in sections if x)
@@ -1126,7 +1479,18 @@ def main(argv: list[str] | None = None) -> int:
         "--skip",
         nargs="*",
         default=[],
-        choices=["plan", "understand", "planner_cache", "text_cache", "generate", "cache", "offload"],
+        choices=[
+            "plan",
+            "understand",
+            "planner_cache",
+            "text_cache",
+            "generate",
+            "stock",
+            "turbo",
+            "fp8",
+            "cache",
+            "offload",
+        ],
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)

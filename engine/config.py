@@ -202,6 +202,10 @@ class PerformanceOptions(BaseModel):
     planner_static_cache: bool = Field(
         False, description="static KV cache for the planner's decoding (compiled decode step on CUDA)"
     )
+    # torchao's float8 dynamic activation + weight on the DiT's linears; CUDA sm89+ only (engine/quantize.py).
+    quantize: Literal["none", "fp8"] = Field(
+        "none", description="the DiT's linear layers in float8 ('fp8': Ada/Hopper GPUs, needs torchao)"
+    )
 
 
 #: The default turbo LoRA: CausVid's bidirectional step distillation of the Wan2.1 T2V 1.3B base,

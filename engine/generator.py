@@ -438,13 +438,14 @@ class Generator:
         """Load the pipeline now (once), with ``config.performance`` applied."""
         if self._pipe is not None:
             return
-        from . import perf
+        from . import perf, quantize
 
         # A failure is remembered (the next call fails at once); weights that are neither here
         # nor fetchable fail before anything is read.
         with self.failures.guard(self.weights):
             # Every switch is checked before gigabytes of weights are read.
             perf.check_options(self.performance, self.device)
+            quantize.check_quantize(self.performance, self.device, self.dtype)
             with oom_guard("loading the generator"):
                 self._install(self._load_pipeline())
 
@@ -457,6 +458,16 @@ class Generator:
             pipe._unison_loras_loaded = (self._turbo_loaded, self._user_loras)
         else:  # a pipeline handed over by with_options keeps its adapters
             self._turbo_loaded, self._user_loras = pipe._unison_loras_loaded
+        if self.performance.quantize != "none":
+            from . import quantize
+
+            # float8 after every LoRA is in: an adapter cannot be added to a float8 layer later,
+            # so the turbo LoRA loads now instead of on the first turbo call.
+            if not self._turbo_loaded and self.config.loras.turbo_lora is not None:
+                loras.load_turbo(pipe, self.config)
+                self._turbo_loaded = True
+                pipe._unison_loras_loaded = (True, self._user_loras)
+            quantize.quantize_dit(pipe.transformer, self.performance.quantize)
         self._applied = perf.apply_options(pipe, self.performance, self.device)
         self._text_dim = int(pipe.text_encoder.config.d_model)
         # umT5 encodings kept by exact text: a repeated prompt and the negative run once.
@@ -487,22 +498,26 @@ class Generator:
 
         The loaded pipeline moves to the new generator and is hooked once for ``options``; this
         generator gives it up (it would load again if used). A different ``offload`` puts the
-        weights elsewhere, so the pipeline is dropped and the new generator loads on first use.
+        weights elsewhere (and float8 weights cannot become bfloat16 again: ``quantize`` fp8 -> none), so
+        the pipeline is dropped and the new generator loads on first use.
         The same options give this generator back, MagCache calibration and all.
         """
         if options == self.performance:
             return self
-        from . import perf
+        from . import perf, quantize
 
         new = Generator(self.config.model_copy(update={"performance": options.model_copy()}))
         perf.check_options(options, new.device)
+        quantize.check_quantize(options, new.device, new.dtype)
         pipe, self._pipe, self._applied = self._pipe, None, None
         if pipe is None:
             return new
-        if options.offload == self.performance.offload:
+        # float8 weights cannot go back to bfloat16: fp8 -> none loads again, none -> fp8 converts.
+        same_weights = quantize.can_hand_over(self.performance.quantize, options.quantize)
+        if options.offload == self.performance.offload and same_weights:
             new._install(pipe)
         else:
-            log.info("offload %r -> %r: the generator loads again", self.performance.offload, options.offload)
+            log.info("offload/quantize changed: the generator loads again (%s)", options)
             del pipe
             free_memory()
         return new

@@ -196,6 +196,23 @@ def _check_device(report: DoctorReport, config: ServerConfig) -> None:
         )
     else:
         report.add("device", "dtype", "ok", dtype)
+    _check_fp8(report, config, device)
+
+
+def _check_fp8(report: DoctorReport, config: ServerConfig, device: str) -> None:
+    """Whether ``--quantize fp8`` can run on the resolved device: a failure only when it is set."""
+    import torch
+
+    from engine.quantize import TORCHAO_HINT, fp8_unavailable
+
+    reason = fp8_unavailable(torch.device(device))
+    if reason is None:
+        report.add("device", "fp8", "ok", f"float8 DiT matmuls available on {device} (--quantize fp8)")
+    elif config.engine.performance.quantize == "fp8":
+        fix = TORCHAO_HINT if "torchao" in reason else "use --quantize none on this machine"
+        report.add("device", "fp8", "fail", f"quantize='fp8' is set, but not possible here: {reason}", fix)
+    else:
+        report.add("device", "fp8", "info", f"--quantize fp8 not available here: {reason}")
 
 
 def _check_weights(report: DoctorReport, config: ServerConfig) -> None:
