@@ -33,6 +33,10 @@ class JobControl:
     def cancel(self) -> None:
         self._cancelled.set()
 
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Block up to ``timeout`` seconds for a cancel; ``True`` once the job is cancelled."""
+        return self._cancelled.wait(timeout)
+
     def check(self) -> None:
         """Raise :class:`Cancelled` if the job was cancelled."""
         if self._cancelled.is_set():

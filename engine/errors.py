@@ -16,6 +16,18 @@ class UnisonError(Exception):
 
     code = "error"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its message and attributes, not by calling __init__ again (whose arguments
+        # differ per class): an error crosses processes intact (a pool replica to the server).
+        return (_rebuild, (type(self), str(self), dict(self.__dict__)))
+
+
+def _rebuild(cls: type[UnisonError], message: str, state: dict[str, Any]) -> UnisonError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidRequest(UnisonError):
     """A parameter or plan breaks a rule (size, frame count, task, role...)."""

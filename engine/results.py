@@ -35,18 +35,24 @@ class GenerateResult(BaseModel):
     projector: bool  # whether the projector's 4 tokens conditioned the generator
     timings: dict[str, float] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)
+    #: The pool replica that ran it (``--pool ray``); ``None`` on a single server.
+    replica: str | None = None
 
 
 class UnderstandResult(BaseModel):
     answer: str
     model: str
     timings: dict[str, float] = Field(default_factory=dict)
+    #: The pool replica that ran it (``--pool ray``); ``None`` on a single server.
+    replica: str | None = None
 
 
 class AutoResult(BaseModel):
     plan: Plan
     answer: UnderstandResult | None = None
     generation: GenerateResult | None = None
+    #: The pool replica that ran it (``--pool ray``); ``None`` on a single server.
+    replica: str | None = None
 
 
 class LoraChoice(BaseModel):

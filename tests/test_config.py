@@ -284,10 +284,11 @@ def another_value(s: Setting, default: Any, tmp_path: Path) -> Any:
     """A valid value for ``s`` that is not its default."""
     if s.kind == "bool":
         return not default
+    # An optional number (None: the program decides) is given a value of its own.
     if s.kind == "int":
-        return default + 1
+        return 2 if default is None else default + 1
     if s.kind == "float":
-        return default + 1.5
+        return 1.5 if default is None else default + 1.5
     if s.kind == "choice":
         assert s.choices is not None
         return next(c for c in s.choices if c != default)

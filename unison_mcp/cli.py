@@ -65,6 +65,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not getattr(args, "verbose", 0):
         # A server says when it is ready and when it stops, even without -v.
         logging.getLogger("unison_mcp.service").setLevel(logging.INFO)
+        # So does a pool: its cluster, its replicas, and their stop.
+        logging.getLogger("engine.pool").setLevel(logging.INFO)
     # run_server logs the one "ready" line (transport, folders, models) and owns the signals:
     # it returns 128 + the signal's number when SIGINT or SIGTERM stopped it.
     return run_server(config)

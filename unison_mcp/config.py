@@ -50,6 +50,7 @@ from pydantic.fields import FieldInfo
 
 from engine.config import EngineConfig, Preset, SettingMeta
 from engine.errors import InvalidRequest
+from engine.pool.settings import PoolSettings
 from engine.tiny.paths import default_tiny_dir
 
 log = logging.getLogger(__name__)
@@ -131,6 +132,10 @@ class ServerConfig(BaseModel):
         None,
         description="the server's address as users reach it, for gallery links "
         "(e.g. https://gpu.example.com; default http://HOST:PORT)",
+    )
+    # The pool's own settings (engine/pool/settings.py); nothing of Ray is imported to read them.
+    pool: Annotated[PoolSettings, SettingMeta(section="pool of GPUs (Ray Serve)")] = Field(
+        default_factory=PoolSettings
     )
 
     @model_validator(mode="before")

@@ -36,6 +36,7 @@ class JobState(BaseModel):
     )
     job_id: str | None = Field(None, description="the job's handle for the `job` tool")
     progress: Progress | None = None
+    replica: str | None = Field(None, description="the pool replica that ran the job (--pool ray)")
 
 
 class OutputInfo(BaseModel):

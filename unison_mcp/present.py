@@ -169,20 +169,27 @@ def _generation_fields(gen: GenerateResult) -> dict:
         projector=gen.projector,
         timings=gen.timings,
         notes=gen.notes,
+        replica=gen.replica,
     )
 
 
+def _ran_on(replica: str | None) -> str:
+    return f"\nRan on pool replica {replica}." if replica else ""
+
+
 def understand_result(res: UnderstandResult) -> CallToolResult:
-    out = UnderstandOutput(answer=res.answer, model=res.model, timings=res.timings)
+    out = UnderstandOutput(answer=res.answer, model=res.model, timings=res.timings, replica=res.replica)
     return CallToolResult(
-        content=[TextContent(type="text", text=res.answer)],
+        content=[TextContent(type="text", text=res.answer + _ran_on(res.replica))],
         structured_content=out.model_dump(mode="json"),
     )
 
 
 def generate_result(gen: GenerateResult, *, preview_side: int, gallery: str | None = None) -> CallToolResult:
     out = GenerateOutput(**_generation_fields(gen))
-    blocks: list[ContentBlock] = [TextContent(type="text", text=_generation_text(gen, gallery))]
+    blocks: list[ContentBlock] = [
+        TextContent(type="text", text=_generation_text(gen, gallery) + _ran_on(gen.replica))
+    ]
     blocks += _output_blocks(gen.outputs, preview_side, gallery)
     return CallToolResult(content=blocks, structured_content=out.model_dump(mode="json"))
 
@@ -198,6 +205,7 @@ def auto_result(
         head += "; inputs: " + ", ".join(f"{i.role.value}={i.path}" for i in plan.inputs)
     blocks: list[ContentBlock] = []
     fields: dict = {"plan": plan, "dry_run": dry_run}
+    head += _ran_on(res.replica)
     if res.generation is not None:
         fields.update(_generation_fields(res.generation))
         fields["plan"] = plan
@@ -209,5 +217,6 @@ def auto_result(
         blocks.append(TextContent(type="text", text=head))
     else:
         blocks.append(TextContent(type="text", text=head + "\n(dry run: nothing was generated)"))
+    fields["replica"] = res.replica
     out = AutoOutput(**fields)
     return CallToolResult(content=blocks, structured_content=out.model_dump(mode="json"))

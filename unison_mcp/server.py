@@ -84,6 +84,7 @@ class ServerState:
 
     config: ServerConfig
     engine: EngineAPI
+    #: The one job queue, or in pool mode the pool (``engine.pool.client.Pool``), which has its interface.
     queue: JobQueue
     #: Take SIGINT/SIGTERM while serving (``run_server``; never for an in-process server).
     handle_signals: bool = False
@@ -294,7 +295,9 @@ def _present(
         return understand_result(result)
     if isinstance(result, GenerateResult):
         return generate_result(result, preview_side=preview_side, gallery=gallery)
-    dry_run = getattr(request, "dry_run", False)
+    # A job presented without its request (pool mode: another ingress took it) was a dry run
+    # when it neither answered nor generated.
+    dry_run = getattr(request, "dry_run", result.generation is None and result.answer is None)
     return auto_result(result, dry_run=dry_run, preview_side=preview_side, gallery=gallery)
 
 
@@ -375,6 +378,8 @@ def _status_result(job: Job, queue: JobQueue) -> CallToolResult:
         kind=job.kind,
         error=error,
         ahead=queue.position(job) if job.status == "queued" else None,
+        # Pool mode: the replica running (or that ran) the job.
+        replica=info.get("replica"),
         created_at=info["created_at"],
         started_at=info["started_at"],
         finished_at=info["finished_at"],
@@ -484,8 +489,11 @@ outputs are files, returned as resource links with a small preview. Long jobs re
 # Building the server
 
 
-def build_server(config: ServerConfig, engine: EngineAPI | None = None) -> MCPServer:
+def build_server(config: ServerConfig, engine: EngineAPI | None = None, *, queue: Any = None) -> MCPServer:
     """The MCP server for ``config``; ``engine`` defaults to one built from ``config.engine``.
+
+    ``queue`` defaults to a :class:`JobQueue` in front of the engine; in pool mode it is the
+    pool itself (``engine.pool.client.Pool``), which is the engine and the queue at once.
 
     The engine's input policy is narrowed to the server's roots (an injected engine's too): the
     same policy admits inputs and reads outputs back. Nothing loads here: models load on the
@@ -509,7 +517,9 @@ def build_server(config: ServerConfig, engine: EngineAPI | None = None) -> MCPSe
         config=config,
         engine=engine,
         # Keep-alive: after that long without a job the models are unloaded (EngineAPI.unload).
-        queue=JobQueue(
+        queue=queue
+        if queue is not None
+        else JobQueue(
             capacity=config.queue_size,
             keep_jobs=config.keep_jobs,
             idle_s=config.keep_alive_s,
@@ -689,8 +699,20 @@ def run_server(config: ServerConfig) -> int:
     from .service import log_ready
 
     _ensure_stderr_logging()
-    server = build_server(config)
+    pool = _start_pool(config) if config.pool.enabled else None
+    try:
+        server = build_server(config, pool, queue=pool)
+    except BaseException:
+        if pool is not None:  # never leave a cluster running behind a server that did not start
+            pool.close(cancel=True, timeout=5.0)
+        raise
     state = state_of(server)
+    if pool is not None:
+        from .http import gallery_url
+
+        preview_side, gallery = config.preview_side, gallery_url(config)
+        # A job another ingress took is returned here as its own call would have returned it.
+        pool.present = lambda _tool, result: _present(result, None, preview_side, gallery)
     state.handle_signals = True
     from engine.outputs import remove_stale_temps  # what a writer killed mid-file left behind
 
@@ -709,6 +731,25 @@ def run_server(config: ServerConfig) -> int:
         # Stop the accelerator work of clients that are gone; the worker is a daemon either way.
         state.queue.close(cancel=True, timeout=5.0, reason="the server is shutting down")
     return 0
+
+
+def _start_pool(config: ServerConfig) -> Any:
+    """The Ray Serve pool behind ``--pool ray`` (on the main thread: Ray's driver needs it)."""
+    from engine.pool import require_ray
+
+    require_ray()
+    from engine.pool.client import Pool
+
+    if config.keep_alive_s is not None:
+        log.warning("--keep-alive does not apply with --pool ray: each replica keeps its models loaded")
+    return Pool.start(
+        config.engine,
+        config.pool,
+        roots=config.roots(),
+        capacity=config.queue_size,
+        keep_jobs=config.keep_jobs,
+        preload=config.preload,
+    )
 
 
 __all__ = ["ServerState", "UnisonServer", "build_server", "run_server", "state_of"]

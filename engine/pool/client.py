@@ -1,0 +1,595 @@
+"""What the MCP ingress holds in pool mode: admission here, the work on a Ray Serve pool of replicas.
+
+:class:`Pool` is both the server's engine (:class:`~engine.api.EngineAPI`: a request is admitted
+here exactly as on a single server, so a bad path or field is refused before anything is queued)
+and its job queue (the interface of :class:`~engine.jobs.JobQueue`: ``submit``, ``get``,
+``position``, ``close``…), so the MCP layer runs unchanged over it.
+
+A submitted job runs on its own thread here, streaming from a replica
+(:meth:`~engine.pool.replica.EngineReplica.run`): the replica's steps become the job's progress,
+and a cancel of the job (the client cancelled its call or went away, ``job cancel``, a stop)
+cancels the pool request explicitly: a dropped stream alone does not cancel in Ray, the job
+would run on and write its files. Every job is also written in the cluster's job book, so
+``job`` follows it from any client and any ingress (:class:`BookJob`).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..api import Admitted, AnyRequest, AnyResult, admit
+from ..config import EngineConfig
+from ..control import JobControl
+from ..errors import Busy, Cancelled, ModelError, ServerConfigError, ShuttingDown, UnisonError
+from ..inputs import InputPolicy
+from ..jobs import FINISHED, Job, ProgressListener
+from .replica import portable
+from .settings import PoolSettings
+
+log = logging.getLogger(__name__)
+
+#: The Serve application and deployment names (one pool per Ray namespace).
+APP_NAME = "unison-mcp"
+DEPLOYMENT_NAME = "EngineReplica"
+#: How long a read of the job book may take before a local answer is used instead.
+BOOK_TIMEOUT_S = 5.0
+#: How often a job followed through the book (another ingress's) is looked at.
+BOOK_POLL_S = 0.1
+
+#: Presents an engine result as its tool returns it: ``(tool, result) -> tool result``. The MCP
+#: layer sets it, so a job another ingress started is returned as its own call would have.
+Presenter = Callable[[str, AnyResult], Any]
+
+
+class PoolJob(Job[Any]):
+    """A job of this ingress: a :class:`~engine.jobs.Job` that knows the replica running it."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.replica: str | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "replica": self.replica}
+
+
+class Pool:
+    """A Ray Serve pool of engine replicas behind the server's engine and job-queue interfaces."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        handle: Any,
+        book: Any,
+        settings: PoolSettings,
+        capacity: int,
+        keep_jobs: int,
+        cluster: Any = None,
+        owned: bool = True,
+    ):
+        self.config = config
+        self.inputs = InputPolicy(
+            None, config.output_dir, config.max_input_bytes, config.limits.max_input_pixels
+        )
+        self.settings = settings
+        self.capacity = capacity
+        self.keep_jobs = keep_jobs
+        self.cluster = cluster
+        self.present: Presenter | None = None
+        self._handle = handle
+        self._book = book
+        self._owned = owned  # this process deployed the app (and removes it when it stops)
+        self._ingress = f"{socket.gethostname()}:{os.getpid()}"
+        self._lock = threading.Lock()
+        self._jobs: collections.OrderedDict[str, PoolJob] = collections.OrderedDict()
+        self._by_control: dict[int, PoolJob] = {}
+        self._closing: str | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ starting
+
+    @classmethod
+    def start(
+        cls,
+        config: EngineConfig,
+        settings: PoolSettings,
+        *,
+        roots: list[Path] | None,
+        capacity: int,
+        keep_jobs: int,
+        preload: bool = False,
+    ) -> Pool:
+        """Start (or join) the cluster, open the job book and deploy the replicas (on the main thread).
+
+        The tiny models are built here first, so that replicas starting together do not race to
+        build them. The app is deployed with no HTTP route: its replicas are reachable only
+        through this process's handle, never through Serve's HTTP proxy.
+        """
+        from .cluster import connect
+
+        if config.tiny_dir is not None:
+            from ..tiny import ensure_tiny
+
+            ensure_tiny(config.tiny_dir)
+        cluster = connect(settings)
+        try:
+            return cls._deploy(config, settings, cluster, roots, capacity, keep_jobs, preload)
+        except BaseException:
+            cluster.stop()
+            raise
+
+    @classmethod
+    def _deploy(
+        cls,
+        config: EngineConfig,
+        settings: PoolSettings,
+        cluster: Any,
+        roots: list[Path] | None,
+        capacity: int,
+        keep_jobs: int,
+        preload: bool,
+    ) -> Pool:
+        from ray import serve
+
+        from .book import open_book
+        from .replica import deployment
+
+        gpus = settings.replica_gpus if settings.replica_gpus is not None else (1.0 if cluster.gpus else 0.0)
+        need = gpus * settings.replicas
+        if gpus and need > cluster.gpus:
+            raise ServerConfigError(
+                f"{settings.replicas} replica(s) × {gpus:g} GPU need {need:g} GPU(s); the Ray cluster has "
+                f"{cluster.gpus:g}: use fewer --replicas, add GPU nodes, or --replica-gpus 0 for CPU replicas"
+            )
+        if not gpus and config.device.startswith("cuda"):
+            raise ServerConfigError(
+                f"--device {config.device} but the replicas get no GPU (--replica-gpus 0, or none in "
+                "the cluster): give each replica a GPU or use --device cpu"
+            )
+        book = open_book(keep_jobs)
+        serve.start(proxy_location="Disabled")
+        existing = serve.status().applications.get(APP_NAME)
+        if existing is not None and existing.status in ("RUNNING", "DEPLOYING"):
+            # Another ingress deployed the pool on this cluster: share it, leave it to its owner.
+            log.info("using the pool already deployed on this cluster (%s)", existing.status)
+            handle = serve.get_app_handle(APP_NAME)
+            owned = False
+        else:
+            app = deployment(
+                name=DEPLOYMENT_NAME,
+                num_replicas=settings.replicas,
+                max_replicas=settings.max_replicas,
+                autoscale_target=settings.autoscale_target,
+                downscale_delay_s=settings.downscale_delay_s,
+                gpus=gpus,
+                cpus=settings.replica_cpus,
+                # Serve counts a request as queued until a replica takes it, a burst included:
+                # the exact bound is the ingress's own (submit); Serve's is the backstop for a
+                # handle that outruns it.
+                max_queued=capacity + (settings.max_replicas or settings.replicas),
+                graceful_shutdown_s=settings.graceful_shutdown_s,
+            ).bind(
+                config.model_dump_json(),
+                [str(r) for r in roots] if roots is not None else None,
+                preload,
+                bool(cluster.local),
+            )
+            t0 = time.perf_counter()
+            serve._run(app, name=APP_NAME, route_prefix=None, _blocking=False)
+            owned = True
+            _wait_running(settings.start_timeout_s)
+            # A handle made now starts from every running replica; one made before the replicas
+            # were up learns of them one by one, and sends the first jobs to the first one alone.
+            handle = serve.get_app_handle(APP_NAME)
+            log.info(
+                "pool of %d replica(s) ready (%g GPU each) in %.1f s",
+                settings.replicas,
+                gpus,
+                time.perf_counter() - t0,
+            )
+        return cls(
+            config,
+            handle=handle,
+            book=book,
+            settings=settings,
+            capacity=capacity,
+            keep_jobs=keep_jobs,
+            cluster=cluster,
+            owned=owned,
+        )
+
+    # ------------------------------------------------------------------ EngineAPI
+
+    def status(self) -> dict[str, Any]:
+        """The configured models (loaded on the replicas) and the pool."""
+        return {
+            "planner": self.config.planner_model,
+            "planner_backend": self.config.backend,
+            "adapter": self.config.adapter,
+            "projector": self.config.projector,
+            "generator": self.config.generator_model,
+            "device": self.config.device,
+            "dtype": self.config.dtype,
+            # Each replica loads its own models; the ingress loads none.
+            "loaded": {"planner": False, "generator": False, "projector": False},
+            "preset": self.config.preset,
+            "performance": self.config.performance.model_dump(),
+            "load_failures": {},
+            "pool": {
+                "replicas": self.settings.replicas,
+                "max_replicas": self.settings.max_replicas,
+                "address": getattr(self.cluster, "address", None),
+                "local_cluster": bool(getattr(self.cluster, "local", False)),
+            },
+        }
+
+    def preload(self) -> None:
+        """Nothing to load here: each replica loads its own models (``--preload``: at its start)."""
+
+    def unload(self) -> bool:
+        return False
+
+    def admit(self, request: AnyRequest) -> Admitted:
+        """The single server's admission, here: every check that needs no model, before queueing."""
+        return admit(request, self.config, self.inputs)
+
+    def run(self, admitted: Admitted, *, control: JobControl | None = None) -> AnyResult:
+        """Run admitted work on a replica, relaying its progress to ``control`` and its cancel back."""
+        from ray.exceptions import RayActorError, RayError
+        from ray.serve.exceptions import BackPressureError, RequestCancelledError
+
+        control = control if control is not None else JobControl()
+        with self._lock:
+            job = self._by_control.get(id(control))
+        job_id = job.id if job is not None else secrets.token_urlsafe(16)
+        # The replica admits the request again from its arguments (same policy, its own opens):
+        # open files do not cross processes, and a file swapped since is caught where it is read.
+        arguments = admitted.request.model_dump(mode="json", exclude_unset=True)
+        tool = admitted.tool
+        admitted.close()
+        if job is None:
+            self._get(self._book.add.remote(job_id, tool, self._ingress))
+        ended = threading.Event()
+        stream: Any = None
+
+        def watch() -> None:
+            # A blocked read of the stream cannot see the cancel flag: cancel it from here.
+            while not ended.is_set():
+                if control.wait_cancelled(0.05):
+                    stream.cancel()
+                    return
+
+        try:
+            stream = self._handle.options(stream=True).run.remote(job_id, tool, arguments)
+            threading.Thread(target=watch, name=f"unison-pool-cancel-{job_id[:8]}", daemon=True).start()
+            for event in stream:
+                kind = event["event"]
+                if kind == "started":
+                    if job is not None:
+                        job.started_at = time.time()
+                        job.status = "running"
+                        job.replica = event["replica"]
+                    control.set_stage("starting")
+                elif kind == "progress":
+                    if event["stage"] != control.stage or event["done"] < control.done:
+                        control.set_stage(event["stage"])
+                    control.step(event["done"], event["total"])
+                elif kind == "done":
+                    return event["result"]
+                elif kind == "failed":
+                    raise event["error"]
+            raise ModelError("the pool replica ended the job without a result (its log says why)")
+        except RequestCancelledError:
+            raise Cancelled() from None
+        except BackPressureError:
+            raise Busy(self.waiting, self.capacity) from None
+        except RayActorError as exc:
+            raise ModelError(
+                f"the pool replica running the job stopped ({type(exc).__name__}); nothing was returned"
+            ) from None
+        except RayError as exc:
+            if isinstance(exc, UnisonError):  # an engine error wrapped by Ray: the engine's own
+                raise
+            raise ModelError(f"the pool could not run the job ({type(exc).__name__}: {exc})") from None
+        finally:
+            ended.set()
+            if stream is not None and not control.cancelled:
+                # Ended early (an error here, a cancel): never leave the request running alone.
+                stream.cancel()
+
+    # ------------------------------------------------------------------ the job queue's interface
+
+    def submit(
+        self,
+        kind: str,
+        fn: Callable[[JobControl], Any],
+        *,
+        on_progress: ProgressListener | None = None,
+        on_finish: Callable[[], None] | None = None,
+    ) -> Job[Any]:
+        """Start ``fn`` (which calls :meth:`run`) on its own thread; :class:`Busy` when the pool's
+        queue is full, :class:`ShuttingDown` once stopping."""
+        with self._lock:
+            if self._closing is not None:
+                raise ShuttingDown(self._closing)
+            # Each replica takes one job and ``capacity`` more may wait: the single server's bound.
+            active = sum(1 for j in self._jobs.values() if j.status not in FINISHED)
+            slots = self.settings.max_replicas or self.settings.replicas
+            if kind != "preload" and active >= slots + self.capacity:
+                raise Busy(active - slots, self.capacity)
+            job: Job[Any] = PoolJob(kind, fn, on_progress=on_progress, on_finish=on_finish)
+            self._jobs[job.id] = job
+            self._by_control[id(job.control)] = job
+        threading.Thread(target=self._run, args=(job,), name=f"unison-pool-{job.id[:8]}", daemon=True).start()
+        return job
+
+    def _run(self, job: Job[Any]) -> None:
+        try:
+            if job.kind != "preload":
+                # Written before the replica can see the job: calls from two processes to the
+                # book are not ordered, so "queued" must not arrive after "running".
+                self._get(self._book.add.remote(job.id, job.kind, self._ingress))
+            result = job.fn(job.control)
+        except Cancelled as exc:
+            reason = self._closing
+            job._finish("cancelled", error=ShuttingDown(reason) if reason else exc)
+        except BaseException as exc:
+            if not isinstance(exc, UnisonError):
+                log.exception("%r failed", job)
+            job._finish("failed", error=exc)
+        else:
+            job._finish("done", result=result)
+        if job.kind != "preload":
+            error = portable(job.error) if job.error is not None else None
+            try:
+                self._book.finished.remote(job.id, job.status, error=error, result=job.result)
+            except Exception:  # a result Ray cannot carry: the replica's own record stands
+                log.warning("could not record %r in the job book", job, exc_info=True)
+        with self._lock:
+            self._by_control.pop(id(job.control), None)
+            finished = [i for i, j in self._jobs.items() if j.status in FINISHED]
+            for job_id in finished[: max(0, len(finished) - self.keep_jobs)]:
+                del self._jobs[job_id]
+
+    def get(self, job_id: str) -> Job[Any] | BookJob | None:
+        """A job of this process, else one any ingress wrote in the job book."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is not None:
+            return job
+        record = self._record(job_id)
+        return BookJob(self, record) if record is not None else None
+
+    def position(self, job: Any) -> int:
+        """Jobs waiting ahead of a queued one, every ingress's (the book's count)."""
+        try:
+            return int(self._get(self._book.position.remote(job.id)))
+        except Exception:
+            with self._lock:
+                return sum(
+                    1 for j in self._jobs.values() if j.status == "queued" and j.created_at < job.created_at
+                )
+
+    @property
+    def running(self) -> Job[Any] | None:
+        with self._lock:
+            return next((j for j in self._jobs.values() if j.status == "running"), None)
+
+    @property
+    def waiting(self) -> int:
+        with self._lock:
+            return sum(1 for j in self._jobs.values() if j.status == "queued")
+
+    def jobs(self) -> list[Job[Any]]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    @property
+    def idle(self) -> bool:
+        with self._lock:
+            return all(j.status in FINISHED for j in self._jobs.values())
+
+    def close(self, *, cancel: bool = True, timeout: float | None = None, reason: str | None = None) -> None:
+        """Stop taking jobs, cancel this process's (each answered ``reason``), then stop the pool.
+
+        The replicas are stopped with the app this process deployed; a local cluster's processes
+        are ended by process id (:meth:`engine.pool.cluster.Cluster.stop`).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closing = reason or "the server is shutting down; nothing was written"
+            jobs = [j for j in self._jobs.values() if j.status not in FINISHED]
+        if cancel:
+            for job in jobs:
+                job.cancel()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for job in jobs:
+            job.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Remove the app this process deployed (a shared one stays) and leave or stop the cluster."""
+        cluster = self.cluster
+        if cluster is not None and cluster.local:
+            cluster.stop()  # the replicas are the cluster's processes: ended with it, by pid
+            return
+        if self._owned:
+            try:
+                from ray import serve
+
+                serve.delete(APP_NAME, _blocking=False)
+            except Exception:
+                log.warning("could not remove the pool's app from the cluster", exc_info=True)
+        if cluster is not None:
+            cluster.stop()
+
+    # ------------------------------------------------------------------ the job book
+
+    def _get(self, ref: Any) -> Any:
+        import ray
+
+        return ray.get(ref, timeout=BOOK_TIMEOUT_S)
+
+    def _record(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            return self._get(self._book.get.remote(job_id))
+        except Exception:
+            log.warning("the job book did not answer", exc_info=True)
+            return None
+
+
+def _wait_running(timeout: float) -> None:
+    """Wait for the replicas to be up; a replica that cannot start (no GPU free, a bad config)
+    is an error naming why, not a wait without end."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout
+    while True:
+        app = serve.status().applications.get(APP_NAME)
+        status = getattr(app, "status", None)
+        if status == "RUNNING":
+            return
+        if status == "DEPLOY_FAILED":
+            raise ServerConfigError(f"the pool's replicas could not start: {app.message}")
+        if time.monotonic() >= deadline:
+            message = getattr(app, "message", "") or "still deploying"
+            raise ServerConfigError(
+                f"the pool's replicas were not up within {timeout:g} s (--start-timeout-s): {message}"
+            )
+        time.sleep(0.2)
+
+
+class _BookControl:
+    """The part of :class:`~engine.control.JobControl` the server reads of a job: its cancel flag."""
+
+    def __init__(self, job: BookJob):
+        self._job = job
+
+    @property
+    def cancelled(self) -> bool:
+        return bool(self._job.record.get("cancel"))
+
+
+class BookJob:
+    """A job another ingress (or a client of one gone) started, followed through the job book.
+
+    It answers as a :class:`~engine.jobs.Job` does for the ``job`` tool: status, progress,
+    wait, cancel (written in the book; the replica running it stops at its next step) and its
+    result, presented here when the ingress that took it did not record its own.
+    """
+
+    def __init__(self, pool: Pool, record: dict[str, Any]):
+        self._pool = pool
+        self.record = record
+        self.id: str = record["id"]
+        self.kind: str = record["kind"]
+        self.control = _BookControl(self)
+        self._read_at = time.monotonic()
+
+    def _refresh(self, force: bool = False) -> dict[str, Any]:
+        if force or time.monotonic() - self._read_at >= BOOK_POLL_S:
+            record = self._pool._record(self.id)
+            if record is not None:
+                self.record = record
+            self._read_at = time.monotonic()
+        return self.record
+
+    @property
+    def status(self) -> str:
+        return self._refresh()["status"]
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._refresh()["error"]
+
+    @property
+    def created_at(self) -> float:
+        return self.record["created_at"]
+
+    def progress(self) -> dict[str, Any]:
+        return dict(self._refresh()["progress"])
+
+    def info(self) -> dict[str, Any]:
+        r = self._refresh()
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": r["status"],
+            "progress": dict(r["progress"]),
+            "created_at": r["created_at"],
+            "started_at": r["started_at"],
+            "finished_at": r["finished_at"],
+            "error": str(r["error"]) if r["error"] is not None else None,
+            "replica": r["replica"],
+        }
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.finished:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(BOOK_POLL_S)
+        return True
+
+    def cancel(self) -> bool:
+        try:
+            return bool(self._pool._get(self._pool._book.cancel.remote(self.id)))
+        finally:
+            self._refresh(force=True)
+
+    def add_listener(self, listener: ProgressListener) -> Callable[[], None]:
+        """Poll the book's progress for ``listener`` until the job ends or it is removed."""
+        stop = threading.Event()
+
+        def poll() -> None:
+            last: tuple[int, int, str] | None = None
+            while not stop.is_set():
+                record = self._refresh(force=True)
+                p = record["progress"]
+                now = (p["done"], p["total"], p["stage"])
+                if now != last and record["status"] == "running":
+                    listener(*now)
+                    last = now
+                if record["status"] in FINISHED:
+                    return
+                stop.wait(BOOK_POLL_S)
+
+        threading.Thread(target=poll, name=f"unison-book-{self.id[:8]}", daemon=True).start()
+        return stop.set
+
+    def outcome(self) -> Any:
+        record = self._refresh(force=True)
+        status = record["status"]
+        if status not in FINISHED:
+            raise RuntimeError(f"job {self.id} has not finished (status {status})")
+        if status != "done":
+            raise record["error"] if record["error"] is not None else Cancelled()
+        if record["result"] is not None:
+            return record["result"]
+        engine_result = record.get("engine_result")
+        if engine_result is not None and self._pool.present is not None:
+            return self._pool.present(self.kind, engine_result)
+        raise ModelError(
+            f"job {self.id} finished, but its result was not recorded; its files are in the outputs"
+        )
+
+
+__all__ = ["APP_NAME", "BookJob", "Pool", "PoolJob", "Presenter"]

@@ -1,0 +1,183 @@
+"""The pool's logic without a cluster: its settings, the job book, errors crossing processes,
+refusals before anything starts, and that nothing of Ray is imported without ``--pool ray``.
+
+The end-to-end tests with a real local cluster are in tests/test_pool.py.
+"""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.errors import Busy, Cancelled, InputRefused, InvalidRequest, ServerConfigError, ShuttingDown
+from engine.pool.book import JobBook
+from engine.pool.settings import PoolSettings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run_python(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_help_and_the_plain_server_never_import_ray():
+    # The whole CLI help, then a single server built as `serve` builds it: Ray stays out.
+    out = _run_python(
+        "import sys, contextlib, io\n"
+        "from unison_mcp.cli import main\n"
+        "for argv in (['--help'], ['serve', '--help']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main(argv)\n"
+        "from unison_mcp.config import ServerConfig\n"
+        "from unison_mcp.server import build_server\n"
+        "build_server(ServerConfig())\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))\n"
+    )
+    assert out == "[]"
+
+
+def test_the_pool_flags_are_settings_like_any_other():
+    from unison_mcp.config import load_config
+
+    config = load_config(
+        {"pool": "ray", "replicas": 3, "max_replicas": 5, "ray_address": "10.0.0.5:6380"}, env={}
+    )
+    assert config.pool.enabled and config.pool.replicas == 3 and config.pool.max_replicas == 5
+    assert config.pool.ray_address == "10.0.0.5:6380"
+    assert not load_config(None, env={}).pool.enabled  # the default: this process's engine
+    assert load_config(None, env={"UNISON_POOL": "ray", "UNISON_REPLICAS": "2"}).pool.replicas == 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "words"),
+    [
+        ({"ray_port": 12000}, "worker port range 10002-19999"),
+        ({"replicas": 4, "max_replicas": 2}, "max_replicas=2 is below replicas=4"),
+        ({"replicas": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_pool_settings_that_cannot_work_are_refused_by_name(fields, words):
+    with pytest.raises(ValueError, match=words):
+        PoolSettings(backend="ray", **fields)
+
+
+def test_joining_an_address_where_nothing_listens_fails_at_once_naming_it():
+    from engine.pool.cluster import _probe
+
+    with socket.socket() as s:  # a loopback port that was free a moment ago: closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    with pytest.raises(
+        ServerConfigError, match=f"nothing answers at the Ray cluster address 127.0.0.1:{port}"
+    ):
+        _probe(f"127.0.0.1:{port}", 30.0)
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(ServerConfigError, match="HOST:PORT"):
+        _probe("no-port-here", 30.0)
+
+
+def test_without_ray_installed_the_pool_says_how_to_install_it():
+    out = _run_python(
+        "import sys\n"
+        "sys.modules['ray'] = None  # as if not installed\n"
+        "from engine.pool import require_ray\n"
+        "try:\n"
+        "    require_ray()\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    assert out.startswith("ServerConfigError") and "pip install 'unison-mcp[serve]'" in out
+
+
+def test_a_free_port_for_the_local_cluster_lies_outside_rays_worker_ports():
+    from engine.pool.cluster import free_port
+    from engine.pool.settings import RAY_WORKER_PORTS
+
+    assert all(free_port() not in RAY_WORKER_PORTS for _ in range(20))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        Busy(3, 8),
+        InvalidRequest.for_field("num_frames", 7, "must be 4k+1"),
+        InputRefused("mask=x.png: outside the allowed roots", path="x.png"),
+        Cancelled(),
+        ShuttingDown("the server is shutting down; nothing was written"),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_the_engines_errors_cross_processes_with_their_message_and_fields(error):
+    # A replica's error reaches the ingress pickled, and is answered there in the same words.
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is type(error) and str(again) == str(error)
+    assert again.__dict__ == error.__dict__ and again.code == error.code
+
+
+def test_a_replicas_unexpected_error_crosses_by_name_only():
+    from engine.pool.replica import portable
+
+    class Weird(Exception):
+        def __init__(self, a, b):  # does not pickle back: two arguments, one message
+            super().__init__(f"{a}/{b}")
+
+    crossed = pickle.loads(pickle.dumps(portable(Weird(1, 2))))
+    assert isinstance(crossed, RuntimeError) and "Weird" in str(crossed)
+    busy = Busy(1, 2)
+    assert portable(busy) is busy
+
+
+# ---------------------------------------------------------------------------------------------
+# The job book (a plain class; the pool makes it a named Ray actor)
+
+
+def test_the_book_follows_a_job_from_queued_to_done_with_the_replicas_name():
+    book = JobBook(keep=4)
+    book.add("j1", "generate", "host:1")
+    assert book.get("j1")["status"] == "queued"
+    assert book.started("j1", "EngineReplica#a")
+    book.progress("j1", 3, 10, "generating")
+    record = book.get("j1")
+    assert record["status"] == "running" and record["replica"] == "EngineReplica#a"
+    assert record["progress"] == {"stage": "generating", "done": 3, "total": 10}
+    book.finished("j1", "done", engine_result={"outputs": ["a.mp4"]})
+    book.finished("j1", "failed", result="the tool's result")  # the ingress adds; the status stays
+    record = book.get("j1")
+    assert record["status"] == "done" and record["result"] == "the tool's result"
+    assert record["engine_result"] == {"outputs": ["a.mp4"]} and record["finished_at"] is not None
+
+
+def test_the_book_counts_the_jobs_ahead_of_every_ingress_and_keeps_a_bounded_history():
+    book = JobBook(keep=2)
+    for i in range(4):
+        book.add(f"j{i}", "generate", f"ingress-{i % 2}")
+        time.sleep(0.001)  # distinct creation times
+    book.started("j0", "r0")
+    assert [book.position(f"j{i}") for i in (1, 2, 3)] == [0, 1, 2]
+    for i in range(4):
+        book.finished(f"j{i}", "done")
+    assert [j["id"] for j in book.jobs()] == ["j2", "j3"]  # the two newest finished kept
+    assert all("result" not in j for j in book.jobs())
+
+
+def test_a_cancel_written_in_the_book_stops_a_running_job_and_a_queued_one_from_starting():
+    book = JobBook()
+    book.add("run", "generate", "i")
+    book.add("wait", "generate", "i")
+    book.started("run", "r0")
+    assert book.cancel("run") and book.cancel("wait")
+    assert book.cancelled(["run", "wait", "other"]) == ["run", "wait"]
+    assert not book.started("wait", "r1")  # the replica that reaches it later does not run it
+    book.finished("run", "cancelled", error=Cancelled())
+    assert not book.cancel("run")  # ended: nothing to cancel
+    assert not book.cancel("unknown")
