@@ -212,8 +212,8 @@ async def test_two_concurrent_jobs_run_on_two_replicas_and_a_third_waits_then_ru
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(run, "a", 0.0)
-        tg.start_soon(run, "b", 0.0)
-        tg.start_soon(run, "c", 0.5)
+        tg.start_soon(run, "b", 0.3)
+        tg.start_soon(run, "c", 0.8)
     a, b, c = results["a"], results["b"], results["c"]
     assert a["status"] == b["status"] == c["status"] == "done"
     for name in ("a", "b", "c"):  # the replica the job book saw start it is the one its result names

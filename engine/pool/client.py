@@ -272,6 +272,13 @@ class Pool:
             stream = self._handle.options(stream=True).run.remote(job_id, tool, arguments)
             threading.Thread(target=watch, name=f"unison-pool-cancel-{job_id[:8]}", daemon=True).start()
             for event in stream:
+                if event.get("job") != job_id:
+                    # Each event names its job: one from another job's stream would hand this
+                    # call another job's files (and a cancel the wrong job).
+                    raise ModelError(
+                        f"the pool answered job {job_id[:8]} with an event of job {str(event.get('job'))[:8]}; "
+                        "the job was stopped"
+                    )
                 kind = event["event"]
                 if kind == "started":
                     if job is not None:

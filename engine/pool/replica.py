@@ -111,9 +111,9 @@ class EngineReplica:
     async def run(self, job_id: str, tool: str, arguments: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Run one tool call's work; yields ``started``, ``progress``…, then ``done`` or ``failed``."""
         if not await self.book.started.remote(job_id, self.name):
-            yield {"event": "failed", "error": Cancelled(), "replica": self.name}
+            yield {"job": job_id, "event": "failed", "error": Cancelled(), "replica": self.name}
             return
-        yield {"event": "started", "replica": self.name}
+        yield {"job": job_id, "event": "started", "replica": self.name}
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[int, int, str]] = asyncio.Queue()
 
@@ -132,26 +132,26 @@ class EngineReplica:
                     break
                 done, total, stage = step.result()
                 self.book.progress.remote(job_id, done, total, stage)
-                yield {"event": "progress", "done": done, "total": total, "stage": stage}
+                yield {"job": job_id, "event": "progress", "done": done, "total": total, "stage": stage}
             while not events.empty():  # steps reported just before the end
                 done, total, stage = events.get_nowait()
-                yield {"event": "progress", "done": done, "total": total, "stage": stage}
+                yield {"job": job_id, "event": "progress", "done": done, "total": total, "stage": stage}
             try:
                 result = work.result()
             except Cancelled as exc:
                 self.book.finished.remote(job_id, "cancelled", error=exc)
-                yield {"event": "failed", "error": exc, "replica": self.name}
+                yield {"job": job_id, "event": "failed", "error": exc, "replica": self.name}
                 return
             except BaseException as exc:
                 if not isinstance(exc, UnisonError):
                     log.exception("replica %s: job %s failed", self.name, job_id[:8])
                 error = portable(exc)
                 self.book.finished.remote(job_id, "failed", error=error)
-                yield {"event": "failed", "error": error, "replica": self.name}
+                yield {"job": job_id, "event": "failed", "error": error, "replica": self.name}
                 return
             result = result.model_copy(update={"replica": self.name})
             self.book.finished.remote(job_id, "done", engine_result=result)
-            yield {"event": "done", "result": result, "replica": self.name}
+            yield {"job": job_id, "event": "done", "result": result, "replica": self.name}
         except (asyncio.CancelledError, GeneratorExit):
             # The caller cancelled (or dropped) the stream: stop the engine at its next step and
             # hold this slot until it has let go of the GPU.
