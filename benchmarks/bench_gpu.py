@@ -23,6 +23,12 @@ and turbo + fp8, each with its ratio to stock and to the compute floor, and fp8'
 difference (PSNR/SSIM) against bfloat16 at the same seed. fp8 rows are marked unavailable where
 float8 matmuls cannot run (no CUDA GPU of compute capability 8.9+, or no torchao).
 
+User LoRAs switched per call (``run_loras``): on the loaded generator, at the smallest video, a few
+steps and one seed, calls with no LoRA, a user LoRA at strength 1.0, at 0.5 and none again (median of
+``--repeat`` each), the switch (``set_adapters``/``disable_lora``) timed alone, and each call's
+frames against the first no-LoRA call's (the last must equal it). The LoRA is ``--user-lora PATH``
+(a Wan2.1 1.3B LoRA; without it a GPU run's rows say "not run"), on ``--toy`` a random toy one.
+
 Random weights time the compute exactly, but not what depends on what the weights say: a random
 planner never ends its plan (each plan runs to a fixed token count), and step caches decide what to
 skip from how the trained model's activations change, so their speed and quality here are not the
@@ -157,7 +163,7 @@ REAL = Specs(
     image=(832, 480),
     video=(832, 480),
     frames=(17, 33, 81),
-    steps={"image": 50, "17": 10, "33": 8, "81": 4, "cache": 20, "offload": 2},
+    steps={"image": 50, "17": 10, "33": 8, "81": 4, "cache": 20, "offload": 2, "lora": 4},
     plan_tokens=16,
     answer_tokens=64,
     turbo_lora_rank=32,
@@ -231,7 +237,7 @@ TOY = Specs(
     image=(64, 48),
     video=(64, 48),
     frames=(17, 33, 81),
-    steps={"image": 4, "17": 3, "33": 3, "81": 3, "cache": 8, "offload": 2},
+    steps={"image": 4, "17": 3, "33": 3, "81": 3, "cache": 8, "offload": 2, "lora": 2},
     plan_tokens=16,
     answer_tokens=16,
     turbo_lora_rank=4,
@@ -243,6 +249,11 @@ TOY = Specs(
 FLOOR_FLOPS = 750e12
 
 #: The goals of issue 12 on one H100/H200, for the summary.
+#: The adapter name the user-LoRA rows load their file under (what ``--lora user=PATH`` would).
+USER_LORA = "user"
+#: What the user-LoRA rows say on a run with real configurations and no ``--user-lora``.
+NO_USER_LORA = "not run: give --user-lora PATH (a Wan2.1 1.3B LoRA)"
+
 GOALS = {
     "81": "≤ 0.6× stock at 50 steps; turbo ≤ 10 s end to end",
     "image": "≤ 1.5 s at 50 steps; ≤ 0.3 s in turbo",
@@ -493,6 +504,16 @@ class GenRun:
         return self.pre_s + steps * self.step_s + self.post_s
 
 
+@dataclass
+class LoraRow:
+    """One call of the user-LoRA rows: its timed runs and switch times, or why it did not run."""
+
+    call: str
+    runs: list[GenRun] = field(default_factory=list)
+    switch_s: list[float] = field(default_factory=list)
+    why_not: str | None = None
+
+
 def _step_times(run: GenRun, t0: float, stamps: list[float], t_end: float) -> None:
     """s/step (median interval between step ends), the fixed time before and after the steps."""
     if len(stamps) >= 2:
@@ -523,6 +544,8 @@ class Bench:
         self.runs: list[GenRun] = []
         self.cache_runs: list[GenRun] = []
         self.offload_runs: list[GenRun] = []
+        #: The user-LoRA rows, in call order.
+        self.lora_rows: list[LoraRow] = []
         self.baselines: dict[str, GenRun] = {}
         #: The speed table's rows: (scenario key, row name) -> run.
         self.headline: dict[tuple[str, str], GenRun] = {}
@@ -838,9 +861,18 @@ class Bench:
         return self.engine.planner.features(request_for_plan(plan))
 
     def generate(
-        self, scenario: str, frames: int, steps: int | None, switch: str, options: Any, *, turbo: bool = False
+        self,
+        scenario: str,
+        frames: int,
+        steps: int | None,
+        switch: str,
+        options: Any,
+        *,
+        turbo: bool = False,
+        loras: list[Any] | None = None,
     ) -> GenRun:
-        """One timed generation; ``turbo``: the turbo preset, whose steps ``steps=None`` keeps."""
+        """One timed generation; ``turbo``: the turbo preset, whose steps ``steps=None`` keeps;
+        ``loras``: the call's user LoRAs (``LoraChoice``), as a ``generate`` request names them."""
         from engine.control import JobControl
         from engine.results import Sampling
 
@@ -859,7 +891,7 @@ class Bench:
             run.resident_gb = self._reset_peak()
             self.captured.pop("frames", None)
             t0 = self.clock.now()
-            sampling = Sampling(steps=steps, seed=0, turbo=True if turbo else None)
+            sampling = Sampling(steps=steps, seed=0, turbo=True if turbo else None, loras=loras)
             result = self.engine.generate(plan, sampling, control=JobControl(on_progress), features=features)
             t_end = self.clock.now()
         except Exception as exc:  # a switch this machine lacks: report it in its row
@@ -981,6 +1013,18 @@ class Bench:
                         lambda b=b: row(big_key, big, f"attention_backend={b}", P(attention_backend=b)),
                     )
                 )
+        if "loras" not in skip:
+            # Before fp8: an adapter cannot be added to a float8 layer (engine/loras.py).
+            lora_key, lora_frames = scenarios[1]  # the smallest video
+            share = specs.steps["lora"] / specs.steps[lora_key]
+            # 13 generations (a warm-up, then 4 calls x 3) of a few steps, the file read once.
+            jobs.append(
+                (
+                    "user LoRAs",
+                    cost(lora_key, 13 * max(share, 0.5), 5.0),
+                    lambda k=lora_key, f=lora_frames: self.run_loras(k, f),
+                )
+            )
         if "generate" not in skip and "fp8" not in skip:
             # fp8 last before the low-VRAM modes: float8 weights cannot go back, and those reload anyway.
             jobs.append(("fp8", cost_all(2.5, 20.0), lambda: self.run_fp8(scenarios, best)))
@@ -1184,6 +1228,105 @@ class Bench:
             self.warm_up(frames, best)  # a batch of two is a new shape: compiled again
             name = "compile + batch_cfg" + (f" + {backends[0]}" if backends else "")
             self.runs.append(self.generate(self._label(frames), frames, self.specs.steps[key], name, best))
+
+    def _user_lora_file(self) -> Path | None:
+        """The LoRA the user-LoRA rows load: ``--user-lora``; on ``--toy`` without it a random one
+        for the toy DiT in the original-Wan layout (``engine.tiny.lora``), built beside the other
+        models; ``None`` on real configurations without ``--user-lora`` (no random stand-in: a real
+        file's load and conversion is what those rows are for)."""
+        if self.args.user_lora is not None:
+            return self.args.user_lora
+        if not self.args.toy:
+            return None
+        from engine.tiny.lora import build_lora
+
+        path = self.paths.wan.parent / "user_lora.safetensors"
+        if not path.exists():
+            # Smaller than the tiny factory's default scale: four toy blocks stay finite.
+            build_lora(path, wan_dir=self.paths.wan, seed=3, scale=0.1)
+        return path
+
+    def run_loras(self, key: str, frames: int) -> None:
+        """User LoRAs switched per call on the loaded generator: no LoRA, the LoRA at 1.0, at 0.5,
+        no LoRA again (same seed, ``steps["lora"]`` steps, median of ``--repeat``), the switch
+        itself (``engine.loras.activate``: ``set_adapters``/``disable_lora``) timed on its own, and
+        each call's frames against the first no-LoRA call's.
+
+        The file is loaded here, not with the pipeline (``--lora`` would load it at preload): the
+        rows before this one then time the pipeline as a server without user LoRAs has it. It goes
+        in through the product's loader (``engine.loras.load_adapter``) and is registered in the
+        generator's table of loaded LoRAs, shared by every generator on this pipeline, which is
+        what ``load_all`` does with a ``--lora`` at load; it is deleted again afterwards."""
+        from engine import loras
+        from engine.config import PerformanceOptions as P
+
+        calls: list[tuple[str, float | None]] = [
+            ("no LoRA", None),
+            ("user LoRA at strength 1.0", 1.0),
+            ("user LoRA at strength 0.5", 0.5),
+            ("no LoRA again, after the switches", None),
+        ]
+        file = self._user_lora_file()
+        if file is None:
+            self.lora_rows = [LoraRow(name, why_not=NO_USER_LORA) for name, _ in calls]
+            return
+        self.use_options(P())
+        gen = self.engine.generator
+        pipe = gen.pipeline
+        t0 = time.perf_counter()
+        try:
+            loras.load_adapter(
+                pipe, loras.LoraSpec(USER_LORA, str(file)), what="--user-lora", config=self.engine.config
+            )
+        except Exception as exc:  # a file of another base, unreadable: the rows say why
+            log.warning("user LoRA %s failed to load: %s", file, exc)
+            why = f"{type(exc).__name__}: {exc}"[:160]
+            self.lora_rows = [LoraRow(name, why_not=why) for name, _ in calls]
+            return
+        pipe.disable_lora()
+        gen._user_loras[USER_LORA] = loras.LoraSpec(USER_LORA, str(file))
+        self.notes.append(
+            f"user LoRAs: `{file.name}` loaded as adapter `{USER_LORA}` in {time.perf_counter() - t0:.2f} s "
+            "(once; every call after only switches it)"
+        )
+        label = self._label(frames)
+        steps, n = self.specs.steps["lora"], self.args.repeat
+        try:
+            # One-time costs of the first active adapter (kernels, allocator) outside the rows.
+            self.generate("warm-up", frames, 1, "warm-up", P(), loras=self._choices(1.0))
+            previous: list[tuple[str, float]] = []
+            for name, strength in calls:
+                target = [] if strength is None else [(USER_LORA, strength)]
+                first = self.generate(label, frames, steps, name, P(), loras=self._choices(strength))
+                if not self.budget.allows(f"user LoRAs: {name}", (n - 1) * first.wall_s):
+                    self.lora_rows.append(LoraRow(name, [first]))
+                    previous = target
+                    continue
+                runs = [first] + [
+                    self.generate(label, frames, steps, name, P(), loras=self._choices(strength))
+                    for _ in range(n - 1)
+                ]
+                switches = []
+                for _ in range(n):  # from the previous call's adapters to this call's, alone
+                    loras.activate(pipe, previous)
+                    t0 = self.clock.now()
+                    loras.activate(pipe, target)
+                    switches.append(self.clock.now() - t0)
+                self.lora_rows.append(LoraRow(name, runs, switches))
+                previous = target
+        finally:
+            gen._user_loras.pop(USER_LORA, None)
+            with contextlib.suppress(ValueError, KeyError, AttributeError):
+                pipe.delete_adapters(USER_LORA)
+            # Whatever adapter is left (turbo) off, as the next call without it expects.
+            with contextlib.suppress(ValueError, AttributeError):
+                pipe.disable_lora()
+
+    @staticmethod
+    def _choices(strength: float | None) -> list[Any] | None:
+        from engine.results import LoraChoice
+
+        return None if strength is None else [LoraChoice(name=USER_LORA, strength=strength)]
 
     def run_caches(self) -> None:
         from engine.config import PerformanceOptions as P
@@ -1394,6 +1537,57 @@ class Bench:
             "are not the real model's."
         )
 
+    def lora_table(self) -> str:
+        import numpy as np
+
+        rows = self.lora_rows
+        if not rows:
+            return ""
+        measured = [r for r in rows if r.runs and not r.runs[0].error]
+        reference = measured[0].runs[0].frames if measured else None
+        table = Table(
+            "call",
+            "median ms",
+            "switch ms (set_adapters / disable_lora)",
+            "max abs pixel diff vs the first no-LoRA call",
+            "notes",
+        )
+        for row in rows:
+            error = row.why_not or next((r.error for r in row.runs if r.error), None)
+            if error:
+                table.add(row.call, "–", "–", "–", error)
+                continue
+            frames = row.runs[-1].frames
+            diff: float | str = "–"
+            if frames is not None and reference is not None:
+                diff = float(np.abs(frames.astype(np.int16) - reference.astype(np.int16)).max())
+            notes = []
+            if len(row.runs) < self.args.repeat:
+                notes.append(f"{len(row.runs)} run (time budget)")
+            if row.call.startswith("no LoRA again") and diff == 0:
+                notes.append("identical to the first no-LoRA call")
+            table.add(
+                row.call,
+                median([r.wall_s - r.load_s for r in row.runs]) * 1e3,
+                median(row.switch_s) * 1e3 if row.switch_s else "–",
+                diff,
+                "; ".join(notes),
+            )
+        where = ""
+        if measured:
+            first = measured[0].runs[0]
+            where = (
+                f" ({first.scenario}, {first.steps} steps, seed 0, guidance 5; median of {self.args.repeat})"
+            )
+        return (
+            f"## User LoRAs (switched per call){where}\n\n"
+            "One LoRA loaded once as a named adapter; each call names it or not (`loras: [{name, strength}]`). "
+            "`median ms`: the whole call, its own switch included. `switch ms`: "
+            "`engine.loras.activate` from the previous call's adapters to this call's, timed alone. "
+            "Pixel differences in 0-255 levels: each call's last run against the first no-LoRA run.\n\n"
+            + table.markdown()
+        )
+
     def offload_table(self) -> str:
         runs = self.offload_runs
         if not runs:
@@ -1452,6 +1646,7 @@ class Bench:
             self.summary_table(),
             *self.sections,
             self.generation_table() if self.runs else "",
+            self.lora_table(),
             self.cache_table(),
         ]
         sections.append(self.offload_table())
@@ -1476,6 +1671,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per planning/understanding measurement")
     parser.add_argument("--compile-on-cpu", action="store_true", help="time torch.compile on a CPU too")
     parser.add_argument(
+        "--user-lora",
+        type=Path,
+        metavar="PATH",
+        help="a local Wan2.1 1.3B LoRA (safetensors) for the user-LoRA rows (with --toy: a random toy one)",
+    )
+    parser.add_argument(
         "--skip",
         nargs="*",
         default=[],
@@ -1490,6 +1691,7 @@ def main(argv: list[str] | None = None) -> int:
             "fp8",
             "cache",
             "offload",
+            "loras",
         ],
     )
     parser.add_argument("-v", "--verbose", action="store_true")
