@@ -260,6 +260,7 @@ class Pool:
             self._get(self._book.add.remote(job_id, tool, self._ingress))
         ended = threading.Event()
         stream: Any = None
+        answered = False  # the replica said how the job ended: nothing left to cancel
 
         def watch() -> None:
             # A blocked read of the stream cannot see the cancel flag: cancel it from here.
@@ -291,8 +292,10 @@ class Pool:
                         control.set_stage(event["stage"])
                     control.step(event["done"], event["total"])
                 elif kind == "done":
+                    answered = True
                     return event["result"]
                 elif kind == "failed":
+                    answered = True
                     raise event["error"]
             raise ModelError("the pool replica ended the job without a result (its log says why)")
         except RequestCancelledError:
@@ -309,8 +312,8 @@ class Pool:
             raise ModelError(f"the pool could not run the job ({type(exc).__name__}: {exc})") from None
         finally:
             ended.set()
-            if stream is not None and not control.cancelled:
-                # Ended early (an error here, a cancel): never leave the request running alone.
+            if stream is not None and not answered and not control.cancelled:
+                # Ended early (an error here): never leave the request running alone.
                 stream.cancel()
 
     # ------------------------------------------------------------------ the job queue's interface
