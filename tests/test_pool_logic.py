@@ -152,9 +152,11 @@ def test_the_book_follows_a_job_from_queued_to_done_with_the_replicas_name():
     assert record["progress"] == {"stage": "generating", "done": 3, "total": 10}
     book.finished("j1", "done", engine_result={"outputs": ["a.mp4"]})
     book.finished("j1", "failed", result="the tool's result")  # the ingress adds; the status stays
+    book.finished("j1", "cancelled", error=Cancelled())  # a stream closed after its last event
     record = book.get("j1")
     assert record["status"] == "done" and record["result"] == "the tool's result"
     assert record["engine_result"] == {"outputs": ["a.mp4"]} and record["finished_at"] is not None
+    assert record["error"] is None
 
 
 def test_the_book_counts_the_jobs_ahead_of_every_ingress_and_keeps_a_bounded_history():

@@ -82,7 +82,8 @@ class JobBook:
             return
         if job["status"] not in _FINISHED:
             job.update(status=status, finished_at=time.time())
-        if error is not None and job["error"] is None:
+        if error is not None and job["error"] is None and job["status"] != "done":
+            # A done job keeps no error (a stream closed after its last event reads as a cancel).
             job["error"] = error
         if result is not None:
             job["result"] = result

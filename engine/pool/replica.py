@@ -123,6 +123,7 @@ class EngineReplica:
         control = JobControl(on_progress=on_step)
         work = asyncio.ensure_future(asyncio.to_thread(self._work, tool, arguments, control))
         watch = asyncio.ensure_future(self._watch(job_id, control))
+        answered = False  # the last event is out: a close after it is no cancel
         try:
             while True:
                 step = asyncio.ensure_future(events.get())
@@ -140,6 +141,7 @@ class EngineReplica:
                 result = work.result()
             except Cancelled as exc:
                 self.book.finished.remote(job_id, "cancelled", error=exc)
+                answered = True
                 yield {"job": job_id, "event": "failed", "error": exc, "replica": self.name}
                 return
             except BaseException as exc:
@@ -147,12 +149,16 @@ class EngineReplica:
                     log.exception("replica %s: job %s failed", self.name, job_id[:8])
                 error = portable(exc)
                 self.book.finished.remote(job_id, "failed", error=error)
+                answered = True
                 yield {"job": job_id, "event": "failed", "error": error, "replica": self.name}
                 return
             result = result.model_copy(update={"replica": self.name})
             self.book.finished.remote(job_id, "done", engine_result=result)
+            answered = True
             yield {"job": job_id, "event": "done", "result": result, "replica": self.name}
         except (asyncio.CancelledError, GeneratorExit):
+            if answered:
+                raise
             # The caller cancelled (or dropped) the stream: stop the engine at its next step and
             # hold this slot until it has let go of the GPU.
             control.cancel()
