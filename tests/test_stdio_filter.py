@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from unison_mcp.stdio import refusal
+from unison_mcp.wire import refusal
 
 REPO = Path(__file__).resolve().parents[1]
 

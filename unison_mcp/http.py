@@ -11,11 +11,16 @@ Layers, outside in:
 2. :class:`BearerTokenMiddleware` (when ``config.auth_token`` is set): every HTTP request needs
    ``Authorization: Bearer <token>``, compared in constant time; anything else is answered 401
    before the MCP layer sees it.
-3. The SDK's transport security: only ``Host`` headers naming the bound port on localhost
+3. :class:`MessageRules`: a POST body to ``/mcp`` is read with a size cap and checked by the
+   rules stdio applies too (:mod:`unison_mcp.wire`: size, strict UTF-8, nesting depth, each key
+   once, the SDK's own validation) before the SDK parses it; a refused body is answered 413 or
+   400 with a JSON-RPC error, in the shape of the SDK's own parse errors.
+4. The SDK's transport security: only ``Host`` headers naming the bound port on localhost
    (``127.0.0.1``, ``localhost``, ``[::1]``, and the configured host), or a name given with
    ``--allowed-host`` (what a reverse proxy sends), pass, and only the matching origins, so a web
-   page that rebinds a DNS name to 127.0.0.1 is refused.
-4. The SDK's streamable HTTP app at ``/mcp``.
+   page that rebinds a DNS name to 127.0.0.1 is refused. :class:`MessageRules` runs the same
+   check before it reads a body.
+5. The SDK's streamable HTTP app at ``/mcp``.
 """
 
 from __future__ import annotations
@@ -26,16 +31,19 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-from mcp.server.transport_security import TransportSecuritySettings
+import mcp_types as types
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from .config import ConfigError
 from .gallery import GALLERY_PATH, Gallery
+from .wire import MAX_MESSAGE_BYTES, refusal, too_large
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
-    from starlette.types import ASGIApp, Receive, Scope, Send
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from .config import ServerConfig
 
@@ -121,6 +129,84 @@ class BearerTokenMiddleware:
         await self.app(scope, receive, send)
 
 
+class MessageRules:
+    """Every POST body to ``/mcp`` checked by :func:`unison_mcp.wire.refusal` before the SDK
+    parses it; the SDK's app gets the body that passed, unchanged."""
+
+    def __init__(self, app: ASGIApp, security: TransportSecuritySettings):
+        self.app = app
+        self._security = TransportSecurityMiddleware(security)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != MCP_PATH:
+            await self.app(scope, receive, send)
+            return
+        # 1. Who may post, as the SDK decides it (its app checks again): a page from a foreign
+        #    origin never has its body read.
+        refused = await self._security.validate_request(Request(scope, receive), is_post=True)
+        if refused is not None:
+            await refused(scope, receive, send)
+            return
+        # 2. Size: a declared length over the bound is refused unread, any other body is read
+        #    up to the bound and no further.
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_MESSAGE_BYTES:
+            await _answer(too_large(b"", int(declared), complete=True), 413, scope, receive, send)
+            return
+        body = await _read_body(receive, MAX_MESSAGE_BYTES)
+        if body is None:  # the client went away
+            return
+        if len(body) > MAX_MESSAGE_BYTES:
+            await _answer(too_large(body, MAX_MESSAGE_BYTES, complete=False), 413, scope, receive, send)
+            return
+        # 3. The message's rules.
+        error = refusal(body)
+        if error is not None:
+            log.info("answered a malformed POST body with %d: %s", error.error.code, error.error.message)
+            await _answer(error, 400, scope, receive, send)
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or its first ``limit + 1`` bytes when it is longer (the rest unread);
+    ``None`` when the client disconnects first."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return b"".join(chunks)[: limit + 1]
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """``receive`` for the app behind: the body read already, then the client's own events
+    (a disconnect, which the SDK's event stream listens for)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
+
+
+async def _answer(error: types.JSONRPCError, status: int, scope: Scope, receive: Receive, send: Send) -> None:
+    # The shape of the SDK's own parse errors: the JSON-RPC error as the body, application/json.
+    body = error.model_dump_json(by_alias=True, exclude_unset=True)
+    await Response(body, status_code=status, media_type="application/json")(scope, receive, send)
+
+
 def transport_security(
     host: str, port: int, extra_hosts: list[str] | None = None
 ) -> TransportSecuritySettings:
@@ -177,8 +263,12 @@ def http_app(server: MCPServer, config: ServerConfig) -> ASGIApp:
     check_exposure(config)
     security = transport_security(config.host, config.port, config.allowed_hosts)
     app: ASGIApp = server.streamable_http_app(
-        streamable_http_path=MCP_PATH, transport_security=security, host=config.host
+        streamable_http_path=MCP_PATH,
+        transport_security=security,
+        host=config.host,
+        max_request_body_size=MAX_MESSAGE_BYTES,  # never reached: MessageRules refuses first
     )
+    app = MessageRules(app, security)
     if config.auth_token:
         app = BearerTokenMiddleware(app, config.auth_token)
     state = state_of(server)
