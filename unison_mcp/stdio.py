@@ -27,11 +27,15 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.stdio import stdio_server
 from mcp.shared.message import SessionMessage
 
+from engine.errors import shown
+
 log = logging.getLogger(__name__)
 
 #: Longest run of digits read as a number; Python refuses to convert more than 4300, and no id,
 #: count or size in this protocol comes near it.
 MAX_NUMBER_DIGITS = 100
+#: Longest id or params shown in an answer to a malformed line.
+_SHOWN_JSON_CHARS = 40
 
 
 class _HugeNumber:
@@ -124,8 +128,8 @@ def _first_reason(exc: ValueError) -> str:
 def _shown(value: Any) -> str:
     if isinstance(value, _HugeNumber):
         return f"(a number over {MAX_NUMBER_DIGITS} digits)"
-    text = json.dumps(value, default=lambda v: "…")
-    return text if len(text) <= 40 else text[:37] + "..."
+    # As JSON (an id of true reads "true"), cut like every value a message shows.
+    return shown(json.dumps(value, default=lambda v: "…"), _SHOWN_JSON_CHARS, quoted=False)
 
 
 def _error(code: int, message: str, request_id: str | int | None = None) -> types.JSONRPCError:
