@@ -1,11 +1,14 @@
 """What callers send: the typed requests of ``understand``, ``generate`` and ``auto``.
 
 Each bound is written once, here, on a pydantic field (its value read from the configured
-:class:`~engine.config.Limits`); the MCP tool schemas and the CLI's ``generate`` flags are derived
-from these models, and the Python API validates with them, so a request gets the same answer
-through all three. The models are strict: an unknown field is refused by name (with the closest
-known one suggested), ``true`` is not a number, and a parameter the chosen task does not take is
-refused with the task's list of parameters (:meth:`GenerateRequest.to_plan`).
+:class:`~engine.config.Limits`, or from the module that owns the fact: a path's length from
+:mod:`engine.inputs`, an edit target's from :mod:`engine.plan`); every free-text field has a
+``maxLength``, so a 10 MB argument is refused by its length alone. The MCP tool schemas and the
+CLI's ``generate`` flags are derived from these models, and the Python API validates with them, so
+a request gets the same answer through all three. The models are strict: an unknown field is
+refused by name (with the closest known one suggested), ``true`` is not a number, and a parameter
+the chosen task does not take is refused with the task's list of parameters
+(:meth:`GenerateRequest.to_plan`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from .annotators import CONTROL_KINDS, ControlKind
 from .config import EngineConfig, Limits
 from .control import JobControl
 from .errors import InputRefused, InvalidRequest, invalid_request
-from .inputs import close_all
+from .inputs import MAX_PATH_CHARS, close_all
 from .plan import (
+    MAX_TARGET_CHARS,
     CheckedPlan,
     Margins,
     MediaInput,
@@ -45,8 +49,6 @@ if TYPE_CHECKING:
     from .inputs import InputPolicy, Source
     from .results import AutoResult, GenerateResult, UnderstandResult
 
-#: Longest path or URI accepted for one input file (a 100 000-character path is refused up front).
-MAX_PATH_CHARS = 4096
 #: Most reference images (image_reference / video_reference take 1-3).
 MAX_REFERENCES = max(r.max for s in TASKS.values() for r in s.roles if r.role is Role.REFERENCE)
 
@@ -321,7 +323,7 @@ def _generate_fields(limits: Limits) -> dict[str, Any]:
             "image/video_edit without a mask: the object to find and repaint (a short phrase, any "
             "language; default: read from the prompt)",
             min_length=1,
-            max_length=200,
+            max_length=MAX_TARGET_CHARS,
         ),
         **sampling_fields(limits),
         "conditioning_scale": _optional(

@@ -59,7 +59,9 @@ class Limits(BaseModel):
     )
     max_fps: float = Field(60.0, description="highest output fps")
     max_steps: int = Field(200, description="most denoising steps per request")
-    max_prompt_chars: int = Field(4000, description="longest prompt in characters")
+    max_prompt_chars: int = Field(
+        4000, ge=1, description="longest prompt (and negative prompt) in characters"
+    )
     max_inputs: int = Field(8, description="most input files per request")
     # A decompression bomb is refused from its header, before anything is decoded.
     max_input_pixels: int = Field(

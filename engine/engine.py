@@ -21,7 +21,7 @@ from .accelerator import oom_guard
 from .api import Admitted, AnyRequest, AnyResult, GenerateRequest, UnderstandRequest, admit, parse_arguments
 from .config import EngineConfig
 from .control import JobControl
-from .errors import InputRefused, InvalidRequest, ModelError
+from .errors import InputRefused, InvalidRequest, ModelError, shown
 from .hub import LoadFailures, generator_weights, planner_weights
 from .inputs import InputPolicy, Source, close_all
 from .plan import CheckedPlan, MediaInput, Plan, check_plan, shapes_of
@@ -287,7 +287,9 @@ class Engine:
         if sources is not None:
             missing = [p for p in paths if p not in sources]
             if missing:
-                raise InputRefused(f"input {missing[0]!r} was not admitted with the request", path=missing[0])
+                raise InputRefused(
+                    f"input {shown(missing[0])} was not admitted with the request", path=missing[0]
+                )
             return sources, False
         opened: dict[str, Source] = {}
         try:

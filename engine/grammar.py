@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .errors import InvalidRequest, PlannerError
+from .errors import InvalidRequest, PlannerError, shown
 from .plan import MediaInput, Plan
 from .tasks import TASKS, TaskSpec, understanding_task
 from .vocab import (
@@ -63,7 +63,7 @@ def _span(text: str, start: str, end: str) -> str | None:
         return None
     j = text.find(end, i + len(start))
     if j < 0:
-        raise PlannerError(f"planner output has {start} without {end}: {text!r}")
+        raise PlannerError(f"planner output has {start} without {end}: {shown(text)}")
     return text[i + len(start) : j].strip()
 
 
@@ -72,9 +72,11 @@ def _ints(value: str, n: int, token: str, raw: str) -> list[int]:
     try:
         nums = [int(p) for p in parts]
     except ValueError:
-        raise PlannerError(f"{token} holds {value!r}, expected {n} whole number(s): {raw!r}") from None
+        raise PlannerError(
+            f"{token} holds {shown(value)}, expected {n} whole number(s): {shown(raw)}"
+        ) from None
     if len(nums) != n:
-        raise PlannerError(f"{token} holds {value!r}, expected {n} whole number(s): {raw!r}")
+        raise PlannerError(f"{token} holds {shown(value)}, expected {n} whole number(s): {shown(raw)}")
     return nums
 
 
@@ -90,7 +92,7 @@ def _first_of(files: Files, kind: MediaKind, raw: str) -> int:
     for i, (_, k) in enumerate(files):
         if k is kind:
             return i
-    raise PlannerError(f"planner output needs an input {kind.value} but the request has none: {raw!r}")
+    raise PlannerError(f"planner output needs an input {kind.value} but the request has none: {shown(raw)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,8 +113,8 @@ def _read_frame_index(value: str | None, files: Files, image: bool, num_frames: 
         role = Role.LAST_FRAME
     else:
         raise PlannerError(
-            f"<BOFIDX> holds {value!r}; expected first/start/0 or last/end/-1 (or {n - 1}, the last "
-            f"index of {n} frames): {raw!r}"
+            f"<BOFIDX> holds {shown(value)}; expected first/start/0 or last/end/-1 (or {n - 1}, the last "
+            f"index of {n} frames): {shown(raw)}"
         )
     return [(_first_of(files, MediaKind.IMAGE, raw), role)]
 
@@ -124,13 +126,13 @@ def _write_frame_index(plan: Plan, idx: Callable[[MediaInput], int], files: File
 def _read_reference(value: str | None, files: Files, image: bool, num_frames: int | None, raw: str):
     refs = [(i, Role.REFERENCE) for i, (_, k) in enumerate(files) if k is MediaKind.IMAGE]
     if not refs:
-        raise PlannerError(f"<REF> but the request has no image: {raw!r}")
+        raise PlannerError(f"<REF> but the request has no image: {shown(raw)}")
     return refs
 
 
 def _read_control(value: str | None, files: Files, image: bool, num_frames: int | None, raw: str):
     if not files:
-        raise PlannerError(f"<CTRL> but the request has no file: {raw!r}")
+        raise PlannerError(f"<CTRL> but the request has no file: {shown(raw)}")
     # The reference takes input 0; with several files the first of the output's kind is the
     # control (the same file whenever the request holds one), so a stray extra image before a
     # control video does not turn into an impossible plan.
@@ -152,12 +154,12 @@ def _read_edit(value: str | None, files: Files, image: bool, num_frames: int | N
         if 0 <= source_i < len(files) and files[source_i][1] is not kind:
             raise PlannerError(
                 f"<BOEDIT> names input {source_i} ({files[source_i][1].value}) as the {kind.value} to "
-                f"edit: {raw!r}"
+                f"edit: {shown(raw)}"
             )
         return [(source_i, Role.SOURCE)]
     mask_i, source_i = _ints(value, 2, "<BOEDIT>", raw)
     if image and mask_i == source_i:
-        raise PlannerError(f"<BOEDIT> names input {mask_i} as both mask and source: {raw!r}")
+        raise PlannerError(f"<BOEDIT> names input {mask_i} as both mask and source: {shown(raw)}")
     return [(source_i, Role.SOURCE)] + ([(mask_i, Role.MASK)] if mask_i != source_i else [])
 
 
@@ -210,14 +212,14 @@ def parse_unison(
         text = text.replace(end, "")
     for begin, end in _PAIRS:
         if end in text and (begin not in text or text.find(end) < text.find(begin)):
-            raise PlannerError(f"planner output has {end} without {begin} before it: {raw!r}")
+            raise PlannerError(f"planner output has {end} without {begin} before it: {shown(raw)}")
     files: Files = [(str(p), MediaKind(k)) for p, k in inputs]
     gen_prompt = prompt if prompt is not None else _strip_tokens(text)
 
     def ref(i: int, role: Role) -> MediaInput:
         if not 0 <= i < len(files):
             raise PlannerError(
-                f"planner output refers to input {i} but the request has {len(files)} file(s): {raw!r}"
+                f"planner output refers to input {i} but the request has {len(files)} file(s): {shown(raw)}"
             )
         return MediaInput(path=files[i][0], kind=files[i][1], role=role)
 
@@ -228,7 +230,7 @@ def parse_unison(
             task=task, prompt=gen_prompt, inputs=[ref(i, Role.QUERY) for i in range(len(files))], raw=raw
         )
     if len(outputs) == 2:
-        raise PlannerError(f"planner output asks for both an image and a video: {raw!r}")
+        raise PlannerError(f"planner output asks for both an image and a video: {shown(raw)}")
     out = outputs[0]
     image = out == CFI
 
@@ -246,7 +248,7 @@ def parse_unison(
     spec = _BY_TOKENS.get((out, marker))
     if spec is None:
         wants = sorted(o for o, m in _BY_TOKENS if m == marker)
-        raise PlannerError(f"{marker} needs {' or '.join(wants)}, but the output has {out}: {raw!r}")
+        raise PlannerError(f"{marker} needs {' or '.join(wants)}, but the output has {out}: {shown(raw)}")
     media: list[MediaInput] = []
     if marker is not None:
         content = _span(text, marker, _END_OF[marker]) if marker in _END_OF else None
@@ -273,7 +275,7 @@ def format_unison(plan: Plan, files: Sequence[str] | None = None) -> str:
     def idx(m: MediaInput) -> int:
         if m.path not in order:
             raise InvalidRequest.for_field(
-                "files", order, f"must include the {m.role.value} input {m.path!r}"
+                "files", order, f"must include the {m.role.value} input {shown(m.path)}"
             )
         return order.index(m.path)
 

@@ -6,7 +6,7 @@ before torch or transformers are imported):
 
 1. :func:`preflight` looks the weights up locally (a directory, or the hub cache) and, only when
    they are not there, probes the hub with one short TCP connect (:func:`hub_reachable`). Not on
-   this machine and no hub: a :class:`~engine.errors.ServerConfigError` at once, saying what to
+   this machine and no hub: a :class:`~engine.errors.HubUnreachable` at once, saying what to
    do. Cached but no hub: the load runs in offline mode (:func:`offline`), which skips the retries.
 2. :class:`LoadFailures` remembers a failed load per model, so the next call fails at once with
    the same message. It is tried again after :data:`RETRY_AFTER_S`, or as soon as the weights
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .errors import InvalidRequest, ModelError, ServerConfigError, ServerSettingError
+from .errors import HubUnreachable, InvalidRequest, ModelError, ServerConfigError, ServerSettingError
 
 if TYPE_CHECKING:
     from .config import EngineConfig
@@ -178,7 +178,7 @@ def preflight(weights: Weights) -> bool:
             f"{weights.setting}={weights.ref!r}: not downloaded, and local_files_only is set; {WHAT_TO_DO}"
         )
     if not hub_reachable():
-        raise ServerConfigError(
+        raise HubUnreachable(
             f"{weights.setting}={weights.ref!r}: not on this machine, and the hub ({endpoint()}) cannot be "
             f"reached; {WHAT_TO_DO}"
         )

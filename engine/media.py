@@ -24,9 +24,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputRefused, InvalidRequest
+from .errors import InputRefused, InvalidRequest, shown
 from .geometry import Size, even_indices, resampled_count, resize_cover
-from .inputs import SHOWN_PATH_CHARS, ImageHeader, VideoHeader
+from .inputs import ImageHeader, VideoHeader
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,29 +53,19 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 def _regular_file(path: str | Path, what: str) -> Path:
     """The path if it names a readable, non-empty regular file; otherwise :class:`InputRefused`."""
     p = Path(path)
-    name = _short(p)
+    name = shown(p, quoted=False)
     if not p.exists():
-        raise InputRefused(f"{what} {name}: no such file", path=str(p)[:SHOWN_PATH_CHARS])
+        raise InputRefused(f"{what} {name}: no such file", path=str(p))
     if p.is_dir():
-        raise InputRefused(f"{what} {name}: is a directory, not a file", path=str(p)[:SHOWN_PATH_CHARS])
+        raise InputRefused(f"{what} {name}: is a directory, not a file", path=str(p))
     if not p.is_file():
         # A FIFO or device would block or never end when read.
-        raise InputRefused(
-            f"{what} {name}: is not a regular file (device, FIFO or socket)", path=str(p)[:SHOWN_PATH_CHARS]
-        )
+        raise InputRefused(f"{what} {name}: is not a regular file (device, FIFO or socket)", path=str(p))
     if not os.access(p, os.R_OK):
-        raise InputRefused(
-            f"{what} {name}: is not readable (permission denied)", path=str(p)[:SHOWN_PATH_CHARS]
-        )
+        raise InputRefused(f"{what} {name}: is not readable (permission denied)", path=str(p))
     if p.stat().st_size == 0:
-        raise InputRefused(f"{what} {name}: is empty (0 bytes)", path=str(p)[:SHOWN_PATH_CHARS])
+        raise InputRefused(f"{what} {name}: is empty (0 bytes)", path=str(p))
     return p
-
-
-def _short(p: str | Path) -> str:
-    from .inputs import shown
-
-    return shown(p)[1:-1]
 
 
 @contextmanager

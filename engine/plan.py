@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Longest edit ``target`` (a short phrase naming an object; the segmenter reads a few words).
+MAX_TARGET_CHARS = 200
+
 #: Whole numbers that refuse ``True``/``1.0`` (pydantic's lax mode would turn ``steps: true`` into 1).
 StrictInt = Annotated[int, Strict()]
 
@@ -76,7 +79,7 @@ class Plan(BaseModel):
     #: image/video_control: what to extract from a plain control input (engine.annotators).
     control_kind: ControlKind | None = None
     #: image/video_edit without a mask: the object to find and repaint (a short phrase).
-    target: str | None = Field(None, max_length=200)
+    target: str | None = Field(None, max_length=MAX_TARGET_CHARS)
     raw: str | None = Field(None, description="the planner's own output (Unison tokens), when planned")
     planner: str | None = Field(None, description="the planner backend that made the plan, when planned")
     notes: list[str] = Field(default_factory=list)

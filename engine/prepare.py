@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from .config import Limits
 from .control import JobControl
-from .errors import InvalidRequest
+from .errors import InvalidRequest, shown
 from .geometry import GREY, Size, binarize, even_indices, fit_box, letterbox, resize_cover
 from .media import VideoClip, open_image, probe_video, read_video
 from .vocab import MediaKind, Role
@@ -394,7 +394,7 @@ def _edit_phrase(plan: Plan, ctx: PrepContext, notes: list[str]) -> str:
     if ctx.phrase is not None:
         read = ctx.phrase(plan.prompt)
         if read:
-            notes.append(f"edit region: {read!r}, read from the prompt by the planner")
+            notes.append(f"edit region: {shown(read)}, read from the prompt by the planner")
             return read
     return object_phrase(plan.prompt) or plan.prompt.strip()
 
@@ -418,7 +418,7 @@ def _mask_from_words(
         raise InvalidRequest.for_field(
             "mask",
             None,
-            f"no region matching {phrase!r} was found in the source; give a mask (white = "
+            f"no region matching {shown(phrase)} was found in the source; give a mask (white = "
             "regenerate) or another target",
         )
     if ctx.dilate_px > 0:
@@ -429,7 +429,7 @@ def _mask_from_words(
     masks = [Image.fromarray(np.where(m, 255, 0).astype(np.uint8), mode="L") for m in found]
 
     notes.append(
-        f"edit region for {phrase!r} segmented on {int(found.any(axis=(1, 2)).sum())} of {len(frames)} "
+        f"edit region for {shown(phrase)} segmented on {int(found.any(axis=(1, 2)).sum())} of {len(frames)} "
         f"frame(s), grown by {ctx.dilate_px} px (returned beside the result)"
     )
     return masks
@@ -632,11 +632,11 @@ def _auto_mask(
         raise InvalidRequest.for_field(
             "mask",
             None,
-            f"no region matching {phrase!r} was found in the source video (looked at frames "
+            f"no region matching {shown(phrase)} was found in the source video (looked at frames "
             f"{keys}); give a mask (image or video, white = regenerate)",
         )
     notes.append(
-        f"edit region for {phrase!r} found automatically on frames {sorted(found)} of {keys}, "
+        f"edit region for {shown(phrase)} found automatically on frames {sorted(found)} of {keys}, "
         "interpolated over the clip"
     )
     return [_box_mask(size, boxes) for boxes in interpolate_boxes(found, len(frames))]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from .errors import InvalidRequest
+from .errors import InvalidRequest, shown
 
 
 class Task(str, Enum):
@@ -71,7 +71,7 @@ def media_kind(path: str | Path, *, field: str = "path") -> MediaKind:
     raise InvalidRequest.for_field(
         field,
         str(path),
-        f"unsupported file type {suffix or '(none)'!r}; images: {', '.join(IMAGE_EXTENSIONS)}; "
+        f"unsupported file type {shown(suffix or '(none)')}; images: {', '.join(IMAGE_EXTENSIONS)}; "
         f"videos: {', '.join(VIDEO_EXTENSIONS)}",
     )
 

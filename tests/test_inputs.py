@@ -20,7 +20,7 @@ from PIL import Image
 
 from engine import media
 from engine.errors import InputRefused
-from engine.inputs import SHOWN_PATH_CHARS, ImageHeader, InputPolicy, Source, VideoHeader
+from engine.inputs import MAX_PATH_CHARS, ImageHeader, InputPolicy, Source, VideoHeader
 from engine.media import encode_mp4, encode_png, open_image, probe_video, read_video
 
 MB = 1_000_000
@@ -208,13 +208,22 @@ def test_outside_the_roots_a_missing_file_is_refused_like_an_existing_one(policy
     assert refusal(Path("/no/such/place/cat.png")) == existing
 
 
-def test_a_very_long_path_is_cut_in_the_message(policy: InputPolicy, tree):
+def test_a_very_long_path_is_refused_by_its_length_alone_and_cut_in_the_message(
+    policy: InputPolicy, tree, monkeypatch
+):
+    def no_file_system(*args, **kwargs):
+        raise AssertionError("a path over the length limit reached the file system")
+
+    for name in ("stat", "lstat", "open", "readlink"):
+        monkeypatch.setattr(os, name, no_file_system)
+    monkeypatch.setattr(Path, "resolve", no_file_system)
     long_path = "/" + "a" * 100_000 + "/cat.png"
     with pytest.raises(InputRefused) as err:
         policy.open(long_path, field="source")
     message = str(err.value)
-    assert len(message) < 1_000 and "…" in message and "cat.png" in message
-    assert err.value.path is not None and len(err.value.path) <= SHOWN_PATH_CHARS
+    assert len(message) < 400 and "…" in message and "cat.png" in message, message
+    assert "(100,009 characters)" in message and f"longer than {MAX_PATH_CHARS} characters" in message
+    assert err.value.path is not None and len(err.value.path) < 300 and "100,009" in err.value.path
 
 
 def test_a_long_missing_path_inside_a_root_is_cut_too(policy: InputPolicy, tree):

@@ -12,9 +12,12 @@ from __future__ import annotations
 import base64
 import inspect
 import io
+import json
+import logging
 import os
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ import anyio
 import numpy as np
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 from PIL import Image
 
 from engine.api import Admitted, AnyRequest, AnyResult, EngineAPI, admit
@@ -1004,3 +1008,123 @@ async def test_admitted_inputs_are_closed_when_the_queue_is_busy_or_a_queued_job
         await client.call_tool("job", {"action": "cancel", "job_id": queued["job_id"]})
         assert opened[0].closed  # never ran, closed all the same
         fake.hold.set()
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors stay short: no answer and no log line grows with what the client sent
+
+_HUGE_LIST_TEXT = "[" + '"/a.png",' * 1_000_000 + '"/b.png"]'  # a list sent as a 9 MB string
+
+
+@pytest.mark.parametrize(
+    ("tool", "args", "starts", "size"),
+    [
+        ("generate", {"task": "text_to_image", "prompt": "x" * 10_000_000}, "prompt='xx", "(10,000,000 characters)"),
+        ("understand", {"prompt": "x" * 10_000_000}, "prompt='xx", "(10,000,000 characters)"),
+        ("auto", {"prompt": "x" * 1_000_000}, "prompt='xx", "(1,000,000 characters)"),
+        ("generate", {"task": "image_edit", "prompt": "x", "source": "/" + "a" * 100_000 + ".png"}, "source='/aa", "(100,005 characters)"),
+        ("generate", {"task": "text_to_image", "prompt": "x", "negative_prompt": "n" * 1_000_000}, "negative_prompt='nn", "(1,000,000 characters)"),
+        ("generate", {"task": "image_edit", "prompt": "x", "target": "t" * 1_000_000}, "target='tt", "(1,000,000 characters)"),
+        ("generate", {"task": "image_reference", "prompt": "x", "reference": ["/" + "r" * 100_000]}, "reference.0='/rr", "(100,001 characters)"),
+        ("understand", {"prompt": "x", "media": ["unison://outputs/" + "m" * 100_000]}, "media.0='unison://outputs/mm", "(100,017 characters)"),
+        ("understand", {"prompt": "x", "media": _HUGE_LIST_TEXT}, "media='[", "(9,000,010 characters)"),
+        ("generate", {"task": "t" * 1_000_000, "prompt": "x"}, "task='tt", "(1,000,000 characters)"),
+        ("generate", {"task": "text_to_image", "prompt": ["x" * 1_000] * 10_000}, "prompt=['xx", "(10,000 items)"),
+        ("job", {"action": "status", "job_id": "j" * 1_000_000}, "job_id='jj", "(1,000,000 characters)"),
+        ("t" * 1_000_000, {}, "name='tt", "(1,000,000 characters)"),
+    ],
+    ids=["prompt", "understand", "auto", "path", "negative", "target", "reference", "uri", "json-text", "task", "list", "job_id", "tool"],
+)  # fmt: skip
+async def test_a_huge_argument_is_refused_in_a_short_error_naming_it_and_its_length_and_logged_short(
+    dirs, caplog, tool, args, starts, size
+):
+    caplog.set_level(logging.DEBUG)
+    server, fake = _make(dirs)
+    async with Client(server) as client:
+        tracemalloc.start()
+        try:
+            refused = await client.call_tool(tool, args)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        text = _text(refused)
+        assert refused.is_error and text.startswith(f"invalid_request: {starts}"), text[:300]
+        assert size in text and len(text) < 1_000, text
+        # Reading and refusing it, no more: no copy, echo or parse of the value (the in-memory
+        # client's own handling included, which takes 2 MB for a 1 MB tool name).
+        assert peak < 3_000_000, f"{peak:,} bytes"
+        assert not fake.calls
+        assert _data(await client.call_tool("understand", {"prompt": "still there?"}))["answer"]
+    logged = [r.getMessage() for r in caplog.records]
+    field = starts.split("=")[0]
+    assert any(f"invalid_request: {field}=" in line for line in logged), logged  # the SDK logs the refusal
+    assert all(len(line) < 1_000 for line in logged), max(logged, key=len)[:300]
+
+
+@pytest.mark.parametrize("uri", ["unison://outputs/" + "a" * 1_000_000, "file:///" + "a" * 1_000_000])
+async def test_a_huge_resource_uri_is_refused_in_a_short_json_rpc_error_and_log_line(dirs, caplog, uri):
+    caplog.set_level(logging.DEBUG)
+    server, _ = _make(dirs)
+    async with Client(server) as client:
+        with pytest.raises(MCPError) as err:
+            await client.read_resource(uri)
+    error = err.value.error
+    assert len(error.message) < 1_000 and "characters)" in error.message, error.message[:300]
+    assert len(json.dumps(error.data)) < 1_000
+    assert all(len(r.getMessage()) < 1_000 for r in caplog.records)
+
+
+async def test_a_huge_unknown_method_is_answered_with_a_short_json_rpc_error(dirs, caplog):
+    import mcp_types
+    from pydantic import TypeAdapter
+
+    caplog.set_level(logging.DEBUG)
+    server, _ = _make(dirs)
+    async with Client(server) as client:
+        with pytest.raises(MCPError) as err:
+            request = mcp_types.Request(method="m" * 1_000_000, params={})
+            await client.session.send_request(request, TypeAdapter(dict[str, Any]))
+        assert _data(await client.call_tool("understand", {"prompt": "still there?"}))["answer"]
+    error = err.value.error
+    assert error.message == "Method not found" and error.data.endswith("(1,000,000 characters)")
+    assert len(json.dumps(error.data)) < 1_000
+    assert all(len(r.getMessage()) < 1_000 for r in caplog.records)
+
+
+async def test_each_free_text_argument_has_a_max_length_declared_once(dirs):
+    from engine.api import MAX_PATH_CHARS
+    from engine.plan import MAX_TARGET_CHARS, Plan
+
+    limits = Limits(default_width=64, default_height=48, default_frames=9, max_prompt_chars=50)
+    econf = EngineConfig(planner_model=None, output_dir=dirs["out"], limits=limits)
+    server = build_server(ServerConfig(engine=econf, allowed_roots=[dirs["root"]]), engine=FakeEngine(econf))
+    async with Client(server) as client:
+        tools = {t.name: t.input_schema for t in (await client.list_tools()).tools}
+        too_long = await client.call_tool("generate", {"task": "text_to_image", "prompt": "p" * 51})
+
+    def strings(schema: dict[str, Any], defs: dict[str, Any], where: str):
+        """Every string in ``schema`` with where it is: (path, its schema)."""
+        if "$ref" in schema:
+            yield from strings(defs[schema["$ref"].rsplit("/", 1)[-1]], defs, where)
+        if schema.get("type") == "string":
+            yield where, schema
+        for key, sub in schema.get("properties", {}).items():
+            yield from strings(sub, defs, f"{where}.{key}")
+        for sub in [*([schema["items"]] if "items" in schema else []), *schema.get("anyOf", [])]:
+            yield from strings(sub, defs, where)
+
+    bounds: dict[str, Any] = {}
+    for name, schema in tools.items():
+        for where, s in strings(schema, schema.get("$defs", {}), name):
+            assert "maxLength" in s or "enum" in s or "const" in s, f"{where} has no maxLength"
+            bounds[where] = s.get("maxLength")
+    assert bounds["generate.prompt"] == bounds["generate.negative_prompt"] == bounds["auto.prompt"] == 50
+    assert bounds["understand.prompt"] == 50
+    for where in ("generate.source", "generate.reference", "understand.media", "auto.media"):
+        assert bounds[where] == MAX_PATH_CHARS, where
+    # The plan the `auto` tool returns (and `generate` replays) takes the same target bound.
+    assert (
+        bounds["generate.target"] == Plan.model_json_schema()["properties"]["target"]["anyOf"][0]["maxLength"]
+    )
+    assert bounds["generate.target"] == MAX_TARGET_CHARS
+    assert too_long.is_error and "at most 50 characters" in _text(too_long)

@@ -156,7 +156,7 @@ def test_without_weights_or_hub_the_first_call_fails_within_5_s_and_the_next_at_
     assert first_s < 5.0, first_s
     assert second_s < 1.0, second_s
     text = _text(first)
-    assert text.startswith("server_config_error: planner_model='Qwen/Qwen2.5-VL-3B-Instruct': not on this")
+    assert text.startswith("hub_unreachable: planner_model='Qwen/Qwen2.5-VL-3B-Instruct': not on this")
     for advice in ("unison-mcp download", "local path", "--preset tiny", "unison-mcp doctor"):
         assert advice in text, advice
     assert "Fix that argument" not in text  # the server's setup, not the caller's

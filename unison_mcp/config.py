@@ -49,7 +49,7 @@ from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_v
 from pydantic.fields import FieldInfo
 
 from engine.config import EngineConfig, Preset, SettingMeta
-from engine.errors import InvalidRequest
+from engine.errors import InvalidRequest, shown
 from engine.pool.settings import PoolSettings
 from engine.tiny.paths import default_tiny_dir
 
@@ -70,7 +70,7 @@ def parse_duration(value: Any) -> float:
     ``"forever"`` (or ``never``, ``none``, ``off``) and negative numbers mean -1: keep forever.
     """
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
+        raise ValueError(f"{shown(value)} is not a duration")
     if isinstance(value, (int, float)):
         return -1.0 if value < 0 else float(value)
     text = str(value).strip().lower()
@@ -86,7 +86,7 @@ def parse_duration(value: Any) -> float:
     parts = _DURATION.findall(compact)
     if not parts or "".join(n + u for n, u in parts) != compact:
         raise ValueError(
-            f"{value!r} is not a duration: use e.g. '90s', '10m', '1h30m', seconds, or 'forever'"
+            f"{shown(value)} is not a duration: use e.g. '90s', '10m', '1h30m', seconds, or 'forever'"
         )
     return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
 
@@ -672,7 +672,7 @@ def _config_error(exc: ValidationError, sources: Mapping[tuple[str, ...], str]) 
                 name = s.toml_key
         value = err.get("input")
         rule = err["msg"]
-        messages.append(f"{name}={value!r}: {rule}")
+        messages.append(f"{name}={shown(value)}: {rule}")
         fields.append((name, value, rule))
     name, value, rule = fields[0] if fields else ("config", None, str(exc))
     return ConfigError("; ".join(messages) or str(exc), field=name, value=value, rule=rule)

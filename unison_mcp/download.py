@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from engine.config import EngineConfig
-from engine.errors import ModelError
+from engine.errors import HubUnreachable, ModelError, shown
+from engine.hub import endpoint
 from engine.loras import configured
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ def _fetch(s: WeightSource, cache_dir: Path | None) -> str:
 
         # torchvision keeps its weights in the torch hub cache ($TORCH_HOME), not the HF cache.
         return str(fetch_raft(s.spec))
-    from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub import constants, hf_hub_download, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -214,14 +215,27 @@ def _fetch(s: WeightSource, cache_dir: Path | None) -> str:
             f"{s.role}: hub repository {s.repo_id!r} not found (or private: log in with `hf auth login`)"
         ) from exc
     except LocalEntryNotFoundError as exc:
-        raise ModelError(
-            f"{s.role}: cannot download {s.repo_id}: the hub is unreachable or offline mode is on "
-            f"(HF_HUB_OFFLINE); connect and retry ({_short(exc)})"
-        ) from exc
+        # Not in the cache and not fetched: offline by choice, or the network failed on the way.
+        if constants.HF_HUB_OFFLINE:
+            raise ModelError(
+                f"{s.role}: cannot download {s.repo_id}: offline mode is on (HF_HUB_OFFLINE); unset "
+                "HF_HUB_OFFLINE to download, or give the local path of weights already here"
+            ) from exc
+        raise _unreachable(s, exc) from exc
+    except (ConnectionError, TimeoutError) as exc:  # the connection dropped or stalled mid-download
+        raise _unreachable(s, exc) from exc
     except (HfHubHTTPError, OSError) as exc:
         raise ModelError(f"{s.role}: downloading {s.repo_id} failed: {_short(exc)}") from exc
 
 
+def _unreachable(s: WeightSource, exc: BaseException) -> HubUnreachable:
+    """The network failed: said as such (with the transport's own words), not as a bad setting."""
+    cause = exc.__cause__ or exc
+    return HubUnreachable(
+        f"{s.role}: cannot download {s.repo_id}: the hub ({endpoint()}) could not be reached "
+        f"({type(cause).__name__}: {_short(cause)})"
+    )
+
+
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."
+    return shown(" ".join(str(exc).split()), 300, quoted=False)

@@ -43,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from engine.errors import InputRefused
+from engine.errors import InputRefused, shown
 from engine.inputs import check_output_name
 
 from . import gallery_assets
@@ -256,12 +256,12 @@ def _open_output(policy: InputPolicy, name: str) -> tuple[Any, int]:
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError:  # removed, or swapped for a link since the check
-        raise InputRefused(f"no output named {name!r}", path=name) from None
+        raise InputRefused(f"no output named {shown(name)}", path=name) from None
     f = os.fdopen(fd, "rb")
     st = os.fstat(f.fileno())
     if not stat.S_ISREG(st.st_mode):
         f.close()
-        raise InputRefused(f"output {name!r} is not a regular file", path=name)
+        raise InputRefused(f"output {shown(name)} is not a regular file", path=name)
     return f, st.st_size
 
 

@@ -38,11 +38,11 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from mcp_types import Resource as MCPResource
 from mcp_types import ResourceTemplate as MCPResourceTemplate
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from engine.api import Admitted, AnyRequest, EngineAPI, parse_arguments, request_model
 from engine.control import JobControl
-from engine.errors import InputRefused, InvalidRequest, UnisonError
+from engine.errors import InputRefused, InvalidRequest, UnisonError, invalid_request
 from engine.inputs import OUTPUT_URI_PREFIX, InputPolicy, output_uri
 from engine.jobs import FINISHED, Job, JobQueue
 from engine.results import AutoResult, GenerateResult, UnderstandResult
@@ -50,7 +50,7 @@ from engine.tasks import tasks_text
 
 from . import __version__
 from .config import ServerConfig
-from .errors import describe_error, tool_error
+from .errors import describe_error, short_rpc_errors, shorten_sdk_logs, tool_error
 from .models import AutoOutput, GenerateOutput, JobOutput, JobState, Progress, UnderstandOutput
 from .present import auto_result, generate_result, mime_type, understand_result
 
@@ -66,6 +66,10 @@ _TEXT_MIMES = ("application/json",)
 ToolName = Literal["understand", "generate", "auto"]
 #: The tools whose arguments are an engine request (and the job kinds holding a tool result).
 TOOL_KINDS: tuple[ToolName, ...] = ("understand", "generate", "auto")
+#: Longest argument string read as JSON text (a list or object some clients send as a string):
+#: longer than any valid one (8 paths of 4096 characters, each \u-escaped), so a 10 MB string is
+#: left to validation, which refuses it, instead of being parsed first.
+_PRE_PARSE_CHARS = 1 << 18
 #: Each engine tool's structured output.
 _OUTPUTS: dict[str, type[JobState]] = {
     "understand": UnderstandOutput,
@@ -132,17 +136,28 @@ class UnisonServer(MCPServer):
         The SDK's own argument model ignores names it does not know, so the engine's request
         model validates the raw arguments here: an unknown name (``num_frame``) is refused with
         the closest known one, in the same words as the CLI and the Python API. The refusal, and
-        any error after it, is a tool error (``isError``) made by :func:`tool_error`.
+        any error after it, is a tool error (``isError``) made by :func:`tool_error`. An unknown
+        tool and the ``job`` tool's bad arguments are refused in the same words (and cut alike:
+        the SDK's refusals repeat the value whole or cut it without saying its length).
         """
-        if name not in TOOL_KINDS:
-            return await super().call_tool(name, arguments, context)
         tool = self._tool_manager.get_tool(name)
-        if tool is None:  # pragma: no cover - every engine tool is added by build_server
-            raise ToolError(f"Unknown tool: {name}")
+        if tool is None:
+            known = ", ".join(t.name for t in self._tool_manager.list_tools())
+            raise tool_error(InvalidRequest.for_field("name", name, f"no such tool; the tools are {known}"))
+        # As the SDK does: a list or object sent as a JSON string (some clients do) is parsed first;
+        # a string too long to be a valid one is left to validation, which refuses it.
+        short = {k: v for k, v in arguments.items() if not (isinstance(v, str) and len(v) > _PRE_PARSE_CHARS)}
+        parsed = {**arguments, **tool.fn_metadata.pre_parse_json(short)}
+        if name not in TOOL_KINDS:
+            model = tool.fn_metadata.arg_model
+            try:
+                model.model_validate(parsed)
+            except ValidationError as exc:
+                raise tool_error(invalid_request(exc, model.model_fields)) from None
+            return await super().call_tool(name, arguments, context)
         if context is None:
             context = Context(mcp_server=self, subscriptions=self._subscriptions)
-        # As the SDK does: a list or object sent as a JSON string (some clients do) is parsed first.
-        result = await self.run_tool(name, tool.fn_metadata.pre_parse_json(arguments), context)
+        result = await self.run_tool(name, parsed, context)
         # The SDK's conversion checks the structured content against the output schema.
         return tool.fn_metadata.convert_result(result)
 
@@ -550,7 +565,10 @@ def build_server(config: ServerConfig, engine: EngineAPI | None = None, *, queue
         version=__version__,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
+        # The SDK's own errors and log lines repeat what a client sent: cut like ours.
+        middleware=[short_rpc_errors],
     )
+    shorten_sdk_logs()
     _add_tools(server, state)
     return server
 

@@ -30,6 +30,8 @@ from typing import Any
 import mcp_types as types
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 
+from engine.errors import shown
+
 #: Largest message, in bytes, on either transport: the SDK's own HTTP body limit (4 MiB). The
 #: largest request the default limits allow (two 4000-character prompts and eight 4096-character
 #: paths, every character escaped as a surrogate pair) is under 1 MiB.
@@ -40,6 +42,8 @@ MAX_DEPTH = 64
 #: Longest run of digits read as a number; Python refuses to convert more than 4300, and no id,
 #: count or size in this protocol comes near it.
 MAX_NUMBER_DIGITS = 100
+#: Longest id or params shown in an answer to a malformed message.
+_SHOWN_JSON_CHARS = 40
 
 # A string (to its closing quote, or to the end when it has none) or a bracket. Possessive
 # quantifiers: the scan never backtracks, so it stays linear in the length of the text.
@@ -256,8 +260,8 @@ def _first_reason(exc: ValueError) -> str:
 def _shown(value: Any) -> str:
     if isinstance(value, _HugeNumber):
         return f"(a number over {MAX_NUMBER_DIGITS} digits)"
-    text = json.dumps(value, default=lambda v: "…")
-    return text if len(text) <= 40 else text[:37] + "..."
+    # As JSON (an id of true reads "true"), cut like every value a message shows.
+    return shown(json.dumps(value, default=lambda v: "…"), _SHOWN_JSON_CHARS, quoted=False)
 
 
 def _error(code: int, message: str, request_id: str | int | None = None) -> types.JSONRPCError:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import InvalidRequest, PlannerError
+from ..errors import InvalidRequest, PlannerError, shown
 from ..plan import MediaInput, Plan, check_roles, nearest_4k1
 from ..tasks import TASKS, understanding_task
 from ..vocab import IMGPAD, VIDPAD, MediaKind, Role, Task
@@ -71,13 +71,13 @@ def _parse_json_plan(text: str) -> _JsonPlan:
     """The answer's plan object, schema-checked; errors worded to be fed back to the model."""
     objects = [v for v in json_values(text) if isinstance(v, dict)]
     if not objects:
-        raise PlannerError(f"no JSON object in the reply: {text[:200]!r}")
+        raise PlannerError(f"no JSON object in the reply: {shown(text)}")
     data = next((o for o in objects if "task" in o), objects[0])
     try:
         return _JsonPlan.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(x) for x in err['loc'])}={err.get('input')!r}: {err['msg']}"
+            f"{'.'.join(str(x) for x in err['loc'])}={shown(err.get('input'))}: {err['msg']}"
             for err in exc.errors()
         )
         if any(err["loc"][:1] == ("task",) for err in exc.errors()):

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..errors import InvalidRequest, ModelError, PlannerError
+from ..errors import InvalidRequest, ModelError, PlannerError, shown
 from ..plan import CheckedPlan, MediaInput, Plan, check_roles
 from ..tasks import TASKS
 from ..vocab import Role
@@ -146,13 +146,12 @@ def _unused(plan: Plan, request: Request) -> list[str]:
 
 
 def _paths(request: Request) -> str:
-    return ", ".join(dict.fromkeys(p for p, _ in request.media))
+    return ", ".join(shown(p, quoted=False) for p in dict.fromkeys(p for p, _ in request.media))
 
 
 def _quote(plan: Plan) -> str:
     raw = plan.raw if plan.raw is not None else plan.task.value
-    shown = raw if len(raw) <= _RAW_CHARS else raw[: _RAW_CHARS - 1] + "…"
-    return f"{shown!r} ({plan.task.value})"
+    return f"{shown(raw, _RAW_CHARS)} ({plan.task.value})"
 
 
 def _ignores_files(plan: Plan, request: Request) -> bool:
@@ -185,9 +184,10 @@ def _note_unused(plan: CheckedPlan, request: Request) -> CheckedPlan:
     unused = _unused(plan, request)
     if not unused:
         return plan
+    files = ", ".join(shown(p, quoted=False) for p in unused)
     note = (
-        f"not used by the {plan.task.value} plan: {', '.join(unused)} (to use them, call generate with "
-        "the task and each file by its role)"
+        f"not used by the {plan.task.value} plan: {files} (to use them, call generate with the task and "
+        "each file by its role)"
     )
     log.warning("%s", note)
     return plan.model_copy(update={"notes": [*plan.notes, note]})
@@ -239,7 +239,8 @@ def _call_text(task: str, inputs: list[MediaInput]) -> str:
     args = [f"task={task!r}", "prompt=..."]
     for role in dict.fromkeys(m.role for m in inputs):
         paths = [m.path for m in inputs if m.role is role]
-        value = repr(paths) if role is Role.REFERENCE else repr(paths[0])
+        # Paths as written (a real one is short); a very long one is cut like any shown value.
+        value = f"[{', '.join(map(shown, paths))}]" if role is Role.REFERENCE else shown(paths[0])
         args.append(f"{role.value}={value}")
     return f"generate({', '.join(args)})"
 
