@@ -29,6 +29,7 @@ from .planners import BACKENDS, PlanOutput
 from .planners.route import route
 from .request import Request, parse_request, request_for_plan
 from .results import AutoResult, GenerateResult, OutputFile, Sampling, UnderstandResult
+from .tiny.paths import BUILD_STAGE, tiny_paths
 from .vocab import Role
 from .windows import Chain, Made
 
@@ -89,12 +90,24 @@ class Engine:
 
     # ------------------------------------------------------------------ components
 
-    def _ensure_tiny(self) -> None:
-        """With the tiny preset, build any missing tiny model before the first load."""
-        if self.config.tiny_dir is not None and not self._tiny_ready:
-            from .tiny import ensure_tiny
+    def _ensure_tiny(self, control: JobControl | None = None) -> None:
+        """With the tiny preset, build any missing tiny model before the first load.
 
-            ensure_tiny(self.config.tiny_dir)
+        The build is a stage of ``control``'s job ("building tiny models", one step per model), so
+        a first run on a new machine shows what the seconds go to. The loads' own calls (no
+        control) build silently: by then a job has usually built them already.
+        """
+        if self.config.tiny_dir is None or self._tiny_ready:
+            return
+        with self._lock:
+            if self._tiny_ready:
+                return
+            if not tiny_paths(self.config.tiny_dir).all_exist():
+                from .tiny import ensure_tiny  # lazy: the builders import torch and transformers
+
+                if control is not None:
+                    control.set_stage(BUILD_STAGE)
+                ensure_tiny(self.config.tiny_dir, on_step=control.step if control is not None else None)
             self._tiny_ready = True
 
     @property
@@ -175,12 +188,13 @@ class Engine:
             self.projector()
         log.info("models loaded in %.1f s", time.perf_counter() - t0)
 
-    def check_models(self, request: AnyRequest) -> None:
+    def check_models(self, request: AnyRequest, *, control: JobControl | None = None) -> None:
         """Fail at once, before any import or decode, when a model ``request`` needs cannot load.
 
         A remembered failure, or weights that are neither here nor fetchable, raise the
         :class:`~engine.errors.ServerConfigError` the load would raise seconds later. Only the
         models the request surely needs are checked (an ``auto`` request's plan may not generate).
+        The tiny preset builds its missing models first, as a stage of ``control``'s job.
         """
         roles: list[str] = []
         if isinstance(request, GenerateRequest):
@@ -196,8 +210,7 @@ class Engine:
             if role in self._injected or bool(getattr(component, "loaded", False)):
                 continue
             weights = planner_weights(self.config) if role == "planner" else generator_weights(self.config)
-            with self._lock:
-                self._ensure_tiny()
+            self._ensure_tiny(control)
             with self.load_failures.guard(weights):
                 pass  # the checks alone: remembered failure, then the weights' whereabouts
 
@@ -259,7 +272,8 @@ class Engine:
         """Do an admitted request's work, decoding from its opened sources; closes them."""
         with admitted:
             req, sources = admitted.request, admitted.sources
-            self.check_models(req)  # missing weights fail now, not after the inputs are decoded
+            # Missing weights fail now, not after the inputs are decoded (tiny ones are built now).
+            self.check_models(req, control=control)
             if isinstance(req, GenerateRequest):
                 plan = admitted.plan if admitted.plan is not None else req.to_plan(self.config.limits)
                 return self.generate(plan, req.sampling(), control=control, sources=sources)
@@ -315,6 +329,7 @@ class Engine:
         backend: str | None,
         want_features: bool,
         sources: dict[str, Source] | None = None,
+        control: JobControl | None = None,
     ) -> tuple[Plan, torch.Tensor | None, float]:
         backend = backend or self.config.backend
         if backend not in BACKENDS:
@@ -324,6 +339,7 @@ class Engine:
         if backend != "rules":
             if backend == "unison" and not self.config.adapter:
                 raise ModelError("the unison planner needs the Unison adapter (set adapter / --adapter)")
+            self._ensure_tiny(control)
             planner = self._require_planner(f"the {backend} planner")
 
             def primary(request: Request, want: bool) -> PlanOutput:
@@ -387,6 +403,7 @@ class Engine:
         control: JobControl | None,
         sources: dict[str, Source],
     ) -> UnderstandResult:
+        self._ensure_tiny(control)
         planner = self._require_planner("understanding")
         control = control or JobControl()
         t0 = time.perf_counter()
@@ -470,7 +487,8 @@ class Engine:
         t_start = t = time.perf_counter()
 
         # 1. Sources: decode the opened inputs into the generator's video, mask and references
-        #    (for a chain: its first window).
+        #    (for a chain: its first window). The tiny preset builds its models first (first use).
+        self._ensure_tiny(control)
         control.set_stage("preparing inputs")
         planner = self.planner
         ctx = self._prep_context(planner, control, sources)
@@ -789,7 +807,9 @@ class Engine:
         req = parse_request(request, media)
         control.set_stage("planning")
         want = not dry_run and self.config.projector is not None and bool(self.config.adapter)
-        plan, features, plan_s = self._plan(req, backend=backend, want_features=want, sources=sources)
+        plan, features, plan_s = self._plan(
+            req, backend=backend, want_features=want, sources=sources, control=control
+        )
         if dry_run:
             return AutoResult(plan=plan)
         if plan.spec.understanding:

@@ -87,6 +87,35 @@ def test_serve_help_lists_the_flags_the_server_is_started_with(capsys):
     assert "UNISON_AUTH_TOKEN" in out
 
 
+def _hub_ids() -> set[str]:
+    """Every hub id and hub file the default settings name (what the help shows as defaults)."""
+    from engine.config import EngineConfig
+    from unison_mcp.download import weight_sources
+
+    ids: set[str] = set()
+    for source in weight_sources(EngineConfig(planner_backend="unison")):
+        if source.kind in ("repo", "file"):
+            ids |= {source.spec, source.repo_id or ""}
+    return ids
+
+
+@pytest.mark.parametrize("command", ["serve", "generate", "download", "doctor"])
+@pytest.mark.parametrize("columns", [60, 80, 100])
+def test_help_never_breaks_a_hub_id_so_it_copies_whole(command, columns, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", str(columns))  # argparse wraps at the terminal's width
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    # argparse's own wrapping cut "ali-vilab/Unison" after "ali-" at some widths.
+    assert not [line for line in out.splitlines() if line.rstrip().endswith(("-", "/"))]
+    ids = _hub_ids()
+    assert {"ali-vilab/Unison", "Wan-AI/Wan2.1-VACE-1.3B-diffusers", "Qwen/Qwen2.5-VL-3B-Instruct"} <= ids
+    shown = [hub_id for hub_id in ids if hub_id.split("/")[0] in out]
+    assert shown, "the help names no hub id"
+    for hub_id in shown:
+        assert hub_id in out, hub_id
+
+
 # ---------------------------------------------------------------------------------------------
 # plan
 
@@ -281,6 +310,42 @@ def test_generate_with_the_tiny_preset_writes_an_image_and_its_sidecar(capsys, t
     assert sidecar["task"] == "text_to_image"
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["understand", "What is in this picture?", "--media", "examples/media/cat.png"],
+        ["generate", "--task", "text_to_image", "--prompt", "a red fox in the snow", "--steps", "1"],
+        ["run", "Create a picture of a red fox in the snow"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_with_no_tiny_models_built_yet_a_command_builds_them_first_with_progress(
+    argv, capsys, tiny_paths, tmp_path: Path, monkeypatch
+):
+    import shutil
+
+    import engine.tiny
+
+    # A new machine: nothing under the tiny folder. (The 10 s build is run for real, from an
+    # empty home, by tests/test_readme.py; here the session's models are copied in its place.)
+    root = tmp_path / "tiny"
+    monkeypatch.setenv("UNISON_TINY_DIR", str(root))
+    monkeypatch.setenv("UNISON_OUTPUT_DIR", str(tmp_path / "out"))
+    monkeypatch.chdir(ROOT)
+
+    def build(where, *, on_step=None):
+        shutil.copytree(tiny_paths.root, where, dirs_exist_ok=True)
+        on_step(1, 1)
+        return engine.tiny.tiny_paths(where)
+
+    monkeypatch.setattr(engine.tiny, "ensure_tiny", build)
+    code, out, err = cli(capsys, *argv, "--preset", "tiny")
+    assert code == 0, err
+    assert out.strip()
+    assert "unison-mcp: building the tiny models (first use): step 1/1 (100%)" in err
+    assert (root / "qwen-2").is_dir()
+
+
 def test_generate_animates_an_image_given_with_image_as_the_first_frame(
     capsys, tiny_env: Path, tmp_path: Path
 ):
@@ -400,6 +465,56 @@ def test_doctor_as_json_is_all_good_for_the_tiny_preset(capsys, tiny_paths, monk
     assert failed == [] and code == 0, failed
 
 
+def test_doctor_on_a_new_machine_says_the_tiny_models_will_be_built_on_first_use(
+    capsys, monkeypatch, tmp_path: Path
+):
+    tiny = tmp_path / "cache" / "unison-mcp" / "tiny"
+    monkeypatch.setenv("UNISON_TINY_DIR", str(tiny))
+    code, out, err = cli(capsys, "doctor", "--preset", "tiny", "--output-dir", str(tmp_path / "out"))
+    assert code == 0, out  # nothing to fix: the first command builds them
+    assert (
+        f"tiny models: not built yet: the first command or call that needs them builds them into {tiny}"
+        in out
+    )
+    assert "-> or build them now: `unison-mcp make-tiny`" in out
+    assert f"planner: {tiny / 'qwen-2'} (tiny, built on first use)" in out
+    assert "--planner-model" not in out and "FAIL" not in out
+    assert not tiny.exists()  # doctor builds nothing
+
+
+def test_doctors_advice_for_weights_that_are_not_here_is_a_command_that_fetches_them(
+    capsys, monkeypatch, tmp_path: Path
+):
+    monkeypatch.setenv("UNISON_TINY_DIR", str(tmp_path / "tiny"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    # The tiny preset sets local_files_only, and `download` refuses while it is set: the advice
+    # unsets it for the one command, and fixes a path where a path is wrong.
+    code, out, err = cli(
+        capsys,
+        "doctor",
+        "--preset",
+        "tiny",
+        "--generator-model",
+        "someone/not-downloaded",
+        "--planner-model",
+        str(tmp_path / "no-such-dir"),
+        "--output-dir",
+        str(tmp_path / "out"),
+    )
+    assert code == 1
+    assert "FAIL generator: someone/not-downloaded is not in the hub cache" in out
+    assert "-> run `unison-mcp download --no-local-files-only --only generator`" in out
+    assert f"FAIL planner: '{tmp_path / 'no-such-dir'}': no such local path, and not a hub id" in out
+    assert "-> fix the path given to --planner-model" in out
+
+
+def test_download_with_the_tiny_preset_builds_rather_than_fetches(capsys, monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("UNISON_TINY_DIR", str(tmp_path / "tiny"))
+    code, out, err = cli(capsys, "download", "--preset", "tiny", "--dry-run", "--only", "planner")
+    assert code == 0, err
+    assert out.splitlines() == [f"planner\t{tmp_path / 'tiny' / 'qwen-2'}\twould build the tiny model"]
+
+
 def test_download_dry_run_lists_the_hub_weights_and_skips_local_ones(capsys, tiny_paths):
     code, out, err = cli(capsys, "download", "--dry-run", "--planner-model", str(tiny_paths.qwen))
     assert code == 0, err
@@ -451,8 +566,8 @@ def test_download_offline_fails_with_a_clear_message(tmp_path: Path):
     )
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("unison-mcp download: model_error: projector: cannot download ali-vilab/Unison")
-    assert "offline" in last
+    assert last.startswith("unison-mcp download: server_config_error: cannot download ali-vilab/Unison")
+    assert "offline mode is on (HF_HUB_OFFLINE)" in last
 
 
 # ---------------------------------------------------------------------------------------------

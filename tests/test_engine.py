@@ -261,7 +261,7 @@ def _bomb_png(path: Path, width: int, height: int) -> None:
     )
 
 
-def test_the_tiny_preset_builds_missing_models_on_first_load_not_when_configured(
+def test_the_tiny_preset_builds_missing_models_on_first_load_as_a_stage_of_the_job_not_when_configured(
     tiny_paths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     import shutil
@@ -273,13 +273,22 @@ def test_the_tiny_preset_builds_missing_models_on_first_load_not_when_configured
     assert not root.exists()  # configuring (server start-up) builds nothing
     built = []
 
-    def ensure(where):  # stands in for the seconds-long build: copy the session's tiny models
+    def ensure(where, *, on_step=None):  # stands in for the seconds-long build: a copy, in 2 steps
         built.append(Path(where))
+        shutil.copytree(tiny_paths.qwen, engine.tiny.tiny_paths(where).qwen)
+        on_step(1, 2)
         shutil.copytree(tiny_paths.root, where, dirs_exist_ok=True)
+        on_step(2, 2)
         return engine.tiny.tiny_paths(where)
 
     monkeypatch.setattr(engine.tiny, "ensure_tiny", ensure)
     eng = Engine(config)
     assert eng.plan("Draw a cat").task is Task.TEXT_TO_IMAGE and built == []  # rules: no model
-    result = eng.generate(build_plan("text_to_image", "a cat", limits=config.limits), Sampling(steps=1))
+    seen: list[tuple[str, int, int]] = []
+    control = JobControl(on_progress=lambda done, total, stage: seen.append((stage, done, total)))
+    plan = build_plan("text_to_image", "a cat", limits=config.limits)
+    result = eng.generate(plan, Sampling(steps=1), control=control)
     assert built == [root] and Path(result.outputs[0].path).exists()
+    assert seen[:2] == [("building tiny models", 1, 2), ("building tiny models", 2, 2)]
+    eng.generate(plan, Sampling(steps=1))
+    assert built == [root]  # once

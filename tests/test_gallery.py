@@ -316,6 +316,31 @@ def test_the_http_app_serves_the_gallery_beside_mcp_behind_the_same_token(output
         assert proxied.status_code == 200 and foreign.status_code == 421
 
 
+def test_a_page_view_with_everything_the_page_asks_for_logs_no_warning(outputs, caplog):
+    config = ServerConfig(engine=EngineConfig(output_dir=outputs["dir"]), transport="http", auth_token=TOKEN)
+    app = http_app(build_server(config), config)
+    with TestClient(app, base_url="http://127.0.0.1:8765") as client:
+        assert client.get("/gallery", params={"token": TOKEN}).status_code == 200  # signed in: the cookie
+        with caplog.at_level(logging.INFO):
+            page = client.get("/gallery")
+            # What a browser fetches for the page: what it links (script, style, icon), and the
+            # icon at the site's root, which some browsers ask for anyway.
+            linked = re.findall(r'(?:href|src)="(gallery/[^"]+)"', page.text)
+            answers = {url: client.get("/" + url) for url in linked}
+            favicon = client.get("/favicon.ico")
+        warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        # Elsewhere the token is still asked, and refusing it is still worth a warning.
+        with caplog.at_level(logging.WARNING):
+            assert client.get("/mcp").status_code == 401
+    assert "refused an HTTP request without a valid bearer token" in caplog.text
+    assert warned == []
+    assert page.status_code == 200
+    assert {f"gallery/static/{name}" for name in ("gallery.js", "gallery.css", "icon.svg")} <= set(answers)
+    assert all(r.status_code == 200 for r in answers.values()), {u: r.status_code for u, r in answers.items()}
+    assert answers["gallery/static/icon.svg"].headers["content-type"].startswith("image/svg+xml")
+    assert favicon.status_code == 404  # not a 401: nothing of the user's, no token asked
+
+
 # ---------------------------------------------------------------------------------------------
 # In a real browser
 

@@ -85,3 +85,27 @@ def test_a_model_not_downloaded_yet_is_named_as_downloading(tmp_path, monkeypatc
     assert (
         stage_labels(config)["loading planner"] == "loading the planner (not all on disk: downloading first)"
     )
+
+
+def test_a_tiny_preset_not_built_yet_is_named_as_built_first_not_looked_up_on_the_hub(tmp_path):
+    # Its paths do not exist yet: they were read as hub ids (HFValidationError on a new machine).
+    config = EngineConfig.tiny(tmp_path / "tiny", build=False, output_dir=tmp_path / "out")
+    assert stage_labels(config) == {
+        "building tiny models": "building the tiny models (first use)",
+        "loading planner": "loading the planner (tiny, built first)",
+        "loading models": "loading the generator (tiny, built first)",
+    }
+    assert not (tmp_path / "tiny").exists()
+
+
+def test_a_stage_is_named_as_it_begins_so_a_size_known_only_then_is_shown(tmp_path):
+    weights = tmp_path / "qwen"
+    config = EngineConfig(planner_model=str(weights), adapter=None, output_dir=tmp_path)
+    out = io.StringIO()
+    with Progress(out, labels=lambda stage: stage_labels(config).get(stage)) as progress:
+        control = progress.control()
+        control.set_stage("fetching")  # an earlier stage puts the weights on disk
+        weights.mkdir()
+        (weights / "model.safetensors").write_bytes(b"\0" * 2_000_000)
+        control.set_stage("loading planner")
+    assert "unison-mcp: loading the planner, 2.0 MB…" in out.getvalue().splitlines()

@@ -8,6 +8,7 @@ this machine.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from engine.config import EngineConfig
 from engine.engine import Engine
 from engine.errors import ServerConfigError
 from engine.hub import LoadFailures, Weights
+from unison_mcp import __version__
 from unison_mcp.cli import main
 from unison_mcp.config import ConfigError, ServerConfig, load_config
 from unison_mcp.server import build_server
@@ -166,11 +168,23 @@ def test_without_weights_or_hub_the_first_call_fails_within_5_s_and_the_next_at_
     # One line per failed model, none of the hub's retry warnings.
     assert log.count("cannot be loaded") == 2, log
     assert "Retrying" not in log and "thrown while requesting" not in log
-    ready = next(line for line in log.splitlines() if " ready, serving on stdio; " in line)
-    assert str(tmp_path / "out") in ready
-    assert f"{missing_root} (missing)" in ready
-    assert "planner Qwen/Qwen2.5-VL-3B-Instruct: missing (not downloaded; the hub cannot be reached)" in ready
-    assert "run `unison-mcp download`, give local paths, or try everything on tiny models" in ready
+    lines = log.splitlines()
+    start = next(i for i, line in enumerate(lines) if " ready, serving on stdio; " in line)
+    first, *more = [
+        lines[start],
+        *itertools.takewhile(lambda line: line.startswith("  "), lines[start + 1 :]),
+    ]
+    assert str(tmp_path / "out") in first and first.endswith("; 0 of 10 models found locally")
+    assert f"  inputs from {missing_root} (missing)" in more
+    assert (
+        "  planner Qwen/Qwen2.5-VL-3B-Instruct: missing (not downloaded; the hub cannot be reached)" in more
+    )
+    assert "  for the missing: run `unison-mcp download`, give local paths, or try --preset tiny" in more
+    # Short lines, each about one thing (it was one line of 1,232 characters): besides the one
+    # path or hub id a line names, at most 100 characters.
+    message = first[first.index("unison-mcp ") :]  # after the log record's time, level and name
+    for line in (message, *more):
+        assert len(line) - max(len(word) for word in line.split()) <= 100, line
     assert f"allowed root {missing_root} does not exist" in log
 
 
@@ -224,7 +238,9 @@ def test_an_engine_remembers_a_hub_model_it_cannot_fetch_and_reports_it_in_its_s
 # The ready line
 
 
-def test_the_ready_line_names_the_transport_the_folders_and_each_model(tiny_paths, tmp_path: Path, caplog):
+def test_the_ready_message_is_one_short_line_then_one_line_per_thing_to_look_at(
+    tiny_paths, tmp_path: Path, caplog
+):
     root, gone = tmp_path / "in", tmp_path / "gone"
     root.mkdir()
     config = ServerConfig(
@@ -233,19 +249,37 @@ def test_the_ready_line_names_the_transport_the_folders_and_each_model(tiny_path
         keep_alive="10m",
     )
     out = config.output_dir
-    line = ready_line(config, output_dir=out, roots=config.roots())
-    assert line.startswith("unison-mcp ") and " ready, serving on stdio; " in line
-    assert f"outputs in {out}" in line
-    assert f"inputs from {root.resolve()}, {gone.resolve()} (missing)" in line
-    assert f"planner {tiny_paths.qwen}: found locally" in line
-    assert f"generator {tiny_paths.wan}: found locally" in line
-    assert "models unloaded after 600 s without a job" in line
+    first, *more = ready_line(config, output_dir=out, roots=config.roots()).splitlines()
+    assert (
+        first
+        == f"unison-mcp {__version__} ready, serving on stdio; outputs in {out}; 10 of 10 models found locally"
+    )
+    assert more == [
+        f"  inputs from {root.resolve()}, {gone.resolve()} (missing)",
+        "  models unloaded after 600 s without a job",
+    ]
+    # -v: the found models are listed too, one line each.
+    detailed = ready_line(config, output_dir=out, roots=config.roots(), detail=True).splitlines()
+    assert f"  planner {tiny_paths.qwen}: found locally" in detailed
+    assert f"  generator {tiny_paths.wan}: found locally" in detailed
+    assert len(detailed) == 3 + 10
     with caplog.at_level(logging.INFO, logger="unison_mcp.service"):
         log_ready(config, output_dir=out, roots=config.roots())
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
         f"allowed root {gone.resolve()} does not exist: inputs under it are refused until it does"
     ]
+
+
+def test_before_its_first_use_the_tiny_presets_models_are_said_to_be_built_on_first_use(tmp_path: Path):
+    config = ServerConfig(
+        engine=EngineConfig.tiny(tmp_path / "tiny", build=False, output_dir=tmp_path / "out")
+    )
+    first, *more = ready_line(config, output_dir=config.output_dir, roots=config.roots()).splitlines()
+    assert first.endswith("; 0 of 10 models found locally")
+    assert f"  planner {tmp_path / 'tiny' / 'qwen-2'}: tiny, built on first use" in more
+    assert not any("missing" in line for line in more)  # nothing to fix: the first call builds them
+    assert not (tmp_path / "tiny").exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,9 +18,11 @@ import dataclasses
 import json
 import logging
 import sys
+import textwrap
 import time
 import typing
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +32,8 @@ from engine.vocab import MediaKind, Role, Task
 
 from . import __version__
 from .config import BY_NAME, SECTIONS, add_config_arguments, add_preset_argument, load_config
-from .progress import Progress, stage_labels
+from .progress import Progress, stage_label
+from .quiet import quiet_libraries
 
 if TYPE_CHECKING:
     from engine.engine import Engine
@@ -62,12 +65,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import run_server
 
     config = load_config(args)
-    if not getattr(args, "verbose", 0):
-        # A server says when it is ready and when it stops, even without -v.
-        logging.getLogger("unison_mcp.service").setLevel(logging.INFO)
+    verbose = getattr(args, "verbose", 0)
+    # A server says when it is ready and when it stops, even without -v; with -v its ready
+    # message lists every model, the found ones too (their lines are the service's DEBUG).
+    logging.getLogger("unison_mcp.service").setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not verbose:
         # So does a pool: its cluster, its replicas, and their stop.
         logging.getLogger("engine.pool").setLevel(logging.INFO)
-    # run_server logs the one "ready" line (transport, folders, models) and owns the signals:
+    # run_server logs the "ready" message (transport, folders, models) and owns the signals:
     # it returns 128 + the signal's number when SIGINT or SIGTERM stopped it.
     return run_server(config)
 
@@ -289,14 +294,35 @@ def _expand(path: str) -> str:
 
 class _Progress(Progress):
     """The commands' progress on stderr (:mod:`unison_mcp.progress`), the loading stages named
-    with the size of ``config``'s weights."""
+    with the size of ``config``'s weights as each begins."""
 
     def __init__(self, config: ServerConfig | None = None):
-        super().__init__(labels=stage_labels(config.engine) if config is not None else None)
+        super().__init__(labels=partial(stage_label, config.engine) if config is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------
 # The parser.
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, wrapped at spaces only: a hub id (``ali-vilab/Unison``), a path or a flag
+    is never cut at a hyphen or inside itself, so what the help shows copies and pastes whole."""
+
+    @staticmethod
+    def _wrapper(width: int, indent: str = "") -> textwrap.TextWrapper:
+        return textwrap.TextWrapper(
+            width,
+            initial_indent=indent,
+            subsequent_indent=indent,
+            break_on_hyphens=False,
+            break_long_words=False,
+        )
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return self._wrapper(width).wrap(" ".join(text.split()))
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return self._wrapper(width, indent).fill(" ".join(text.split()))
 
 
 def _add_global(parser: argparse.ArgumentParser) -> None:
@@ -324,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Unison (Qwen2.5-VL planner + Wan2.1-VACE generator) as an MCP server and a CLI.",
         epilog="Settings: flags > UNISON_* environment variables > TOML file (--config) > defaults.",
         allow_abbrev=False,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"unison-mcp {__version__}")
     _add_global(parser)
@@ -343,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=help_text,
             usage=f"%(prog)s {usage}".rstrip() + " [options]",
             allow_abbrev=False,
+            formatter_class=HelpFormatter,
         )
         _add_global(p)
         if sections:
@@ -474,7 +502,12 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def setup_logging(verbose: int) -> None:
-    """Logs to stderr only: -v shows this project's INFO, -vv everything at DEBUG."""
+    """Logs to stderr only: -v shows this project's INFO, -vv everything at DEBUG.
+
+    Without -v the libraries' known noise is hidden (:mod:`unison_mcp.quiet`); with it, nothing is.
+    """
+    if not verbose:
+        quiet_libraries()
     root = logging.getLogger()
     if not any(isinstance(h, _StderrHandler) for h in root.handlers):
         handler = _StderrHandler()

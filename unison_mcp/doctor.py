@@ -222,7 +222,17 @@ def _check_weights(report: DoctorReport, config: ServerConfig) -> None:
     )
     if cfg.planner_model is None:
         report.add("weights", "planner", "info", "none configured: rules planner, no understanding")
-    for source in weight_sources(cfg):
+    sources = weight_sources(cfg)
+    if cfg.tiny_dir is not None and any(s.kind == "tiny" for s in sources):
+        report.add(
+            "weights",
+            "tiny models",
+            "info",
+            f"not built yet: the first command or call that needs them builds them into {cfg.tiny_dir} "
+            "(a few seconds, with progress)",
+            "or build them now: `unison-mcp make-tiny`",
+        )
+    for source in sources:
         status, detail = locate(source, cfg.cache_dir)
         hint = None
         if status == "fail" and source.role in ANNOTATOR_ROLES:
@@ -234,15 +244,23 @@ def _check_weights(report: DoctorReport, config: ServerConfig) -> None:
             status = "warn"
             detail += " (needed for turbo calls)"
         if status in ("fail", "warn"):
-            if source.kind == "missing":
-                hint = f"fix the path given to {_flag(source)} (or its UNISON_* variable / TOML key), or give a hub id"
-            else:
-                hint = (
-                    f"run `unison-mcp download` (only this one: `unison-mcp download --only {source.role}`)"
-                )
-                if cfg.local_files_only:
-                    hint += "; local_files_only is set, so nothing will be fetched at run time"
+            hint = _weights_hint(source, cfg.local_files_only)
         report.add("weights", source.role, status, detail, hint)
+
+
+def _weights_hint(source: WeightSource, local_files_only: bool) -> str:
+    """What fixes weights that are not here: the setting that names them, or the download."""
+    if source.kind == "missing":
+        return (
+            f"fix the path given to {_flag(source)} (or its UNISON_* variable / TOML key), or give a hub id"
+        )
+    if local_files_only:
+        # `download` refuses while local_files_only is set: the command must unset it for itself.
+        return (
+            f"run `unison-mcp download --no-local-files-only --only {source.role}` (local_files_only is "
+            "set, so nothing is fetched at run time)"
+        )
+    return f"run `unison-mcp download` (only this one: `unison-mcp download --only {source.role}`)"
 
 
 def _flag(source: WeightSource) -> str:
@@ -297,6 +315,8 @@ def locate(source: WeightSource, cache_dir: Path | None) -> tuple[Status, str]:
         return "ok", f"local {'directory' if path.is_dir() else 'file'} {path} ({_size(path)})"
     if source.kind == "missing":
         return "fail", f"{source.spec!r}: no such local path, and not a hub id"
+    if source.kind == "tiny":
+        return "info", f"{source.spec} (tiny, built on first use)"
 
     from huggingface_hub import snapshot_download, try_to_load_from_cache
     from huggingface_hub.errors import IncompleteSnapshotError, LocalEntryNotFoundError

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from engine.config import EngineConfig
-from engine.errors import HubUnreachable, ModelError, shown
-from engine.hub import endpoint
+from engine.errors import HubUnreachable, ModelError, ServerConfigError, shown
+from engine.hub import PROBE_TIMEOUT_S, endpoint, hub_reachable
 from engine.loras import configured
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ ROLES: tuple[str, ...] = get_args(Role)
 ANNOTATOR_ROLES: frozenset[str] = frozenset({"segment", "depth", "pose", "person_detector", "flow"})
 #: The roles whose weights are one file (a hub file is owner/name/path/to/file).
 _FILE_ROLES: frozenset[str] = frozenset({"projector", "transformer", "turbo", "lora"})
-SourceKind = Literal["local", "repo", "file", "torchvision", "missing"]
+SourceKind = Literal["local", "repo", "file", "torchvision", "tiny", "missing"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,7 @@ class WeightSource:
     ``kind``: ``local`` (an existing path), ``repo`` (a whole hub repository, or the part under
     ``subfolder``), ``file`` (one file ``filename`` in hub repository ``repo_id``),
     ``torchvision`` (torchvision's pretrained weights ``spec``, kept in the torch hub cache),
+    ``tiny`` (a tiny preset's model not built yet: the engine builds it on first use),
     ``missing`` (a path that does not exist and is not a hub id either).
     """
 
@@ -85,8 +86,8 @@ def weight_sources(config: EngineConfig) -> list[WeightSource]:
     out: list[WeightSource] = []
     if config.planner_model:
         out.append(_repo_or_path("planner", config.planner_model, "config.json"))
-        # The adapter only matters when a planner will load it.
-        if config.adapter and config.backend == "unison":
+        # The planner loads a configured adapter under every backend (the projector's input needs it).
+        if config.adapter:
             sub = (config.adapter_subfolder or "").strip("/") or None
             probe = f"{sub}/adapter_config.json" if sub else "adapter_config.json"
             out.append(_repo_or_path("adapter", config.adapter, probe, subfolder=sub))
@@ -106,7 +107,17 @@ def weight_sources(config: EngineConfig) -> list[WeightSource]:
     out.append(_repo_or_path("pose", annotators.pose_model, "config.json"))
     out.append(_repo_or_path("person_detector", annotators.person_detector, "config.json"))
     out.append(_flow_source(annotators.flow_model))
-    return out
+    return [_tiny_to_build(s, config.tiny_dir) for s in out]
+
+
+def _tiny_to_build(source: WeightSource, tiny_dir: Path | None) -> WeightSource:
+    """A path of the tiny preset that is not there yet is a model to build, not a hub id or a typo."""
+    if tiny_dir is None or source.kind in ("local", "torchvision"):
+        return source
+    path = Path(source.spec).expanduser()
+    if path.is_relative_to(Path(tiny_dir).expanduser()):
+        return WeightSource(source.role, source.spec, "tiny")
+    return source
 
 
 def _is_local(spec: str) -> bool:
@@ -146,7 +157,9 @@ def download_weights(
     """Fetch every configured hub weight (or those in ``only``) into the hub cache.
 
     Local paths are left alone; a configured local path that does not exist is an error (there
-    is nothing to fetch it from). Progress bars are huggingface_hub's own, on stderr.
+    is nothing to fetch it from); the tiny preset's models are built. Progress bars are
+    huggingface_hub's own, on stderr. A hub that cannot be reached fails at once (one short
+    connect, as :mod:`engine.hub` probes it before a load), not after the hub client's retries.
     """
     wanted = set(only) if only else None
     sources = [s for s in weight_sources(config) if wanted is None or s.role in wanted]
@@ -158,6 +171,9 @@ def download_weights(
             "local_files_only is set (--local-files-only / UNISON_LOCAL_FILES_ONLY): downloading is "
             "disabled; unset it to fetch the weights"
         )
+    on_hub = [s for s in sources if s.kind in ("repo", "file")]
+    if on_hub and not dry_run:
+        _check_hub(on_hub)
     items: list[DownloadedItem] = []
     for s in sources:
         if s.kind == "missing" and s.role == "flow":
@@ -173,6 +189,15 @@ def download_weights(
         if s.kind == "local":
             items.append(DownloadedItem(s.role, s.spec, "local", str(Path(s.spec).expanduser())))
             continue
+        if s.kind == "tiny":
+            if dry_run:
+                items.append(DownloadedItem(s.role, s.spec, "would build the tiny model"))
+                continue
+            from engine.tiny import ensure_tiny  # lazy: the builders import torch
+
+            ensure_tiny(config.tiny_dir)  # all of them at once (seconds); a no-op after the first
+            items.append(DownloadedItem(s.role, s.spec, "built", str(Path(s.spec).expanduser())))
+            continue
         what = f"{s.repo_id}" + (f" ({s.subfolder}/)" if s.subfolder else "")
         if s.kind == "file":
             what = f"{s.repo_id}: {s.filename}"
@@ -184,6 +209,24 @@ def download_weights(
         log.warning("downloading %s: %s", s.role, what)  # shown without -v: this can take a while
         items.append(DownloadedItem(s.role, s.spec, "downloaded", _fetch(s, config.cache_dir)))
     return items
+
+
+def _check_hub(on_hub: list[WeightSource]) -> None:
+    """Fail at once, saying why, when the hub cannot be asked for ``on_hub`` at all."""
+    from huggingface_hub import constants
+
+    what = f"{on_hub[0].repo_id}" + (f" and {len(on_hub) - 1} more" if len(on_hub) > 1 else "")
+    if constants.HF_HUB_OFFLINE:
+        raise ServerConfigError(
+            f"cannot download {what}: the hub client's offline mode is on (HF_HUB_OFFLINE); unset it and retry"
+        )
+    if not hub_reachable():
+        first = on_hub[0]
+        more = f" (and {len(on_hub) - 1} more)" if len(on_hub) > 1 else ""
+        raise HubUnreachable(
+            f"{first.role}: cannot download {first.repo_id}{more}: the hub ({endpoint()}) could not be "
+            f"reached (no connection within {PROBE_TIMEOUT_S:g} s)"
+        )
 
 
 def _fetch(s: WeightSource, cache_dir: Path | None) -> str:
@@ -217,7 +260,7 @@ def _fetch(s: WeightSource, cache_dir: Path | None) -> str:
     except LocalEntryNotFoundError as exc:
         # Not in the cache and not fetched: offline by choice, or the network failed on the way.
         if constants.HF_HUB_OFFLINE:
-            raise ModelError(
+            raise ServerConfigError(
                 f"{s.role}: cannot download {s.repo_id}: offline mode is on (HF_HUB_OFFLINE); unset "
                 "HF_HUB_OFFLINE to download, or give the local path of weights already here"
             ) from exc

@@ -15,6 +15,8 @@ def _doc(title: str, body: str, head: str = "") -> str:
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(title)}</title>"
+        # An icon of its own, so the browser does not ask for /favicon.ico (behind /mcp's token).
+        '<link rel="icon" href="gallery/static/icon.svg" type="image/svg+xml">'
         '<link rel="stylesheet" href="gallery/static/gallery.css">'
         f"{head}</head>\n<body>{body}</body></html>\n"
     )
@@ -235,7 +237,15 @@ figcaption { font-size: 0.8em; }
 """
 
 #: The static files by name: text and content type.
+#: The tab's icon: a dark square with a light frame (a picture), no text, nothing fetched.
+ICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16">'
+    '<rect width="16" height="16" rx="3" fill="#222"/>'
+    '<rect x="3" y="4" width="10" height="8" rx="1" fill="none" stroke="#ddd" stroke-width="1.5"/></svg>'
+)
+
 ASSETS: dict[str, tuple[str, str]] = {
     "gallery.js": (SCRIPT, "text/javascript; charset=utf-8"),
     "gallery.css": (STYLE, "text/css; charset=utf-8"),
+    "icon.svg": (ICON, "image/svg+xml"),
 }

@@ -7,7 +7,8 @@ Layers, outside in:
 
 1. :class:`PathRoutes`: ``/gallery`` and below go to the gallery (:mod:`unison_mcp.gallery`,
    which checks the same Host/Origin rules and the same token, also as a cookie a browser keeps);
-   everything else to the MCP app.
+   ``/favicon.ico`` is answered 404 (nothing of the user's, no token asked); everything else to
+   the MCP app.
 2. :class:`BearerTokenMiddleware` (when ``config.auth_token`` is set): every HTTP request needs
    ``Authorization: Bearer <token>``, compared in constant time; anything else is answered 401
    before the MCP layer sees it.
@@ -229,8 +230,15 @@ def transport_security(
     )
 
 
+#: What a browser asks for by itself (the gallery's pages name their own icon; older pages and
+#: some browsers ask anyway): answered "not found" here, not refused by the token check, which
+#: would log a warning for every page view.
+BROWSER_PATHS = frozenset({"/favicon.ico"})
+
+
 class PathRoutes:
-    """``/gallery`` (and below) to the gallery app, everything else (and lifespan) to ``app``."""
+    """``/gallery`` (and below) to the gallery app, :data:`BROWSER_PATHS` answered 404 at once,
+    everything else (and lifespan) to ``app``."""
 
     def __init__(self, app: ASGIApp, gallery: ASGIApp):
         self.app = app
@@ -240,6 +248,8 @@ class PathRoutes:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if path == GALLERY_PATH or path.startswith(GALLERY_PATH + "/"):
             await self.gallery(scope, receive, send)
+        elif path in BROWSER_PATHS:
+            await Response(status_code=404)(scope, receive, send)
         else:
             await self.app(scope, receive, send)
 

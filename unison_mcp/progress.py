@@ -11,8 +11,9 @@ clock going while a stage reports no step (a model loading):
   every :attr:`Progress.HEARTBEAT_S` seconds in a stage that reports nothing.
 
 The loading stages are named with the size of what they load ("loading the planner, 7.5 GB"),
-read from the files on disk: a local directory, or the snapshot in the Hugging Face cache
-(:func:`stage_labels`). Nothing here goes to stdout, which carries results only.
+read from the files on disk as the stage begins: a local directory, or the snapshot in the
+Hugging Face cache (:func:`stage_label`); the tiny preset's first build is named as such. Nothing
+here goes to stdout, which carries results only.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+
+from engine.tiny.paths import BUILD_STAGE
+
+from .download import weight_sources
 
 if TYPE_CHECKING:
     from engine.config import EngineConfig
@@ -38,36 +43,33 @@ LOADING_STAGES: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def stage_labels(config: EngineConfig) -> dict[str, str]:
-    """The loading stages' names with the size of their weights, as far as it is known offline.
+def stage_label(config: EngineConfig, stage: str) -> str | None:
+    """The words for one of the engine's stages, as things are on disk now (``None``: its own name).
 
-    ``{"loading planner": "loading the planner, 7.5 GB", ...}``. A model not on disk yet is
-    named as downloading (the hub's own progress bars follow); nothing is fetched here.
+    A loading stage is named with the size of its weights ("loading the planner, 7.5 GB"); one
+    whose weights are not on disk yet is named as downloading (the hub's own progress bars
+    follow). Nothing is fetched here.
     """
-    from .download import WeightSource, weight_sources
+    if stage == BUILD_STAGE and config.tiny_dir is not None:
+        return "building the tiny models (first use)"
+    if stage not in LOADING_STAGES:
+        return None
+    words, roles = LOADING_STAGES[stage]
+    sources = [s for s in weight_sources(config) if s.role in roles]
+    if not sources:
+        return None
+    if any(s.kind == "tiny" for s in sources):
+        return f"{words} (tiny, built first)"
+    sizes = [_size_on_disk(s, config.cache_dir) for s in sources]
+    if any(size is None for size in sizes):
+        return f"{words} (not all on disk: downloading first)"
+    return f"{words}, {format_size(sum(size or 0 for size in sizes))}"
 
-    sources = weight_sources(config)
-    if config.planner_model and config.adapter and all(s.role != "adapter" for s in sources):
-        # The planner loads a configured adapter under every backend (the projector reads it).
-        local = Path(config.adapter).expanduser().exists()
-        sources.append(
-            WeightSource("adapter", config.adapter, "local")
-            if local
-            else WeightSource("adapter", config.adapter, "repo", config.adapter, "adapter_config.json")
-        )
-    sizes: dict[str, int | None] = {}
-    for source in sources:
-        sizes[source.role] = _size_on_disk(source, config.cache_dir)
-    labels: dict[str, str] = {}
-    for stage, (words, roles) in LOADING_STAGES.items():
-        found = [sizes[r] for r in roles if r in sizes]
-        if not found:
-            continue
-        if any(s is None for s in found):
-            labels[stage] = f"{words} (not all on disk: downloading first)"
-        else:
-            labels[stage] = f"{words}, {format_size(sum(s or 0 for s in found))}"
-    return labels
+
+def stage_labels(config: EngineConfig) -> dict[str, str]:
+    """:func:`stage_label` of every stage that has words of its own, as things are on disk now."""
+    stages = (BUILD_STAGE, *LOADING_STAGES)
+    return {stage: label for stage in stages if (label := stage_label(config, stage)) is not None}
 
 
 def _size_on_disk(source: Any, cache_dir: Path | None) -> int | None:
@@ -80,7 +82,10 @@ def _size_on_disk(source: Any, cache_dir: Path | None) -> int | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - a dependency of transformers
         return None
-    found = try_to_load_from_cache(source.repo_id, source.filename or "", cache_dir=cache_dir)
+    try:
+        found = try_to_load_from_cache(source.repo_id, source.filename or "", cache_dir=cache_dir)
+    except ValueError:  # an id the cache cannot name (HFValidationError): not on disk, and not ours to judge
+        return None
     if not isinstance(found, str):
         return None
     path = Path(found)
@@ -114,8 +119,10 @@ def format_size(n: int) -> str:
 class Progress:
     """Progress of one command on ``stream`` (stderr), fed by the engine's ``JobControl``.
 
-    ``labels`` renames engine stages (:func:`stage_labels`); ``tty`` overrides the terminal
-    check (tests). Use it as a context manager: the watching thread runs inside the block.
+    ``labels`` renames engine stages: a mapping, or a function asked once as each stage begins
+    (:func:`stage_label`: the size on disk of what a stage loads, known only once an earlier stage
+    has built or fetched it); ``tty`` overrides the terminal check (tests). Use it as a context
+    manager: the watching thread runs inside the block.
     """
 
     WIDTH = 28
@@ -128,12 +135,13 @@ class Progress:
         self,
         stream: TextIO | None = None,
         *,
-        labels: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | Callable[[str], str | None] | None = None,
         tty: bool | None = None,
     ):
         self._stream = stream if stream is not None else sys.stderr
         self._tty = bool(getattr(self._stream, "isatty", lambda: False)()) if tty is None else tty
-        self._labels = dict(labels or {})
+        self._labels: Callable[[str], str | None] = labels if callable(labels) else dict(labels or {}).get
+        self._shown = ""  # the current stage's words
         self._lock = threading.Lock()
         self._t0 = time.perf_counter()
         self._stop = threading.Event()
@@ -188,6 +196,7 @@ class Progress:
         if stage != self._stage:
             self._end_line()
             self._stage, self._tenth = stage, -1
+            self._shown = self._labels(stage) or stage
             if not self._tty:
                 self._line(self._label() + ("…" if not total else ""))
         self._done, self._total = done, total
@@ -201,8 +210,7 @@ class Progress:
                 self._line(self._step_text())
 
     def _label(self) -> str:
-        stage = self._stage or ""
-        return self._labels.get(stage, stage)
+        return self._shown
 
     def _elapsed(self) -> float:
         return time.perf_counter() - self._t0
@@ -249,4 +257,4 @@ class Progress:
             self._end_line()  # a finished or interrupted bar: the next output starts on its own line
 
 
-__all__ = ["LOADING_STAGES", "Progress", "format_size", "stage_labels"]
+__all__ = ["LOADING_STAGES", "Progress", "format_size", "stage_label", "stage_labels"]

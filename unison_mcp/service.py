@@ -1,9 +1,9 @@
 """The server as a service: the line that says it is ready, and a clean stop on SIGINT/SIGTERM.
 
-:func:`log_ready` writes one stderr line when the server starts: the transport, the output
-directory, the allowed roots, and for each configured model whether it is here, will be
-downloaded on first use, or is missing (with what to do). A missing root gets a warning of its
-own.
+:func:`log_ready` logs the ready message when the server starts: one short line (the transport,
+the output directory, how many models are here), then one short line each for the allowed roots
+and for every model that is not here (will be downloaded or built on first use, or missing, with
+what to do); ``-v`` lists the found models too. A missing root gets a warning of its own.
 
 :class:`Stopper` makes SIGINT and SIGTERM stop the process within :data:`STOP_S`, on stdio as on
 HTTP: the running job is cancelled (the engine writes nothing after a cancel, and every file is
@@ -42,6 +42,10 @@ START_PROBE_S = 1.0
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: A model that cannot load as configured (the ready line says what to do, once).
 MISSING = "missing"
+#: A model on this machine (the ready line counts them; ``-v`` lists them).
+FOUND = "found locally"
+#: A tiny preset's model that the first call builds.
+TINY = "tiny, built on first use"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -63,15 +67,12 @@ def model_states(config: ServerConfig) -> list[tuple[str, str, str]]:
     states: list[tuple[str, str, str]] = []
     reachable: bool | None = None
     for source in weight_sources(cfg):
-        if cfg.tiny_dir is not None and Path(source.spec).expanduser().is_relative_to(cfg.tiny_dir):
-            built = Path(source.spec).expanduser().exists()
-            states.append(
-                (source.role, source.spec, "found locally" if built else "tiny, built on first use")
-            )
+        if source.kind == "tiny":
+            states.append((source.role, source.spec, TINY))
             continue
         status, _detail = locate(source, cfg.cache_dir)
         if status != "fail":
-            state = "found locally"
+            state = FOUND
         elif source.kind == "missing":
             state = f"{MISSING} (no such path)"
         elif cfg.local_files_only:
@@ -88,24 +89,28 @@ def model_states(config: ServerConfig) -> list[tuple[str, str, str]]:
     return states
 
 
-def ready_line(config: ServerConfig, *, output_dir: Path, roots: list[Path]) -> str:
-    """The one line that says the server is ready, and with what."""
+def ready_line(config: ServerConfig, *, output_dir: Path, roots: list[Path], detail: bool = False) -> str:
+    """The message that says the server is ready: one short first line, then what needs a look.
+
+    The first line: version, transport, output directory and how many models are found. Then,
+    one indented line each: the inputs, every model that is not found locally (what happens to
+    it, and what to do), whether models are unloaded. ``detail`` (``-v``) lists the found ones too.
+    """
     where = "stdio" if config.transport == "stdio" else f"http://{config.host}:{config.port}/mcp"
-    shown = [f"{r}{'' if r.is_dir() else ' (missing)'}" for r in roots if r != output_dir]
-    inputs = ", ".join(shown) if shown else "the output directory only"
     states = model_states(config)
-    models = "; ".join(f"{role} {spec}: {state}" for role, spec, state in states)
+    found = sum(state == FOUND for _, _, state in states)
+    counted = f"{found} of {len(states)} models found locally" if states else "no models configured"
+    lines = [f"unison-mcp {__version__} ready, serving on {where}; outputs in {output_dir}; {counted}"]
+    shown = [f"{r}{'' if r.is_dir() else ' (missing)'}" for r in roots if r != output_dir]
+    lines.append(f"  inputs from {', '.join(shown) if shown else 'the output directory only'}")
+    lines += [f"  {role} {spec}: {state}" for role, spec, state in states if detail or state != FOUND]
     if any(state.startswith(MISSING) for _, _, state in states):
-        models += (
-            "; for the missing ones: run `unison-mcp download`, give local paths, or try everything "
-            "on tiny models with --preset tiny"
-        )
+        lines.append("  for the missing: run `unison-mcp download`, give local paths, or try --preset tiny")
     keep = config.keep_alive_s
-    alive = "models kept loaded" if keep is None else f"models unloaded after {keep:g} s without a job"
-    return (
-        f"unison-mcp {__version__} ready, serving on {where}; outputs in {output_dir}; inputs from {inputs}; "
-        f"{models or 'no models configured'}; {alive}"
+    lines.append(
+        "  models kept loaded" if keep is None else f"  models unloaded after {keep:g} s without a job"
     )
+    return "\n".join(lines)
 
 
 def log_ready(
@@ -122,7 +127,9 @@ def log_ready(
 
     def report() -> None:
         try:
-            line = ready_line(config, output_dir=output_dir, roots=roots)
+            # -v (the service's DEBUG): the found models are listed too.
+            detail = log.isEnabledFor(logging.DEBUG)
+            line = ready_line(config, output_dir=output_dir, roots=roots, detail=detail)
         except Exception:  # the report must never keep the server from serving
             log.warning("could not look up the models for the ready line", exc_info=True)
             line = f"unison-mcp {__version__} ready, serving on {config.transport}; outputs in {output_dir}"

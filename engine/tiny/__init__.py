@@ -57,38 +57,49 @@ def _atomic_build(target: Path, build: Callable[[Path], object]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def ensure_tiny(root: Path | str | None = None) -> TinyPaths:
-    """Build whatever tiny model is missing under ``root`` and return all their paths."""
+def ensure_tiny(
+    root: Path | str | None = None, *, on_step: Callable[[int, int], object] | None = None
+) -> TinyPaths:
+    """Build whatever tiny model is missing under ``root`` and return all their paths.
+
+    ``on_step(done, total)`` is told after each part (a few seconds in all): the engine shows it as
+    the progress of its "building tiny models" stage, and may stop there (a cancel raised by it
+    leaves only whole parts behind).
+    """
     paths = tiny_paths(root)
     root = paths.root
     if paths.all_exist():
         return paths  # the builders import torch: skip them when there is nothing to build
+    from . import annotators as tiny_annotators
     from . import qwen as tiny_qwen
     from . import wan as tiny_wan
-
-    log.info("building tiny models in %s", root)
-    _atomic_build(paths.qwen, lambda d: tiny_qwen.build_qwen(d, seed=SEED))
-    _atomic_build(paths.adapter, lambda d: tiny_qwen.build_adapter(d, base=paths.qwen, seed=SEED))
-    _atomic_build(paths.wan, lambda d: tiny_wan.build_wan(d, seed=SEED))
-    _atomic_build(
-        paths.projector,
-        lambda f: tiny_wan.build_projector(
-            f,
-            hidden_size=tiny_qwen.text_hidden_size(paths.qwen),
-            text_dim=tiny_wan.text_dim(paths.wan),
-            seed=SEED,
-        ),
-    )
-    from . import annotators as tiny_annotators
-
-    _atomic_build(paths.depth, lambda d: tiny_annotators.build_depth(d, seed=SEED))
-    _atomic_build(paths.person_detector, lambda d: tiny_annotators.build_person_detector(d, seed=SEED))
-    _atomic_build(paths.pose, lambda d: tiny_annotators.build_pose(d, seed=SEED))
-    _atomic_build(paths.flow, lambda f: tiny_annotators.build_flow(f, seed=SEED))
+    from .lora import build_lora
     from .segment import build_segmenter
 
-    _atomic_build(paths.segment, lambda d: build_segmenter(d, seed=SEED))
-    from .lora import build_lora
-
-    _atomic_build(paths.lora, lambda f: build_lora(f, wan_dir=paths.wan, seed=SEED))
+    # In build order: the adapter is trained on the Qwen, the projector and LoRA sized by both.
+    parts: list[tuple[Path, Callable[[Path], object]]] = [
+        (paths.qwen, lambda d: tiny_qwen.build_qwen(d, seed=SEED)),
+        (paths.adapter, lambda d: tiny_qwen.build_adapter(d, base=paths.qwen, seed=SEED)),
+        (paths.wan, lambda d: tiny_wan.build_wan(d, seed=SEED)),
+        (
+            paths.projector,
+            lambda f: tiny_wan.build_projector(
+                f,
+                hidden_size=tiny_qwen.text_hidden_size(paths.qwen),
+                text_dim=tiny_wan.text_dim(paths.wan),
+                seed=SEED,
+            ),
+        ),
+        (paths.depth, lambda d: tiny_annotators.build_depth(d, seed=SEED)),
+        (paths.person_detector, lambda d: tiny_annotators.build_person_detector(d, seed=SEED)),
+        (paths.pose, lambda d: tiny_annotators.build_pose(d, seed=SEED)),
+        (paths.flow, lambda f: tiny_annotators.build_flow(f, seed=SEED)),
+        (paths.segment, lambda d: build_segmenter(d, seed=SEED)),
+        (paths.lora, lambda f: build_lora(f, wan_dir=paths.wan, seed=SEED)),
+    ]
+    log.info("building tiny models in %s", root)
+    for done, (target, build) in enumerate(parts, start=1):
+        _atomic_build(target, build)
+        if on_step is not None:
+            on_step(done, len(parts))
     return paths

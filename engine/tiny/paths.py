@@ -34,6 +34,9 @@ class TinyPaths:
         return all(p.exists() for p in (*parts, *annotators))
 
 
+#: The stage of a job while the tiny models are built (their first use on this machine).
+BUILD_STAGE = "building tiny models"
+
 #: Bumped when the tiny Qwen's build changes in a way earlier builds lack (2: taught answers).
 QWEN_VERSION = 2
 
