@@ -233,8 +233,8 @@ def test_download_as_written_fails_within_seconds_when_the_hub_cannot_be_reached
     assert ran.code == 2
     assert ran.seconds < 15, ran.seconds  # not the hub client's ~26 s of retries
     message = ran.err.strip().splitlines()[-1]
-    assert message.startswith("unison-mcp download: server_config_error: cannot download ")
-    assert f"the hub ({CLOSED_HUB}) cannot be reached" in message
+    assert message.startswith("unison-mcp download: hub_unreachable: planner: cannot download ")
+    assert f"the hub ({CLOSED_HUB}) could not be reached" in message
     assert "Retrying" not in ran.err
 
 
