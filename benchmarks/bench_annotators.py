@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine import annotators
     from engine.config import EngineConfig
+    from engine.tiny import ensure_tiny
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cuda = torch.cuda.is_available()
     tiny = args.preset == "tiny" or (args.preset is None and not cuda)
-    config = EngineConfig.tiny() if tiny else EngineConfig(device="cuda" if cuda else "cpu")
+    # The annotators load their weights themselves (no engine to build the tiny ones first).
+    config = EngineConfig.tiny(ensure_tiny().root) if tiny else EngineConfig(device="cuda" if cuda else "cpu")
     frames = clip(args.frames, args.width, args.height)
     table = Table("annotator", "weights", "load s", "per frame ms", "frames/s", "note")
     for kind in KINDS:

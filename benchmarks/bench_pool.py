@@ -68,12 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     from engine.api import parse_arguments
-    from engine.config import EngineConfig
+    from engine.config import EngineConfig, default_tiny_dir
     from engine.control import JobControl
     from engine.engine import Engine
     from engine.pool.client import Pool
     from engine.pool.settings import PoolSettings
-    from engine.tiny import default_tiny_dir
 
     work = Path(tempfile.mkdtemp(prefix="bench-pool-"))
     config = EngineConfig.tiny(default_tiny_dir(), output_dir=work / "outputs")

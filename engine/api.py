@@ -24,7 +24,7 @@ from .annotators import CONTROL_KINDS, ControlKind
 from .config import EngineConfig, Limits
 from .control import JobControl
 from .errors import InputRefused, InvalidRequest, invalid_request
-from .inputs import MAX_PATH_CHARS, close_all
+from .inputs import MAX_PATH_CHARS
 from .plan import (
     MAX_TARGET_CHARS,
     CheckedPlan,
@@ -42,12 +42,14 @@ from .plan import (
 )
 from .request import marked_paths
 from .results import LoraChoice, Sampling
+from .source import close_all
 from .tasks import GENERATION_TASKS, ROLES_IN_REQUESTS, TASKS
 from .vocab import Role, Task
 
 if TYPE_CHECKING:
-    from .inputs import InputPolicy, Source
+    from .inputs import InputPolicy
     from .results import AutoResult, GenerateResult, UnderstandResult
+    from .source import Source
 
 #: Most reference images (image_reference / video_reference take 1-3).
 MAX_REFERENCES = max(r.max for s in TASKS.values() for r in s.roles if r.role is Role.REFERENCE)

@@ -5,18 +5,18 @@ type and bounds, its default and its help text (``description``). ``unison_mcp.c
 the CLI flag (``--max-side``), the ``UNISON_*`` variable (``UNISON_MAX_SIDE``) and the TOML key
 (``[limits] max_side``) from the field by walking these models, with :class:`SettingMeta` in the
 field's ``Annotated`` metadata for the few names that differ. ``EngineConfig.tiny()`` points it
-at the tiny models.
+at the tiny models, whose place is :func:`tiny_paths` (here, so that configuring the tiny preset
+never imports their builders in :mod:`engine.tiny`).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-
-from .tiny.paths import tiny_paths
 
 
 @dataclass(frozen=True)
@@ -261,6 +261,66 @@ TINY_LIMITS = Limits(
     default_frames=9,
 )
 
+# ---------------------------------------------------------------------------------------------
+# Where the tiny preset's models live. The builders (engine.tiny: torch, and through the planner
+# this module) write there; this part only names the places.
+
+#: The stage of a job while the tiny models are built (their first use on this machine).
+TINY_BUILD_STAGE = "building tiny models"
+#: Bumped when the tiny Qwen's build changes in a way earlier builds lack (2: taught answers).
+TINY_QWEN_VERSION = 2
+
+
+@dataclass(frozen=True)
+class TinyPaths:
+    root: Path
+    qwen: Path
+    adapter: Path
+    wan: Path
+    projector: Path
+    # The annotators (engine/annotators/): transformers directories, and RAFT as a state dict.
+    depth: Path
+    pose: Path
+    person_detector: Path
+    flow: Path
+    segment: Path
+    #: A Wan LoRA (safetensors, original-Wan layout) for the tiny DiT: turbo and user LoRAs.
+    lora: Path
+
+    def all_exist(self) -> bool:
+        parts = (self.qwen, self.adapter, self.wan, self.projector)
+        annotators = (self.depth, self.pose, self.person_detector, self.flow, self.segment, self.lora)
+        return all(p.exists() for p in (*parts, *annotators))
+
+
+def default_tiny_dir() -> Path:
+    """``$UNISON_TINY_DIR``, else ``$XDG_CACHE_HOME/unison-mcp/tiny`` (``~/.cache/...``)."""
+    env = os.environ.get("UNISON_TINY_DIR")
+    if env:
+        return Path(env)
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "unison-mcp" / "tiny"
+
+
+def tiny_paths(root: Path | str | None = None) -> TinyPaths:
+    """Where the tiny models live under ``root`` (nothing is built: :func:`engine.tiny.ensure_tiny`)."""
+    root = Path(root) if root is not None else default_tiny_dir()
+    return TinyPaths(
+        root=root,
+        # Versioned: a tiny Qwen built by an older release (before it was taught its answers) is
+        # not reused; the adapter is trained on it, so it goes with it.
+        qwen=root / f"qwen-{TINY_QWEN_VERSION}",
+        adapter=root / f"adapter-{TINY_QWEN_VERSION}",
+        wan=root / "wan",
+        projector=root / "projector.pth",
+        depth=root / "depth",
+        pose=root / "pose",
+        person_detector=root / "person_detector",
+        flow=root / "raft_small.pth",
+        segment=root / "segment",
+        lora=root / "wan_lora.safetensors",
+    )
+
 
 class EngineConfig(BaseModel):
     """Everything the engine needs to load and run.
@@ -363,18 +423,15 @@ class EngineConfig(BaseModel):
         return "unison" if self.adapter else "instruct"
 
     @classmethod
-    def tiny(cls, cache_dir: Path | None = None, *, build: bool = True, **overrides: object) -> EngineConfig:
-        """Tiny random models in ``cache_dir``: the whole system on a CPU.
+    def tiny(cls, cache_dir: Path | None = None, **overrides: object) -> EngineConfig:
+        """Tiny random models in ``cache_dir`` (default :func:`default_tiny_dir`): the whole
+        system on a CPU.
 
-        ``build=False`` only points at them; the engine builds what is missing when it first loads
-        a model (so a server starts answering at once even before the first build).
+        It only points at them and builds nothing: the engine builds what is missing when it
+        first loads a model, as a stage of that job (so a server starts answering at once);
+        :func:`engine.tiny.ensure_tiny` and ``unison-mcp make-tiny`` build them ahead.
         """
-        if build:
-            from .tiny import ensure_tiny  # lazy: building imports torch and the planner
-
-            paths = ensure_tiny(cache_dir)
-        else:
-            paths = tiny_paths(cache_dir)
+        paths = tiny_paths(cache_dir)
         base: dict[str, object] = dict(
             tiny_dir=paths.root,
             planner_model=str(paths.qwen),

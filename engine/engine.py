@@ -19,17 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 from .accelerator import oom_guard
 from .api import Admitted, AnyRequest, AnyResult, GenerateRequest, UnderstandRequest, admit, parse_arguments
-from .config import EngineConfig
+from .config import TINY_BUILD_STAGE, EngineConfig, tiny_paths
 from .control import JobControl
 from .errors import InputRefused, InvalidRequest, ModelError, shown
 from .hub import LoadFailures, generator_weights, planner_weights
-from .inputs import InputPolicy, Source, close_all
+from .inputs import InputPolicy
 from .plan import CheckedPlan, MediaInput, Plan, check_plan, shapes_of
 from .planners import BACKENDS, PlanOutput
 from .planners.route import route
 from .request import Request, parse_request, request_for_plan
 from .results import AutoResult, GenerateResult, OutputFile, Sampling, UnderstandResult
-from .tiny.paths import BUILD_STAGE, tiny_paths
+from .source import Source, close_all
 from .vocab import Role
 from .windows import Chain, Made
 
@@ -106,7 +106,7 @@ class Engine:
                 from .tiny import ensure_tiny  # lazy: the builders import torch and transformers
 
                 if control is not None:
-                    control.set_stage(BUILD_STAGE)
+                    control.set_stage(TINY_BUILD_STAGE)
                 ensure_tiny(self.config.tiny_dir, on_step=control.step if control is not None else None)
             self._tiny_ready = True
 

@@ -1,8 +1,9 @@
-"""Which files may be inputs, opened once: the path policy, and :class:`Source`, the opened file.
+"""Which files may be inputs, and opening them once: the path policy.
 
 An input is a local path or the URI of an earlier result. :meth:`InputPolicy.open` turns it into a
-:class:`Source` (an open descriptor on the file that was checked) or refuses it with
-:class:`~engine.errors.InputRefused`:
+:class:`~engine.source.Source` (an open descriptor on the file that was checked) or refuses it with
+:class:`~engine.errors.InputRefused`. It is the only way to a ``Source``, and :mod:`engine.media`
+decodes nothing else, so every file the engine reads has passed these checks:
 
 1. URIs: only ``unison://outputs/<name>`` (a plain file name in the output directory) and
    ``file://`` paths; paths must be absolute (a server's working directory means nothing to
@@ -25,27 +26,18 @@ guards the only place a client names one (reading a result back).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import io
 import logging
 import os
 import re
 import stat
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from .errors import InputRefused, InvalidRequest, shown
-
-if TYPE_CHECKING:
-    from types import TracebackType
-
-    from .media import VideoInfo
-    from .vocab import MediaKind
+from .source import Source, close_all, probe
+from .vocab import MediaKind, media_kind
 
 log = logging.getLogger(__name__)
 
@@ -85,146 +77,6 @@ def check_output_name(name: str) -> str:
             path=name,
         )
     return name
-
-
-# ---------------------------------------------------------------------------------------------
-# Headers (what a header-only probe learns; see engine.media.probe)
-
-
-@dataclass(frozen=True)
-class ImageHeader:
-    format: str  # Pillow's name: "PNG", "JPEG", "WEBP"
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class VideoHeader:
-    """A video's container and stream header, read without decoding a frame.
-
-    ``width``/``height`` are the coded size (a phone's portrait clip is stored sideways; the
-    upright size is known once a frame is decoded). ``num_frames`` is ``None`` when the container
-    says neither its frame count nor its duration: it is counted, bounded, while decoding.
-    ``audio`` is the codec of the first audio stream (FFmpeg's name: "aac", "mp3", "opus"...), or
-    ``None`` for a silent video.
-    """
-
-    format: str  # FFmpeg's demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm", "avi"
-    width: int
-    height: int
-    fps: float | None
-    duration_s: float | None
-    num_frames: int | None
-    audio: str | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Source: one opened input
-
-
-class _Reader(io.RawIOBase):
-    """A read-only file object over a shared descriptor with its own position (``os.pread``), so
-    several readers of one :class:`Source` never move each other's offset."""
-
-    def __init__(self, fd: int, size: int):
-        super().__init__()
-        self._fd = fd
-        self._size = size
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = os.pread(self._fd, len(buffer), self._pos)
-        n = len(data)
-        buffer[:n] = data
-        self._pos += n
-        return n
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-
-@dataclass(eq=False)
-class Source:
-    """An input file opened once: read it through :meth:`reader`, never by its path again.
-
-    ``path`` is the real path (for messages and sidecar names), ``value`` what the caller gave,
-    ``field`` the argument it came from. ``header`` is filled by the header-only probe
-    (:func:`engine.media.probe`), ``video`` by :func:`engine.media.probe_video` when decoding
-    starts. Close it (or use it as a context manager) when the job is done.
-    """
-
-    fd: int
-    path: Path
-    kind: MediaKind
-    size: int
-    field: str = "path"
-    value: str = ""
-    header: ImageHeader | VideoHeader | None = None
-    video: VideoInfo | None = None
-    #: An opened container with its first frame decoded, left by probe_video for read_video to
-    #: continue from (engine.media owns it; closed with the source).
-    primed: Any = dataclasses.field(default=None, repr=False)
-    closed: bool = False
-
-    def reader(self) -> io.BufferedReader:
-        """A fresh read-only file object at offset 0 (each has its own position)."""
-        if self.closed:
-            raise InputRefused(
-                f"{self.field}={shown(self.path)}: the input was already closed", path=self.name
-            )
-        if hasattr(os, "pread"):
-            return io.BufferedReader(_Reader(self.fd, self.size), buffer_size=1 << 16)
-        f = os.fdopen(os.dup(self.fd), "rb")  # no pread (Windows): a duplicate shares the offset
-        f.seek(0)
-        return f  # type: ignore[return-value]
-
-    @property
-    def name(self) -> str:
-        """The real path, cut to a readable length (for messages and ``InputRefused.path``)."""
-        return shown(self.path, quoted=False)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        primed, self.primed = self.primed, None
-        if primed is not None:
-            primed.close()
-        os.close(self.fd)
-
-    def __enter__(self) -> Source:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        # A safety net only: jobs close their sources; a leaked one should not hold the fd forever.
-        if not self.closed:
-            with contextlib.suppress(Exception):  # interpreter shutdown, or an fd already gone
-                self.close()
-
-    def __str__(self) -> str:
-        return str(self.path)
-
-
-def close_all(sources: Sequence[Source]) -> None:
-    """Close every source (those already closed are skipped)."""
-    for s in sources:
-        s.close()
 
 
 def _kind_of(st_mode: int) -> str:
@@ -327,9 +179,7 @@ class InputPolicy:
             raise
 
     def probe(self, source: Source) -> Source:
-        """Read ``source``'s header only and apply this policy's pixel limit (see :func:`engine.media.probe`)."""
-        from .media import probe
-
+        """Read ``source``'s header only and apply this policy's pixel limit (see :func:`engine.source.probe`)."""
         return probe(source, max_pixels=self.max_pixels)
 
     def open_probed(self, value: str | os.PathLike[str], *, field: str = "path") -> Source:
@@ -443,8 +293,6 @@ class InputPolicy:
                 raise self._outside(field, value, "it changed to a file outside the allowed roots")
 
     def _kind(self, real: Path, field: str) -> MediaKind:
-        from .vocab import media_kind
-
         try:
             return media_kind(real)
         except InvalidRequest as exc:
@@ -537,22 +385,3 @@ class InputPolicy:
         files = [e for e in entries if not e.name.startswith(".") and e.is_file(follow_symlinks=False)]
         files.sort(key=lambda e: e.stat(follow_symlinks=False).st_mtime, reverse=True)
         return [Path(e.path) for e in files]
-
-
-def open_path(path: str | os.PathLike[str], *, field: str = "path") -> Source:
-    """A local file opened as a :class:`Source` with no roots and no size limit (old path-based
-    callers of engine.media; requests go through an :class:`InputPolicy`)."""
-    return _ANY.open(path, field=field)
-
-
-class _AnyFile(InputPolicy):
-    """Any local regular file (the forbidden trees aside); relative paths are taken as they are."""
-
-    def __init__(self) -> None:
-        super().__init__(None, Path("/"), max_bytes=sys.maxsize, max_pixels=sys.maxsize)
-
-    def _candidate(self, value: str, field: str) -> Path:
-        return Path(os.path.abspath(Path(value).expanduser()))
-
-
-_ANY = _AnyFile()

@@ -1,9 +1,11 @@
-"""Media I/O: reading inputs safely, resampling video in time, and the project's encoders.
+"""Media I/O: decoding opened inputs safely, resampling video in time, and the project's encoders.
 
-PyAV is the only video library and Pillow the only image library. Every reader refuses a bad file
-with :class:`~engine.errors.InputRefused` whose message names the file, what is wrong and the rule,
-before spending memory on it: image sizes are read from the header before any pixel is decoded,
-video frames are decoded one at a time and only the frames that will be returned are kept.
+The readers take only an opened :class:`~engine.source.Source` (made by
+:meth:`engine.inputs.InputPolicy.open`, the one way in) and read from its descriptor, never from a
+path. PyAV is the only video library and Pillow the only image library. Every reader refuses a bad
+file with :class:`~engine.errors.InputRefused` whose message names the file, what is wrong and the
+rule, before spending memory on it: image sizes are read from the header before any pixel is
+decoded, video frames are decoded one at a time and only the frames that will be returned are kept.
 
 Heavy imports (PyAV, Pillow, numpy) happen inside functions so ``import engine`` stays cheap.
 """
@@ -13,156 +15,47 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputRefused, InvalidRequest, shown
+from .errors import InvalidRequest
 from .geometry import Size, even_indices, resampled_count, resize_cover
-from .inputs import ImageHeader, VideoHeader
+from .source import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_FORMATS,
+    Source,
+    VideoHeader,
+    VideoInfo,
+    check_pixels,
+    codec_name,
+    open_container,
+    pillow_errors,
+    refuse,
+    video_header,
+    video_stream,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-    from .inputs import Source
-
 log = logging.getLogger(__name__)
 
-#: Default pixel limit for one input image or video frame (64 MP: above any camera's output,
-#: far below what would exhaust memory when decoded as RGB).
-DEFAULT_MAX_PIXELS = 64_000_000
 #: Without ``num_frames`` or ``max_frames``, reading more than this many frames is refused
 #: (at 832×480 this is already ~1.2 GB of RGB).
 HARD_MAX_FRAMES = 1024
-#: Pillow decoders accepted for input images (the extensions engine.plan accepts); restricting the
-#: list keeps rarely used, less hardened decoders away from untrusted files.
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
-
-# ---------------------------------------------------------------------------------------------
-# Files and header-only probes
-
-
-def _regular_file(path: str | Path, what: str) -> Path:
-    """The path if it names a readable, non-empty regular file; otherwise :class:`InputRefused`."""
-    p = Path(path)
-    name = shown(p, quoted=False)
-    if not p.exists():
-        raise InputRefused(f"{what} {name}: no such file", path=str(p))
-    if p.is_dir():
-        raise InputRefused(f"{what} {name}: is a directory, not a file", path=str(p))
-    if not p.is_file():
-        # A FIFO or device would block or never end when read.
-        raise InputRefused(f"{what} {name}: is not a regular file (device, FIFO or socket)", path=str(p))
-    if not os.access(p, os.R_OK):
-        raise InputRefused(f"{what} {name}: is not readable (permission denied)", path=str(p))
-    if p.stat().st_size == 0:
-        raise InputRefused(f"{what} {name}: is empty (0 bytes)", path=str(p))
-    return p
-
-
-@contextmanager
-def _as_source(item: Source | str | Path, what: str) -> Iterator[Source]:
-    """``item`` itself when it is a :class:`Source`; a path is opened once for the duration (old
-    path-based callers) and closed after."""
-    from .inputs import Source, open_path
-
-    if isinstance(item, Source):
-        yield item
-        return
-    p = _regular_file(item, what)  # the messages path-based callers have always had
-    with open_path(p) as source:
-        yield source
-
-
-def _refuse(source: Source, what: str, why: str) -> InputRefused:
-    return InputRefused(f"{what} {source.name}: {why}", path=source.name)
-
-
-def _check_pixels(source: Source, what: str, width: int, height: int, max_pixels: int) -> None:
-    if width <= 0 or height <= 0:
-        raise _refuse(source, what, f"declares an empty size {width}×{height}")
-    if width * height > max_pixels:
-        raise _refuse(
-            source, what, f"is {width}×{height} = {width * height} pixels; the limit is {max_pixels} pixels"
-        )
-
-
-def probe(source: Source, *, max_pixels: int | None = None) -> Source:
-    """Read ``source``'s header only and apply the pixel limit; the header is kept on the source.
-
-    Images: Pillow's lazy open (PNG, JPEG, WebP) gives the size without decoding a pixel. Videos:
-    the container's demuxer is the one its extension names (:data:`CONTAINERS`), and the stream
-    header gives size, rate and, where the container says it, the length; no frame is decoded
-    and frames are never counted here (that happens, bounded, when the job decodes).
-
-    Raises:
-        InputRefused: not a readable image/video of an accepted format, or over ``max_pixels``
-            (default :data:`DEFAULT_MAX_PIXELS`).
-    """
-    from .vocab import MediaKind
-
-    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    if source.kind is MediaKind.IMAGE:
-        from PIL import Image
-
-        with (
-            source.reader() as f,
-            _pillow_errors(source, header=True),
-            Image.open(f, formats=IMAGE_FORMATS) as im,
-        ):
-            _check_pixels(source, "image", im.width, im.height, limit)  # lazy: header only
-            source.header = ImageHeader(format=str(im.format), width=im.width, height=im.height)
-        return source
-    container = _open_container(source)
-    try:
-        header = _video_header(container, source)
-    finally:
-        container.close()
-    _check_pixels(source, "video", header.width, header.height, limit)
-    source.header = header
-    return source
-
-
-@contextmanager
-def _pillow_errors(source: Source, *, header: bool = False) -> Iterator[None]:
-    """Pillow's failures as :class:`InputRefused` naming the file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            # Pillow's own bomb check (89 MP warning, 179 MP error) runs inside Image.open; ours
-            # is stricter by default, so its warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
-    except InputRefused:
-        raise
-    except Image.DecompressionBombError as e:
-        raise _refuse(source, "image", f"refused as a decompression bomb ({e})") from None
-    except UnidentifiedImageError:
-        raise _refuse(
-            source, "image", f"not a readable image (accepted formats: {', '.join(IMAGE_FORMATS)})"
-        ) from None
-    except (OSError, ValueError, SyntaxError) as e:
-        # Truncated or corrupt data surface here while decoding (SyntaxError is what some Pillow
-        # plugins raise for broken headers).
-        what = "corrupt image header" if header else "corrupt or truncated image data"
-        raise _refuse(source, "image", f"{what} ({e})") from None
-
 
 # ---------------------------------------------------------------------------------------------
 # Images
 
 
 def open_image(
-    path: Source | str | Path,
+    source: Source,
     *,
     max_pixels: int | None = None,
     mode: str = "RGB",
@@ -172,8 +65,8 @@ def open_image(
     """Open an image safely and return it decoded, upright, in ``mode`` ("RGB" or "L").
 
     Args:
-        path: an opened :class:`~engine.inputs.Source` (read from its descriptor), or a PNG, JPEG
-            or WebP file path (old callers; opened once here).
+        source: the opened input (:meth:`engine.inputs.InputPolicy.open`), read from its
+            descriptor: a PNG, JPEG or WebP file.
         max_pixels: refuse images with more pixels than this (default :data:`DEFAULT_MAX_PIXELS`).
             The size is read from the header before any pixel is decoded.
         mode: "RGB" (transparent areas are composited on white) or "L" (masks).
@@ -184,8 +77,8 @@ def open_image(
             ones.
 
     Raises:
-        InputRefused: missing, directory, unreadable, not an image, corrupt or truncated, or over
-            the pixel limit (decompression bombs included).
+        InputRefused: not an image, corrupt or truncated, or over the pixel limit (decompression
+            bombs included); a closed source.
     """
     from PIL import Image, ImageOps
 
@@ -196,13 +89,12 @@ def open_image(
             raise InvalidRequest.for_field(name, value, "must be at least 1")
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     with (
-        _as_source(path, "image") as source,
-        _pillow_errors(source),
+        pillow_errors(source),
         source.reader() as f,
         Image.open(f, formats=IMAGE_FORMATS) as im,
     ):
         # Image.open is lazy: only the header has been read so far.
-        _check_pixels(source, "image", im.width, im.height, limit)
+        check_pixels(source, "image", im.width, im.height, limit)
         target = _reduced_size(im.size, max_side, reduce_to_pixels)
         if target is not None and im.format == "JPEG":
             # Decode at 1/2, 1/4 or 1/8 scale, never below the target (DCT scaling).
@@ -263,15 +155,6 @@ def _grey16_to_l(im: Image.Image) -> Image.Image:
 # Video
 
 
-@dataclass(frozen=True)
-class VideoInfo:
-    width: int
-    height: int
-    num_frames: int
-    fps: float
-    duration_s: float
-
-
 @dataclass
 class VideoClip:
     """Decoded frames with their rate.
@@ -296,104 +179,10 @@ class VideoClip:
         return [Image.fromarray(f) for f in self.frames]
 
 
-#: Video containers accepted, by extension: the FFmpeg demuxer forced for it, and the name FFmpeg
-#: must then report. Forcing the demuxer keeps every other one (HLS, concat, image2, ...) out of
-#: reach of a file merely named ".mp4".
-CONTAINERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    ".mp4": ("mov", ("mov", "mov,mp4,m4a,3gp,3g2,mj2")),
-    ".mov": ("mov", ("mov", "mov,mp4,m4a,3gp,3g2,mj2")),
-    ".mkv": ("matroska", ("matroska", "matroska,webm")),
-    ".webm": ("matroska", ("matroska", "matroska,webm")),
-    ".avi": ("avi", ("avi",)),
-}
-_ACCEPTED = "MP4/MOV (ISO BMFF), MKV/WebM (Matroska), AVI"
 #: Counting frames of a container that does not say its length stops past these (the count runs
 #: inside the job, while decoding; a whole 2 GiB file is never demuxed just to count).
 COUNT_MAX_BYTES = 512 * 1024**2
 COUNT_MAX_SECONDS = 10.0
-
-
-def _open_container(source: Source) -> Any:
-    """The container opened from the source's descriptor with the demuxer its extension names."""
-    import av
-
-    demuxer, expected = CONTAINERS.get(source.path.suffix.lower(), (None, ()))
-    if demuxer is None:
-        raise _refuse(source, "video", f"unsupported container extension; accepted: {_ACCEPTED}")
-    f = source.reader()
-    try:
-        container = av.open(f, format=demuxer)
-    except (av.error.FFmpegError, OSError, ValueError) as e:
-        f.close()
-        raise _refuse(
-            source,
-            "video",
-            f"not a readable video of the {source.path.suffix} container ({e}); accepted: {_ACCEPTED}",
-        ) from None
-    name = container.format.name
-    if name not in expected:
-        container.close()
-        f.close()
-        raise _refuse(
-            source, "video", f"FFmpeg reads it as {name!r}, not {expected[0]!r}; accepted: {_ACCEPTED}"
-        )
-    return container
-
-
-def _video_stream(container: Any, source: Source) -> Any:
-    if not container.streams.video:
-        raise _refuse(source, "video", "has no video stream")
-    return container.streams.video[0]
-
-
-def _stream_fps(stream: Any) -> float | None:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate:
-            value = float(rate)
-            if math.isfinite(value) and value > 0:
-                return value
-    return None
-
-
-def _video_header(container: Any, source: Source) -> VideoHeader:
-    """Size, rate, duration and (when the container says it) length, from headers only."""
-    import av
-
-    stream = _video_stream(container, source)
-    cc = stream.codec_context
-    fps = _stream_fps(stream)
-    duration = None
-    if stream.duration is not None and stream.time_base is not None:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        duration = container.duration / av.time_base
-    if duration is not None and not (math.isfinite(duration) and duration > 0):
-        duration = None
-    count: int | None = stream.frames or None
-    if count is None and duration and fps:
-        count = round(duration * fps) or None
-    return VideoHeader(
-        format=container.format.name,
-        width=cc.width or 0,
-        height=cc.height or 0,
-        fps=fps,
-        duration_s=duration,
-        num_frames=count,
-        audio=_audio_codec(container),
-    )
-
-
-def _audio_codec(container: Any) -> str | None:
-    """The codec name of the container's first audio stream (header only), or ``None``."""
-    if not container.streams.audio:
-        return None
-    return _codec_name(container.streams.audio[0])
-
-
-def _codec_name(stream: Any) -> str:
-    # The codec's own name ("mp3"), not its decoder's ("mp3float").
-    codec = stream.codec_context.codec
-    return codec.canonical_name or codec.name or "unknown"
 
 
 class _Primed:
@@ -414,18 +203,18 @@ def _prime(source: Source) -> tuple[VideoHeader, _Primed]:
     """Open the container once, read its header and decode its first frame."""
     import av
 
-    container = _open_container(source)
+    container = open_container(source)
     try:
-        header = _video_header(container, source)
-        stream = _video_stream(container, source)
+        header = video_header(container, source)
+        stream = video_stream(container, source)
         stream.thread_type = "AUTO"
         frames = container.decode(stream)
         try:
             first = next(frames, None)
         except (av.error.FFmpegError, ValueError) as e:
-            raise _refuse(source, "video", f"corrupt video data ({e})") from None
+            raise refuse(source, "video", f"corrupt video data ({e})") from None
         if first is None:
-            raise _refuse(source, "video", "has no frames")
+            raise refuse(source, "video", "has no frames")
     except BaseException:
         container.close()
         raise
@@ -437,9 +226,9 @@ def _count_frames(source: Source, check: Callable[[], None] | None = None) -> in
     decoding), bounded by :data:`COUNT_MAX_BYTES` and :data:`COUNT_MAX_SECONDS`."""
     import av
 
-    container = _open_container(source)
+    container = open_container(source)
     try:
-        stream = _video_stream(container, source)
+        stream = video_stream(container, source)
         count = read = 0
         deadline = time.monotonic() + COUNT_MAX_SECONDS
         for pkt in container.demux(stream):
@@ -448,7 +237,7 @@ def _count_frames(source: Source, check: Callable[[], None] | None = None) -> in
             count += 1
             read += pkt.size
             if read > COUNT_MAX_BYTES or time.monotonic() > deadline:
-                raise _refuse(
+                raise refuse(
                     source,
                     "video",
                     f"the container does not say its length and counting its frames stopped after {count} "
@@ -459,55 +248,48 @@ def _count_frames(source: Source, check: Callable[[], None] | None = None) -> in
                 check()
         return count
     except av.error.FFmpegError as e:
-        raise _refuse(source, "video", f"corrupt container ({e})") from None
+        raise refuse(source, "video", f"corrupt container ({e})") from None
     finally:
         container.close()
 
 
 def probe_video(
-    path: Source | str | Path, *, max_pixels: int | None = None, check: Callable[[], None] | None = None
+    source: Source, *, max_pixels: int | None = None, check: Callable[[], None] | None = None
 ) -> VideoInfo:
     """Size (upright), frame count, rate and duration of a video, as decoding sees them.
 
     Opens the container once and decodes the first frame (its rotation gives the upright size);
-    given a :class:`~engine.inputs.Source`, the result is kept on it and the opened container is
-    left for :func:`read_video` to continue from, so probe + read open the file once. The frame
-    count comes from the container, else from its duration, else from counting packets (bounded,
-    see :func:`_count_frames`).
+    the result is kept on ``source`` and the opened container is left for :func:`read_video` to
+    continue from, so probe + read open the file once. The frame count comes from the container,
+    else from its duration, else from counting packets (bounded, see :func:`_count_frames`).
 
     Raises:
-        InputRefused: missing/corrupt file, a container other than the extension's, no video
-            stream, no frames, or frames over ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`).
+        InputRefused: a corrupt file, a container other than the extension's, no video stream, no
+            frames, or frames over ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`).
     """
-    from .inputs import Source
-
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    with _as_source(path, "video") as source:
-        if source.video is not None:
-            _check_pixels(source, "video", source.video.width, source.video.height, limit)
-            return source.video
-        header = source.header if isinstance(source.header, VideoHeader) else None
-        if header is not None and header.width and header.height:
-            _check_pixels(source, "video", header.width, header.height, limit)
-        fresh, primed = _prime(source)
-        try:
-            header = header or fresh
-            if header.width and header.height:
-                # The declared size, checked before anything else is decoded.
-                _check_pixels(source, "video", header.width, header.height, limit)
-            info = _info(source, header, primed.first, check)
-            _check_pixels(source, "video", info.width, info.height, limit)
-        except BaseException:
-            primed.close()
-            raise
-        if isinstance(path, Source):
-            source.video = info
-            if source.primed is not None:
-                source.primed.close()
-            source.primed = primed
-        else:
-            primed.close()
-        return info
+    if source.video is not None:
+        check_pixels(source, "video", source.video.width, source.video.height, limit)
+        return source.video
+    header = source.header if isinstance(source.header, VideoHeader) else None
+    if header is not None and header.width and header.height:
+        check_pixels(source, "video", header.width, header.height, limit)
+    fresh, primed = _prime(source)
+    try:
+        header = header or fresh
+        if header.width and header.height:
+            # The declared size, checked before anything else is decoded.
+            check_pixels(source, "video", header.width, header.height, limit)
+        info = _info(source, header, primed.first, check)
+        check_pixels(source, "video", info.width, info.height, limit)
+    except BaseException:
+        primed.close()
+        raise
+    source.video = info
+    if source.primed is not None:
+        source.primed.close()
+    source.primed = primed
+    return info
 
 
 def _info(source: Source, header: VideoHeader, first: Any, check: Callable[[], None] | None) -> VideoInfo:
@@ -520,7 +302,7 @@ def _info(source: Source, header: VideoHeader, first: Any, check: Callable[[], N
     if fps is None:
         fps = count / duration if duration else 0.0
     if count <= 0 or fps <= 0:
-        raise _refuse(source, "video", "has no frames or no frame rate")
+        raise refuse(source, "video", "has no frames or no frame rate")
     if not duration:
         duration = count / fps
     return VideoInfo(width=width, height=height, num_frames=int(count), fps=fps, duration_s=duration)
@@ -539,7 +321,7 @@ def _decoder(
 
 
 def read_video(
-    path: Source | str | Path,
+    source: Source,
     *,
     fps: float | None = None,
     num_frames: int | None = None,
@@ -553,8 +335,8 @@ def read_video(
     """Decode a video into RGB frames, resampled in time and optionally resized.
 
     Args:
-        path: an opened :class:`~engine.inputs.Source` (decoded from its descriptor, continuing
-            from :func:`probe_video` when that ran), or a video file path (old callers).
+        source: the opened input (:meth:`engine.inputs.InputPolicy.open`), decoded from its
+            descriptor, continuing from :func:`probe_video` when that ran.
         fps: target rate; each output frame is the source frame nearest its timestamp (frames are
             dropped or repeated). ``None`` keeps the source's frames.
         num_frames: exactly this many frames: the first ones (or the last ones with ``from_end``);
@@ -571,7 +353,7 @@ def read_video(
     decoded frame are held, and decoding stops once the requested frames are known.
 
     Raises:
-        InputRefused: missing/corrupt file, no frames, frames over the pixel limit, or a clip too
+        InputRefused: a corrupt file, no frames, frames over the pixel limit, or a clip too
             long to read whole (more than :data:`HARD_MAX_FRAMES` without ``num_frames``/``max_frames``).
         InvalidRequest: a bad argument (``fps`` ≤ 0, ``num_frames`` < 1, ...).
     """
@@ -588,14 +370,13 @@ def read_video(
     if size is not None and (size[0] < 1 or size[1] < 1):
         raise InvalidRequest.for_field("size", size, "width and height must be at least 1")
 
-    with _as_source(path, "video") as source:
-        info, primed = _decoder(source, max_pixels, check)
-        try:
-            schedule = _schedule(source, info, fps, num_frames, max_frames, from_end)
-            frames, stamps = _nearest_frames(source, primed, schedule, size, check)
-            return _finish(source, schedule, frames, stamps, pad)
-        finally:
-            primed.close()
+    info, primed = _decoder(source, max_pixels, check)
+    try:
+        schedule = _schedule(source, info, fps, num_frames, max_frames, from_end)
+        frames, stamps = _nearest_frames(source, primed, schedule, size, check)
+        return _finish(source, schedule, frames, stamps, pad)
+    finally:
+        primed.close()
 
 
 @dataclass(frozen=True)
@@ -651,7 +432,7 @@ def _schedule(
         limit = max_frames
     else:
         if expected > HARD_MAX_FRAMES:
-            raise _refuse(source, "video", _too_long(expected, rate))
+            raise refuse(source, "video", _too_long(expected, rate))
         limit, hard_capped = HARD_MAX_FRAMES + 1, True
     return _Schedule(
         src_fps=info.fps,
@@ -715,7 +496,7 @@ def _nearest_frames(
             if schedule.target(k) is None:
                 break
     except (av.error.FFmpegError, ValueError) as e:
-        raise _refuse(source, "video", f"corrupt video data after {decoded} decoded frames ({e})") from None
+        raise refuse(source, "video", f"corrupt video data after {decoded} decoded frames ({e})") from None
     # Targets past the last decoded frame but within half a source interval of it.
     tolerance = 0.5 / schedule.src_fps
     while prev is not None and (tk := schedule.target(k)) is not None and tk <= prev[0] + tolerance:
@@ -749,10 +530,10 @@ def _finish(
     import numpy as np
 
     if not frames:
-        raise _refuse(source, "video", "has no decodable frames")
+        raise refuse(source, "video", "has no decodable frames")
     rate, num_frames = schedule.rate, schedule.num_frames
     if schedule.hard_capped and len(frames) > HARD_MAX_FRAMES:
-        raise _refuse(source, "video", _too_long(len(frames), rate, more=True))
+        raise refuse(source, "video", _too_long(len(frames), rate, more=True))
 
     name = source.path.name
     got = len(frames)
@@ -892,7 +673,7 @@ class AudioSpan:
     even when the container starts its streams at different times.
     """
 
-    source: Source | str | Path  # an opened Source is read from its descriptor, never its path
+    source: Source  # read from its descriptor, never its path
     start_s: float
     duration_s: float
 
@@ -932,23 +713,21 @@ def mux_audio(video: Path, span: AudioSpan, out: Path) -> AudioMuxed | None:
         raise InvalidRequest.for_field("audio.start_s", span.start_s, "must be a number ≥ 0")
     if not (math.isfinite(span.duration_s) and span.duration_s > 0):
         raise InvalidRequest.for_field("audio.duration_s", span.duration_s, "must be a number above 0")
-    with _as_source(span.source, "video") as source:
-        container = _open_container(source)
-        try:
-            if not container.streams.audio:
-                return None
-            codec = _codec_name(container.streams.audio[0])
-            if codec in MP4_AUDIO_CODECS:
-                try:
-                    return _write_with_audio(video, container, span, out, copy=True)
-                except (av.error.FFmpegError, ValueError) as e:
-                    # The MP4 muxer refused this stream's parameters: encode it instead.
-                    log.info(
-                        "copying %s audio from %s failed (%s); re-encoding as AAC", codec, source.name, e
-                    )
-            return _write_with_audio(video, container, span, out, copy=False)
-        finally:
-            container.close()
+    source = span.source
+    container = open_container(source)
+    try:
+        if not container.streams.audio:
+            return None
+        codec = codec_name(container.streams.audio[0])
+        if codec in MP4_AUDIO_CODECS:
+            try:
+                return _write_with_audio(video, container, span, out, copy=True)
+            except (av.error.FFmpegError, ValueError) as e:
+                # The MP4 muxer refused this stream's parameters: encode it instead.
+                log.info("copying %s audio from %s failed (%s); re-encoding as AAC", codec, source.name, e)
+        return _write_with_audio(video, container, span, out, copy=False)
+    finally:
+        container.close()
 
 
 def _write_with_audio(video: Path, source: Any, span: AudioSpan, out: Path, *, copy: bool) -> AudioMuxed:
@@ -965,7 +744,7 @@ def _write_with_audio(video: Path, source: Any, span: AudioSpan, out: Path, *, c
         v = source.streams.video[0]
         origin = float(v.start_time * v.time_base)
     start, end = origin + span.start_s, origin + span.start_s + span.duration_s
-    source_codec = _codec_name(audio_in)
+    source_codec = codec_name(audio_in)
     with (
         av.open(str(video), "r") as picture,
         av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as output,

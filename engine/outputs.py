@@ -230,10 +230,9 @@ def _add_audio(video: Path, scratch: Path, span: AudioSpan) -> tuple[dict[str, A
     """Put ``span``'s audio into the encoded MP4 ``video`` (through ``scratch``, then renamed over
     it). Returns the sidecar's ``audio`` facts and a note; on any failure ``video`` stays as it
     was, silent."""
-    from .inputs import Source
     from .media import mux_audio
 
-    name = (span.source.path if isinstance(span.source, Source) else Path(span.source)).name
+    name = span.source.path.name
     facts: dict[str, Any] = {"source": name, "start_s": span.start_s, "duration_s": span.duration_s}
     try:
         muxed = mux_audio(video, span, scratch)

@@ -164,7 +164,7 @@ def chain_frames(limits: Limits, fps: float) -> int:
 
 
 class Shape(Protocol):
-    """What a header-only probe knows of an input (engine.inputs.ImageHeader / VideoHeader)."""
+    """What a header-only probe knows of an input (engine.source.ImageHeader / VideoHeader)."""
 
     width: int
     height: int
@@ -175,7 +175,7 @@ Shapes = Mapping[str, Shape]
 
 
 def shapes_of(sources: Mapping[str, Any]) -> dict[str, Shape]:
-    """The probed headers of opened inputs (engine.inputs.Source) by path."""
+    """The probed headers of opened inputs (engine.source.Source) by path."""
     return {path: s.header for path, s in sources.items() if getattr(s, "header", None) is not None}
 
 

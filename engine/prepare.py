@@ -22,15 +22,16 @@ from .control import JobControl
 from .errors import InvalidRequest, shown
 from .geometry import GREY, Size, binarize, even_indices, fit_box, letterbox, resize_cover
 from .media import VideoClip, open_image, probe_video, read_video
+from .source import source_for
 from .vocab import MediaKind, Role
 
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-    from .inputs import Source
     from .plan import CheckedPlan as Plan
     from .plan import MediaInput
+    from .source import Source
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class PrepContext:
     ground: Callable[[Image.Image, str], list[Box]] | None = None
     control: JobControl | None = None
     #: The inputs opened when the request was admitted, by the path in the plan: decoding reads
-    #: them, never the path again. A path without one (tests, old callers) is opened by path.
+    #: them, never the path again (every input of the plan must have one).
     sources: Mapping[str, Source] = field(default_factory=dict)
     #: ``annotate(kind, frames)``: a control signal of ``kind`` ((F, H, W, 3) uint8 → same) from
     #: plain frames (engine.annotators); ``None``: only raw control inputs.
@@ -82,8 +83,8 @@ class PrepContext:
     #: Pixels a mask found from words grows by on each side.
     dilate_px: int = 8
 
-    def source(self, m: MediaInput) -> Source | str:
-        return self.sources.get(m.path, m.path)
+    def source(self, m: MediaInput) -> Source:
+        return source_for(self.sources, m.path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ live in their own module:
 - :func:`understand` answers a question. Images go in as images, decoded reduced to the
   understanding pixel budget (eight large inputs never sit in memory at full size); videos go in
   as real video (frames sampled at ``understanding.video_fps``, with their timing), decoded from
-  the already-opened :class:`~engine.inputs.Source`, never reopened by path.
+  the already-opened :class:`~engine.source.Source`, never reopened by path.
 - :func:`ground` asks for the boxes of a phrase in an image (the video-edit mask when no mask
   file is given); :func:`parse_boxes` reads the answer and :func:`scale_boxes` maps it back from
   the size the model saw to the image's own.
@@ -24,17 +24,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputRefused, InvalidRequest
+from .media import VideoClip, open_image, probe_video, read_video
 from .planners.instruct import json_values
+from .source import source_for
 from .vocab import MediaKind
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from .control import JobControl
-    from .inputs import Source
-    from .media import VideoClip
     from .plan import MediaInput
     from .planners.qwen import QwenPlanner
+    from .source import Source
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +66,9 @@ def understand(
     Images are passed as images and videos as real video input (frames sampled at
     ``understanding.video_fps``, at most ``video_max_frames``), each frame at most
     ``understanding.max_pixels``: images are decoded reduced to that budget, so eight large
-    inputs never sit in memory at full size. ``sources`` are the opened inputs by path
-    (decoded from, never reopened by path). ``temperature`` 0 is greedy; ``None`` takes the
-    configured default, as does ``max_new_tokens``.
+    inputs never sit in memory at full size. ``sources`` are the opened inputs by path, one for
+    each of ``media`` (decoded from, never reopened by path; a path without one is refused).
+    ``temperature`` 0 is greedy; ``None`` takes the configured default, as does ``max_new_tokens``.
     """
     defaults = qwen.config.understanding
     max_new_tokens = defaults.max_new_tokens if max_new_tokens is None else max_new_tokens
@@ -100,8 +101,6 @@ def _decode_media(
     check: Callable[[], None] | None,
 ) -> tuple[list[Image.Image], list[Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """(images, videos as (F, H, W, 3) uint8 frames, their metadata, the chat content so far)."""
-    from .media import open_image
-
     images: list[Image.Image] = []
     videos: list[Any] = []
     metadata: list[dict[str, Any]] = []
@@ -109,7 +108,7 @@ def _decode_media(
     for m in media:
         if check:
             check()
-        source = sources.get(m.path, m.path)
+        source = source_for(sources, m.path)
         if m.kind is MediaKind.IMAGE:
             images.append(
                 open_image(
@@ -128,10 +127,8 @@ def _decode_media(
     return images, videos, metadata, content
 
 
-def _read_video(qwen: QwenPlanner, source: Source | str, check: Callable[[], None] | None) -> VideoClip:
+def _read_video(qwen: QwenPlanner, source: Source, check: Callable[[], None] | None) -> VideoClip:
     """Frames at the understanding rate, decoded straight to the pixel budget."""
-    from .media import probe_video, read_video
-
     u = qwen.config.understanding
     limit = qwen.config.limits.max_input_pixels  # the same input limit generation applies
     info = probe_video(source, max_pixels=limit)

@@ -325,6 +325,7 @@ def test_with_no_tiny_models_built_yet_a_command_builds_them_first_with_progress
     import shutil
 
     import engine.tiny
+    from engine.config import tiny_paths as tiny_paths_of
 
     # A new machine: nothing under the tiny folder. (The 10 s build is run for real, from an
     # empty home, by tests/test_readme.py; here the session's models are copied in its place.)
@@ -336,7 +337,7 @@ def test_with_no_tiny_models_built_yet_a_command_builds_them_first_with_progress
     def build(where, *, on_step=None):
         shutil.copytree(tiny_paths.root, where, dirs_exist_ok=True)
         on_step(1, 1)
-        return engine.tiny.tiny_paths(where)
+        return tiny_paths_of(where)
 
     monkeypatch.setattr(engine.tiny, "ensure_tiny", build)
     code, out, err = cli(capsys, *argv, "--preset", "tiny")

@@ -235,14 +235,21 @@ def test_an_instruct_plan_on_the_merged_planner_says_which_model_made_it(unison,
     assert any("Unison adapter merged" in n for n in plan.notes)
 
 
-def test_understanding_without_unison_routing_answers_with_the_base_model(rules, instruct, plain, tmp_path):
+def test_understanding_without_unison_routing_answers_with_the_base_model(
+    rules, instruct, plain, tmp_path, opened
+):
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(
         tmp_path / "a.png"
     )
     media = [MediaInput(path=str(tmp_path / "a.png"), kind=MediaKind.IMAGE, role=Role.QUERY)]
+    sources = opened.sources(media)
     for question, files in (("What is the capital of France?", []), ("What is in this picture?", media)):
-        want = plain.understand(question, files)
-        assert rules.understand(question, files) == instruct.understand(question, files) == want
+        want = plain.understand(question, files, sources=sources)
+        assert (
+            rules.understand(question, files, sources=sources)
+            == instruct.understand(question, files, sources=sources)
+            == want
+        )
     assert rules.name == instruct.name == plain.model_id  # the model the answer names
 
 

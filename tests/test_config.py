@@ -452,16 +452,35 @@ def test_the_tiny_preset_generates_at_its_largest_side(tiny_config: EngineConfig
 # The tiny-model factory is not part of the runtime import graph.
 
 
-def test_configuring_the_tiny_preset_does_not_import_the_tiny_model_factory(tmp_path: Path):
+def _runtime_modules() -> list[str]:
+    """Every module of engine/ and unison_mcp/ but the tiny-model factory (engine/tiny) and
+    ``unison_mcp.__main__`` (which runs the CLI when imported)."""
+    names = []
+    for package in ("engine", "unison_mcp"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            if not name.startswith("engine.tiny") and name != "unison_mcp.__main__":
+                names.append(name)
+    return names
+
+
+def test_no_runtime_module_and_no_tiny_preset_imports_the_tiny_model_factory(tmp_path: Path):
+    modules = _runtime_modules()
+    assert {"engine.config", "engine.engine", "unison_mcp.config", "unison_mcp.progress"} <= set(modules)
     code = (
-        "import sys, engine.config, engine.engine, unison_mcp.config\n"
+        "import importlib, sys\n"
         "from pathlib import Path\n"
-        f"engine.config.EngineConfig.tiny(Path({str(tmp_path)!r}), build=False)\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "import engine.config, unison_mcp.config\n"
+        f"engine.config.EngineConfig.tiny(Path({str(tmp_path)!r}))\n"
         "unison_mcp.config.load_config({'preset': 'tiny'}, env={})\n"
         "print(' '.join(sorted(m for m in sys.modules if m.startswith('engine.tiny'))))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "UNISON_TINY_DIR": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    # Only where the models live: the builders (engine.tiny.qwen, engine.tiny.wan) stay unloaded.
-    assert proc.stdout.split() == ["engine.tiny", "engine.tiny.paths"]
+    # Importing every runtime module and pointing a configuration at the tiny models loads
+    # nothing of engine.tiny: where the models live is engine.config.tiny_paths.
+    assert proc.stdout.split() == []

@@ -69,7 +69,7 @@ CASES = [
 
 @pytest.mark.parametrize(("task", "inputs", "extra"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 def test_every_task_writes_a_decodable_file_of_the_requested_shape_with_its_sidecar(
-    engine: Engine, media: dict[str, str], task: str, inputs: list, extra: dict
+    engine: Engine, media: dict[str, str], task: str, inputs: list, extra: dict, opened
 ):
     plan = build_plan(
         task,
@@ -103,7 +103,7 @@ def test_every_task_writes_a_decodable_file_of_the_requested_shape_with_its_side
         with Image.open(path) as im:
             assert path.suffix == ".png" and im.size == (plan.width, plan.height)
     else:
-        info = probe_video(path)
+        info = probe_video(opened(path))
         assert path.suffix == ".mp4"
         assert (info.width, info.height, info.num_frames) == (plan.width, plan.height, plan.num_frames)
         assert info.fps == pytest.approx(plan.fps)
@@ -267,19 +267,20 @@ def test_the_tiny_preset_builds_missing_models_on_first_load_as_a_stage_of_the_j
     import shutil
 
     import engine.tiny
+    from engine.config import tiny_paths as tiny_paths_of
 
     root = tmp_path / "tiny"
-    config = EngineConfig.tiny(root, build=False, output_dir=tmp_path / "out")
+    config = EngineConfig.tiny(root, output_dir=tmp_path / "out")
     assert not root.exists()  # configuring (server start-up) builds nothing
     built = []
 
     def ensure(where, *, on_step=None):  # stands in for the seconds-long build: a copy, in 2 steps
         built.append(Path(where))
-        shutil.copytree(tiny_paths.qwen, engine.tiny.tiny_paths(where).qwen)
+        shutil.copytree(tiny_paths.qwen, tiny_paths_of(where).qwen)
         on_step(1, 2)
         shutil.copytree(tiny_paths.root, where, dirs_exist_ok=True)
         on_step(2, 2)
-        return engine.tiny.tiny_paths(where)
+        return tiny_paths_of(where)
 
     monkeypatch.setattr(engine.tiny, "ensure_tiny", ensure)
     eng = Engine(config)

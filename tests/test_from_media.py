@@ -18,6 +18,7 @@ from engine.plan import MediaInput, Plan, build_plan, check_plan
 from engine.planners.rules import RulesPlanner
 from engine.prepare import PrepContext, prepare
 from engine.request import parse_request
+from engine.source import Source
 from engine.vocab import MediaKind, Role, Task
 
 
@@ -106,6 +107,12 @@ def photo(tmp_path: Path) -> str:
     return str(path)
 
 
+@pytest.fixture
+def photo_source(photo: str, opened) -> dict[str, Source]:
+    """The photo opened as admission opens it, by its path: what ``PrepContext.sources`` holds."""
+    return {photo: opened(photo)}
+
+
 def _plan(task: Task, inputs: list[tuple[str, Role]], **kw) -> Plan:
     media = [MediaInput(path=p, kind=MediaKind.IMAGE, role=r) for p, r in inputs]
     return check_plan(Plan(task=task, prompt="a robot", inputs=media, width=64, height=48, **kw))
@@ -115,14 +122,14 @@ def _grey(kind: str, frames: np.ndarray) -> np.ndarray:
     return np.repeat(frames.mean(axis=-1, keepdims=True), 3, axis=-1).astype(np.uint8)
 
 
-def test_a_plain_control_image_is_extracted_and_returned_beside_the_result(photo: str):
+def test_a_plain_control_image_is_extracted_and_returned_beside_the_result(photo: str, photo_source):
     calls: list[str] = []
 
     def annotate(kind: str, frames: np.ndarray) -> np.ndarray:
         calls.append(kind)
         return _grey(kind, frames)
 
-    ctx = PrepContext(limits=Limits(), annotate=annotate, looks_like=lambda f: None)
+    ctx = PrepContext(limits=Limits(), sources=photo_source, annotate=annotate, looks_like=lambda f: None)
     prepared = prepare(_plan(Task.IMAGE_CONTROL, [(photo, Role.CONTROL)], control_kind="edges"), ctx)
     assert calls == ["edges"]
     ((role, frames),) = prepared.extras
@@ -130,23 +137,31 @@ def test_a_plain_control_image_is_extracted_and_returned_beside_the_result(photo
     assert np.asarray(prepared.video[0]).std(axis=-1).max() == 0  # what annotate returned
 
 
-def test_an_input_that_already_looks_like_a_control_signal_is_kept_raw_with_a_note(photo: str):
+def test_an_input_that_already_looks_like_a_control_signal_is_kept_raw_with_a_note(photo: str, photo_source):
     ctx = PrepContext(
-        limits=Limits(), annotate=lambda k, f: pytest.fail("extracted"), looks_like=lambda f: "pose"
+        limits=Limits(),
+        sources=photo_source,
+        annotate=lambda k, f: pytest.fail("extracted"),
+        looks_like=lambda f: "pose",
     )
     prepared = prepare(_plan(Task.IMAGE_CONTROL, [(photo, Role.CONTROL)], control_kind="pose"), ctx)
     assert prepared.extras == [] and any("looks like a pose signal" in n for n in prepared.notes)
 
 
-def test_without_a_control_kind_a_plain_input_gives_depth_and_raw_is_passed_through(photo: str):
+def test_without_a_control_kind_a_plain_input_gives_depth_and_raw_is_passed_through(photo: str, photo_source):
     seen: list[str] = []
-    ctx = PrepContext(limits=Limits(), annotate=lambda k, f: seen.append(k) or f, looks_like=lambda f: None)
+    ctx = PrepContext(
+        limits=Limits(),
+        sources=photo_source,
+        annotate=lambda k, f: seen.append(k) or f,
+        looks_like=lambda f: None,
+    )
     prepare(_plan(Task.IMAGE_CONTROL, [(photo, Role.CONTROL)]), ctx)
     prepare(_plan(Task.IMAGE_CONTROL, [(photo, Role.CONTROL)], control_kind="raw"), ctx)
     assert seen == ["depth"]
 
 
-def test_an_edit_without_a_mask_segments_the_target_dilates_it_and_returns_the_mask(photo: str):
+def test_an_edit_without_a_mask_segments_the_target_dilates_it_and_returns_the_mask(photo: str, photo_source):
     asked: list[str] = []
 
     def segment(frames: np.ndarray, phrase: str) -> np.ndarray:
@@ -155,7 +170,7 @@ def test_an_edit_without_a_mask_segments_the_target_dilates_it_and_returns_the_m
         found[:, 20:28, 30:38] = True
         return found
 
-    ctx = PrepContext(limits=Limits(), segment=segment, dilate_px=2)
+    ctx = PrepContext(limits=Limits(), sources=photo_source, segment=segment, dilate_px=2)
     prepared = prepare(_plan(Task.IMAGE_EDIT, [(photo, Role.SOURCE)], target="the red ball"), ctx)
     assert asked == ["the red ball"]
     mask = np.asarray(prepared.mask[0])
@@ -163,16 +178,17 @@ def test_an_edit_without_a_mask_segments_the_target_dilates_it_and_returns_the_m
     assert [r for r, _ in prepared.extras] == ["mask"]
 
 
-def test_an_edit_whose_target_is_nowhere_is_refused_saying_to_give_a_mask(photo: str):
-    ctx = PrepContext(limits=Limits(), segment=lambda f, p: np.zeros(f.shape[:3], bool))
+def test_an_edit_whose_target_is_nowhere_is_refused_saying_to_give_a_mask(photo: str, photo_source):
+    ctx = PrepContext(limits=Limits(), sources=photo_source, segment=lambda f, p: np.zeros(f.shape[:3], bool))
     with pytest.raises(InvalidRequest, match="no region matching 'a unicorn' was found.*give a mask"):
         prepare(_plan(Task.IMAGE_EDIT, [(photo, Role.SOURCE)], target="a unicorn"), ctx)
 
 
-def test_without_a_target_the_planner_reads_the_object_from_the_prompt(photo: str):
+def test_without_a_target_the_planner_reads_the_object_from_the_prompt(photo: str, photo_source):
     asked: list[str] = []
     ctx = PrepContext(
         limits=Limits(),
+        sources=photo_source,
         segment=lambda f, p: asked.append(p) or np.ones(f.shape[:3], bool),
         phrase=lambda prompt: "le chat",
     )

@@ -20,8 +20,9 @@ from PIL import Image
 
 from engine import media
 from engine.errors import InputRefused
-from engine.inputs import MAX_PATH_CHARS, ImageHeader, InputPolicy, Source, VideoHeader
+from engine.inputs import MAX_PATH_CHARS, InputPolicy
 from engine.media import encode_mp4, encode_png, open_image, probe_video, read_video
+from engine.source import ImageHeader, Source, VideoHeader
 
 MB = 1_000_000
 

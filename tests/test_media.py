@@ -1,6 +1,7 @@
 """engine.media: safe image/video reading, time resampling, geometry and the encoders.
 
-Fixtures are written with the project's own encoders into tmp dirs. Video frames are flat greys
+Fixtures are written with the project's own encoders into tmp dirs and opened as inputs are (the
+``opened`` fixture: through an InputPolicy, the only way to a Source). Video frames are flat greys
 whose level codes the frame index (4 levels per frame: H.264 keeps a flat grey within ±1), so a
 test can tell which source frame a resampled frame came from.
 """
@@ -52,106 +53,106 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
 # Images
 
 
-def test_an_image_opens_as_rgb_at_its_own_size(tmp_path: Path):
+def test_an_image_opens_as_rgb_at_its_own_size(tmp_path: Path, opened):
     path = tmp_path / "a.png"
     encode_png(path, np.full((20, 30, 3), (10, 200, 30), np.uint8))
-    img = open_image(path)
+    img = open_image(opened(path))
     assert img.mode == "RGB" and img.size == (30, 20)
     assert img.getpixel((5, 5)) == (10, 200, 30)
 
 
-def test_an_image_opens_as_grey_when_asked(tmp_path: Path):
+def test_an_image_opens_as_grey_when_asked(tmp_path: Path, opened):
     path = tmp_path / "m.png"
     encode_png(path, np.full((8, 8, 3), 255, np.uint8))
-    img = open_image(path, mode="L")
+    img = open_image(opened(path), mode="L")
     assert img.mode == "L" and img.getpixel((0, 0)) == 255
 
 
-def test_exif_orientation_is_applied(tmp_path: Path):
+def test_exif_orientation_is_applied(tmp_path: Path, opened):
     path = tmp_path / "rotated.jpg"
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     Image.new("RGB", (40, 20), (0, 0, 255)).save(path, exif=exif)
-    assert open_image(path).size == (20, 40)
+    assert open_image(opened(path)).size == (20, 40)
 
 
-def test_transparent_areas_become_white(tmp_path: Path):
+def test_transparent_areas_become_white(tmp_path: Path, opened):
     path = tmp_path / "alpha.png"
     Image.new("RGBA", (4, 4), (0, 0, 0, 0)).save(path)
-    assert open_image(path).getpixel((1, 1)) == (255, 255, 255)
+    assert open_image(opened(path)).getpixel((1, 1)) == (255, 255, 255)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_a_16_bit_grey_png_keeps_its_tones(tmp_path: Path, mode: str):
+def test_a_16_bit_grey_png_keeps_its_tones(tmp_path: Path, mode: str, opened):
     # Depth maps and masks are often 16-bit grey; clipping at 255 would turn them almost white.
     path = tmp_path / "depth16.png"
     ramp = np.linspace(0, 65535, 64, dtype=np.float64).round().astype(np.uint16)
     Image.fromarray(np.tile(ramp, (8, 1))).save(path)
     with Image.open(path) as raw:
         assert raw.mode.startswith("I")
-    img = open_image(path, mode=mode)
+    img = open_image(opened(path), mode=mode)
     assert img.mode == mode
     row = np.asarray(img.convert("L"))[0].astype(int)
     assert row[0] == 0 and row[-1] == 255 and abs(row[32] - 130) <= 2
     assert (np.diff(row) >= 0).all()
 
 
-def test_a_missing_image_is_refused_naming_the_file(tmp_path: Path):
-    with pytest.raises(InputRefused, match="nope.png: no such file") as e:
-        open_image(tmp_path / "nope.png")
+def test_a_missing_image_is_refused_naming_the_file(tmp_path: Path, opened):
+    with pytest.raises(InputRefused, match=r"nope\.png': no such file") as e:
+        open_image(opened(tmp_path / "nope.png"))
     assert e.value.path == str(tmp_path / "nope.png")
 
 
-def test_a_directory_is_refused_as_an_image(tmp_path: Path):
+def test_a_directory_is_refused_as_an_image(tmp_path: Path, opened):
     folder = tmp_path / "dir.png"
     folder.mkdir()
     with pytest.raises(InputRefused, match="is a directory"):
-        open_image(folder)
+        open_image(opened(folder))
 
 
-def test_an_empty_file_is_refused(tmp_path: Path):
+def test_an_empty_file_is_refused(tmp_path: Path, opened):
     path = tmp_path / "empty.png"
     path.write_bytes(b"")
     with pytest.raises(InputRefused, match="empty"):
-        open_image(path)
+        open_image(opened(path))
 
 
-def test_bytes_that_are_not_an_image_are_refused(tmp_path: Path):
+def test_bytes_that_are_not_an_image_are_refused(tmp_path: Path, opened):
     path = tmp_path / "junk.png"
     path.write_bytes(b"this is not a picture at all" * 10)
     with pytest.raises(InputRefused, match="not a readable image"):
-        open_image(path)
+        open_image(opened(path))
 
 
-def test_a_truncated_image_is_refused_as_corrupt(tmp_path: Path):
+def test_a_truncated_image_is_refused_as_corrupt(tmp_path: Path, opened):
     path = tmp_path / "cut.png"
     rng = np.random.default_rng(0)
     encode_png(path, rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputRefused, match="corrupt or truncated"):
-        open_image(path)
+        open_image(opened(path))
 
 
-def test_a_png_declaring_a_huge_size_is_refused_before_decoding(tmp_path: Path):
+def test_a_png_declaring_a_huge_size_is_refused_before_decoding(tmp_path: Path, opened):
     path = png_header_only(tmp_path / "bomb.png", 10_000, 10_000)
     with pytest.raises(InputRefused) as e:
-        open_image(path)
+        open_image(opened(path))
     message = str(e.value)
     assert "bomb.png" in message and "10000×10000" in message and "64000000" in message
 
 
-def test_a_png_beyond_pillows_own_bomb_limit_is_refused(tmp_path: Path):
+def test_a_png_beyond_pillows_own_bomb_limit_is_refused(tmp_path: Path, opened):
     path = png_header_only(tmp_path / "bigger.png", 30_000, 30_000)
     with pytest.raises(InputRefused, match="bigger.png"):
-        open_image(path)
+        open_image(opened(path))
 
 
-def test_the_pixel_limit_is_configurable(tmp_path: Path):
+def test_the_pixel_limit_is_configurable(tmp_path: Path, opened):
     path = tmp_path / "a.png"
     encode_png(path, np.zeros((48, 64, 3), np.uint8))
     with pytest.raises(InputRefused, match="64×48 = 3072 pixels; the limit is 1000"):
-        open_image(path, max_pixels=1000)
+        open_image(opened(path), max_pixels=1000)
 
 
 def test_encode_png_refuses_a_frame_of_the_wrong_shape(tmp_path: Path):
@@ -199,15 +200,15 @@ def test_resampling_to_the_same_rate_keeps_the_frame_count():
 # Video
 
 
-def test_encode_mp4_then_probe_gives_back_size_frames_and_rate(tmp_path: Path):
+def test_encode_mp4_then_probe_gives_back_size_frames_and_rate(tmp_path: Path, opened):
     path = write_video(tmp_path / "v.mp4", 60, 30)
-    info = probe_video(path)
+    info = probe_video(opened(path))
     assert (info.width, info.height, info.num_frames) == (64, 48, 60)
     assert info.fps == pytest.approx(30) and info.duration_s == pytest.approx(2.0)
 
 
-def test_a_fractional_rate_survives_the_round_trip(tmp_path: Path):
-    info = probe_video(write_video(tmp_path / "v.mp4", 20, 12.5))
+def test_a_fractional_rate_survives_the_round_trip(tmp_path: Path, opened):
+    info = probe_video(opened(write_video(tmp_path / "v.mp4", 20, 12.5)))
     assert info.fps == pytest.approx(12.5) and info.num_frames == 20
 
 
@@ -216,9 +217,9 @@ def test_encode_mp4_refuses_odd_sizes(tmp_path: Path):
         encode_mp4(tmp_path / "odd.mp4", np.zeros((3, 47, 64, 3), np.uint8), 16)
 
 
-def test_a_30_fps_two_second_clip_becomes_33_frames_at_16_fps(tmp_path: Path):
+def test_a_30_fps_two_second_clip_becomes_33_frames_at_16_fps(tmp_path: Path, opened):
     path = write_video(tmp_path / "v.mp4", 60, 30)
-    clip = read_video(path, fps=16, num_frames=33)
+    clip = read_video(opened(path), fps=16, num_frames=33)
     assert clip.frames.shape == (33, 48, 64, 3) and clip.frames.dtype == np.uint8
     assert clip.fps == 16
     # Each frame is the source frame nearest k/16 s: round(k·30/16), ties to the earlier one.
@@ -230,61 +231,61 @@ def test_a_30_fps_two_second_clip_becomes_33_frames_at_16_fps(tmp_path: Path):
     assert "padded to 33" in clip.notes[0]
 
 
-def test_a_long_enough_clip_is_not_padded_and_stops_at_the_frame_count(tmp_path: Path):
-    clip = read_video(write_video(tmp_path / "v.mp4", 45, 30), fps=16, num_frames=9)
+def test_a_long_enough_clip_is_not_padded_and_stops_at_the_frame_count(tmp_path: Path, opened):
+    clip = read_video(opened(write_video(tmp_path / "v.mp4", 45, 30)), fps=16, num_frames=9)
     assert len(clip.frames) == 9 and clip.padded == 0 and clip.notes == []
     assert frame_codes(clip.frames) == [0, 2, 4, 6, 7, 9, 11, 13, 15]
 
 
-def test_a_higher_target_rate_repeats_frames(tmp_path: Path):
-    clip = read_video(write_video(tmp_path / "v.mp4", 10, 8), fps=16, num_frames=5)
+def test_a_higher_target_rate_repeats_frames(tmp_path: Path, opened):
+    clip = read_video(opened(write_video(tmp_path / "v.mp4", 10, 8)), fps=16, num_frames=5)
     codes = frame_codes(clip.frames)
     assert codes[0] == 0 and codes[-1] == 2 and codes == sorted(codes)
 
 
-def test_frames_are_resized_to_cover_the_size(tmp_path: Path):
-    clip = read_video(write_video(tmp_path / "v.mp4", 5, 16), num_frames=5, size=(32, 32))
+def test_frames_are_resized_to_cover_the_size(tmp_path: Path, opened):
+    clip = read_video(opened(write_video(tmp_path / "v.mp4", 5, 16)), num_frames=5, size=(32, 32))
     assert clip.frames.shape == (5, 32, 32, 3)
 
 
-def test_max_frames_spreads_frames_evenly_over_the_clip(tmp_path: Path):
-    clip = read_video(write_video(tmp_path / "v.mp4", 40, 16), max_frames=4)
+def test_max_frames_spreads_frames_evenly_over_the_clip(tmp_path: Path, opened):
+    clip = read_video(opened(write_video(tmp_path / "v.mp4", 40, 16)), max_frames=4)
     assert frame_codes(clip.frames) == [0, 13, 26, 39]
     assert clip.fps == pytest.approx(3 / (39 / 16))
     assert "spread down to 4" in clip.notes[0]
 
 
-def test_without_a_rate_all_frames_are_read(tmp_path: Path):
-    clip = read_video(write_video(tmp_path / "v.mp4", 12, 24))
+def test_without_a_rate_all_frames_are_read(tmp_path: Path, opened):
+    clip = read_video(opened(write_video(tmp_path / "v.mp4", 12, 24)))
     assert frame_codes(clip.frames) == list(range(12)) and clip.fps == pytest.approx(24)
 
 
-def test_from_end_keeps_the_last_frames(tmp_path: Path):
-    clip = read_video(write_video(tmp_path / "v.mp4", 20, 16), fps=16, num_frames=5, from_end=True)
+def test_from_end_keeps_the_last_frames(tmp_path: Path, opened):
+    clip = read_video(opened(write_video(tmp_path / "v.mp4", 20, 16)), fps=16, num_frames=5, from_end=True)
     assert frame_codes(clip.frames) == [15, 16, 17, 18, 19]
 
 
-def test_a_clip_too_long_to_read_whole_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_a_clip_too_long_to_read_whole_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opened):
     import engine.media
 
     monkeypatch.setattr(engine.media, "HARD_MAX_FRAMES", 8)
     with pytest.raises(InputRefused, match="give num_frames or max_frames"):
-        read_video(write_video(tmp_path / "v.mp4", 12, 16))
+        read_video(opened(write_video(tmp_path / "v.mp4", 12, 16)))
 
 
-def test_a_count_one_above_the_hard_cap_is_not_mistaken_for_the_cap(tmp_path: Path, monkeypatch):
+def test_a_count_one_above_the_hard_cap_is_not_mistaken_for_the_cap(tmp_path: Path, monkeypatch, opened):
     import engine.media
 
     # HARD_MAX_FRAMES + 1 asked for by the caller is a count like any other, not the marker the
     # uncounted read uses to notice a container that understates its length.
     monkeypatch.setattr(engine.media, "HARD_MAX_FRAMES", 8)
-    clip = read_video(write_video(tmp_path / "v.mp4", 12, 16), num_frames=9)
+    clip = read_video(opened(write_video(tmp_path / "v.mp4", 12, 16)), num_frames=9)
     assert len(clip.frames) == 9
-    clip = read_video(write_video(tmp_path / "w.mp4", 9, 16), max_frames=9)
+    clip = read_video(opened(write_video(tmp_path / "w.mp4", 9, 16)), max_frames=9)
     assert len(clip.frames) == 9
 
 
-def test_a_video_stored_sideways_is_read_upright(tmp_path: Path):
+def test_a_video_stored_sideways_is_read_upright(tmp_path: Path, opened):
     frames = np.zeros((3, 48, 64, 3), np.uint8)
     frames[:, :, :32] = 255  # left half white
     path = tmp_path / "phone.mp4"
@@ -294,40 +295,40 @@ def test_a_video_stored_sideways_is_read_upright(tmp_path: Path):
     matrix_at = data.index(b"tkhd") + 4 + 4 + 20 + 16  # version-0 tkhd: the matrix follows these
     data[matrix_at : matrix_at + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, 0, 0, 0x40000000)
     path.write_bytes(bytes(data))
-    info = probe_video(path)
+    info = probe_video(opened(path))
     assert (info.width, info.height) == (48, 64)
-    clip = read_video(path, num_frames=3)
+    clip = read_video(opened(path), num_frames=3)
     assert clip.frames.shape == (3, 64, 48, 3)
     # The left edge, turned clockwise, is now the top.
     assert clip.frames[0, :30].mean() > 240 and clip.frames[0, 34:].mean() < 15
 
 
-def test_a_cancelled_read_stops_decoding(tmp_path: Path):
+def test_a_cancelled_read_stops_decoding(tmp_path: Path, opened):
     from engine.control import JobControl
     from engine.errors import Cancelled
 
     control = JobControl()
     control.cancel()
     with pytest.raises(Cancelled):
-        read_video(write_video(tmp_path / "v.mp4", 5, 16), num_frames=5, check=control.check)
+        read_video(opened(write_video(tmp_path / "v.mp4", 5, 16)), num_frames=5, check=control.check)
 
 
-def test_bytes_that_are_not_a_video_are_refused(tmp_path: Path):
+def test_bytes_that_are_not_a_video_are_refused(tmp_path: Path, opened):
     path = tmp_path / "junk.mp4"
     path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 100)
     with pytest.raises(InputRefused, match="junk.mp4: not a readable video"):
-        probe_video(path)
+        probe_video(opened(path))
 
 
-def test_a_truncated_video_is_refused(tmp_path: Path):
+def test_a_truncated_video_is_refused(tmp_path: Path, opened):
     path = write_video(tmp_path / "v.mp4", 30, 16)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(InputRefused, match="v.mp4: corrupt"):
-        read_video(path, num_frames=29)
+        read_video(opened(path), num_frames=29)
 
 
-def test_a_video_without_frames_is_refused(tmp_path: Path):
+def test_a_video_without_frames_is_refused(tmp_path: Path, opened):
     import av
 
     path = tmp_path / "zero.mp4"
@@ -336,10 +337,10 @@ def test_a_video_without_frames_is_refused(tmp_path: Path):
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         container.start_encoding()
     with pytest.raises(InputRefused, match="zero.mp4: has no (video stream|frames)"):
-        read_video(path, num_frames=5)
+        read_video(opened(path), num_frames=5)
 
 
-def test_a_video_file_with_only_audio_is_refused(tmp_path: Path):
+def test_a_video_file_with_only_audio_is_refused(tmp_path: Path, opened):
     import av
 
     path = tmp_path / "audio.mp4"
@@ -350,30 +351,32 @@ def test_a_video_file_with_only_audio_is_refused(tmp_path: Path):
         for packet in [*stream.encode(frame), *stream.encode()]:
             container.mux(packet)
     with pytest.raises(InputRefused, match="has no video stream"):
-        probe_video(path)
+        probe_video(opened(path))
 
 
-def test_a_missing_video_is_refused(tmp_path: Path):
-    with pytest.raises(InputRefused, match="gone.mp4: no such file"):
-        read_video(tmp_path / "gone.mp4", num_frames=5)
+def test_a_missing_video_is_refused(tmp_path: Path, opened):
+    with pytest.raises(InputRefused, match=r"gone\.mp4': no such file"):
+        read_video(opened(tmp_path / "gone.mp4"), num_frames=5)
 
 
-def test_video_frames_over_the_pixel_limit_are_refused(tmp_path: Path):
+def test_video_frames_over_the_pixel_limit_are_refused(tmp_path: Path, opened):
     with pytest.raises(InputRefused, match="the limit is 1000 pixels"):
-        read_video(write_video(tmp_path / "v.mp4", 5, 16), num_frames=5, max_pixels=1000)
+        read_video(opened(write_video(tmp_path / "v.mp4", 5, 16)), num_frames=5, max_pixels=1000)
 
 
-def test_a_gif_named_mp4_is_refused_as_a_video_naming_the_accepted_containers(tmp_path: Path):
+def test_a_gif_named_mp4_is_refused_as_a_video_naming_the_accepted_containers(tmp_path: Path, opened):
     path = tmp_path / "anim.mp4"
     frames = [Image.new("RGB", (16, 16), (i * 40, 0, 0)) for i in range(3)]
     frames[0].save(path, format="GIF", save_all=True, append_images=frames[1:])
     with pytest.raises(InputRefused, match=r"anim\.mp4.*accepted: MP4/MOV \(ISO BMFF\), MKV/WebM"):
-        probe_video(path)
+        probe_video(opened(path))
     with pytest.raises(InputRefused, match=r"anim\.mp4.*accepted"):
-        read_video(path, num_frames=3)
+        read_video(opened(path), num_frames=3)
 
 
-def test_reading_a_video_by_path_opens_its_container_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_reading_an_opened_video_opens_its_container_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opened
+):
     import av
 
     path = write_video(tmp_path / "v.mp4", 9, 16)
@@ -384,23 +387,23 @@ def test_reading_a_video_by_path_opens_its_container_once(tmp_path: Path, monkey
         return real_open(*args, **kwargs)
 
     monkeypatch.setattr(av, "open", counting_open)
-    clip = read_video(path, fps=16, num_frames=9)
+    clip = read_video(opened(path), fps=16, num_frames=9)
     assert len(clip.frames) == 9 and len(calls) == 1  # no separate probe pass
 
 
-def test_a_large_image_can_be_decoded_reduced(tmp_path: Path):
+def test_a_large_image_can_be_decoded_reduced(tmp_path: Path, opened):
     path = tmp_path / "big.jpg"
     Image.new("RGB", (3000, 2000), (200, 30, 30)).save(path)
-    img = open_image(path, reduce_to_pixels=60_000)
+    img = open_image(opened(path), reduce_to_pixels=60_000)
     assert img.width * img.height <= 60_000 and abs(img.width / img.height - 1.5) < 0.02
 
 
-def test_a_reduced_image_is_still_turned_upright(tmp_path: Path):
+def test_a_reduced_image_is_still_turned_upright(tmp_path: Path, opened):
     path = tmp_path / "rotated.jpg"
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     Image.new("RGB", (4000, 2000), (0, 0, 255)).save(path, exif=exif)
-    assert open_image(path, max_side=400).size == (200, 400)
+    assert open_image(opened(path), max_side=400).size == (200, 400)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,28 +448,25 @@ def _streams(path: Path) -> dict[str, tuple[str, float]]:
         }
 
 
-def test_the_header_probe_records_the_audio_codec(tmp_path: Path):
-    from engine.inputs import open_path
-    from engine.media import probe
+def test_the_header_probe_records_the_audio_codec(tmp_path: Path, opened):
+    from engine.source import probe
 
-    with open_path(write_video_with_audio(tmp_path / "talk.mp4", 1.0)) as source:
+    with opened(write_video_with_audio(tmp_path / "talk.mp4", 1.0)) as source:
         assert probe(source).header.audio == "aac"
 
 
-def test_the_header_probe_of_a_silent_video_records_no_audio(tmp_path: Path):
-    from engine.inputs import open_path
-    from engine.media import probe
+def test_the_header_probe_of_a_silent_video_records_no_audio(tmp_path: Path, opened):
+    from engine.source import probe
 
-    with open_path(write_video(tmp_path / "quiet.mp4", 9, 16)) as source:
+    with opened(write_video(tmp_path / "quiet.mp4", 9, 16)) as source:
         assert probe(source).header.audio is None
 
 
-def test_a_span_of_aac_audio_is_copied_without_re_encoding(tmp_path: Path):
-    from engine.inputs import open_path
+def test_a_span_of_aac_audio_is_copied_without_re_encoding(tmp_path: Path, opened):
     from engine.media import AudioSpan, mux_audio
 
     picture = write_video(tmp_path / "out.mp4", 16, 16)  # 1 s
-    with open_path(write_video_with_audio(tmp_path / "src.mp4", 3.0)) as source:
+    with opened(write_video_with_audio(tmp_path / "src.mp4", 3.0)) as source:
         done = mux_audio(picture, AudioSpan(source, start_s=1.0, duration_s=1.0), tmp_path / "with.mp4")
     assert done is not None and done.copied and done.codec == "aac"
     streams = _streams(tmp_path / "with.mp4")
@@ -475,10 +475,9 @@ def test_a_span_of_aac_audio_is_copied_without_re_encoding(tmp_path: Path):
     assert "copied (aac)" in done.note
 
 
-def test_the_copied_span_starts_at_the_requested_time(tmp_path: Path):
+def test_the_copied_span_starts_at_the_requested_time(tmp_path: Path, opened):
     import av
 
-    from engine.inputs import open_path
     from engine.media import AudioSpan, mux_audio
 
     picture = write_video(tmp_path / "out.mp4", 8, 16)
@@ -503,7 +502,7 @@ def test_the_copied_span_starts_at_the_requested_time(tmp_path: Path):
                 container.mux(packet)
         for packet in [*video.encode(), *audio.encode()]:
             container.mux(packet)
-    with open_path(src) as source:
+    with opened(src) as source:
         mux_audio(picture, AudioSpan(source, start_s=1.0, duration_s=0.5), tmp_path / "with.mp4")
     with av.open(str(tmp_path / "with.mp4")) as container:
         samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
@@ -511,30 +510,31 @@ def test_the_copied_span_starts_at_the_requested_time(tmp_path: Path):
     assert loud > 0.1
 
 
-def test_audio_that_mp4_cannot_hold_is_re_encoded_as_aac(tmp_path: Path):
-    from engine.inputs import open_path
+def test_audio_that_mp4_cannot_hold_is_re_encoded_as_aac(tmp_path: Path, opened):
     from engine.media import AudioSpan, mux_audio
 
     picture = write_video(tmp_path / "out.mp4", 16, 16)
-    with open_path(write_video_with_audio(tmp_path / "src.mov", 2.0, codec="pcm_s16le")) as source:
+    with opened(write_video_with_audio(tmp_path / "src.mov", 2.0, codec="pcm_s16le")) as source:
         done = mux_audio(picture, AudioSpan(source, start_s=0.0, duration_s=1.0), tmp_path / "with.mp4")
     assert done is not None and not done.copied and done.codec == "aac" and done.source_codec == "pcm_s16le"
     assert _streams(tmp_path / "with.mp4")["audio"] == ("aac", pytest.approx(1.0, abs=0.05))
 
 
-def test_a_source_without_audio_writes_nothing(tmp_path: Path):
+def test_a_source_without_audio_writes_nothing(tmp_path: Path, opened):
     from engine.media import AudioSpan, mux_audio
 
     picture = write_video(tmp_path / "out.mp4", 16, 16)
-    span = AudioSpan(write_video(tmp_path / "quiet.mp4", 16, 16), start_s=0.0, duration_s=1.0)
+    span = AudioSpan(opened(write_video(tmp_path / "quiet.mp4", 16, 16)), start_s=0.0, duration_s=1.0)
     assert mux_audio(picture, span, tmp_path / "with.mp4") is None
     assert not (tmp_path / "with.mp4").exists()
 
 
 @pytest.mark.parametrize(("start", "duration"), [(-1.0, 1.0), (0.0, 0.0), (float("nan"), 1.0)])
-def test_a_bad_audio_span_is_refused(tmp_path: Path, start: float, duration: float):
+def test_a_bad_audio_span_is_refused(tmp_path: Path, start: float, duration: float, opened):
     from engine.media import AudioSpan, mux_audio
 
     picture = write_video(tmp_path / "out.mp4", 16, 16)
     with pytest.raises(InvalidRequest, match="audio"):
-        mux_audio(picture, AudioSpan(picture, start_s=start, duration_s=duration), tmp_path / "with.mp4")
+        mux_audio(
+            picture, AudioSpan(opened(picture), start_s=start, duration_s=duration), tmp_path / "with.mp4"
+        )

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import InputRefused
-from engine.inputs import InputPolicy, check_output_name, open_path, output_uri
-from engine.media import probe
+from engine.inputs import InputPolicy, check_output_name, output_uri
+from engine.source import probe
 
 
 @pytest.fixture()
@@ -226,20 +226,20 @@ def test_a_100_000_character_path_gets_a_short_refusal(policy: InputPolicy):
     assert len(str(err.value)) < 1_000 and "…" in str(err.value)
 
 
-def test_the_media_probe_applies_the_configured_pixel_limit(tree):
+def test_the_media_probe_applies_the_configured_pixel_limit(tree, opened):
     from PIL import Image
 
     # A 2 MP image under a 1 MP limit is refused; a 70 MP one under a 100 MP limit passes.
     two = tree["root"] / "two.png"
     Image.new("RGB", (2000, 1000)).save(two)
     with pytest.raises(InputRefused, match="the limit is 1000000 pixels"):
-        probe(open_path(two), max_pixels=1_000_000)
+        probe(opened(two), max_pixels=1_000_000)
     strict = InputPolicy([tree["root"]], tree["out"], max_bytes=10**9, max_pixels=1_000_000)
     with pytest.raises(InputRefused, match="the limit is 1000000 pixels"):
         strict.open_probed(str(two))
     seventy = tree["root"] / "seventy.png"
     Image.new("1", (10_000, 7_000)).save(seventy)  # 1-bit: a small file with a 70 MP header
-    probe(open_path(seventy), max_pixels=100_000_000)
+    probe(opened(seventy), max_pixels=100_000_000)
     loose = InputPolicy([tree["root"]], tree["out"], max_bytes=10**9, max_pixels=100_000_000)
     with loose.open_probed(str(seventy)) as source:
         assert (source.header.width, source.header.height) == (10_000, 7_000)

@@ -403,19 +403,20 @@ def test_understanding_answers_text_alone(planner):
     assert isinstance(answer, str) and "<|im_end|>" not in answer
 
 
-def test_understanding_answers_about_images(planner, media_files, monkeypatch):
+def test_understanding_answers_about_images(planner, media_files, monkeypatch, opened):
     spy = _Spy(planner, monkeypatch)
     media = _inputs((media_files["image"], MediaKind.IMAGE), (media_files["image2"], MediaKind.IMAGE))
-    answer = planner.understand("Compare them.", media, max_new_tokens=3)
+    answer = planner.understand("Compare them.", media, max_new_tokens=3, sources=opened.sources(media))
     assert isinstance(answer, str)
     call = spy.calls[0]
     assert call["image_grid_thw"].shape == (2, 3) and "mm_token_type_ids" in call
     assert call["generation_config"].max_new_tokens == 3
 
 
-def test_a_video_reaches_the_model_as_video_with_its_frame_timing(planner, media_files, monkeypatch):
+def test_a_video_reaches_the_model_as_video_with_its_frame_timing(planner, media_files, monkeypatch, opened):
     spy = _Spy(planner, monkeypatch)
-    answer = planner.understand("What happens?", _inputs((media_files["video"], MediaKind.VIDEO)))
+    media = _inputs((media_files["video"], MediaKind.VIDEO))
+    answer = planner.understand("What happens?", media, sources=opened.sources(media))
     assert isinstance(answer, str)
     call = spy.calls[0]
     assert "pixel_values_videos" in call and "pixel_values" not in call
@@ -438,21 +439,29 @@ def test_understanding_reports_progress_and_stops_when_cancelled(planner):
         planner.understand("Describe a cat.", [], max_new_tokens=8, control=cancelling)
 
 
-def test_an_image_qwen_cannot_resize_is_refused_as_input(planner, tmp_path):
+def test_an_input_that_was_not_opened_is_refused_not_read_by_its_path(planner, media_files):
+    with pytest.raises(InputRefused, match=r"a\.png' was not admitted with the request"):
+        planner.understand("What is it?", _inputs((media_files["image"], MediaKind.IMAGE)))
+
+
+def test_an_image_qwen_cannot_resize_is_refused_as_input(planner, tmp_path, opened):
     path = tmp_path / "strip.png"
     Image.new("RGB", (600, 2), "white").save(path)
+    media = _inputs((path, MediaKind.IMAGE))
     with pytest.raises(InputRefused, match="aspect ratio"):
-        planner.understand("What is it?", _inputs((path, MediaKind.IMAGE)))
+        planner.understand("What is it?", media, sources=opened.sources(media))
 
 
 @pytest.mark.parametrize("kind", [MediaKind.IMAGE, MediaKind.VIDEO])
-def test_understanding_honours_the_configured_input_pixel_limit(planner, media_files, monkeypatch, kind):
+def test_understanding_honours_the_configured_input_pixel_limit(
+    planner, media_files, monkeypatch, kind, opened
+):
     # 60×80 image / 64×96 video frames are over a 1000-pixel limit: refused before decoding.
     limits = planner.config.limits.model_copy(update={"max_input_pixels": 1000})
     monkeypatch.setattr(planner, "config", planner.config.model_copy(update={"limits": limits}))
-    path = media_files["image" if kind is MediaKind.IMAGE else "video"]
+    media = _inputs((media_files["image" if kind is MediaKind.IMAGE else "video"], kind))
     with pytest.raises(InputRefused, match="limit is 1000 pixels"):
-        planner.understand("What is it?", _inputs((path, kind)))
+        planner.understand("What is it?", media, sources=opened.sources(media))
 
 
 def test_understanding_refuses_a_negative_temperature(planner):

@@ -47,8 +47,14 @@ def arr(img: Image.Image) -> np.ndarray:
     return np.asarray(img)
 
 
-def ctx(**kw) -> PrepContext:
-    return PrepContext(limits=Limits(), **kw)
+@pytest.fixture()
+def prepare_opened(opened):
+    """``prepare(plan, **context)`` with the plan's inputs opened as admission opens them."""
+
+    def run(plan: Plan, **context) -> Prepared:
+        return prepare(plan, PrepContext(limits=Limits(), sources=opened.sources(plan.inputs), **context))
+
+    return run
 
 
 def make_plan(task: Task, inputs=(), *, num_frames: int | None = None, **kw) -> Plan:
@@ -117,26 +123,26 @@ def test_every_generation_task_has_a_preparer_and_no_understanding_task_does():
 
 
 @pytest.mark.parametrize("task", sorted(GENERATION_TASKS, key=lambda t: t.value), ids=str)
-def test_every_task_gives_frames_and_binary_masks_at_the_output_size(task: Task, files):
+def test_every_task_gives_frames_and_binary_masks_at_the_output_size(task: Task, files, prepare_opened):
     n = 1 if plan_is_image(task) else 17
     plan = make_plan(task, inputs_for(task, files), num_frames=None if n == 1 else n)
     # video_extend's frames are the new ones: its window also holds the 9 context frames (→ 29).
-    assert_vace_inputs(prepare(plan, ctx()), 29 if task is Task.VIDEO_EXTEND else n)
+    assert_vace_inputs(prepare_opened(plan), 29 if task is Task.VIDEO_EXTEND else n)
 
 
 def plan_is_image(task: Task) -> bool:
     return TASKS[task].output == "image"
 
 
-def test_an_understanding_task_is_refused():
+def test_an_understanding_task_is_refused(prepare_opened):
     plan = build_plan(Task.TEXT_UNDERSTANDING, "why is the sky blue?")
     with pytest.raises(InvalidRequest, match="understanding task"):
-        prepare(plan, ctx())
+        prepare_opened(plan)
 
 
-def test_a_plan_that_was_not_validated_is_refused():
+def test_a_plan_that_was_not_validated_is_refused(prepare_opened):
     with pytest.raises(InvalidRequest, match="check_plan"):
-        prepare(Plan(task=Task.TEXT_TO_VIDEO, prompt="a cat"), ctx())
+        prepare_opened(Plan(task=Task.TEXT_TO_VIDEO, prompt="a cat"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,14 +150,14 @@ def test_a_plan_that_was_not_validated_is_refused():
 
 
 @pytest.mark.parametrize("task,n", [(Task.TEXT_TO_IMAGE, 1), (Task.TEXT_TO_VIDEO, 17)])
-def test_text_only_tasks_leave_the_sources_to_the_pipeline(task: Task, n: int):
-    p = prepare(make_plan(task, num_frames=None if n == 1 else n), ctx())
+def test_text_only_tasks_leave_the_sources_to_the_pipeline(task: Task, n: int, prepare_opened):
+    p = prepare_opened(make_plan(task, num_frames=None if n == 1 else n))
     assert (p.video, p.mask, p.reference_images) == (None, None, None)
     assert p.num_frames == n
 
 
-def test_image_edit_binarises_the_mask_and_aligns_it_with_the_source(files):
-    p = prepare(make_plan(Task.IMAGE_EDIT, inputs_for(Task.IMAGE_EDIT, files)), ctx())
+def test_image_edit_binarises_the_mask_and_aligns_it_with_the_source(files, prepare_opened):
+    p = prepare_opened(make_plan(Task.IMAGE_EDIT, inputs_for(Task.IMAGE_EDIT, files)))
     mask = arr(p.mask[0])
     assert (mask[:, : W // 2 - 1] == 255).all() and (mask[:, W // 2 + 1 :] == 0).all()
     frame = arr(p.video[0])
@@ -160,30 +166,29 @@ def test_image_edit_binarises_the_mask_and_aligns_it_with_the_source(files):
     assert tuple(frame[24, 10]) == (GREY, GREY, GREY)
 
 
-def test_image_edit_stretches_a_mask_of_another_size_onto_the_source(files, tmp_path: Path):
+def test_image_edit_stretches_a_mask_of_another_size_onto_the_source(files, tmp_path: Path, prepare_opened):
     small = np.zeros((24, 32, 3), np.uint8)
     small[:, :16] = 255
     encode_png(tmp_path / "small_mask.png", small)
-    p = prepare(
-        make_plan(Task.IMAGE_EDIT, [(files["image"], Role.SOURCE), (tmp_path / "small_mask.png", "mask")]),
-        ctx(),
+    p = prepare_opened(
+        make_plan(Task.IMAGE_EDIT, [(files["image"], Role.SOURCE), (tmp_path / "small_mask.png", "mask")])
     )
     mask = arr(p.mask[0])
     assert (mask[:, : W // 2 - 1] == 255).all() and (mask[:, W // 2 + 1 :] == 0).all()
     assert any("stretched" in n for n in p.notes)
 
 
-def test_image_edit_with_an_all_black_mask_is_refused(files, tmp_path: Path):
+def test_image_edit_with_an_all_black_mask_is_refused(files, tmp_path: Path, prepare_opened):
     black = solid(tmp_path / "black.png", (128, 96), (0, 0, 0))
     plan = make_plan(Task.IMAGE_EDIT, [(files["image"], Role.SOURCE), (black, Role.MASK)])
     with pytest.raises(InvalidRequest, match="black.png.*no white"):
-        prepare(plan, ctx())
+        prepare_opened(plan)
 
 
 @pytest.mark.parametrize("task,n", [(Task.IMAGE_REFERENCE, 1), (Task.VIDEO_REFERENCE, 9)])
-def test_reference_images_are_letterboxed_on_white(task: Task, n: int, files):
+def test_reference_images_are_letterboxed_on_white(task: Task, n: int, files, prepare_opened):
     plan = make_plan(task, [(files["tall"], Role.REFERENCE)], num_frames=None if n == 1 else n)
-    p = prepare(plan, ctx())
+    p = prepare_opened(plan)
     assert p.video is None and p.mask is None and p.num_frames == n
     (ref,) = p.reference_images
     # 24×48 fits as 24×48 in the middle of 64×48: white bars left and right.
@@ -191,20 +196,20 @@ def test_reference_images_are_letterboxed_on_white(task: Task, n: int, files):
     assert ref.getpixel((32, 24)) == pytest.approx(RED, abs=2)
 
 
-def test_up_to_three_reference_images_are_kept_in_order(files):
+def test_up_to_three_reference_images_are_kept_in_order(files, prepare_opened):
     refs = [
         (files["image"], Role.REFERENCE),
         (files["blue"], Role.REFERENCE),
         (files["tall"], Role.REFERENCE),
     ]
-    p = prepare(make_plan(Task.IMAGE_REFERENCE, refs), ctx())
+    p = prepare_opened(make_plan(Task.IMAGE_REFERENCE, refs))
     assert len(p.reference_images) == 3
     assert p.reference_images[1].getpixel((32, 24)) == pytest.approx(BLUE, abs=2)
 
 
 @pytest.mark.parametrize("role,given", [(Role.FIRST_FRAME, 0), (Role.LAST_FRAME, 8)])
-def test_image_to_video_fixes_the_given_end_and_masks_the_rest(role: Role, given: int, files):
-    p = prepare(make_plan(Task.IMAGE_TO_VIDEO, [(files["image"], role)], num_frames=9), ctx())
+def test_image_to_video_fixes_the_given_end_and_masks_the_rest(role: Role, given: int, files, prepare_opened):
+    p = prepare_opened(make_plan(Task.IMAGE_TO_VIDEO, [(files["image"], role)], num_frames=9))
     assert_vace_inputs(p, 9)
     for i in range(9):
         if i == given:
@@ -215,25 +220,25 @@ def test_image_to_video_fixes_the_given_end_and_masks_the_rest(role: Role, given
             assert (arr(p.video[i]) == GREY).all()
 
 
-def test_first_last_to_video_fixes_both_ends(files):
-    p = prepare(
-        make_plan(Task.FIRST_LAST_TO_VIDEO, inputs_for(Task.FIRST_LAST_TO_VIDEO, files), num_frames=9), ctx()
+def test_first_last_to_video_fixes_both_ends(files, prepare_opened):
+    p = prepare_opened(
+        make_plan(Task.FIRST_LAST_TO_VIDEO, inputs_for(Task.FIRST_LAST_TO_VIDEO, files), num_frames=9)
     )
     assert [int(arr(m).max()) for m in p.mask] == [0] + [255] * 7 + [0]
     assert arr(p.video[0])[0, 0] == pytest.approx(RED, abs=2)
     assert arr(p.video[8])[0, 0] == pytest.approx(BLUE, abs=2)
 
 
-def test_image_control_is_a_one_frame_control_input_to_generate_whole(files):
-    p = prepare(make_plan(Task.IMAGE_CONTROL, inputs_for(Task.IMAGE_CONTROL, files)), ctx())
+def test_image_control_is_a_one_frame_control_input_to_generate_whole(files, prepare_opened):
+    p = prepare_opened(make_plan(Task.IMAGE_CONTROL, inputs_for(Task.IMAGE_CONTROL, files)))
     assert_vace_inputs(p, 1)
     assert (arr(p.mask[0]) == 255).all()
     assert arr(p.video[0])[24, 32] == pytest.approx(RED, abs=2)
 
 
-def test_video_control_resamples_the_control_video_to_the_plan(tmp_path: Path):
+def test_video_control_resamples_the_control_video_to_the_plan(tmp_path: Path, prepare_opened):
     video = coded_video(tmp_path / "pose.mp4", 60, 30)  # 2 s at 30 fps
-    p = prepare(make_plan(Task.VIDEO_CONTROL, [(video, Role.CONTROL)], num_frames=33), ctx())
+    p = prepare_opened(make_plan(Task.VIDEO_CONTROL, [(video, Role.CONTROL)], num_frames=33))
     assert_vace_inputs(p, 33)
     assert all((arr(m) == 255).all() for m in p.mask)
     assert [code(f) for f in p.video[:5]] == [0, 2, 4, 6, 7]  # nearest frames at 16 fps
@@ -244,8 +249,8 @@ def test_video_control_resamples_the_control_video_to_the_plan(tmp_path: Path):
 # Video editing
 
 
-def test_a_mask_image_is_applied_to_every_frame_of_the_source_video(files):
-    p = prepare(make_plan(Task.VIDEO_EDIT, inputs_for(Task.VIDEO_EDIT, files), num_frames=9), ctx())
+def test_a_mask_image_is_applied_to_every_frame_of_the_source_video(files, prepare_opened):
+    p = prepare_opened(make_plan(Task.VIDEO_EDIT, inputs_for(Task.VIDEO_EDIT, files), num_frames=9))
     assert_vace_inputs(p, 9)
     left, right = slice(0, W // 2 - 1), slice(W // 2 + 1, W)
     for i, (frame, mask) in enumerate(zip(p.video, p.mask, strict=True)):
@@ -255,7 +260,7 @@ def test_a_mask_image_is_applied_to_every_frame_of_the_source_video(files):
         assert round(float(arr(frame)[:, right].mean()) / STEP) == i  # source kept where mask is 0
 
 
-def test_a_mask_video_is_resampled_like_the_source(tmp_path: Path):
+def test_a_mask_video_is_resampled_like_the_source(tmp_path: Path, prepare_opened):
     source = coded_video(tmp_path / "src.mp4", 60, 30)
     frames = np.zeros((60, H, W, 3), np.uint8)
     frames[15:] = 255  # regenerate from 0.5 s on
@@ -263,7 +268,7 @@ def test_a_mask_video_is_resampled_like_the_source(tmp_path: Path):
     plan = make_plan(
         Task.VIDEO_EDIT, [(source, Role.SOURCE), (tmp_path / "mask.mp4", Role.MASK)], num_frames=17
     )
-    p = prepare(plan, ctx())
+    p = prepare_opened(plan)
     assert_vace_inputs(p, 17)
     # At 16 fps frame k shows source frame ≈ k·30/16, so frames from k = 8 (source 15) are white.
     whites = [bool((arr(m) == 255).all()) for m in p.mask]
@@ -271,7 +276,9 @@ def test_a_mask_video_is_resampled_like_the_source(tmp_path: Path):
     assert all((arr(m) == 0).all() for m in p.mask[:8])
 
 
-def test_a_mask_video_of_the_sources_size_stays_aligned_when_the_output_crops_the_source(tmp_path: Path):
+def test_a_mask_video_of_the_sources_size_stays_aligned_when_the_output_crops_the_source(
+    tmp_path: Path, prepare_opened
+):
     # Source 96×48 into a 48×48 output: the cover-crop keeps source columns 24..72. A mask band
     # at source columns 40..56 must land on output columns 16..32, exactly where those pixels go.
     encode_mp4(tmp_path / "src.mp4", np.full((9, 48, 96, 3), 100, np.uint8), 16)
@@ -287,7 +294,7 @@ def test_a_mask_video_of_the_sources_size_stays_aligned_when_the_output_crops_th
         num_frames=9,
         fps=16,
     )
-    p = prepare(plan, ctx())
+    p = prepare_opened(plan)
     for mask in p.mask:
         white = np.nonzero(arr(mask)[24] == 255)[0]
         # H.264 may soften the band's edges by a pixel; a re-stretched mask is 8 px off each side.
@@ -305,7 +312,9 @@ def scripted_ground(boxes_by_call: list[list[tuple[float, float, float, float]]]
     return ground, calls
 
 
-def test_without_a_mask_the_named_object_is_grounded_and_its_boxes_interpolated(tmp_path: Path):
+def test_without_a_mask_the_named_object_is_grounded_and_its_boxes_interpolated(
+    tmp_path: Path, prepare_opened
+):
     source = coded_video(tmp_path / "src.mp4", 9, 16)
     plan = build_plan(
         Task.VIDEO_EDIT,
@@ -318,7 +327,7 @@ def test_without_a_mask_the_named_object_is_grounded_and_its_boxes_interpolated(
     )
     # Key frames 0, 3, 5, 8; the car moves 5 px right per frame, 10 px wide, rows 20-30.
     ground, calls = scripted_ground([[(5.0 * k, 20.0, 5.0 * k + 10, 30.0)] for k in (0, 3, 5, 8)])
-    p = prepare(plan, ctx(ground=ground))
+    p = prepare_opened(plan, ground=ground)
     assert_vace_inputs(p, 9)
     assert [c[1] for c in calls] == ["red car"] * 4
     assert [c[2] for c in calls] == [0, 3, 5, 8] and all(c[0] == (W, H) for c in calls)
@@ -330,32 +339,32 @@ def test_without_a_mask_the_named_object_is_grounded_and_its_boxes_interpolated(
     assert any("red car" in n for n in p.notes)
 
 
-def test_key_frames_where_nothing_is_found_are_bridged(tmp_path: Path):
+def test_key_frames_where_nothing_is_found_are_bridged(tmp_path: Path, prepare_opened):
     source = coded_video(tmp_path / "src.mp4", 9, 16)
     plan = make_plan(Task.VIDEO_EDIT, [(source, Role.SOURCE)], num_frames=9)
     # Key frames 0, 3, 5, 8: found on the first and the last only.
     ground, _ = scripted_ground([[(0, 0, 10, 10)], [], [], [(30, 0, 40, 10)]])
-    p = prepare(plan, ctx(ground=ground))
+    p = prepare_opened(plan, ground=ground)
     row = arr(p.mask[4])[5]  # halfway: x 15-25, dilated by 4 px
     assert (row[11:29] == 255).all() and (row[:10] == 0).all() and (row[30:] == 0).all()
     row = arr(p.mask[8])[5]
     assert (row[26:44] == 255).all() and (row[:25] == 0).all()
 
 
-def test_without_a_mask_and_without_grounding_editing_is_refused(tmp_path: Path):
+def test_without_a_mask_and_without_grounding_editing_is_refused(tmp_path: Path, prepare_opened):
     plan = make_plan(Task.VIDEO_EDIT, [(coded_video(tmp_path / "v.mp4", 9, 16), Role.SOURCE)], num_frames=9)
     with pytest.raises(InvalidRequest, match="give a mask"):
-        prepare(plan, ctx())
+        prepare_opened(plan)
 
 
-def test_when_grounding_finds_nothing_editing_is_refused_naming_the_phrase(tmp_path: Path):
+def test_when_grounding_finds_nothing_editing_is_refused_naming_the_phrase(tmp_path: Path, prepare_opened):
     source = coded_video(tmp_path / "v.mp4", 9, 16)
     plan = build_plan(
         Task.VIDEO_EDIT, "remove the dog", [(source, Role.SOURCE)], width=W, height=H, num_frames=9
     )
     ground, _ = scripted_ground([[], [(5, 5, 5, 5)], [], [(float("nan"), 0, 1, 1)]])  # empty, degenerate, bad
     with pytest.raises(InvalidRequest, match="no region matching 'dog'.*give a mask"):
-        prepare(plan, ctx(ground=ground))
+        prepare_opened(plan, ground=ground)
 
 
 def test_boxes_matched_by_count_move_separately_and_otherwise_merge():
@@ -385,9 +394,11 @@ def test_the_object_to_edit_is_read_from_the_prompt(prompt: str, phrase: str | N
 # Outpainting and extension
 
 
-def test_image_outpaint_places_the_source_inside_the_margins_and_masks_only_the_new_area(files):
+def test_image_outpaint_places_the_source_inside_the_margins_and_masks_only_the_new_area(
+    files, prepare_opened
+):
     margins = Margins(left=16, top=8, right=0, bottom=8)
-    p = prepare(make_plan(Task.IMAGE_OUTPAINT, [(files["blue"], Role.SOURCE)], margins=margins), ctx())
+    p = prepare_opened(make_plan(Task.IMAGE_OUTPAINT, [(files["blue"], Role.SOURCE)], margins=margins))
     assert_vace_inputs(p, 1)
     mask, frame = arr(p.mask[0]), arr(p.video[0])
     assert (mask[8:40, 16:] == 0).all()
@@ -395,21 +406,21 @@ def test_image_outpaint_places_the_source_inside_the_margins_and_masks_only_the_
     assert frame[24, 40] == pytest.approx(BLUE, abs=2) and (frame[:8] == GREY).all()
 
 
-def test_image_outpaint_without_margins_fits_the_source_in_the_centre(files):
-    p = prepare(make_plan(Task.IMAGE_OUTPAINT, [(files["tall"], Role.SOURCE)]), ctx())
+def test_image_outpaint_without_margins_fits_the_source_in_the_centre(files, prepare_opened):
+    p = prepare_opened(make_plan(Task.IMAGE_OUTPAINT, [(files["tall"], Role.SOURCE)]))
     mask = arr(p.mask[0])
     assert (mask[:, 20:44] == 0).all() and (mask[:, :20] == 255).all() and (mask[:, 44:] == 255).all()
 
 
-def test_outpainting_a_source_that_already_fills_the_output_is_refused(files):
+def test_outpainting_a_source_that_already_fills_the_output_is_refused(files, prepare_opened):
     with pytest.raises(InvalidRequest, match="nothing to outpaint"):
-        prepare(make_plan(Task.IMAGE_OUTPAINT, [(files["blue"], Role.SOURCE)]), ctx())
+        prepare_opened(make_plan(Task.IMAGE_OUTPAINT, [(files["blue"], Role.SOURCE)]))
 
 
-def test_video_outpaint_masks_the_margins_on_every_frame(files):
+def test_video_outpaint_masks_the_margins_on_every_frame(files, prepare_opened):
     margins = Margins(left=0, top=0, right=32, bottom=0)
-    p = prepare(
-        make_plan(Task.VIDEO_OUTPAINT, [(files["video"], Role.SOURCE)], num_frames=9, margins=margins), ctx()
+    p = prepare_opened(
+        make_plan(Task.VIDEO_OUTPAINT, [(files["video"], Role.SOURCE)], num_frames=9, margins=margins)
     )
     assert_vace_inputs(p, 9)
     for i, (frame, mask) in enumerate(zip(p.video, p.mask, strict=True)):
@@ -417,10 +428,10 @@ def test_video_outpaint_masks_the_margins_on_every_frame(files):
         assert round(float(arr(frame)[:, :32].mean()) / STEP) == i
 
 
-def test_video_extend_opens_with_the_sources_last_frames_and_generates_the_new_ones(files):
+def test_video_extend_opens_with_the_sources_last_frames_and_generates_the_new_ones(files, prepare_opened):
     # 17 new frames after 5 of context: a 25-frame window (4k+1), its last 3 frames dropped later.
     plan = make_plan(Task.VIDEO_EXTEND, [(files["video"], Role.SOURCE)], num_frames=17, context_frames=5)
-    p = prepare(plan, ctx())
+    p = prepare_opened(plan)
     assert_vace_inputs(p, 25)
     assert p.context == 5
     assert [code(f) for f in p.video[:5]] == [15, 16, 17, 18, 19]  # the 20-frame source's last 5
@@ -431,9 +442,9 @@ def test_video_extend_opens_with_the_sources_last_frames_and_generates_the_new_o
     assert not any("gave only" in n for n in p.notes)
 
 
-def test_video_extend_with_a_short_source_uses_fewer_context_frames(tmp_path: Path):
+def test_video_extend_with_a_short_source_uses_fewer_context_frames(tmp_path: Path, prepare_opened):
     short = coded_video(tmp_path / "short.mp4", 3, 16)
-    p = prepare(make_plan(Task.VIDEO_EXTEND, [(short, Role.SOURCE)], num_frames=9, context_frames=5), ctx())
+    p = prepare_opened(make_plan(Task.VIDEO_EXTEND, [(short, Role.SOURCE)], num_frames=9, context_frames=5))
     assert [int(arr(m).max()) for m in p.mask] == [0] * 3 + [255] * 10  # 3 + 9 → 13 frames
     assert any("only 3 frames, fewer than the 5 context frames" in n for n in p.notes)
 
@@ -442,20 +453,26 @@ def test_video_extend_with_a_short_source_uses_fewer_context_frames(tmp_path: Pa
 # Bad inputs and cancellation
 
 
-def test_a_missing_source_image_is_refused(tmp_path: Path, files):
+def test_a_missing_source_image_is_refused(tmp_path: Path, files, prepare_opened):
     plan = make_plan(Task.IMAGE_EDIT, [(tmp_path / "gone.png", Role.SOURCE), (files["mask"], Role.MASK)])
-    with pytest.raises(InputRefused, match="gone.png: no such file"):
-        prepare(plan, ctx())
+    with pytest.raises(InputRefused, match=r"gone\.png': no such file"):
+        prepare_opened(plan)
 
 
-def test_a_corrupt_source_video_is_refused(tmp_path: Path):
+def test_an_input_that_was_not_opened_is_refused_not_read_by_its_path(files):
+    plan = make_plan(Task.IMAGE_REFERENCE, [(files["image"], Role.REFERENCE)])
+    with pytest.raises(InputRefused, match=r"image\.png' was not admitted with the request"):
+        prepare(plan, PrepContext(limits=Limits()))
+
+
+def test_a_corrupt_source_video_is_refused(tmp_path: Path, prepare_opened):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video" * 50)
     with pytest.raises(InputRefused, match="bad.mp4"):
-        prepare(make_plan(Task.VIDEO_CONTROL, [(bad, Role.CONTROL)], num_frames=9), ctx())
+        prepare_opened(make_plan(Task.VIDEO_CONTROL, [(bad, Role.CONTROL)], num_frames=9))
 
 
-def test_a_reference_image_bomb_is_refused(tmp_path: Path):
+def test_a_reference_image_bomb_is_refused(tmp_path: Path, prepare_opened):
     import struct
     import zlib
 
@@ -467,14 +484,13 @@ def test_a_reference_image_bomb_is_refused(tmp_path: Path):
     ihdr = struct.pack(">IIBBBBB", 10_000, 10_000, 8, 2, 0, 0, 0)
     bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
     with pytest.raises(InputRefused, match="bomb.png.*limit"):
-        prepare(make_plan(Task.IMAGE_REFERENCE, [(bomb, Role.REFERENCE)]), ctx())
+        prepare_opened(make_plan(Task.IMAGE_REFERENCE, [(bomb, Role.REFERENCE)]))
 
 
-def test_a_cancelled_job_stops_before_decoding(files):
+def test_a_cancelled_job_stops_before_decoding(files, prepare_opened):
     control = JobControl()
     control.cancel()
     with pytest.raises(Cancelled):
-        prepare(
-            make_plan(Task.VIDEO_CONTROL, [(files["video"], Role.CONTROL)], num_frames=9),
-            ctx(control=control),
+        prepare_opened(
+            make_plan(Task.VIDEO_CONTROL, [(files["video"], Role.CONTROL)], num_frames=9), control=control
         )

@@ -89,7 +89,7 @@ def test_a_model_not_downloaded_yet_is_named_as_downloading(tmp_path, monkeypatc
 
 def test_a_tiny_preset_not_built_yet_is_named_as_built_first_not_looked_up_on_the_hub(tmp_path):
     # Its paths do not exist yet: they were read as hub ids (HFValidationError on a new machine).
-    config = EngineConfig.tiny(tmp_path / "tiny", build=False, output_dir=tmp_path / "out")
+    config = EngineConfig.tiny(tmp_path / "tiny", output_dir=tmp_path / "out")
     assert stage_labels(config) == {
         "building tiny models": "building the tiny models (first use)",
         "loading planner": "loading the planner (tiny, built first)",

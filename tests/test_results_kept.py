@@ -65,10 +65,16 @@ def generate(engine: Engine, job: JobControl | None = None, **arguments) -> Gene
     return engine.run(engine.admit(request), control=job)
 
 
-def frames_of(path: str) -> np.ndarray:
-    if path.endswith(".png"):
-        return np.asarray(Image.open(path).convert("RGB"))[None]
-    return read_video(path).frames
+@pytest.fixture()
+def frames_of(opened):
+    """A result's frames: a PNG as its one frame, an MP4 decoded as an input (``opened``)."""
+
+    def read(path: str) -> np.ndarray:
+        if path.endswith(".png"):
+            return np.asarray(Image.open(path).convert("RGB"))[None]
+        return read_video(opened(path)).frames
+
+    return read
 
 
 def far_from(mask: Image.Image, px: int) -> np.ndarray:
@@ -82,7 +88,7 @@ def far_from(mask: Image.Image, px: int) -> np.ndarray:
 
 
 def test_an_edited_portrait_photo_stays_portrait_and_keeps_its_unmasked_pixels(
-    engine: Engine, media: dict[str, Path]
+    engine: Engine, media: dict[str, Path], frames_of
 ):
     result = generate(
         engine,
@@ -110,7 +116,7 @@ def test_an_edited_portrait_photo_stays_portrait_and_keeps_its_unmasked_pixels(
     assert sidecar["preserved"]["preserved"] is True and sidecar["preserved"]["feather_px"] == FEATHER
 
 
-def test_preserve_false_returns_the_generators_raw_output(engine: Engine, media: dict[str, Path]):
+def test_preserve_false_returns_the_generators_raw_output(engine: Engine, media: dict[str, Path], frames_of):
     args = dict(
         task="image_edit", prompt="a red ball", source=str(media["portrait.png"]), mask=str(media["mask.png"])
     )
@@ -133,7 +139,9 @@ def test_preserve_false_returns_the_generators_raw_output(engine: Engine, media:
     assert any("preserve is off" in n for n in raw_result.notes)
 
 
-def test_the_given_first_frame_of_an_animation_is_the_given_image(engine: Engine, media: dict[str, Path]):
+def test_the_given_first_frame_of_an_animation_is_the_given_image(
+    engine: Engine, media: dict[str, Path], frames_of
+):
     result = generate(
         engine, task="image_to_video", prompt="it moves", first_frame=str(media["smooth.png"]), num_frames=9
     )
@@ -152,13 +160,13 @@ def test_the_given_first_frame_of_an_animation_is_the_given_image(engine: Engine
 # Lengths from the source, video_extend, chains
 
 
-def test_a_video_edit_without_a_length_spans_the_whole_source(engine: Engine, media: dict[str, Path]):
+def test_a_video_edit_without_a_length_spans_the_whole_source(engine: Engine, media: dict[str, Path], opened):
     result = generate(
         engine, task="video_edit", prompt="snow", source=str(media["clip.mp4"]), mask=str(media["mask.png"])
     )
     assert result.plan.num_frames == 33  # 32 frames at 16 fps → 33 (4k+1, one frame repeated)
     assert any("length from the source" in n for n in result.plan.notes)
-    assert probe_video(result.outputs[0].path).num_frames == 33
+    assert probe_video(opened(result.outputs[0].path)).num_frames == 33
 
 
 def test_a_source_longer_than_one_window_is_cut_with_a_note_that_says_what_was_left_out(
@@ -170,27 +178,29 @@ def test_a_source_longer_than_one_window_is_cut_with_a_note_that_says_what_was_l
     assert "12.00 s" in note and "first 2.00 s" in note
 
 
-def test_video_extend_returns_the_whole_clip_and_the_new_part(engine: Engine, media: dict[str, Path]):
+def test_video_extend_returns_the_whole_clip_and_the_new_part(
+    engine: Engine, media: dict[str, Path], opened, frames_of
+):
     result = generate(
         engine, task="video_extend", prompt="it goes on", source=str(media["clip.mp4"]), duration_s=1
     )
     whole, new = result.outputs
     assert (whole.role, new.role) == ("result", "new_part")
     assert new.num_frames == 17 and whole.num_frames == 32 + 17
-    source = read_video(str(media["clip.mp4"])).frames
+    source = read_video(opened(media["clip.mp4"])).frames
     got = frames_of(whole.path)
     assert np.abs(got[:32].astype(int) - source).mean() < 4  # the source, through the codec only
     assert np.abs(frames_of(new.path).astype(int) - got[32:]).mean() < 4  # the same frames
 
 
 def test_a_video_longer_than_a_window_is_a_chain_with_one_progress_and_the_joins_kept(
-    engine: Engine, media: dict[str, Path]
+    engine: Engine, media: dict[str, Path], opened
 ):
     reports: list[tuple[int, int, str]] = []
     control = JobControl(on_progress=lambda done, total, stage: reports.append((done, total, stage)))
     result = generate(engine, job=control, task="text_to_video", prompt="waves", duration_s=5)
     assert result.plan.num_frames == 81
-    assert probe_video(result.outputs[0].path).num_frames == 81
+    assert probe_video(opened(result.outputs[0].path)).num_frames == 81
     assert any("chain of 3 windows" in n for n in result.notes)  # 33 + 28 + 20 new frames
     steps = [(d, t) for d, t, stage in reports if stage.startswith("generating")]
     assert steps == [(1, 3), (2, 3), (3, 3)]  # one step per window, counted across the chain
@@ -223,7 +233,7 @@ def test_a_chain_is_cancelled_as_one_job_and_writes_nothing(engine: Engine):
 # Candidates
 
 
-def test_count_makes_that_many_outputs_from_consecutive_seeds(engine: Engine):
+def test_count_makes_that_many_outputs_from_consecutive_seeds(engine: Engine, frames_of):
     result = generate(engine, task="text_to_image", prompt="a fox", count=3, seed=10)
     assert [o.seed for o in result.outputs] == [10, 11, 12]
     images = [frames_of(o.path)[0] for o in result.outputs]
@@ -284,7 +294,7 @@ def test_a_video_edit_keeps_the_source_audio_over_the_time_it_spans(engine: Engi
 
 
 def test_an_animation_ending_on_a_given_frame_is_chained_backwards_and_ends_on_it(
-    engine: Engine, media: dict[str, Path]
+    engine: Engine, media: dict[str, Path], frames_of
 ):
     result = generate(
         engine, task="image_to_video", prompt="it arrives", last_frame=str(media["smooth.png"]), num_frames=49
@@ -299,7 +309,7 @@ def test_an_animation_ending_on_a_given_frame_is_chained_backwards_and_ends_on_i
     assert np.abs(frames[-1].astype(int) - source).mean() < 6 < np.abs(frames[0].astype(int) - source).mean()
 
 
-def test_make_it_20_seconds_gives_a_20_second_video(engine: Engine):
+def test_make_it_20_seconds_gives_a_20_second_video(engine: Engine, opened):
     """Through auto and the rules planner; the tiny limits here allow 8 s, the defaults 30 s."""
     from engine.config import TINY_LIMITS
 
@@ -314,5 +324,5 @@ def test_make_it_20_seconds_gives_a_20_second_video(engine: Engine):
     )
     result = eng.run(eng.admit(request)).generation
     assert result is not None and result.plan.num_frames == 321
-    info = probe_video(result.outputs[0].path)
+    info = probe_video(opened(result.outputs[0].path))
     assert info.num_frames == 321 and info.duration_s == pytest.approx(20.0, abs=0.1)

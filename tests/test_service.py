@@ -272,9 +272,7 @@ def test_the_ready_message_is_one_short_line_then_one_line_per_thing_to_look_at(
 
 
 def test_before_its_first_use_the_tiny_presets_models_are_said_to_be_built_on_first_use(tmp_path: Path):
-    config = ServerConfig(
-        engine=EngineConfig.tiny(tmp_path / "tiny", build=False, output_dir=tmp_path / "out")
-    )
+    config = ServerConfig(engine=EngineConfig.tiny(tmp_path / "tiny", output_dir=tmp_path / "out"))
     first, *more = ready_line(config, output_dir=config.output_dir, roots=config.roots()).splitlines()
     assert first.endswith("; 0 of 10 models found locally")
     assert f"  planner {tmp_path / 'tiny' / 'qwen-2'}: tiny, built on first use" in more

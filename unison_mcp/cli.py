@@ -142,7 +142,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
-    from engine.tiny import default_tiny_dir, ensure_tiny
+    from engine.config import default_tiny_dir
+    from engine.tiny import ensure_tiny
 
     root = Path(args.dir) if args.dir else default_tiny_dir()
     t0 = time.perf_counter()

@@ -48,10 +48,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
-from engine.config import EngineConfig, Preset, SettingMeta
+from engine.config import EngineConfig, Preset, SettingMeta, default_tiny_dir
 from engine.errors import InvalidRequest, shown
 from engine.pool.settings import PoolSettings
-from engine.tiny.paths import default_tiny_dir
 
 log = logging.getLogger(__name__)
 
@@ -456,8 +455,9 @@ def _preset_base(preset: str, env: Mapping[str, str]) -> dict[str, Any]:
     """The configuration a preset starts from, as a nested dict to merge explicit settings over."""
     root = Path(env["UNISON_TINY_DIR"]) if env.get("UNISON_TINY_DIR") else default_tiny_dir()
     log.info("preset %s: tiny models in %s (built on first use)", preset, root)
-    # build=False: the engine builds missing tiny models on first load, so `serve` answers at once.
-    return {"engine": EngineConfig.tiny(root, build=False).model_dump()}
+    # Nothing is built here: the engine builds missing tiny models on first load, so `serve`
+    # answers at once.
+    return {"engine": EngineConfig.tiny(root).model_dump()}
 
 
 def _cli_layer(

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from engine.tiny.paths import BUILD_STAGE
+from engine.config import TINY_BUILD_STAGE
 
 from .download import weight_sources
 
@@ -50,7 +50,7 @@ def stage_label(config: EngineConfig, stage: str) -> str | None:
     whose weights are not on disk yet is named as downloading (the hub's own progress bars
     follow). Nothing is fetched here.
     """
-    if stage == BUILD_STAGE and config.tiny_dir is not None:
+    if stage == TINY_BUILD_STAGE and config.tiny_dir is not None:
         return "building the tiny models (first use)"
     if stage not in LOADING_STAGES:
         return None
@@ -68,7 +68,7 @@ def stage_label(config: EngineConfig, stage: str) -> str | None:
 
 def stage_labels(config: EngineConfig) -> dict[str, str]:
     """:func:`stage_label` of every stage that has words of its own, as things are on disk now."""
-    stages = (BUILD_STAGE, *LOADING_STAGES)
+    stages = (TINY_BUILD_STAGE, *LOADING_STAGES)
     return {stage: label for stage in stages if (label := stage_label(config, stage)) is not None}
 
 

@@ -63,9 +63,9 @@ if TYPE_CHECKING:
 
     from ..config import EngineConfig
     from ..control import JobControl
-    from ..inputs import Source
     from ..plan import MediaInput
     from ..request import Request
+    from ..source import Source
     from ..understand import Box
 
 log = logging.getLogger(__name__)

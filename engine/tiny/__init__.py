@@ -18,7 +18,7 @@ builder never leaves a half-written model behind.
 The builders (:mod:`engine.tiny.qwen`, :mod:`engine.tiny.wan`) import torch and parts of the
 engine, so they are imported only when something has to be built: by ``Engine`` on first load
 with the tiny preset, by ``unison-mcp make-tiny`` and by tests. Where the models live is
-:mod:`engine.tiny.paths`, which the configuration reads without importing any of this.
+:func:`engine.config.tiny_paths`: configuring the tiny preset imports nothing of this package.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from .paths import TinyPaths, default_tiny_dir, tiny_paths
+from ..config import TinyPaths, tiny_paths
 
-__all__ = ["SEED", "TinyPaths", "default_tiny_dir", "ensure_tiny", "tiny_paths"]
+__all__ = ["SEED", "ensure_tiny"]
 
 log = logging.getLogger(__name__)
 
