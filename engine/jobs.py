@@ -10,6 +10,10 @@ Each :class:`Job` owns a :class:`~engine.control.JobControl`: the model's step l
 progress through it and honours its cancel flag, so a cancelled job stops within one step. A
 job still waiting is simply removed from the queue when cancelled.
 
+Two job queues serve the MCP layer: this one, and the pool of engine replicas
+(:class:`engine.pool.client.Pool`). Both satisfy :class:`JobQueueAPI` and their jobs
+:class:`JobAPI` (a test checks every member); both keep their jobs in a :class:`JobKeeper`.
+
 No MCP here: the server adapts jobs to tool calls (``unison_mcp.server``).
 """
 
@@ -21,7 +25,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from .control import JobControl
 from .errors import Busy, Cancelled, ShuttingDown
@@ -37,6 +41,135 @@ ProgressListener = Callable[[int, int, str], None]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 
 
+# ---------------------------------------------------------------------------------------------
+# The two interfaces the MCP layer uses (tests/test_jobs.py checks every member of each)
+
+
+@runtime_checkable
+class JobAPI(Protocol):
+    """One job as a front end sees it: the ``job`` tool, a waiting call, the gallery.
+
+    :class:`Job` implements it; so does the pool's :class:`~engine.pool.client.BookJob`, a job
+    another ingress took, read from the cluster's job book.
+    """
+
+    @property
+    def id(self) -> str:
+        """The job's handle: unguessable, since it can cancel the job."""
+        ...
+
+    @property
+    def kind(self) -> str:
+        """What the job does: the tool that queued it, or ``preload``."""
+        ...
+
+    @property
+    def status(self) -> JobStatus: ...
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why it failed or was cancelled (``None`` while it runs and once done)."""
+        ...
+
+    @property
+    def created_at(self) -> float: ...
+
+    @property
+    def started_at(self) -> float | None: ...
+
+    @property
+    def finished_at(self) -> float | None: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def cancel_requested(self) -> bool:
+        """A cancel was asked for; a running job stops at its next step."""
+        ...
+
+    def progress(self) -> dict[str, Any]:
+        """A snapshot: ``{"stage", "done", "total"}``."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """A plain snapshot for status displays."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block up to ``timeout`` seconds (``None``: forever); ``True`` once the job has finished."""
+        ...
+
+    def cancel(self) -> bool:
+        """Cancel the job; ``False`` when it had already finished."""
+        ...
+
+    def add_listener(self, listener: ProgressListener) -> Callable[[], None]:
+        """Call ``listener(done, total, stage)`` on each later step; returns the function that removes it."""
+        ...
+
+    def outcome(self) -> Any:
+        """The result of a finished job, or its error raised again (``Cancelled`` when cancelled)."""
+        ...
+
+
+@runtime_checkable
+class JobQueueAPI(Protocol):
+    """What the MCP layer needs of the queue in front of the accelerator.
+
+    :class:`JobQueue` implements it (one worker thread, in process); so does the pool of engine
+    replicas (:class:`engine.pool.client.Pool`), so the server runs unchanged over either.
+    """
+
+    def submit(
+        self,
+        kind: str,
+        fn: Callable[[JobControl], Any],
+        *,
+        on_progress: ProgressListener | None = None,
+        on_finish: Callable[[], None] | None = None,
+    ) -> JobAPI:
+        """Queue ``fn(control)`` and return its job at once; :class:`~engine.errors.Busy` when full,
+        :class:`~engine.errors.ShuttingDown` once closing."""
+        ...
+
+    def get(self, job_id: str) -> JobAPI | None:
+        """The job with this id, or ``None`` when unknown or forgotten."""
+        ...
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel the job with this id; ``False`` when unknown or already finished."""
+        ...
+
+    def position(self, job: JobAPI) -> int:
+        """How many jobs run before this one (0 when it is running or finished)."""
+        ...
+
+    @property
+    def running(self) -> JobAPI | None: ...
+
+    @property
+    def waiting(self) -> int:
+        """How many jobs wait to start."""
+        ...
+
+    def jobs(self) -> list[JobAPI]:
+        """Every job still known: waiting, running and the kept finished ones."""
+        ...
+
+    def idle(self) -> bool:
+        """No job waits or runs."""
+        ...
+
+    def close(self, *, cancel: bool = True, timeout: float | None = None, reason: str | None = None) -> None:
+        """Stop taking jobs; cancel what waits and runs (``cancel``), each answered ``reason``."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# A job, and the jobs a queue keeps
+
+
 class Job(Generic[T]):
     """One unit of accelerator work and its handle: status, progress, result or error.
 
@@ -44,6 +177,17 @@ class Job(Generic[T]):
     ``result`` is set when done, ``error`` when failed or cancelled. Timestamps are
     ``time.time()`` seconds.
     """
+
+    id: str
+    kind: str
+    status: JobStatus
+    result: T | None
+    error: BaseException | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    #: The step loop's side: progress in, the cancel flag out.
+    control: JobControl
 
     def __init__(
         self,
@@ -108,6 +252,11 @@ class Job(Generic[T]):
     def finished(self) -> bool:
         return self._finished.is_set()
 
+    @property
+    def cancel_requested(self) -> bool:
+        """A cancel was asked for (a running job stops at its next step)."""
+        return self.control.cancelled
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block up to ``timeout`` seconds (``None``: forever); ``True`` once the job has finished."""
         return self._finished.wait(timeout)
@@ -167,7 +316,87 @@ class Job(Generic[T]):
         self._finished.set()
 
 
-class JobQueue:
+class JobKeeper:
+    """The jobs a queue keeps, by id: every one not finished, and the last ``keep_jobs`` finished
+    ones (the oldest finished forgotten first), so memory stays bounded however long a server runs.
+
+    :class:`JobQueue` and the pool (:class:`engine.pool.client.Pool`) both keep their jobs here,
+    and answer from here what :class:`JobQueueAPI` asks of the jobs kept (``get``, ``cancel``,
+    ``jobs``, ``running``, ``waiting``, ``idle``); how a job is taken and run is theirs.
+    """
+
+    def __init__(self, keep_jobs: int):
+        if keep_jobs < 1:
+            raise ValueError(f"keep_jobs={keep_jobs}: must be 1 or more")
+        self.keep_jobs = keep_jobs
+        #: Set by ``close``: why the jobs still waiting or running were stopped.
+        self._closing: str | None = None
+        # A leaf lock: held only inside these methods, which call nothing that takes another.
+        self._kept_lock = threading.Lock()
+        self._kept: dict[str, Job[Any]] = {}  # in submission order
+        self._finished_ids: collections.deque[str] = collections.deque()
+
+    def get(self, job_id: str) -> Job[Any] | None:
+        """The job with this id, or ``None`` when unknown or forgotten."""
+        with self._kept_lock:
+            return self._kept.get(job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel the job with this id; ``False`` when unknown or already finished."""
+        job = self.get(job_id)
+        return job.cancel() if job is not None else False
+
+    def jobs(self) -> list[Job[Any]]:
+        """Every job still known: waiting, running and the kept finished ones."""
+        with self._kept_lock:
+            return list(self._kept.values())
+
+    @property
+    def running(self) -> Job[Any] | None:
+        """The first job still running (the queue runs one; the pool one per replica)."""
+        return next((j for j in self.jobs() if j.status == "running"), None)
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for j in self.jobs() if j.status == "queued")
+
+    def idle(self) -> bool:
+        return not self._unfinished()
+
+    def _unfinished(self) -> list[Job[Any]]:
+        return [j for j in self.jobs() if j.status not in FINISHED]
+
+    def _keep(self, job: Job[Any]) -> None:
+        with self._kept_lock:
+            self._kept[job.id] = job
+
+    def _record_finished(self, job: Job[Any]) -> None:
+        """Remember that ``job`` finished, forgetting the oldest finished beyond ``keep_jobs``."""
+        with self._kept_lock:
+            self._finished_ids.append(job.id)
+            while len(self._finished_ids) > self.keep_jobs:
+                self._kept.pop(self._finished_ids.popleft(), None)
+
+    def _attempt(self, job: Job[Any]) -> tuple[JobStatus, Any, BaseException | None]:
+        """Run a job that was taken: ``done`` with its result, else ``cancelled`` or ``failed`` with
+        its error, recorded and not raised (the caller reads it from the job; the worker serves on).
+
+        Once closing with a reason, a cancelled job's error says why (:class:`ShuttingDown`).
+        """
+        try:
+            job.control.check()  # cancelled between being taken and starting
+            return "done", job.fn(job.control), None
+        except Cancelled as exc:
+            error = exc
+            if self._closing is not None and not isinstance(exc, ShuttingDown):
+                error = ShuttingDown(f"{self._closing}: the job was stopped; nothing was written")
+            return "cancelled", None, error
+        except BaseException as exc:
+            log.info("%s failed: %s: %s", job, type(exc).__name__, exc)
+            return "failed", None, exc
+
+
+class JobQueue(JobKeeper):
     """A bounded FIFO of jobs run one at a time on one worker thread.
 
     ``capacity`` jobs may wait behind the running one; ``keep_jobs`` finished jobs stay
@@ -190,23 +419,17 @@ class JobQueue:
     ):
         if capacity < 0:
             raise ValueError(f"capacity={capacity}: must be 0 or more")
-        if keep_jobs < 1:
-            raise ValueError(f"keep_jobs={keep_jobs}: must be 1 or more")
         if idle_s is not None and idle_s < 0:
             raise ValueError(f"idle_s={idle_s}: must be 0 or more")
+        super().__init__(keep_jobs)
         self.capacity = capacity
-        self.keep_jobs = keep_jobs
         self._name = name
         self._idle_s = idle_s if on_idle is not None else None
         self._on_idle = on_idle
         self._idle_due: float | None = None  # monotonic time the idle hook runs, when armed
-        #: Set by ``close(reason=...)``: why the jobs still waiting or running were stopped.
-        self._closing: str | None = None
         self._cond = threading.Condition()
         self._waiting: collections.deque[Job[Any]] = collections.deque()
         self._running: Job[Any] | None = None
-        self._jobs: dict[str, Job[Any]] = {}  # every job not yet evicted, by id
-        self._finished_ids: collections.deque[str] = collections.deque()
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -239,46 +462,19 @@ class JobQueue:
                 raise Busy(ahead, self.capacity)
             job._cancel_queued = self._remove_queued
             self._waiting.append(job)
-            self._jobs[job.id] = job
+            self._keep(job)
             self._ensure_worker()
             self._cond.notify_all()
         log.debug("queued %s (%d ahead)", job, ahead)
         return job
 
-    def get(self, job_id: str) -> Job[Any] | None:
-        """The job with this id, or ``None`` when unknown or evicted."""
-        with self._cond:
-            return self._jobs.get(job_id)
-
-    def cancel(self, job_id: str) -> bool:
-        job = self.get(job_id)
-        return job.cancel() if job is not None else False
-
-    def position(self, job: Job[Any]) -> int:
+    def position(self, job: JobAPI) -> int:
         """How many jobs run before this one (0 when it is running or finished)."""
         with self._cond:
             try:
                 return self._waiting.index(job) + (1 if self._running is not None else 0)
             except ValueError:
                 return 0
-
-    @property
-    def running(self) -> Job[Any] | None:
-        return self._running
-
-    @property
-    def waiting(self) -> int:
-        with self._cond:
-            return len(self._waiting)
-
-    def jobs(self) -> list[Job[Any]]:
-        """Every job still known: waiting, running and the kept finished ones."""
-        with self._cond:
-            return list(self._jobs.values())
-
-    def idle(self) -> bool:
-        with self._cond:
-            return self._running is None and not self._waiting
 
     def close(self, *, cancel: bool = True, timeout: float | None = None, reason: str | None = None) -> None:
         """Stop taking jobs; cancel what waits and what runs (``cancel``); join the worker.
@@ -316,12 +512,6 @@ class JobQueue:
         job._finish("cancelled", error=error)
         log.info("cancelled queued %s", job)
         return True
-
-    def _record_finished(self, job: Job[Any]) -> None:
-        """Remember a finished job, evicting the oldest beyond ``keep_jobs`` (call under the lock)."""
-        self._finished_ids.append(job.id)
-        while len(self._finished_ids) > self.keep_jobs:
-            self._jobs.pop(self._finished_ids.popleft(), None)
 
     def _ensure_worker(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -361,21 +551,7 @@ class JobQueue:
 
     def _run(self, job: Job[Any]) -> None:
         log.info("running %s", job)
-        status: JobStatus
-        result: Any = None
-        error: BaseException | None = None
-        try:
-            job.control.check()  # cancelled between being taken and starting
-            result = job.fn(job.control)
-            status = "done"
-        except Cancelled as exc:
-            status, error = "cancelled", exc
-            if self._closing is not None and not isinstance(exc, ShuttingDown):
-                error = ShuttingDown(f"{self._closing}: the job was stopped; nothing was written")
-        except BaseException as exc:
-            # Recorded, not raised: the caller reads it from the job; the worker keeps serving.
-            status, error = "failed", exc
-            log.info("%s failed: %s: %s", job, type(exc).__name__, exc)
+        status, result, error = self._attempt(job)
         with self._cond:
             self._running = None
             self._record_finished(job)

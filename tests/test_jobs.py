@@ -1,4 +1,5 @@
-"""The job queue: one worker in order, bounded waiting, cancel, progress, bounded memory."""
+"""The job queue: one worker in order, bounded waiting, cancel, progress, bounded memory; and the
+one interface the queue and the pool (and their jobs) both satisfy."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import threading
 import time
 
 import pytest
+from protocols import members, mismatch
 
+from engine.config import EngineConfig
 from engine.control import JobControl
 from engine.errors import Busy, Cancelled, ShuttingDown
-from engine.jobs import Job, JobQueue
+from engine.jobs import Job, JobAPI, JobQueue, JobQueueAPI
+from engine.pool.book import JobBook
+from engine.pool.client import BookJob, Pool, PoolJob
+from engine.pool.settings import PoolSettings
 
 
 def _gate() -> tuple[threading.Event, threading.Event]:
@@ -305,3 +311,58 @@ def test_closing_with_a_reason_stops_the_running_job_and_refuses_the_queued_ones
         assert "nothing was written" in str(job.error)
     with pytest.raises(ShuttingDown, match="the server is shutting down"):
         q.submit("t", lambda control: None)
+
+
+# ---------------------------------------------------------------------------------------------
+# One interface, declared: the queue and the pool, a job and a job read from the pool's book
+
+
+#: Each protocol and the classes that implement it (what a declared type may be satisfied by).
+IMPLEMENTATIONS: dict[type, tuple[type, ...]] = {
+    JobQueueAPI: (JobQueue, Pool),
+    JobAPI: (Job, PoolJob, BookJob),
+}
+
+
+def _pool(tmp_path) -> Pool:
+    """A pool with no cluster behind it: enough for what it keeps and answers by itself."""
+    config = EngineConfig(planner_model=None, output_dir=tmp_path)
+    settings = PoolSettings(backend="ray")
+    return Pool(config, handle=None, book=None, settings=settings, capacity=1, keep_jobs=2)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "cls", "member"),
+    [(p, c, m) for p, classes in IMPLEMENTATIONS.items() for c in classes for m in members(p)],
+    ids=lambda x: getattr(x, "__name__", x),
+)
+def test_the_queue_the_pool_and_their_jobs_have_every_member_of_their_protocol(protocol, cls, member):
+    assert mismatch(protocol, cls, member, IMPLEMENTATIONS) is None
+
+
+def test_an_instance_of_each_is_an_instance_of_its_protocol(tmp_path):
+    pool = _pool(tmp_path)
+    book = JobBook()
+    book.add("j1", "generate", "host:1")
+    queue = JobQueue()
+    try:
+        assert isinstance(queue, JobQueueAPI) and isinstance(pool, JobQueueAPI)
+        for job in (Job("t", lambda c: None), PoolJob("t", lambda c: None), BookJob(pool, book.get("j1"))):
+            assert isinstance(job, JobAPI), job
+    finally:
+        queue.close()
+
+
+def test_a_method_missing_or_with_another_signature_is_caught():
+    class Short:
+        def submit(self, kind: str, fn) -> Job:  # no on_progress / on_finish
+            raise NotImplementedError
+
+        @property
+        def idle(self) -> bool:  # a property where the protocol has a method
+            return True
+
+    assert "other parameters" in mismatch(JobQueueAPI, Short, "submit", IMPLEMENTATIONS)
+    assert "is not a method" in mismatch(JobQueueAPI, Short, "idle", IMPLEMENTATIONS)
+    assert "is not a method" in mismatch(JobQueueAPI, Short, "close", IMPLEMENTATIONS)
+    assert set(members(JobQueueAPI)) >= {"submit", "get", "cancel", "position", "running", "waiting"}

@@ -10,13 +10,17 @@ import pickle
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from engine.config import EngineConfig
+from engine.control import JobControl
 from engine.errors import Busy, Cancelled, InputRefused, InvalidRequest, ServerConfigError, ShuttingDown
 from engine.pool.book import JobBook
+from engine.pool.client import Pool
 from engine.pool.settings import PoolSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,3 +187,49 @@ def test_a_cancel_written_in_the_book_stops_a_running_job_and_a_queued_one_from_
     book.finished("run", "cancelled", error=Cancelled())
     assert not book.cancel("run")  # ended: nothing to cancel
     assert not book.cancel("unknown")
+
+
+# ---------------------------------------------------------------------------------------------
+# The pool's own jobs, kept as the single server's queue keeps them (engine.jobs.JobKeeper)
+
+
+def test_the_pool_keeps_its_jobs_as_the_queue_does_cancels_by_id_and_says_why_once_closing(tmp_path):
+    # No cluster: "preload" jobs never touch the job book, so the pool's own keeping runs alone.
+    config = EngineConfig(planner_model=None, output_dir=tmp_path)
+    pool = Pool(
+        config,
+        handle=None,
+        book=None,
+        settings=PoolSettings(backend="ray"),
+        capacity=1,
+        keep_jobs=2,
+        owned=False,
+    )
+    started = threading.Event()
+
+    def held(control: JobControl) -> str:
+        started.set()
+        control.wait_cancelled(10)
+        control.check()
+        return "never"
+
+    first = pool.submit("preload", held)
+    assert started.wait(5)
+    assert pool.jobs() == [first] and pool.get(first.id) is first and not pool.idle()
+    assert pool.cancel(first.id) and first.wait(5) and first.status == "cancelled"
+    assert not pool.cancel(first.id) and not pool.cancel("unknown")
+    done = [pool.submit("preload", lambda control, i=i: i) for i in range(3)]
+    assert all(j.wait(5) for j in done) and [j.outcome() for j in done] == [0, 1, 2]
+    # Two finished jobs are kept (keep_jobs=2), the oldest finished forgotten first.
+    assert pool.get(first.id) is None and pool.get(done[0].id) is None
+    assert pool.jobs() == done[1:] and pool.get(done[2].id) is done[2]
+    assert pool.idle() and pool.running is None
+    # Once closing, a running job stops with the single server's words, and nothing is taken.
+    started.clear()
+    last = pool.submit("preload", held)
+    assert started.wait(5)
+    pool.close(cancel=True, timeout=5, reason="the server is shutting down")
+    assert last.status == "cancelled" and isinstance(last.error, ShuttingDown)
+    assert str(last.error) == "the server is shutting down: the job was stopped; nothing was written"
+    with pytest.raises(ShuttingDown, match="the server is shutting down: the job was not queued"):
+        pool.submit("preload", lambda control: None)

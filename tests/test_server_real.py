@@ -175,6 +175,29 @@ async def test_auto_generates_a_video_or_answers_as_the_real_planner_decides(rea
     assert isinstance(answer["answer"], str) and answer["outputs"] == []
 
 
+async def test_auto_plans_then_generates_or_answers_and_a_dry_run_only_plans(real):
+    """The engine's own routing (issue 19: this ran on the fake's copy of it before)."""
+    photo = real["root"] / "photo.png"
+    async with Client(_server(real)) as client:
+        before = _files(real["out"])
+        image = await client.call_tool("auto", {"prompt": "a red fox in snow"})
+        video = await client.call_tool("auto", {"prompt": "a video of waves"})
+        answer = await client.call_tool("auto", {"prompt": "what is shown?", "media": [str(photo)]})
+        dry = await client.call_tool("auto", {"prompt": "a video of rain", "dry_run": True})
+        # The same question on the same file through `understand`: what auto routed to answers it.
+        asked = await client.call_tool("understand", {"prompt": "what is shown?", "media": [str(photo)]})
+    assert _data(image)["plan"]["task"] == "text_to_image" and len(_data(image)["outputs"]) == 1
+    assert _data(video)["outputs"][0]["mime_type"] == "video/mp4"
+    answered = _data(answer)
+    assert answered["plan"]["task"] == "image_understanding" and answered["outputs"] == []
+    assert [i["path"] for i in answered["plan"]["inputs"]] == [str(photo.resolve())]
+    assert answered["answer"] and answered["answer"] == _data(asked)["answer"]
+    dry_data = _data(dry)
+    assert dry_data["dry_run"] is True and dry_data["plan"]["task"] == "text_to_video"
+    assert dry_data["outputs"] == [] and dry_data["plan"]["num_frames"] == 9
+    assert len([n for n in _files(real["out"]) - before if not n.endswith(".json")]) == 2
+
+
 async def test_cancelling_a_real_generation_mid_way_writes_nothing(real):
     server = _server(real)
     first = anyio.Event()

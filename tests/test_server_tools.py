@@ -1,10 +1,12 @@
 """The MCP tools through the SDK's in-memory client, over a scripted fake engine.
 
-The fake sits at the ``build_server(config, engine=...)`` seam: it validates plans with the real
-``check_plan``, reports one step per denoising step through the real ``JobControl``, and writes
-real PNG/MP4 files with the real ``write_output``, so everything the server does with files
-(links, previews, resources, chaining) is exercised for every task. The real tiny engine runs
-the same tools in ``test_server_real.py``.
+The fake sits at the ``build_server(config, engine=...)`` seam: it admits with the real
+``admit`` (the real ``check_plan``), reports one step per denoising step through the real
+``JobControl``, and writes real PNG/MP4 files with the real ``write_output``, so everything the
+server does with files (links, previews, resources, chaining) is exercised for every task. An
+``auto`` call is the real engine's own routing (its dry runs need no model); the real tiny
+engine runs the same tools, ``auto`` generating and answering included, in
+``test_server_real.py``.
 """
 
 from __future__ import annotations
@@ -27,16 +29,17 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from PIL import Image
+from protocols import members, mismatch
 
 from engine.api import Admitted, AnyRequest, AnyResult, EngineAPI, admit
 from engine.config import EngineConfig, Limits, SamplingDefaults
 from engine.control import JobControl
+from engine.engine import Engine
 from engine.errors import ModelError, OutOfMemory
 from engine.inputs import InputPolicy
-from engine.plan import CheckedPlan, check_plan
-from engine.planners.rules import RulesPlanner
+from engine.plan import CheckedPlan
 from engine.request import parse_request
-from engine.results import AutoResult, GenerateResult, Sampling, UnderstandResult
+from engine.results import GenerateResult, Sampling, UnderstandResult
 from engine.tasks import TASKS
 from engine.vocab import Role, Task
 from unison_mcp.config import ServerConfig
@@ -50,9 +53,11 @@ class FakeEngine:
     """A scripted :class:`~engine.api.EngineAPI`: real admission, real progress, real files; no models.
 
     ``admit`` is the engine's own (plan check, path policy, each input opened once and its header
-    probed); ``run`` scripts the model work: the rules planner for ``auto``, one progress step per
-    denoising step, and real PNG/MP4 files written by ``write_output``. ``step_delay`` slows each
-    step; ``hold`` (an Event) parks a job before its first step until set; a prompt containing
+    probed); ``run`` scripts the model work of ``understand`` and ``generate``: one progress step
+    per denoising step, and real PNG/MP4 files written by ``write_output``. ``auto`` is run by a
+    real :class:`~engine.engine.Engine` on the same config, so its routing is the engine's own;
+    with no model configured, only its dry runs can run here. ``step_delay`` slows each step;
+    ``hold`` (an Event) parks a job before its first step until set; a prompt containing
     ``raise:oom`` / ``raise:model`` / ``raise:bug`` fails that way.
     """
 
@@ -66,7 +71,7 @@ class FakeEngine:
         self.calls: list[tuple[str, Any]] = []
         self.preloaded = threading.Event()
         self.preload_delay = 0.0
-        self._rules = RulesPlanner(config.limits)
+        self._engine = Engine(config)
 
     # ------------------------------------------------------------------ EngineAPI
 
@@ -84,6 +89,9 @@ class FakeEngine:
         return admit(request, self.config, self.inputs)
 
     def run(self, admitted: Admitted, *, control: JobControl | None = None) -> AnyResult:
+        if admitted.tool == "auto":
+            self.calls.append(("auto", admitted.request))
+            return self._engine.run(admitted, control=control)
         control = control or JobControl()
         with admitted:
             # The work decodes from what admission opened: every source is still open here.
@@ -91,9 +99,7 @@ class FakeEngine:
             if admitted.tool == "generate":
                 assert admitted.plan is not None
                 return self._generate(admitted.plan, admitted.request.sampling(), control)
-            if admitted.tool == "understand":
-                return self._understand(admitted.text, admitted.media, control)
-            return self._auto(admitted, control)
+            return self._understand(admitted.text, admitted.media, control)
 
     # ------------------------------------------------------------------ the script
 
@@ -145,17 +151,6 @@ class FakeEngine:
         return GenerateResult(
             plan=plan, outputs=[out], seed=seed, steps=steps, guidance=5.0, projector=True, notes=plan.notes
         )
-
-    def _auto(self, admitted: Admitted, control: JobControl) -> AutoResult:
-        req = parse_request(admitted.text, admitted.media)
-        self.calls.append(("auto", req))
-        plan = check_plan(self._rules.plan(req), self.config.limits)
-        if admitted.request.dry_run:
-            return AutoResult(plan=plan)
-        if plan.spec.understanding:
-            media = [m.path for m in plan.inputs]
-            return AutoResult(plan=plan, answer=self._understand(req.prompt, media, control))
-        return AutoResult(plan=plan, generation=self._generate(plan, admitted.request.sampling(), control))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,26 +332,6 @@ async def test_understand_answers_about_media_given_as_a_list_or_inline_markers(
     assert _data(inline)["answer"].startswith("I see 1 file(s)")
     assert _data(text_only)["answer"].startswith("I see 0 file(s)")
     assert fake.calls[1][1][0] == f"describe ###{photo.resolve()}### please"
-
-
-async def test_auto_plans_then_generates_or_answers_and_a_dry_run_only_plans(dirs):
-    server, _ = _make(dirs)
-    async with Client(server) as client:
-        image = await client.call_tool("auto", {"prompt": "a red fox in snow"})
-        video = await client.call_tool("auto", {"prompt": "a video of waves"})
-        answer = await client.call_tool(
-            "auto", {"prompt": "what is shown?", "media": [str(dirs["root"] / "photo.png")]}
-        )
-        dry = await client.call_tool("auto", {"prompt": "a video of rain", "dry_run": True})
-    assert _data(image)["plan"]["task"] == "text_to_image" and len(_data(image)["outputs"]) == 1
-    assert _data(video)["outputs"][0]["mime_type"] == "video/mp4"
-    assert _data(answer)["plan"]["task"] == "image_understanding" and _data(answer)["answer"].startswith(
-        "I see 1"
-    )
-    dry_data = _data(dry)
-    assert dry_data["dry_run"] is True and dry_data["plan"]["task"] == "text_to_video"
-    assert dry_data["outputs"] == [] and dry_data["plan"]["num_frames"] == 9
-    assert len(_outputs_on_disk(dirs["out"])) == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -847,16 +822,19 @@ async def test_more_input_files_than_the_limit_are_refused_before_any_is_probed(
 # One fake, one protocol; the engine's request models are the tools' schemas (issue 8)
 
 
-@pytest.mark.parametrize("member", ["status", "preload", "admit", "run"])
-def test_the_real_engine_and_the_fake_satisfy_the_engine_protocol_with_the_same_signatures(member, tmp_path):
-    from engine.engine import Engine
-
-    econf = EngineConfig(planner_model=None, output_dir=tmp_path)
-    expected = inspect.signature(getattr(EngineAPI, member))
-    for cls in (Engine, FakeEngine):
-        assert inspect.signature(getattr(cls, member)) == expected, (cls.__name__, member)
-        assert isinstance(cls(econf), EngineAPI)
-        assert isinstance(cls(econf).inputs, InputPolicy)
+@pytest.mark.parametrize("member", members(EngineAPI))
+@pytest.mark.parametrize("cls", [Engine, FakeEngine], ids=lambda c: c.__name__)
+def test_the_real_engine_and_the_fake_satisfy_the_engine_protocol_with_the_same_signatures(
+    cls, member, tmp_path
+):
+    # Every member the protocol declares (a new one included), with the same signature.
+    declared = inspect.getattr_static(EngineAPI, member, None)
+    if inspect.isfunction(declared):
+        assert inspect.signature(getattr(cls, member)) == inspect.signature(declared), (cls.__name__, member)
+    assert mismatch(EngineAPI, cls, member) is None
+    engine = cls(EngineConfig(planner_model=None, output_dir=tmp_path))
+    assert isinstance(engine, EngineAPI)
+    assert isinstance(engine.inputs, InputPolicy) and isinstance(engine.config, EngineConfig)
 
 
 @pytest.mark.parametrize(

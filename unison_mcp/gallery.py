@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from mcp.server.transport_security import TransportSecuritySettings
 
     from engine.inputs import InputPolicy
-    from engine.jobs import Job, JobQueue
+    from engine.jobs import JobAPI, JobQueueAPI
 
 log = logging.getLogger(__name__)
 
@@ -183,14 +183,14 @@ def list_entries(policy: InputPolicy, limit: int = MAX_LISTED) -> list[dict[str,
     return shown[:limit]
 
 
-def job_entries(queue: JobQueue | None) -> list[dict[str, Any]]:
+def job_entries(queue: JobQueueAPI | None) -> list[dict[str, Any]]:
     """Running, then queued (in order), then the last few finished jobs; ids shortened (a full id
     can cancel the job through the ``job`` tool)."""
     if queue is None:
         return []
     jobs = queue.jobs()
 
-    def row(job: Job[Any]) -> dict[str, Any]:
+    def row(job: JobAPI) -> dict[str, Any]:
         progress = job.progress()
         return {
             "id": job.id[:8],
@@ -296,7 +296,7 @@ class Gallery:
         self,
         outputs: InputPolicy,
         *,
-        queue: JobQueue | None = None,
+        queue: JobQueueAPI | None = None,
         token: str | None = None,
         security: TransportSecuritySettings | None = None,
         title: str = "unison-mcp gallery",

@@ -7,10 +7,10 @@ own. A call to an engine tool reads, in :meth:`UnisonServer.call_tool`:
    an unknown name, a wrong type or a bound is refused in the engine's words;
 2. :meth:`~engine.api.EngineAPI.admit`, off the event loop: the plan, the path policy, each input
    opened once and its header probed; nothing queued yet;
-3. the admitted work on the one :class:`~engine.jobs.JobQueue` (busy at once when it is full;
-   work that needs no model, a rules dry run, runs at once), followed while the client waits:
-   progress notifications per step, a client cancel cancels the job, and after ``wait_s`` a job
-   handle that the ``job`` tool follows to the same result;
+3. the admitted work on the one job queue (:class:`~engine.jobs.JobQueueAPI`: busy at once when
+   it is full; work that needs no model, a rules dry run, runs at once), followed while the
+   client waits: progress notifications per step, a client cancel cancels the job, and after
+   ``wait_s`` a job handle that the ``job`` tool follows to the same result;
 4. the result as files (:mod:`unison_mcp.present`); every error crosses the boundary in
    :func:`unison_mcp.errors.tool_error`.
 
@@ -44,7 +44,7 @@ from engine.api import Admitted, AnyRequest, EngineAPI, parse_arguments, request
 from engine.control import JobControl
 from engine.errors import InputRefused, InvalidRequest, UnisonError, invalid_request
 from engine.inputs import OUTPUT_URI_PREFIX, InputPolicy, output_uri
-from engine.jobs import FINISHED, Job, JobQueue
+from engine.jobs import FINISHED, JobAPI, JobQueue, JobQueueAPI
 from engine.results import AutoResult, GenerateResult, UnderstandResult
 from engine.tasks import tasks_text
 
@@ -88,8 +88,8 @@ class ServerState:
 
     config: ServerConfig
     engine: EngineAPI
-    #: The one job queue, or in pool mode the pool (``engine.pool.client.Pool``), which has its interface.
-    queue: JobQueue
+    #: The one job queue, or in pool mode the pool (``engine.pool.client.Pool``).
+    queue: JobQueueAPI
     #: Take SIGINT/SIGTERM while serving (``run_server``; never for an in-process server).
     handle_signals: bool = False
     #: Engine tool calls in progress: a stop lets their answers out before the process exits.
@@ -270,7 +270,7 @@ class _ProgressPump:
 
 
 async def _follow(
-    job: Job, ctx: Context, pump: _ProgressPump, timeout: float, *, cancel_on_abort: bool
+    job: JobAPI, ctx: Context, pump: _ProgressPump, timeout: float, *, cancel_on_abort: bool
 ) -> None:
     """Relay ``job``'s progress until it finishes or ``timeout`` passes; a client cancel can cancel it."""
     try:
@@ -344,11 +344,11 @@ async def _run_admitted(
     return _pending_result(job, _OUTPUTS[tool], state.queue, tool)
 
 
-def _progress(job: Job) -> Progress:
+def _progress(job: JobAPI) -> Progress:
     return Progress(**job.progress())
 
 
-def _pending_result(job: Job, model: type[JobState], queue: JobQueue, tool: str) -> CallToolResult:
+def _pending_result(job: JobAPI, model: type[JobState], queue: JobQueueAPI, tool: str) -> CallToolResult:
     """The job handle returned when a job outlives the call's wait (its result if it just finished)."""
     p = _progress(job)
     status = job.status
@@ -371,7 +371,7 @@ def _pending_result(job: Job, model: type[JobState], queue: JobQueue, tool: str)
     )
 
 
-def _outcome(job: Job, tool: str) -> CallToolResult:
+def _outcome(job: JobAPI, tool: str) -> CallToolResult:
     """What the call returns for a finished job: its result, or its error as a tool error."""
     result = job.outcome()  # a failed job's error is raised again, mapped like any other
     if not isinstance(result, CallToolResult):  # a job no tool started (preload)
@@ -381,7 +381,7 @@ def _outcome(job: Job, tool: str) -> CallToolResult:
     return result
 
 
-def _status_result(job: Job, queue: JobQueue) -> CallToolResult:
+def _status_result(job: JobAPI, queue: JobQueueAPI) -> CallToolResult:
     info = job.info()
     # The same words the call itself would have returned: an unexpected error's own message may
     # carry internal details, which stay in the server's log.
@@ -402,7 +402,7 @@ def _status_result(job: Job, queue: JobQueue) -> CallToolResult:
     text = f"Job {job.id} ({job.kind}) is {job.status}."
     if out.error:
         text += f" {out.error}"
-    elif job.status in ("queued", "running") and job.control.cancelled:
+    elif job.status in ("queued", "running") and job.cancel_requested:
         # A running job stops at its next step, which can be seconds away on a large video.
         text += (
             " A cancel was requested: it stops at its next step and nothing is written. Call `job` "
@@ -504,7 +504,9 @@ outputs are files, returned as resource links with a small preview. Long jobs re
 # Building the server
 
 
-def build_server(config: ServerConfig, engine: EngineAPI | None = None, *, queue: Any = None) -> MCPServer:
+def build_server(
+    config: ServerConfig, engine: EngineAPI | None = None, *, queue: JobQueueAPI | None = None
+) -> MCPServer:
     """The MCP server for ``config``; ``engine`` defaults to one built from ``config.engine``.
 
     ``queue`` defaults to a :class:`JobQueue` in front of the engine; in pool mode it is the
@@ -725,12 +727,6 @@ def run_server(config: ServerConfig) -> int:
             pool.close(cancel=True, timeout=5.0)
         raise
     state = state_of(server)
-    if pool is not None:
-        from .http import gallery_url
-
-        preview_side, gallery = config.preview_side, gallery_url(config)
-        # A job another ingress took is returned here as its own call would have returned it.
-        pool.present = lambda _tool, result: _present(result, None, preview_side, gallery)
     state.handle_signals = True
     from engine.outputs import remove_stale_temps  # what a writer killed mid-file left behind
 
@@ -758,6 +754,14 @@ def _start_pool(config: ServerConfig) -> Any:
     require_ray()
     from engine.pool.client import Pool
 
+    from .http import gallery_url
+
+    preview_side, gallery = config.preview_side, gallery_url(config)
+
+    def present(_tool: str, result: UnderstandResult | GenerateResult | AutoResult) -> CallToolResult:
+        # A job another ingress took is returned here as its own call would have returned it.
+        return _present(result, None, preview_side, gallery)
+
     if config.keep_alive_s is not None:
         log.warning("--keep-alive does not apply with --pool ray: each replica keeps its models loaded")
     return Pool.start(
@@ -767,6 +771,7 @@ def _start_pool(config: ServerConfig) -> Any:
         capacity=config.queue_size,
         keep_jobs=config.keep_jobs,
         preload=config.preload,
+        present=present,
     )
 
 

@@ -18,10 +18,10 @@ import collections
 import time
 from typing import Any
 
+from ..jobs import FINISHED
 from . import NAMESPACE
 
 BOOK_NAME = "unison-mcp-jobs"
-_FINISHED = frozenset({"done", "failed", "cancelled"})
 
 
 class JobBook:
@@ -55,7 +55,7 @@ class JobBook:
         job = self._jobs.get(job_id)
         if job is None:  # an ingress of an older book, or forgotten: run it, untracked
             return True
-        if job["cancel"] or job["status"] in _FINISHED:
+        if job["cancel"] or job["status"] in FINISHED:
             return False
         job.update(status="running", replica=replica, started_at=time.time())
         job["progress"] = {"stage": "starting", "done": 0, "total": 0}
@@ -63,7 +63,7 @@ class JobBook:
 
     def progress(self, job_id: str, done: int, total: int, stage: str) -> None:
         job = self._jobs.get(job_id)
-        if job is not None and job["status"] not in _FINISHED:
+        if job is not None and job["status"] not in FINISHED:
             job["progress"] = {"stage": stage, "done": done, "total": total}
 
     def finished(
@@ -80,7 +80,7 @@ class JobBook:
         job = self._jobs.get(job_id)
         if job is None:
             return
-        if job["status"] not in _FINISHED:
+        if job["status"] not in FINISHED:
             job.update(status=status, finished_at=time.time())
         if error is not None and job["error"] is None and job["status"] != "done":
             # A done job keeps no error (a stream closed after its last event reads as a cancel).
@@ -94,7 +94,7 @@ class JobBook:
     def cancel(self, job_id: str) -> bool:
         """Ask the job to stop; ``False`` when it is unknown or has ended."""
         job = self._jobs.get(job_id)
-        if job is None or job["status"] in _FINISHED:
+        if job is None or job["status"] in FINISHED:
             return False
         job["cancel"] = True
         return True
@@ -123,7 +123,7 @@ class JobBook:
         ]
 
     def _forget_old(self) -> None:
-        finished = [i for i, j in self._jobs.items() if j["status"] in _FINISHED]
+        finished = [i for i, j in self._jobs.items() if j["status"] in FINISHED]
         for job_id in finished[: max(0, len(finished) - self._keep)]:
             del self._jobs[job_id]
 

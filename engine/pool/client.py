@@ -2,8 +2,8 @@
 
 :class:`Pool` is both the server's engine (:class:`~engine.api.EngineAPI`: a request is admitted
 here exactly as on a single server, so a bad path or field is refused before anything is queued)
-and its job queue (the interface of :class:`~engine.jobs.JobQueue`: ``submit``, ``get``,
-``position``, ``close``…), so the MCP layer runs unchanged over it.
+and its job queue (:class:`~engine.jobs.JobQueueAPI`, as :class:`~engine.jobs.JobQueue`: its jobs
+are kept in the same :class:`~engine.jobs.JobKeeper`), so the MCP layer runs unchanged over it.
 
 A submitted job runs on its own thread here, streaming from a replica
 (:meth:`~engine.pool.replica.EngineReplica.run`): the replica's steps become the job's progress,
@@ -15,7 +15,6 @@ would run on and write its files. Every job is also written in the cluster's job
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import secrets
@@ -31,7 +30,7 @@ from ..config import EngineConfig
 from ..control import JobControl
 from ..errors import Busy, Cancelled, ModelError, ServerConfigError, ShuttingDown, UnisonError
 from ..inputs import InputPolicy
-from ..jobs import FINISHED, Job, ProgressListener
+from ..jobs import FINISHED, Job, JobAPI, JobKeeper, JobStatus, ProgressListener
 from .replica import portable
 from .settings import PoolSettings
 
@@ -46,7 +45,8 @@ BOOK_TIMEOUT_S = 5.0
 BOOK_POLL_S = 0.1
 
 #: Presents an engine result as its tool returns it: ``(tool, result) -> tool result``. The MCP
-#: layer sets it, so a job another ingress started is returned as its own call would have.
+#: layer gives it to :meth:`Pool.start`, so a job another ingress took is returned here as its
+#: own call would have returned it.
 Presenter = Callable[[str, AnyResult], Any]
 
 
@@ -61,8 +61,12 @@ class PoolJob(Job[Any]):
         return {**super().info(), "replica": self.replica}
 
 
-class Pool:
-    """A Ray Serve pool of engine replicas behind the server's engine and job-queue interfaces."""
+class Pool(JobKeeper):
+    """A Ray Serve pool of engine replicas behind the server's engine and job-queue interfaces.
+
+    ``present``: how a job another ingress took is returned here (:data:`Presenter`); without
+    it, such a job's result is refused as not recorded.
+    """
 
     def __init__(
         self,
@@ -75,24 +79,23 @@ class Pool:
         keep_jobs: int,
         cluster: Any = None,
         owned: bool = True,
+        present: Presenter | None = None,
     ):
+        super().__init__(keep_jobs)
         self.config = config
         self.inputs = InputPolicy(
             None, config.output_dir, config.max_input_bytes, config.limits.max_input_pixels
         )
         self.settings = settings
         self.capacity = capacity
-        self.keep_jobs = keep_jobs
         self.cluster = cluster
-        self.present: Presenter | None = None
+        self._present = present
         self._handle = handle
         self._book = book
         self._owned = owned  # this process deployed the app (and removes it when it stops)
         self._ingress = f"{socket.gethostname()}:{os.getpid()}"
         self._lock = threading.Lock()
-        self._jobs: collections.OrderedDict[str, PoolJob] = collections.OrderedDict()
         self._by_control: dict[int, PoolJob] = {}
-        self._closing: str | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ starting
@@ -107,6 +110,7 @@ class Pool:
         capacity: int,
         keep_jobs: int,
         preload: bool = False,
+        present: Presenter | None = None,
     ) -> Pool:
         """Start (or join) the cluster, open the job book and deploy the replicas (on the main thread).
 
@@ -122,7 +126,7 @@ class Pool:
             ensure_tiny(config.tiny_dir)
         cluster = connect(settings)
         try:
-            return cls._deploy(config, settings, cluster, roots, capacity, keep_jobs, preload)
+            return cls._deploy(config, settings, cluster, roots, capacity, keep_jobs, preload, present)
         except BaseException:
             cluster.stop()
             raise
@@ -137,6 +141,7 @@ class Pool:
         capacity: int,
         keep_jobs: int,
         preload: bool,
+        present: Presenter | None,
     ) -> Pool:
         from ray import serve
 
@@ -205,6 +210,7 @@ class Pool:
             keep_jobs=keep_jobs,
             cluster=cluster,
             owned=owned,
+            present=present,
         )
 
     # ------------------------------------------------------------------ EngineAPI
@@ -317,6 +323,7 @@ class Pool:
                 stream.cancel()
 
     # ------------------------------------------------------------------ the job queue's interface
+    # get, cancel, jobs, running, waiting and idle: the jobs kept (JobKeeper), as on one server.
 
     def submit(
         self,
@@ -325,88 +332,60 @@ class Pool:
         *,
         on_progress: ProgressListener | None = None,
         on_finish: Callable[[], None] | None = None,
-    ) -> Job[Any]:
+    ) -> PoolJob:
         """Start ``fn`` (which calls :meth:`run`) on its own thread; :class:`Busy` when the pool's
         queue is full, :class:`ShuttingDown` once stopping."""
         with self._lock:
             if self._closing is not None:
-                raise ShuttingDown(self._closing)
+                raise ShuttingDown(f"{self._closing}: the job was not queued; nothing was written")
             # Each replica takes one job and ``capacity`` more may wait: the single server's bound.
-            active = sum(1 for j in self._jobs.values() if j.status not in FINISHED)
+            active = len(self._unfinished())
             slots = self.settings.max_replicas or self.settings.replicas
             if kind != "preload" and active >= slots + self.capacity:
                 raise Busy(active - slots, self.capacity)
-            job: Job[Any] = PoolJob(kind, fn, on_progress=on_progress, on_finish=on_finish)
-            self._jobs[job.id] = job
+            job = PoolJob(kind, fn, on_progress=on_progress, on_finish=on_finish)
+            self._keep(job)
             self._by_control[id(job.control)] = job
         threading.Thread(target=self._run, args=(job,), name=f"unison-pool-{job.id[:8]}", daemon=True).start()
         return job
 
-    def _run(self, job: Job[Any]) -> None:
+    def _run(self, job: PoolJob) -> None:
+        status: JobStatus
         try:
             if job.kind != "preload":
                 # Written before the replica can see the job: calls from two processes to the
                 # book are not ordered, so "queued" must not arrive after "running".
                 self._get(self._book.add.remote(job.id, job.kind, self._ingress))
-            result = job.fn(job.control)
-        except Cancelled as exc:
-            reason = self._closing
-            job._finish("cancelled", error=ShuttingDown(reason) if reason else exc)
-        except BaseException as exc:
-            if not isinstance(exc, UnisonError):
-                log.exception("%r failed", job)
-            job._finish("failed", error=exc)
+        except Exception as exc:
+            status, result, error = "failed", None, exc
         else:
-            job._finish("done", result=result)
+            status, result, error = self._attempt(job)
+        job._finish(status, result=result, error=error)
         if job.kind != "preload":
-            error = portable(job.error) if job.error is not None else None
             try:
-                self._book.finished.remote(job.id, job.status, error=error, result=job.result)
+                self._book.finished.remote(
+                    job.id, status, error=portable(error) if error is not None else None, result=result
+                )
             except Exception:  # a result Ray cannot carry: the replica's own record stands
                 log.warning("could not record %r in the job book", job, exc_info=True)
         with self._lock:
             self._by_control.pop(id(job.control), None)
-            finished = [i for i, j in self._jobs.items() if j.status in FINISHED]
-            for job_id in finished[: max(0, len(finished) - self.keep_jobs)]:
-                del self._jobs[job_id]
+        self._record_finished(job)
 
     def get(self, job_id: str) -> Job[Any] | BookJob | None:
         """A job of this process, else one any ingress wrote in the job book."""
-        with self._lock:
-            job = self._jobs.get(job_id)
+        job = super().get(job_id)
         if job is not None:
             return job
         record = self._record(job_id)
         return BookJob(self, record) if record is not None else None
 
-    def position(self, job: Any) -> int:
+    def position(self, job: JobAPI) -> int:
         """Jobs waiting ahead of a queued one, every ingress's (the book's count)."""
         try:
             return int(self._get(self._book.position.remote(job.id)))
         except Exception:
-            with self._lock:
-                return sum(
-                    1 for j in self._jobs.values() if j.status == "queued" and j.created_at < job.created_at
-                )
-
-    @property
-    def running(self) -> Job[Any] | None:
-        with self._lock:
-            return next((j for j in self._jobs.values() if j.status == "running"), None)
-
-    @property
-    def waiting(self) -> int:
-        with self._lock:
-            return sum(1 for j in self._jobs.values() if j.status == "queued")
-
-    def jobs(self) -> list[Job[Any]]:
-        with self._lock:
-            return list(self._jobs.values())
-
-    @property
-    def idle(self) -> bool:
-        with self._lock:
-            return all(j.status in FINISHED for j in self._jobs.values())
+            return sum(1 for j in self.jobs() if j.status == "queued" and j.created_at < job.created_at)
 
     def close(self, *, cancel: bool = True, timeout: float | None = None, reason: str | None = None) -> None:
         """Stop taking jobs, cancel this process's (each answered ``reason``), then stop the pool.
@@ -417,8 +396,8 @@ class Pool:
         with self._lock:
             if self._closed:
                 return
-            self._closing = reason or "the server is shutting down; nothing was written"
-            jobs = [j for j in self._jobs.values() if j.status not in FINISHED]
+            self._closing = reason or "the server is shutting down"
+        jobs = self._unfinished()
         if cancel:
             for job in jobs:
                 job.cancel()
@@ -483,31 +462,22 @@ def _wait_running(timeout: float) -> None:
         time.sleep(0.2)
 
 
-class _BookControl:
-    """The part of :class:`~engine.control.JobControl` the server reads of a job: its cancel flag."""
-
-    def __init__(self, job: BookJob):
-        self._job = job
-
-    @property
-    def cancelled(self) -> bool:
-        return bool(self._job.record.get("cancel"))
-
-
 class BookJob:
     """A job another ingress (or a client of one gone) started, followed through the job book.
 
-    It answers as a :class:`~engine.jobs.Job` does for the ``job`` tool: status, progress,
+    It is a :class:`~engine.jobs.JobAPI`, as a :class:`~engine.jobs.Job` is: status, progress,
     wait, cancel (written in the book; the replica running it stops at its next step) and its
     result, presented here when the ingress that took it did not record its own.
     """
 
+    id: str
+    kind: str
+
     def __init__(self, pool: Pool, record: dict[str, Any]):
         self._pool = pool
         self.record = record
-        self.id: str = record["id"]
-        self.kind: str = record["kind"]
-        self.control = _BookControl(self)
+        self.id = record["id"]
+        self.kind = record["kind"]
         self._read_at = time.monotonic()
 
     def _refresh(self, force: bool = False) -> dict[str, Any]:
@@ -519,7 +489,7 @@ class BookJob:
         return self.record
 
     @property
-    def status(self) -> str:
+    def status(self) -> JobStatus:
         return self._refresh()["status"]
 
     @property
@@ -533,6 +503,18 @@ class BookJob:
     @property
     def created_at(self) -> float:
         return self.record["created_at"]
+
+    @property
+    def started_at(self) -> float | None:
+        return self._refresh()["started_at"]
+
+    @property
+    def finished_at(self) -> float | None:
+        return self._refresh()["finished_at"]
+
+    @property
+    def cancel_requested(self) -> bool:
+        return bool(self.record.get("cancel"))
 
     def progress(self) -> dict[str, Any]:
         return dict(self._refresh()["progress"])
@@ -595,8 +577,8 @@ class BookJob:
         if record["result"] is not None:
             return record["result"]
         engine_result = record.get("engine_result")
-        if engine_result is not None and self._pool.present is not None:
-            return self._pool.present(self.kind, engine_result)
+        if engine_result is not None and self._pool._present is not None:
+            return self._pool._present(self.kind, engine_result)
         raise ModelError(
             f"job {self.id} finished, but its result was not recorded; its files are in the outputs"
         )
