@@ -19,7 +19,7 @@ from .errors import (
     PlannerError,
     UnisonError,
 )
-from .plan import CheckedPlan, MediaInput, Plan, build_plan, check_plan
+from .plan import CheckedPlan, CheckedQuestion, MediaInput, Plan, build_plan, check_plan
 from .request import parse_request
 from .vocab import MediaKind, Role, Task
 
@@ -30,6 +30,7 @@ __all__ = [
     "Busy",
     "Cancelled",
     "CheckedPlan",
+    "CheckedQuestion",
     "Engine",
     "EngineConfig",
     "InputRefused",

@@ -1,11 +1,12 @@
 """What callers send: the typed requests of ``understand``, ``generate`` and ``auto``.
 
-Each bound is written once, here, on a pydantic field (its value read from the configured
-:class:`~engine.config.Limits`, or from the module that owns the fact: a path's length from
-:mod:`engine.inputs`, an edit target's from :mod:`engine.plan`); every free-text field has a
-``maxLength``, so a 10 MB argument is refused by its length alone. The MCP tool schemas and the
-CLI's ``generate`` flags are derived from these models, and the Python API validates with them, so
-a request gets the same answer through all three. The models are strict: an unknown field is
+Each bound comes from :class:`~engine.bounds.Bounds` (derived once from the configured
+:class:`~engine.config.Limits`, the same bounds :func:`~engine.plan.check_plan` holds planners'
+plans to) or from the module that owns the fact (a path's length from :mod:`engine.inputs`, the
+most references from the task table); every free-text field has a ``maxLength``, so a 10 MB
+argument is refused by its length alone. The MCP tool schemas and the CLI's ``generate`` flags
+are derived from these models, and the Python API validates with them, so a request gets the
+same answer through all three. The models are strict: an unknown field is
 refused by name (with the closest known one suggested), ``true`` is not a number, and a parameter
 the chosen task does not take is refused with the task's list of parameters
 (:meth:`GenerateRequest.to_plan`).
@@ -21,22 +22,21 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union, runt
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from .annotators import CONTROL_KINDS, ControlKind
+from .bounds import DEFAULT_CONTEXT_FRAMES, IMAGE_FRAMES, MAX_SEED, Bounds, number
 from .config import EngineConfig, Limits
 from .control import JobControl
 from .errors import InputRefused, InvalidRequest, invalid_request
 from .inputs import MAX_PATH_CHARS
 from .plan import (
-    MAX_TARGET_CHARS,
+    Checked,
     CheckedPlan,
     Margins,
     MediaInput,
     Plan,
     Shapes,
-    chain_frames,
     check_params,
     check_plan,
     check_roles,
-    largest_side,
     plan_from_params,
     shapes_of,
 )
@@ -51,11 +51,8 @@ if TYPE_CHECKING:
     from .results import AutoResult, GenerateResult, UnderstandResult
     from .source import Source
 
-#: Most reference images (image_reference / video_reference take 1-3).
+#: Most reference images (the task table's image_reference / video_reference rows).
 MAX_REFERENCES = max(r.max for s in TASKS.values() for r in s.roles if r.role is Role.REFERENCE)
-
-#: Most candidates one call makes (``count``).
-MAX_COUNT = 4
 
 #: What each role means, for schemas and CLI help.
 ROLE_HELP: dict[Role, str] = {
@@ -67,10 +64,15 @@ ROLE_HELP: dict[Role, str] = {
     Role.LAST_FRAME: "image the video ends on",
 }
 
-SIZE_HELP = (
-    "pixels, rounded to a multiple of 16 (default: the source's aspect for tasks on a source, "
-    "else 832×480); above the limits scaled down keeping the aspect"
-)
+
+def size_help(limits: Limits) -> str:
+    """What width and height mean, with the configured default size."""
+    return (
+        "pixels, rounded to a multiple of 16 (default: the source's aspect for tasks on a source, "
+        f"else {limits.default_width}×{limits.default_height}); above the limits scaled down keeping "
+        "the aspect"
+    )
+
 
 InputFile = Annotated[
     str,
@@ -95,15 +97,19 @@ def _optional(kind: Any, description: str, **bounds: Any) -> tuple[Any, Any]:
 
 def sampling_fields(limits: Limits) -> dict[str, Any]:
     """The per-request sampling overrides every generating tool takes (``None``: the default)."""
+    bounds = Bounds.of(limits)
+    count = bounds.count
     return {
-        "steps": _optional(int, "denoising steps", ge=1, le=limits.max_steps),
+        "steps": _optional(int, "denoising steps", **bounds.steps.schema()),
         "guidance": _optional(float, "classifier-free guidance scale (default 5)", ge=0, le=30),
-        "seed": _optional(int, "random seed (same seed, same result)", ge=0, le=2**63 - 1),
+        "seed": _optional(int, "random seed (same seed, same result)", ge=0, le=MAX_SEED),
         "negative_prompt": _optional(
-            str, "what to avoid (default: Wan2.1's negative prompt)", max_length=limits.max_prompt_chars
+            str, "what to avoid (default: Wan2.1's negative prompt)", **bounds.prompt.lengths()
         ),
         "count": _optional(
-            int, f"candidates to make, from consecutive seeds (1-{MAX_COUNT}, default 1)", ge=1, le=MAX_COUNT
+            int,
+            f"candidates to make, from consecutive seeds ({number(count.low)}-{number(count.high)}, default 1)",
+            **count.schema(),
         ),
         "preserve": _optional(
             bool,
@@ -124,10 +130,9 @@ def sampling_fields(limits: Limits) -> dict[str, Any]:
 
 
 def _prompt(limits: Limits, description: str) -> Any:
-    return (
-        str,
-        Field(strict=True, min_length=1, max_length=limits.max_prompt_chars, description=description),
-    )
+    # Never empty; at most the bound's length.
+    lengths = Bounds.of(limits).prompt.lengths()
+    return (str, Field(strict=True, min_length=1, **lengths, description=description))
 
 
 def _media(limits: Limits) -> Any:
@@ -136,7 +141,7 @@ def _media(limits: Limits) -> Any:
         Field(
             strict=True,
             default_factory=list,
-            max_length=limits.max_inputs,
+            **Bounds.of(limits).inputs.lengths(),
             description="input files in order: paths or unison://outputs/<name> URIs",
         ),
     )
@@ -230,7 +235,7 @@ class GenerateRequest(_Strict):
             loras=self.loras,
         )
 
-    def to_plan(self, limits: Limits, shapes: Shapes | None = None) -> CheckedPlan:
+    def to_plan(self, limits: Limits, shapes: Shapes | None = None) -> Checked:
         """The checked plan; ``shapes`` (the inputs' headers by path) give source-aware defaults."""
         return check_plan(self.unchecked_plan(limits), limits, shapes)
 
@@ -278,38 +283,37 @@ def _generate_fields(limits: Limits) -> dict[str, Any]:
             roles[role.value] = _optional(InputFile, ROLE_HELP[role])
     # Larger sizes ("1080p", "4K") are scaled down into the limits by check_plan, not refused;
     # absurd ones are refused here.
-    side = dict(ge=limits.min_side, le=largest_side(limits))
-    longest = chain_frames(limits, limits.default_fps)
-    longest_s = limits.max_duration_s
+    bounds = Bounds.of(limits)
+    side = bounds.side.schema()
+    longest = bounds.num_frames.high
+    fps = bounds.default_fps
     return {
         # Declared as the Literal of the generation tasks, so the schema lists them; the value
         # is then the Task enum (strict mode would refuse the plain string otherwise).
         "task": (Literal[gen_tasks], Field(description="what to make; see the task list")),  # type: ignore[valid-type]
         "prompt": _prompt(limits, "what the result should show"),
         **roles,
-        "width": _optional(int, SIZE_HELP, **side),
-        "height": _optional(int, SIZE_HELP, **side),
+        "width": _optional(int, size_help(limits), **side),
+        "height": _optional(int, size_help(limits), **side),
         "num_frames": _optional(
             int,
-            f"video: 4k+1 frames (17, 33, 49, 81; others are rounded); image: 1. Up to "
+            f"video: 4k+1 frames (17, 33, 49, 81; others are rounded); image: {IMAGE_FRAMES}. Up to "
             f"{limits.max_frames} in one window; text_to_video, image_to_video and video_extend "
-            f"chain windows up to {longest}. video_extend: the new frames only",
-            ge=1,
-            le=longest,
+            f"chain windows up to {number(longest)}. video_extend: the new frames only",
+            **bounds.num_frames.schema(),
         ),
         "duration_s": _optional(
             float,
-            f"video length in seconds, instead of num_frames (at most {longest_s:g} s at "
-            f"{limits.default_fps:g} fps; video_extend: the new part's length)",
-            gt=0,
-            le=longest_s,
+            f"video length in seconds, instead of num_frames (at most {number(bounds.duration_s.high)} s at "
+            f"{fps:g} fps; video_extend: the new part's length)",
+            **bounds.duration_s.schema(),
         ),
-        "fps": _optional(
-            float, f"video frame rate (default {limits.default_fps:g})", gt=0, le=limits.max_fps
-        ),
+        "fps": _optional(float, f"video frame rate (default {fps:g})", **bounds.fps.schema()),
         "margins": _optional(Margins, "outpainting: pixels to add on each side"),
         "context_frames": _optional(
-            int, "video_extend: source frames kept as context", ge=1, le=limits.max_frames
+            int,
+            f"video_extend: source frames kept as context (default {DEFAULT_CONTEXT_FRAMES})",
+            **bounds.context_frames.schema(),
         ),
         # A Literal takes no "strict" (its values are exact already).
         "control_kind": (
@@ -325,7 +329,7 @@ def _generate_fields(limits: Limits) -> dict[str, Any]:
             "image/video_edit without a mask: the object to find and repaint (a short phrase, any "
             "language; default: read from the prompt)",
             min_length=1,
-            max_length=MAX_TARGET_CHARS,
+            max_length=bounds.target.high,
         ),
         **sampling_fields(limits),
         "conditioning_scale": _optional(
@@ -482,13 +486,10 @@ def admit(request: AnyRequest, config: EngineConfig, inputs: InputPolicy) -> Adm
     if not isinstance(request, (UnderstandRequest, AutoRequest)):
         raise InvalidRequest.for_field("request", type(request).__name__, "is not a request model")
     count = len(marked_paths(request.prompt)) + len(request.media)
-    if count > limits.max_inputs:
+    files = Bounds.of(limits).inputs
+    if not files.holds(count):
         # Counted before any file is opened.
-        raise InvalidRequest.for_field(
-            "media",
-            count,
-            f"at most {limits.max_inputs} input files, ###path### markers and media together",
-        )
+        raise InvalidRequest.for_field("media", count, f"{files.rule}, ###path### markers and media together")
     text, marked = inputs.open_markers(request.prompt)
     try:
         given = inputs.open_all(request.media, field="media")

@@ -45,6 +45,10 @@ class SettingMeta:
 
 _HUB = SettingMeta(hub_or_path=True)
 
+#: The frame rate of a video whose request gives none: ``sampling.fps`` (``--fps``), which
+#: ``limits.default_fps`` follows (every plan check reads it there).
+DEFAULT_FPS = 16.0
+
 
 class Limits(BaseModel):
     """Bounds on what may be generated; configurable."""
@@ -72,7 +76,7 @@ class Limits(BaseModel):
     default_height: int = Field(480, ge=16, description="output height when a request gives none")
     default_frames: int = Field(81, ge=1, description="video frames when a request gives none")
     default_fps: Annotated[float, SettingMeta(internal="kept equal to sampling.fps (--fps)")] = Field(
-        16.0, gt=0, description="fps a plan defaults to"
+        DEFAULT_FPS, gt=0, description="fps a plan defaults to"
     )
 
 
@@ -103,7 +107,7 @@ class SamplingDefaults(BaseModel):
     negative_prompt: str = Field(
         WAN_NEGATIVE_PROMPT, description="negative prompt (default: Wan2.1's own; '' = none)"
     )
-    fps: float = Field(16.0, gt=0, description="frames per second of written videos")
+    fps: float = Field(DEFAULT_FPS, gt=0, description="frames per second of written videos")
     # Wan's own default is 512.
     text_len: int = Field(2048, ge=1, description="DiT text context length (the reference's 2048)")
     # The T5 tokenizer stops at 512 in the reference too.
@@ -413,6 +417,22 @@ class EngineConfig(BaseModel):
         if self.limits.default_fps != self.sampling.fps:
             self.limits = self.limits.model_copy(update={"default_fps": self.sampling.fps})
         return self
+
+    @property
+    def projector_off(self) -> str | None:
+        """Why generation runs without the projector, or ``None`` when it applies: the one
+        statement of that rule. It needs its weights, the planner model and the Unison adapter (its
+        input is the Unison planner's hidden states, whichever backend plans)."""
+        if self.projector is None:
+            return "no projector configured"
+        if self.planner_model is None:
+            return "a projector is configured but no planner (its input is the planner's hidden states)"
+        if not self.adapter:
+            return (
+                "no Unison adapter configured: the projector was not applied (its input is the Unison "
+                "planner's hidden states)"
+            )
+        return None
 
     @property
     def backend(self) -> PlannerBackend:

@@ -24,7 +24,7 @@ from .control import JobControl
 from .errors import InputRefused, InvalidRequest, ModelError, shown
 from .hub import LoadFailures, generator_weights, planner_weights
 from .inputs import InputPolicy
-from .plan import CheckedPlan, MediaInput, Plan, check_plan, shapes_of
+from .plan import BasePlan, Checked, CheckedPlan, CheckedQuestion, MediaInput, check_plan, shapes_of
 from .planners import BACKENDS, PlanOutput
 from .planners.route import route
 from .request import Request, parse_request, request_for_plan
@@ -150,20 +150,17 @@ class Engine:
         return planner
 
     def projector(self) -> Projector | None:
-        """The projector, loaded on first use; ``None`` when not configured or no planner."""
+        """The projector, loaded on first use; ``None`` when it does not apply
+        (:attr:`EngineConfig.projector_off <engine.config.EngineConfig.projector_off>`) or none was given."""
+        if self.config.projector_off is not None:
+            return None
         if self._projector is _UNSET:
             with self._lock:
                 if self._projector is _UNSET:
                     self._projector = self._load_projector()
         return self._projector
 
-    def _load_projector(self) -> Projector | None:
-        if self.config.projector is None:
-            log.info("no projector configured: generation runs as plain Wan-VACE")
-            return None
-        if self.config.planner_model is None:
-            log.warning("a projector is configured but no planner: generation runs as plain Wan-VACE")
-            return None
+    def _load_projector(self) -> Projector:
         from .projector import load_projector
 
         planner = self._require_planner("the projector")
@@ -199,8 +196,8 @@ class Engine:
         roles: list[str] = []
         if isinstance(request, GenerateRequest):
             roles.append("generator")
-            if self.config.projector is not None and self.config.planner_model is not None:
-                roles.append("planner")
+            if self.config.projector_off is None:
+                roles.append("planner")  # the projector's input
         elif self.config.planner_model is not None and (
             isinstance(request, UnderstandRequest) or self.config.backend != "rules"
         ):
@@ -275,8 +272,8 @@ class Engine:
             # Missing weights fail now, not after the inputs are decoded (tiny ones are built now).
             self.check_models(req, control=control)
             if isinstance(req, GenerateRequest):
-                plan = admitted.plan if admitted.plan is not None else req.to_plan(self.config.limits)
-                return self.generate(plan, req.sampling(), control=control, sources=sources)
+                # admit() checked the plan: it runs as it is.
+                return self._generation(admitted.plan, req.sampling(), control, None, None, sources)
             if isinstance(req, UnderstandRequest):
                 return self.understand(
                     admitted.text,
@@ -317,8 +314,8 @@ class Engine:
 
     # ------------------------------------------------------------------ planning
 
-    def plan(self, request: str, media: Sequence[str] = (), *, backend: str | None = None) -> Plan:
-        """The validated plan for a free-form request (the dry run of :meth:`auto`)."""
+    def plan(self, request: str, media: Sequence[str] = (), *, backend: str | None = None) -> Checked:
+        """The checked plan for a free-form request (the dry run of :meth:`auto`)."""
         plan, _, _ = self._plan(parse_request(request, media), backend=backend, want_features=False)
         return plan
 
@@ -330,7 +327,7 @@ class Engine:
         want_features: bool,
         sources: dict[str, Source] | None = None,
         control: JobControl | None = None,
-    ) -> tuple[Plan, torch.Tensor | None, float]:
+    ) -> tuple[Checked, torch.Tensor | None, float]:
         backend = backend or self.config.backend
         if backend not in BACKENDS:
             raise InvalidRequest.for_field("planner", backend, "one of " + ", ".join(BACKENDS))
@@ -431,7 +428,7 @@ class Engine:
 
     def generate(
         self,
-        plan: Plan,
+        plan: BasePlan,
         sampling: Sampling | None = None,
         *,
         control: JobControl | None = None,
@@ -439,9 +436,10 @@ class Engine:
         request: Request | None = None,
         sources: dict[str, Source] | None = None,
     ) -> GenerateResult:
-        """Run a generation plan and write its file (PNG or MP4, plus a JSON sidecar).
+        """Run a generation plan and write its file (PNG or MP4, plus a JSON sidecar): the Python
+        API's entrance, where a plain :class:`Plan` is admitted (its inputs opened and probed, the
+        plan checked once); a :class:`CheckedPlan` is taken as it is.
 
-        A plain :class:`Plan` is checked here; a :class:`CheckedPlan` is not checked again.
         ``features`` are the planner's hidden states from the planning pass (``auto``); when they
         are missing and a projector is configured they are computed with one planner forward
         over ``request`` (or, for a typed plan, its prompt with one placeholder per input).
@@ -454,12 +452,25 @@ class Engine:
             )
         opened, owned = self._open([m.path for m in plan.inputs], sources)
         try:
-            plan = check_plan(plan, self.config.limits, shapes_of(opened))
-            with self._lock, oom_guard("generating"):
-                return self._generate(plan, sampling, control or JobControl(), features, request, opened)
+            # A generation task: checked to a CheckedPlan (as it is when it already is one).
+            checked = check_plan(plan, self.config.limits, shapes_of(opened))
+            return self._generation(checked, sampling, control, features, request, opened)
         finally:
             if owned:
                 close_all(list(opened.values()))
+
+    def _generation(
+        self,
+        plan: CheckedPlan,
+        sampling: Sampling | None,
+        control: JobControl | None,
+        features: torch.Tensor | None,
+        request: Request | None,
+        sources: dict[str, Source],
+    ) -> GenerateResult:
+        """An admitted plan's generation, under the lock (its inputs opened in ``sources``)."""
+        with self._lock, oom_guard("generating"):
+            return self._generate(plan, sampling, control or JobControl(), features, request, sources)
 
     def _generate(
         self,
@@ -512,15 +523,10 @@ class Engine:
         #    whichever backend planned it) become 4 extra conditioning tokens.
         extra_tokens = None
         seen = request or request_for_plan(plan)  # the request as the Unison planner sees it
-        if projector is not None and not (planner is not None and planner.can_project):
-            notes.append(
-                "no Unison adapter configured: the projector was not applied (its input is the Unison "
-                "planner's hidden states); ran as plain Wan-VACE (512-position text context)"
-            )
-            projector = None
-        elif projector is None:
-            notes.append("no projector configured: ran as plain Wan-VACE (512-position text context)")
-        if projector is not None:
+        if projector is None:
+            off = self.config.projector_off or "no projector given"
+            notes.append(f"{off}; ran as plain Wan-VACE (512-position text context)")
+        else:
             t = time.perf_counter()
             if features is None:
                 control.set_stage("planner features")
@@ -692,7 +698,7 @@ class Engine:
                     part,
                     output_dir=self.config.output_dir,
                     task=plan.task.value,
-                    fps=plan.fps or 0.0,
+                    fps=plan.fps,
                     metadata=meta,
                     audio=sound,
                     notes=out_notes,
@@ -708,7 +714,7 @@ class Engine:
                 frames,
                 output_dir=self.config.output_dir,
                 task=f"{plan.task.value}-{role}",
-                fps=plan.fps or 0.0,
+                fps=plan.fps,
                 metadata=meta,
             )
             outputs.append(output.model_copy(update={"role": role}))
@@ -725,7 +731,8 @@ class Engine:
             return None
         from .media import AudioSpan
 
-        return AudioSpan(source=source, start_s=0.0, duration_s=(plan.num_frames or 1) / (plan.fps or 1.0))
+        # A source video's span: the plan is a video, with a rate.
+        return AudioSpan(source=source, start_s=0.0, duration_s=plan.num_frames / plan.fps)
 
     def _sidecar(
         self, plan: CheckedPlan, resolved: Any, projected: bool, notes: list[str], timings: dict[str, float]
@@ -806,20 +813,18 @@ class Engine:
         control = control or JobControl()
         req = parse_request(request, media)
         control.set_stage("planning")
-        want = not dry_run and self.config.projector is not None and bool(self.config.adapter)
+        want = not dry_run and self.config.projector_off is None
         plan, features, plan_s = self._plan(
             req, backend=backend, want_features=want, sources=sources, control=control
         )
         if dry_run:
             return AutoResult(plan=plan)
-        if plan.spec.understanding:
-            opened, _ = self._open([m.path for m in plan.inputs], sources)
+        opened, _ = self._open([m.path for m in plan.inputs], sources)
+        if isinstance(plan, CheckedQuestion):
             answer = self._understand(plan.prompt, list(plan.inputs), None, None, control, opened)
             answer.timings["plan_s"] = plan_s
             return AutoResult(plan=plan, answer=answer)
-        generation = self.generate(
-            plan, sampling, control=control, features=features, request=req, sources=sources
-        )
+        generation = self._generation(plan, sampling, control, features, req, opened)
         generation.timings["plan_s"] = plan_s
         return AutoResult(plan=plan, generation=generation)
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .accelerator import free_memory, is_oom, oom_guard, resolve_device, resolve_dtype
+from .bounds import Bounds
 from .config import EngineConfig, Limits, LoraSettings, PerformanceOptions, SamplingDefaults
 from .control import JobControl
 from .errors import InvalidRequest, ModelError
@@ -101,8 +102,8 @@ def resolve_sampling(
         return default if value is None else value
 
     steps = int(pick(sampling.steps, defaults.steps))
-    if limits is not None and steps > limits.max_steps:
-        raise InvalidRequest.for_field("steps", steps, f"must be between 1 and {limits.max_steps}")
+    if limits is not None:
+        Bounds.of(limits).steps.check("steps", steps)
     seed_was_random = sampling.seed is None
     seed = random.SystemRandom().randrange(RANDOM_SEED_RANGE) if seed_was_random else int(sampling.seed)
     return ResolvedSampling(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .errors import InvalidRequest, PlannerError, shown
-from .plan import MediaInput, Plan
+from .plan import BasePlan, MediaInput, Plan
 from .tasks import TASKS, TaskSpec, understanding_task
 from .vocab import (
     BOEDIT,
@@ -54,7 +54,7 @@ class _Marker:
     """How a marker token's content becomes the task's inputs (parse) and back (format)."""
 
     read: Callable[[str | None, Files, bool, int | None, str], list[tuple[int, Role]]]
-    write: Callable[[Plan, Callable[[MediaInput], int], Files], str]
+    write: Callable[[BasePlan, Callable[[MediaInput], int], Files], str]
 
 
 def _span(text: str, start: str, end: str) -> str | None:
@@ -119,7 +119,7 @@ def _read_frame_index(value: str | None, files: Files, image: bool, num_frames: 
     return [(_first_of(files, MediaKind.IMAGE, raw), role)]
 
 
-def _write_frame_index(plan: Plan, idx: Callable[[MediaInput], int], files: Files) -> str:
+def _write_frame_index(plan: BasePlan, idx: Callable[[MediaInput], int], files: Files) -> str:
     return "first" if plan.by_role(Role.FIRST_FRAME) else "last"
 
 
@@ -163,7 +163,7 @@ def _read_edit(value: str | None, files: Files, image: bool, num_frames: int | N
     return [(source_i, Role.SOURCE)] + ([(mask_i, Role.MASK)] if mask_i != source_i else [])
 
 
-def _write_edit(plan: Plan, idx: Callable[[MediaInput], int], files: Files) -> str:
+def _write_edit(plan: BasePlan, idx: Callable[[MediaInput], int], files: Files) -> str:
     masks = plan.by_role(Role.MASK)
     source_input = plan.one(Role.SOURCE)
     source = idx(source_input)
@@ -175,7 +175,7 @@ def _write_edit(plan: Plan, idx: Callable[[MediaInput], int], files: Files) -> s
     return "" if source == first else str(source)
 
 
-def _no_content(plan: Plan, idx: Callable[[MediaInput], int], files: Files) -> str:
+def _no_content(plan: BasePlan, idx: Callable[[MediaInput], int], files: Files) -> str:
     return ""
 
 
@@ -264,7 +264,7 @@ def parse_unison(
     )
 
 
-def format_unison(plan: Plan, files: Sequence[str] | None = None) -> str:
+def format_unison(plan: BasePlan, files: Sequence[str] | None = None) -> str:
     """Write a plan in the Unison grammar (the inverse of :func:`parse_unison`).
 
     ``files`` are the request's paths in order (default: the plan's inputs in order); edit indices

@@ -80,7 +80,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _check_frames(frames: Any, fps: float) -> tuple[int, int, int]:
+def _check_frames(frames: Any, fps: float | None) -> tuple[int, int, int]:
     import numpy as np
 
     if (
@@ -99,7 +99,7 @@ def _check_frames(frames: Any, fps: float) -> tuple[int, int, int]:
             raise InvalidRequest.for_field(
                 "size", f"{width}x{height}", "video width and height must be even (H.264 yuv420p)"
             )
-        if not fps > 0:
+        if fps is None or not fps > 0:
             raise InvalidRequest.for_field("fps", fps, "must be greater than 0 for a video")
     return num_frames, height, width
 
@@ -109,7 +109,7 @@ def write_output(
     *,
     output_dir: Path,
     task: str,
-    fps: float,
+    fps: float | None,
     metadata: dict,
     audio: AudioSpan | None = None,
     notes: list[str] | None = None,
@@ -120,6 +120,7 @@ def write_output(
     facts. Returns the :class:`OutputFile`; on any failure no file (temporary or final) remains.
 
     Args:
+        fps: a video's frame rate; a picture has none (``None``, as an image plan's ``fps``).
         audio: for a video, the span of a source's audio to carry into the MP4 (copied where the
             codec fits MP4, else re-encoded as AAC; see :func:`engine.media.mux_audio`). A source
             without audio gives the video alone. Audio never fails the output: if it cannot be

@@ -1,10 +1,16 @@
 """Plans: the typed form of a request, and the one check that makes it runnable.
 
-A :class:`Plan` is what every planner produces and what typed requests become. :func:`check_plan`
-holds every rule of the generator (sizes, frame counts, which inputs and which parameters each
-task takes) and returns a :class:`CheckedPlan`, the only type the generation path accepts: a plan
-is checked once, and nothing downstream checks it again. Errors name the field, the value and
-the rule; harmless adjustments (rounding to a multiple of 16) are reported in ``notes``.
+A :class:`Plan` is what every planner produces and what typed requests become: its shape fields
+are optional. :func:`check_plan` holds the generator's rules and returns a checked plan, a frozen
+type of its own that only it makes: a :class:`CheckedPlan` (a generation plan: width, height and
+frame count decided, the rate too for a video) or a :class:`CheckedQuestion` (an understanding
+plan). The generation path accepts only a ``CheckedPlan``, so a plan is checked once and nothing
+downstream checks it again.
+
+Single-field bounds are :class:`~engine.bounds.Bounds`, the same the request models read;
+``check_plan`` checks them (a planner's plan never passed through the request models), then adjusts
+(rounds, scales, fills defaults, each with a note in ``notes``) and checks the rules between fields.
+Errors name the field, the value and the rule.
 """
 
 from __future__ import annotations
@@ -17,9 +23,19 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from .annotators import ControlKind
+from .bounds import (
+    DEFAULT_CONTEXT_FRAMES,
+    IMAGE_FRAMES,
+    MAX_TARGET_CHARS,
+    Bounds,
+    frames_for_seconds,
+    nearest_4k1,
+    number,
+    round16,
+    round_frames,
+)
 from .config import Limits
 from .errors import InvalidRequest, validated
-from .prepare import DEFAULT_CONTEXT_FRAMES
 from .tasks import TASKS, TaskSpec
 from .vocab import MediaKind, Role, Task, media_kind
 
@@ -27,9 +43,6 @@ if TYPE_CHECKING:
     from .geometry import Size
 
 log = logging.getLogger(__name__)
-
-#: Longest edit ``target`` (a short phrase naming an object; the segmenter reads a few words).
-MAX_TARGET_CHARS = 200
 
 #: Whole numbers that refuse ``True``/``1.0`` (pydantic's lax mode would turn ``steps: true`` into 1).
 StrictInt = Annotated[int, Strict()]
@@ -56,13 +69,13 @@ class Margins(BaseModel):
     bottom: StrictInt = Field(0, ge=0, description="pixels added at the bottom")
 
 
-class Plan(BaseModel):
-    """What to do: the task, the prompt, the inputs with their roles, and the output's shape.
+class BasePlan(BaseModel):
+    """What every plan says, checked or not: the task, the prompt, the inputs with their roles,
+    and the output's shape; and how to read its inputs.
 
-    ``width``, ``height``, ``num_frames`` and ``fps`` are ``None`` for understanding tasks (and
-    ``fps`` for images). ``raw`` is the planner's own text (Unison tokens, JSON, or ``None`` for a
-    plan built from typed parameters). ``notes`` lists harmless adjustments made by the check.
-    A plan's JSON (``model_dump(mode="json")``) replays through ``generate`` unchanged.
+    ``raw`` is the planner's own text (Unison tokens, JSON, or ``None`` for a plan built from typed
+    parameters). ``notes`` lists harmless adjustments made by the check. A plan's JSON
+    (``model_dump(mode="json")``) replays through ``generate`` unchanged.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -111,38 +124,51 @@ class Plan(BaseModel):
         }
 
 
-class CheckedPlan(Plan):
-    """A plan that passed :func:`check_plan`: sizes rounded and bounded, defaults filled in,
-    inputs and parameters fitting the task. Only :func:`check_plan` makes one."""
+class Plan(BasePlan):
+    """A plan as a planner or a typed request writes it, not yet checked: ``width``, ``height``,
+    ``num_frames`` and ``fps`` may be unset (``None``: the source's or the configured default).
+    The results show a plan in this form (its JSON schema is the MCP output's plan)."""
+
+
+#: The key only :func:`check_plan` holds: a checked plan is made with it or not at all.
+_ISSUED = object()
+
+
+class _Checked(BasePlan):
+    """A plan :func:`check_plan` made: frozen, and built by nobody else."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-
-def round16(value: int) -> int:
-    """The nearest multiple of 16, ties up (``round`` would send ties to the even multiple: 1000
-    to 992 but 1048 to 1056); never below 16."""
-    return max(16, (int(value) + 8) // 16 * 16)
-
-
-def nearest_4k1(n: int) -> int:
-    """The nearest frame count of the form 4k+1 (ties go up)."""
-    # Integer arithmetic: a request may spell out a count far beyond a float (check_plan then
-    # refuses it by name); (n - 1) / 4 would overflow or round.
-    return max(1, 4 * ((int(n) + 1) // 4) + 1)
+    def __init__(self, _issued: object = None, /, **data: Any):
+        if _issued is not _ISSUED:
+            raise TypeError(f"a {type(self).__name__} is made by check_plan only; check a Plan instead")
+        super().__init__(**data)
 
 
-def frames_for_seconds(seconds: float, fps: float = 16.0) -> int:
-    """`seconds` of video at `fps`: 16·N+1 frames for N seconds at 16 fps. Not normalised:
-    :func:`check_plan` rounds an off-grid count to 4k+1 with a note, as for any other count.
+class CheckedPlan(_Checked):
+    """A generation plan that passed :func:`check_plan`: sizes rounded and bounded, the frame count
+    on the grid (an image: ``IMAGE_FRAMES``), defaults filled in, inputs and parameters fitting the
+    task. ``fps`` is the video's rate; an image has none (``None``), as its plan's JSON says. The only
+    plan the generation path takes."""
 
-    Raises :class:`InvalidRequest` for a rate or a duration that is not a finite number (``round``
-    of an infinity or a NaN would otherwise escape as a bare OverflowError/ValueError).
-    """
-    if not (math.isfinite(fps) and fps > 0):
-        raise InvalidRequest.for_field("fps", fps, "must be a finite number above 0")
-    if not math.isfinite(seconds * fps):
-        raise InvalidRequest.for_field("duration_s", seconds, "must be a finite number of seconds")
-    return int(round(seconds * fps)) + 1
+    width: StrictInt
+    height: StrictInt
+    num_frames: StrictInt
+    fps: float | None
+
+
+class CheckedQuestion(_Checked):
+    """An understanding plan that passed :func:`check_plan`: its inputs are the request's files,
+    each a ``query``. It has no output shape."""
+
+    width: None = None
+    height: None = None
+    num_frames: None = None
+    fps: None = None
+
+
+#: What :func:`check_plan` returns.
+Checked = CheckedPlan | CheckedQuestion
 
 
 def budget_size(aspect: float, pixels: int) -> tuple[int, int]:
@@ -150,17 +176,6 @@ def budget_size(aspect: float, pixels: int) -> tuple[int, int]:
     multiples of 16: 16:9 at 832×480's area is 848×480, 9:16 is 480×848... (the default budget)."""
     height = math.sqrt(pixels / aspect)
     return round16(height * aspect), round16(height)
-
-
-def largest_side(limits: Limits) -> int:
-    """The largest side a request may ask for: up to 4× the limit is scaled down, not refused."""
-    return 4 * limits.max_side
-
-
-def chain_frames(limits: Limits, fps: float) -> int:
-    """Most frames a chained video may have: ``limits.max_duration_s`` at ``fps``, as 4k+1."""
-    n = int(limits.max_duration_s * fps) + 1
-    return max(limits.max_frames, n - (n - 1) % 4)
 
 
 class Shape(Protocol):
@@ -189,19 +204,17 @@ def _source_of(plan: Plan, roles: Sequence[Role], shapes: Shapes | None) -> tupl
     return None
 
 
-def _output_size(plan: Plan, spec: TaskSpec, limits: Limits, shapes: Shapes | None, notes: list[str]) -> Size:
+def _output_size(plan: Plan, spec: TaskSpec, bounds: Bounds, shapes: Shapes | None, notes: list[str]) -> Size:
     """Width and height: given, else from the source's aspect at the default pixel budget (tasks
     that transform a source), else the defaults; rounded to 16, then scaled into the limits."""
+    limits, side = bounds.limits, bounds.side
     width, height = plan.width, plan.height
     for name, value in (("width", width), ("height", height)):
         if value is not None and value <= 0:
             raise InvalidRequest.for_field(name, value, "must be a positive whole number of pixels")
-        if value is not None and value > largest_side(limits):
+        if value is not None and value > side.high:
             raise InvalidRequest.for_field(
-                name,
-                value,
-                f"at most {largest_side(limits)} pixels (sizes up to that are scaled down into the "
-                f"{limits.max_side}-pixel limit)",
+                name, value, f"at most {number(side.high)}{side.unit} ({side.why})"
             )
     found = _source_of(plan, spec.size_from, shapes)
     if found is not None and "margins" in spec.params and plan.margins is None:
@@ -214,23 +227,23 @@ def _output_size(plan: Plan, spec: TaskSpec, limits: Limits, shapes: Shapes | No
     if found is not None and (width is None or height is None):
         m, shape = found
         aspect = shape.width / shape.height
-        if width is None and height is None:
+        if height is not None:
+            width = round16(height * aspect)
+            notes.append(f"width {width}: the {m.role.value}'s aspect at height {height}")
+        elif width is not None:
+            height = round16(width / aspect)
+            notes.append(f"height {height}: the {m.role.value}'s aspect at width {width}")
+        else:
             width, height = budget_size(aspect, limits.default_width * limits.default_height)
             notes.append(
                 f"size {width}×{height}: the {m.role.value}'s {shape.width}×{shape.height} aspect at "
                 f"the default {limits.default_width}×{limits.default_height} pixel budget"
             )
-        elif width is None:
-            width = round16(height * aspect)  # type: ignore[operator]
-            notes.append(f"width {width}: the {m.role.value}'s aspect at height {height}")
-        else:
-            height = round16(width / aspect)
-            notes.append(f"height {height}: the {m.role.value}'s aspect at width {width}")
     width = limits.default_width if width is None else width
     height = limits.default_height if height is None else height
     for name, value in (("width", width), ("height", height)):
-        if round16(value) < limits.min_side:
-            raise InvalidRequest.for_field(name, value, f"must be at least {limits.min_side} pixels")
+        if side.low is not None and round16(value) < side.low:
+            raise InvalidRequest.for_field(name, value, f"must be at least {number(side.low)}{side.unit}")
     out: list[int] = []
     for name, value in (("width", width), ("height", height)):
         rounded = round16(value)
@@ -319,30 +332,27 @@ def _source_length(
 
 
 def _output_frames(
-    plan: Plan, spec: TaskSpec, limits: Limits, shapes: Shapes | None, notes: list[str]
+    plan: Plan, spec: TaskSpec, bounds: Bounds, shapes: Shapes | None, notes: list[str]
 ) -> tuple[int, float | None]:
-    """Frame count and rate: one image, or 4k+1 frames within bounds at a rate within bounds (the
-    source video's length when unset; off-grid counts rounded with a note)."""
+    """Frame count and rate: one image (no rate), or 4k+1 frames within the task's bounds at a
+    rate within bounds (the source video's length when unset; off-grid counts rounded, noted)."""
+    limits = bounds.limits
     if spec.output == "image":
-        if plan.num_frames not in (None, 1):
+        if plan.num_frames not in (None, IMAGE_FRAMES):
             raise InvalidRequest.for_field(
-                "num_frames", plan.num_frames, f"{plan.task} makes one image: use 1"
+                "num_frames", plan.num_frames, f"{plan.task} makes one image: use {IMAGE_FRAMES}"
             )
-        return 1, None
-    fps = limits.default_fps if plan.fps is None else plan.fps
-    if not (math.isfinite(fps) and 0 < fps <= limits.max_fps):
-        raise InvalidRequest.for_field("fps", fps, f"must be above 0 and at most {limits.max_fps}")
+        return IMAGE_FRAMES, None
+    fps = bounds.default_fps if plan.fps is None else plan.fps
+    bounds.fps.check("fps", fps)
     n = plan.num_frames
     if n is None:
         n = _source_length(plan, spec, limits, fps, shapes, notes) or limits.default_frames
     if n <= 0:
         raise InvalidRequest.for_field("num_frames", n, "must be a positive number of frames")
     given = n
-    if n % 4 != 1:
-        rounded = nearest_4k1(n)
-        notes.append(f"num_frames {n} rounded to {rounded} (Wan makes 4k+1 frames)")
-        n = rounded
-    longest = chain_frames(limits, fps) if spec.chain else limits.max_frames
+    n = round_frames(n, notes)
+    longest = bounds.longest(fps) if spec.chain else limits.max_frames
     if not limits.min_frames <= n <= longest:
         more = (
             f" ({limits.max_duration_s:g} s, made as a chain of {limits.max_frames}-frame windows)"
@@ -355,52 +365,54 @@ def _output_frames(
     return n, float(fps)
 
 
-def check_plan(plan: Plan, limits: Limits | None = None, shapes: Shapes | None = None) -> CheckedPlan:
-    """Check a plan against the generator's rules and return it as a :class:`CheckedPlan`.
+def check_plan(
+    plan: BasePlan, limits: Limits | None = None, shapes: Shapes | None = None
+) -> CheckedPlan | CheckedQuestion:
+    """Check a plan against the generator's rules: a :class:`CheckedPlan` for a generation task, a
+    :class:`CheckedQuestion` for an understanding task.
 
-    Unset sizes and frame counts take the source's (``shapes``: the headers of the plan's inputs
-    by path, for tasks that transform a source) or the configured defaults; width and height are
-    rounded to multiples of 16 and scaled down into the limits, frame counts rounded to 4k+1
-    (each recorded in ``notes``); everything else that breaks a rule raises
-    :class:`InvalidRequest` naming the field, the value and the rule. A plan that is already a
-    ``CheckedPlan`` is returned as it is: a plan is checked once.
+    First the single-field bounds (:class:`~engine.bounds.Bounds`, the request models' own), the
+    roles and the parameters. Then the adjustments, each recorded in ``notes``: unset sizes and
+    frame counts take the source's (``shapes``: the headers of the plan's inputs by path, for tasks
+    that transform a source) or the configured defaults; width and height are rounded to multiples
+    of 16 and scaled down into the limits, frame counts rounded to 4k+1. Last the rules between
+    fields. Whatever breaks a rule raises :class:`InvalidRequest` naming the field, the value and
+    the rule. A plan that is already checked is returned as it is: a plan is checked once.
     """
-    if isinstance(plan, CheckedPlan):
+    if isinstance(plan, _Checked):
         return plan
-    limits = limits or Limits()
+    bounds = Bounds.of(limits or Limits())
     spec = TASKS[plan.task]
     notes = list(plan.notes)
-    update: dict[str, Any] = {}
 
-    if len(plan.prompt) > limits.max_prompt_chars:
-        raise InvalidRequest.for_field(
-            "prompt", f"{len(plan.prompt)} characters", f"at most {limits.max_prompt_chars} characters"
-        )
-    if len(plan.inputs) > limits.max_inputs:
-        raise InvalidRequest.for_field("inputs", len(plan.inputs), f"at most {limits.max_inputs} input files")
+    # 1. Single-field bounds, roles, parameters.
+    bounds.prompt.check("prompt", len(plan.prompt), shown_as=f"{len(plan.prompt)} characters")
+    bounds.inputs.check("inputs", len(plan.inputs))
     check_roles(plan)
     check_params(spec, {k: getattr(plan, k) for k in _SHAPE_PARAMS if getattr(plan, k) is not None})
-
     if spec.understanding:
-        return CheckedPlan(**{**dict(plan), **update})
+        return CheckedQuestion(_ISSUED, **_fields(plan), notes=notes)
     if not plan.prompt.strip():
         raise InvalidRequest.for_field(
             "prompt", plan.prompt, f"{plan.task} needs a prompt saying what to make"
         )
 
-    update["width"], update["height"] = _output_size(plan, spec, limits, shapes, notes)
+    # 2. Adjustments: sizes, frames and rate, defaults.
+    width, height = _output_size(plan, spec, bounds, shapes, notes)
+    num_frames, fps = _output_frames(plan, spec, bounds, shapes, notes)
+    context_frames = plan.context_frames
+    if "context_frames" in spec.params:
+        context_frames = DEFAULT_CONTEXT_FRAMES if context_frames is None else context_frames
+        bounds.context_frames.check("context_frames", context_frames)
 
-    update["num_frames"], update["fps"] = _output_frames(plan, spec, limits, shapes, notes)
-    if update["fps"] is None:
-        del update["fps"]  # an image keeps the plan's (None)
-
+    # 3. Rules between fields.
     if "margins" in spec.params and plan.margins is not None:
         m = plan.margins
-        if m.left + m.right >= update["width"] or m.top + m.bottom >= update["height"]:
+        if m.left + m.right >= width or m.top + m.bottom >= height:
             raise InvalidRequest.for_field(
                 "margins",
                 m.model_dump(),
-                f"must leave room for the source inside the {update['width']}×{update['height']} output",
+                f"must leave room for the source inside the {width}×{height} output",
             )
     if plan.target is not None:
         if not plan.target.strip():
@@ -409,16 +421,25 @@ def check_plan(plan: Plan, limits: Limits | None = None, shapes: Shapes | None =
             raise InvalidRequest.for_field(
                 "target", plan.target, "give a mask or a target (the object to find), not both"
             )
-    if "context_frames" in spec.params:
-        c = DEFAULT_CONTEXT_FRAMES if plan.context_frames is None else plan.context_frames
-        most = limits.max_frames - 4  # each window makes at least 4 new frames
-        if not 1 <= c <= most:
-            raise InvalidRequest.for_field(
-                "context_frames", c, f"must be between 1 and {most} (a window is {limits.max_frames} frames)"
-            )
-        update["context_frames"] = c
-    update["notes"] = notes
-    return CheckedPlan(**{**dict(plan), **update})
+    return CheckedPlan(
+        _ISSUED,
+        **_fields(plan),
+        width=width,
+        height=height,
+        num_frames=num_frames,
+        fps=fps,
+        context_frames=context_frames,
+        notes=notes,
+    )
+
+
+def _fields(plan: BasePlan) -> dict[str, Any]:
+    """The plan's fields a checked plan carries over as they are (the shape is the check's)."""
+    return {k: v for k, v in dict(plan).items() if k not in _DECIDED}
+
+
+#: The fields check_plan decides for a checked plan rather than carrying them over.
+_DECIDED = frozenset({"width", "height", "num_frames", "fps", "context_frames", "notes"})
 
 
 #: Plan fields that only some tasks take (checked against the task's parameters).
@@ -444,7 +465,7 @@ def check_params(spec: TaskSpec, given: dict[str, Any]) -> None:
         )
 
 
-def check_roles(plan: Plan) -> None:
+def check_roles(plan: BasePlan) -> None:
     """Check that the plan's inputs fit its task: each role allowed, of the right kind, counted.
 
     The part of :func:`check_plan` that depends only on the task and the inputs (planners use it
@@ -489,7 +510,7 @@ def build_plan(
     limits: Limits | None = None,
     shapes: Shapes | None = None,
     **params: Any,
-) -> CheckedPlan:
+) -> CheckedPlan | CheckedQuestion:
     """A checked plan from typed parameters (the ``generate`` tool, the CLI and the Python API):
     :func:`plan_from_params` (whose keywords ``params`` are), then :func:`check_plan`."""
     return check_plan(plan_from_params(task, prompt, inputs, limits=limits, **params), limits, shapes)
@@ -539,7 +560,8 @@ def plan_from_params(
         if TASKS[task].output != "video":
             # Said here rather than as a num_frames error the caller never set.
             raise InvalidRequest.for_field("duration_s", duration_s, f"{task} does not make a video")
-        num_frames = frames_for_seconds(duration_s, fps or (limits or Limits()).default_fps)
+        rate = Bounds.of(limits or Limits()).default_fps if fps is None else fps
+        num_frames = frames_for_seconds(duration_s, rate)
     return validated(
         Plan,
         task=task,

@@ -21,6 +21,7 @@ from .config import Limits
 from .control import JobControl
 from .errors import InvalidRequest, shown
 from .geometry import GREY, Size, binarize, even_indices, fit_box, letterbox, resize_cover
+from .lexicon import EDIT_VERBS, STATE_VERBS
 from .media import VideoClip, open_image, probe_video, read_video
 from .source import source_for
 from .vocab import MediaKind, Role
@@ -29,16 +30,12 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-    from .plan import CheckedPlan as Plan
-    from .plan import MediaInput
+    from .plan import CheckedPlan, MediaInput
     from .source import Source
 
 log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
-
-#: Source frames video_extend keeps as context when a request does not say.
-DEFAULT_CONTEXT_FRAMES = 9
 
 
 @dataclass
@@ -108,8 +105,8 @@ DILATE_MIN_PX = 4
 MASK_THRESHOLD = 128
 
 
-def _size(plan: Plan) -> Size:
-    return plan.width, plan.height  # type: ignore[return-value]  # set by check_plan
+def _size(plan: CheckedPlan) -> Size:
+    return plan.width, plan.height
 
 
 def _check(ctx: PrepContext) -> None:
@@ -123,7 +120,7 @@ def _open(ctx: PrepContext, m: MediaInput, mode: str = "RGB") -> Image.Image:
 
 
 def _read(
-    plan: Plan,
+    plan: CheckedPlan,
     ctx: PrepContext,
     m: MediaInput,
     notes: list[str],
@@ -193,13 +190,13 @@ def _align_mask(mask: Image.Image, source: Size, out: Size) -> Image.Image:
 # The preparers, one per kind of task.
 
 
-def prepare_text_only(plan: Plan, ctx: PrepContext) -> Prepared:
+def prepare_text_only(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
     """text_to_image / text_to_video: no sources; the pipeline's defaults (grey video, all-ones mask)."""
     w, h = _size(plan)
-    return Prepared(width=w, height=h, num_frames=plan.num_frames or 1)
+    return Prepared(width=w, height=h, num_frames=plan.num_frames)
 
 
-def prepare_image_edit(plan: Plan, ctx: PrepContext) -> Prepared:
+def prepare_image_edit(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
     """Source + the region to regenerate, brought to the output size by the same cover-crop: the
     white of a mask image, or (no mask) the object ``plan.target`` or the prompt names, segmented
     (or, without a segmenter, grounded as boxes) and returned beside the result."""
@@ -228,7 +225,7 @@ def prepare_image_edit(plan: Plan, ctx: PrepContext) -> Prepared:
     return Prepared(
         width=size[0],
         height=size[1],
-        num_frames=1,
+        num_frames=plan.num_frames,
         video=[_grey_out(frame, out_mask)],
         mask=[out_mask],
         notes=notes,
@@ -236,7 +233,7 @@ def prepare_image_edit(plan: Plan, ctx: PrepContext) -> Prepared:
     )
 
 
-def prepare_image_control(plan: Plan, ctx: PrepContext) -> Prepared:
+def prepare_image_control(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
     """A control image as a 1-frame control video, all of it to generate: the signal of
     ``plan.control_kind`` extracted from a plain image at the output size, or the image as it is."""
     size = _size(plan)
@@ -247,7 +244,7 @@ def prepare_image_control(plan: Plan, ctx: PrepContext) -> Prepared:
     return Prepared(
         width=size[0],
         height=size[1],
-        num_frames=1,
+        num_frames=plan.num_frames,
         video=frames,
         mask=[_flat_mask(size, 255)],
         notes=notes,
@@ -256,7 +253,7 @@ def prepare_image_control(plan: Plan, ctx: PrepContext) -> Prepared:
 
 
 def _control_signal(
-    plan: Plan, ctx: PrepContext, frames: list[Image.Image], notes: list[str]
+    plan: CheckedPlan, ctx: PrepContext, frames: list[Image.Image], notes: list[str]
 ) -> tuple[list[Image.Image], list[tuple[str, list[Image.Image]]]]:
     """The control frames VACE follows: extracted (``plan.control_kind``), or the input as it is
     (``raw``; unset: raw when the input already looks like a control signal, else depth)."""
@@ -290,31 +287,25 @@ def _control_signal(
     return extracted, [("control", extracted)]
 
 
-def prepare_reference(plan: Plan, ctx: PrepContext) -> Prepared:
-    """image_reference / video_reference: 1-3 images letterboxed on white at the output size."""
+def prepare_reference(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
+    """image_reference / video_reference: the reference images letterboxed on white at the output size."""
     size = _size(plan)
     refs = [letterbox(_open(ctx, m), size, fill=(255, 255, 255)) for m in plan.by_role(Role.REFERENCE)]
-    if not refs:
-        raise InvalidRequest.for_field("inputs", [], f"{plan.task} needs 1-3 reference images")
-    return Prepared(width=size[0], height=size[1], num_frames=plan.num_frames or 1, reference_images=refs)
+    return Prepared(width=size[0], height=size[1], num_frames=plan.num_frames, reference_images=refs)
 
 
-def prepare_anchor_frames(plan: Plan, ctx: PrepContext) -> Prepared:
+def prepare_anchor_frames(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
     """image_to_video / first_last_to_video: given images fix the first and/or last frame.
 
     The clip is grey and masked (255) except at the given frames (mask 0), which VACE keeps.
     """
     size = _size(plan)
-    n = plan.num_frames or 1
-    anchors: dict[int, MediaInput] = {}
+    n = plan.num_frames
+    anchors: dict[int, MediaInput] = {}  # at least one: the task's row says so (check_plan)
     for m in plan.by_role(Role.FIRST_FRAME):
         anchors[0] = m
     for m in plan.by_role(Role.LAST_FRAME):
         anchors[n - 1] = m
-    if not anchors:
-        raise InvalidRequest.for_field(
-            "inputs", [m.path for m in plan.inputs], f"{plan.task} needs a first_frame or last_frame image"
-        )
     video = [_grey(size)] * n
     mask = [_flat_mask(size, 255)] * n
     notes: list[str] = []
@@ -326,7 +317,7 @@ def prepare_anchor_frames(plan: Plan, ctx: PrepContext) -> Prepared:
     return Prepared(width=size[0], height=size[1], num_frames=n, video=video, mask=mask, notes=notes)
 
 
-def prepare_video_control(plan: Plan, ctx: PrepContext) -> Prepared:
+def prepare_video_control(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
     """A control video as VACE's input video, all to generate: the signal of ``plan.control_kind``
     extracted from a plain video at the output size and rate, or the video as it is."""
     size = _size(plan)
@@ -346,7 +337,7 @@ def prepare_video_control(plan: Plan, ctx: PrepContext) -> Prepared:
     )
 
 
-def prepare_video_edit(plan: Plan, ctx: PrepContext) -> Prepared:
+def prepare_video_edit(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
     """Source video + the region to regenerate.
 
     The region is, in order: a mask video (resampled like the source), a mask image applied to
@@ -387,7 +378,7 @@ def prepare_video_edit(plan: Plan, ctx: PrepContext) -> Prepared:
     )
 
 
-def _edit_phrase(plan: Plan, ctx: PrepContext, notes: list[str]) -> str:
+def _edit_phrase(plan: CheckedPlan, ctx: PrepContext, notes: list[str]) -> str:
     """The object to find: ``plan.target``, else what the planner reads in the prompt, else the
     English heuristic :func:`object_phrase`, else the whole prompt."""
     if plan.target:
@@ -401,7 +392,7 @@ def _edit_phrase(plan: Plan, ctx: PrepContext, notes: list[str]) -> str:
 
 
 def _mask_from_words(
-    plan: Plan, ctx: PrepContext, frames: list[Image.Image], notes: list[str]
+    plan: CheckedPlan, ctx: PrepContext, frames: list[Image.Image], notes: list[str]
 ) -> list[Image.Image]:
     """Masks (255 = regenerate) of the object the request names, one per frame: segmented (and
     tracked) when a segmenter is configured, else grounded boxes."""
@@ -437,11 +428,11 @@ def _mask_from_words(
 
 
 def _given_mask(
-    plan: Plan, ctx: PrepContext, m: MediaInput, native: Size, size: Size, notes: list[str]
+    plan: CheckedPlan, ctx: PrepContext, m: MediaInput, native: Size, size: Size, notes: list[str]
 ) -> list[Image.Image]:
     from PIL import Image
 
-    n = plan.num_frames or 1
+    n = plan.num_frames
     if m.kind is MediaKind.IMAGE:
         img = _open(ctx, m, mode="L")
         if img.size != native:
@@ -463,7 +454,7 @@ def _given_mask(
     return [_align_mask(Image.fromarray(f).convert("L"), native, size) for f in clip.frames]
 
 
-def prepare_outpaint(plan: Plan, ctx: PrepContext) -> Prepared:
+def prepare_outpaint(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
     """image_outpaint / video_outpaint: the source placed inside the output, the new area masked.
 
     With ``plan.margins`` the source covers the inner rectangle (width-left-right)×(height-top-bottom)
@@ -509,29 +500,28 @@ def prepare_outpaint(plan: Plan, ctx: PrepContext) -> Prepared:
     )
 
 
-def _inner_rect(plan: Plan, native: Size, size: Size) -> tuple[int, int, int, int]:
+def _inner_rect(plan: CheckedPlan, native: Size, size: Size) -> tuple[int, int, int, int]:
     if plan.margins is None:
         return fit_box(native, size)
     mg = plan.margins
     return mg.left, mg.top, size[0] - mg.left - mg.right, size[1] - mg.top - mg.bottom
 
 
-def prepare_video_extend(plan: Plan, ctx: PrepContext) -> Prepared:
+def prepare_video_extend(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
     """Continue a clip by ``plan.num_frames`` new frames: the whole clip (at the plan's rate and
     size, up to the longest video) is the output's ``prefix``; the first window opens on its last
     ``context_frames`` frames, kept (mask 0), and generates the rest (grey, mask 255)."""
     from .windows import layout
 
     size = _size(plan)
-    c = plan.context_frames or 1
+    c = plan.context_frames  # check_plan fills it for video_extend
     m = plan.one(Role.SOURCE)
     notes: list[str] = []
     # The whole clip comes back in the output (at most the longest video it may hold), read
     # once; its end is the context. No padding: repeating a frame at the end of the context
     # would make the continuation start from a frozen picture; a short source just gives fewer
     # context frames.
-    fps = plan.fps or ctx.limits.default_fps
-    longest = int(ctx.limits.max_duration_s * fps) + 1
+    longest = int(ctx.limits.max_duration_s * plan.fps) + 1
     read: list[str] = []
     clip = _read(plan, ctx, m, read, size=size, num_frames=longest, from_end=True, pad=False)
     # "gave only N of <longest>" is the normal case here (the whole clip is wanted).
@@ -544,7 +534,7 @@ def prepare_video_extend(plan: Plan, ctx: PrepContext) -> Prepared:
     got = min(c, len(frames))
     if got < c:
         notes.append(f"source: only {len(frames)} frames, fewer than the {c} context frames asked")
-    first = layout(plan.num_frames or 1, window=ctx.limits.max_frames, overlap=c, first_context=got)[0]
+    first = layout(plan.num_frames, window=ctx.limits.max_frames, overlap=c, first_context=got)[0]
     window = prepare_window(size, first.total, frames[len(frames) - first.context :])
     window.prefix, window.notes = frames, notes
     return window
@@ -566,10 +556,13 @@ def prepare_window(
 # ---------------------------------------------------------------------------------------------
 # Finding the region to edit when no mask is given.
 
-_EDIT_VERBS = r"replace|remove|erase|delete|change|swap|recolou?r|make|turn|paint|transform|convert"
+#: The English verbs whose object is the region (the rules planner's edit verbs, engine.lexicon),
+#: and those followed by the object's new state.
+_OBJECT_VERBS = (*EDIT_VERBS["en"].repaint, *STATE_VERBS)
 _VERB_RE = re.compile(
-    rf"\b(?P<verb>{_EDIT_VERBS})\s+(?:(?:the|a|an|this|that|these|those|his|her|their|its)\s+)?"
-    r"(?P<rest>[^,.;:!?\n]+)",
+    r"\b(?P<verb>"
+    + "|".join(re.escape(v) for v in sorted(set(_OBJECT_VERBS), key=len, reverse=True))
+    + r")\s+(?:(?:the|a|an|this|that|these|those|his|her|their|its)\s+)?(?P<rest>[^,.;:!?\n]+)",
     re.IGNORECASE,
 )
 _ATTRIBUTE_OF = re.compile(
@@ -583,16 +576,15 @@ _STOP_WORDS = frozenset(
         *("be", "is", "are", "was", "were"),
     )
 )
-#: Verbs followed by "the <object> <new state>": the last word is the new state, not the object.
-_STATE_VERBS = frozenset({"make", "turn", "paint", "recolor", "recolour"})
 
 
 def object_phrase(prompt: str, *, max_words: int = 4) -> str | None:
     """The object an edit prompt names, for grounding; ``None`` when no edit verb is found.
 
-    Heuristic: the words after the first edit verb (replace, remove, change, make, turn, ...) and
-    an optional article, up to a linking word (with, into, to, by, in, ...) or punctuation, at most
-    ``max_words``. "colour of the X" gives X; after make/turn/paint/recolour the last word of a
+    Heuristic, in English: the words after the first edit verb whose object is the region
+    (replace, remove, change, fix, ...: :data:`engine.lexicon.EDIT_VERBS`) or a state verb (make,
+    turn, paint, recolour: :data:`~engine.lexicon.STATE_VERBS`) and an optional article, up to a
+    linking word (with, into, to, by, in, ...) or punctuation, at most ``max_words``. "colour of the X" gives X; after make/turn/paint/recolour the last word of a
     longer phrase is the new state and is dropped ("make the red car blue" → "red car").
     """
     found = _VERB_RE.search(prompt)
@@ -604,14 +596,14 @@ def object_phrase(prompt: str, *, max_words: int = 4) -> str | None:
         if word.lower() in _STOP_WORDS:
             break
         words.append(word)
-    if found.group("verb").lower() in _STATE_VERBS and len(words) > 1:
+    if found.group("verb").lower() in STATE_VERBS and len(words) > 1:
         words = words[:-1]
     words = words[:max_words]
     return " ".join(words) or None
 
 
 def _auto_mask(
-    plan: Plan, ctx: PrepContext, frames: list[Image.Image], notes: list[str]
+    plan: CheckedPlan, ctx: PrepContext, frames: list[Image.Image], notes: list[str]
 ) -> list[Image.Image]:
     if ctx.ground is None:
         raise InvalidRequest.for_field(
@@ -725,32 +717,18 @@ def _box_mask(size: Size, boxes: Sequence[Box]) -> Image.Image:
 # The entry point.
 
 
-def prepare(plan: Plan, ctx: PrepContext) -> Prepared:
-    """The generator's inputs for a validated plan (see :func:`engine.plan.check_plan`).
+def prepare(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
+    """The generator's inputs for a checked generation plan (:func:`engine.plan.check_plan`), by
+    the preparation function its task's row names.
 
     Raises:
-        InvalidRequest: an understanding task, a plan not validated, or sources that cannot make
-            the task (an all-black mask, no region found to edit, ...).
+        InvalidRequest: sources that cannot make the task (an all-black mask, no region found to
+            edit, ...).
         InputRefused: an input file that is missing, corrupt or too large.
         Cancelled: ``ctx.control`` was cancelled between decodes.
     """
-    from .tasks import TASKS  # the table names the functions above
-
-    fn = TASKS[plan.task].prepare
-    if fn is None:
-        raise InvalidRequest.for_field(
-            "task",
-            plan.task.value,
-            "is an understanding task: it has no generator inputs (answer it instead)",
-        )
-    from .plan import CheckedPlan
-
-    if not isinstance(plan, CheckedPlan):
-        raise InvalidRequest.for_field(
-            "plan", type(plan).__name__, "must be a CheckedPlan: validate the plan with check_plan first"
-        )
     started = time.perf_counter()
-    prepared = fn(plan, ctx)
+    prepared = plan.spec.prepare(plan, ctx)  # set on every generation task's row
     log.info(
         "prepared %s: %d×%d, %d frames, video=%s mask=%s refs=%s in %.2fs",
         plan.task,

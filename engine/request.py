@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .vocab import MediaKind, media_kind, placeholder
 
 if TYPE_CHECKING:
-    from .plan import Plan
+    from .plan import BasePlan
 
 MARKER = re.compile(r"###(.+?)###", re.DOTALL)
 
@@ -69,7 +69,7 @@ def parse_request(request: str, media: Sequence[str] = ()) -> Request:
     return Request(text=text.strip(), prompt=prompt, media=tuple(found))
 
 
-def request_for_plan(plan: Plan) -> Request:
+def request_for_plan(plan: BasePlan) -> Request:
     """The planner-visible request for a typed plan: its prompt plus one placeholder per input."""
     pads = "".join(placeholder(m.kind) for m in plan.inputs)
     text = f"{plan.prompt} {pads}".strip()

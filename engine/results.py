@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
-from .plan import Plan
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .bounds import MAX_COUNT, MAX_SEED
+from .plan import BasePlan, Plan
+
+
+def _shown_plan(value: Any) -> Any:
+    """A checked plan is shown as the plain :class:`Plan` with its fields: results carry the plan
+    schema MCP clients see, and its JSON replays through ``generate``."""
+    return value.model_dump() if isinstance(value, BasePlan) and not isinstance(value, Plan) else value
 
 
 class OutputFile(BaseModel):
@@ -38,6 +47,8 @@ class GenerateResult(BaseModel):
     #: The pool replica that ran it (``--pool ray``); ``None`` on a single server.
     replica: str | None = None
 
+    _plan = field_validator("plan", mode="before")(_shown_plan)
+
 
 class UnderstandResult(BaseModel):
     answer: str
@@ -53,6 +64,8 @@ class AutoResult(BaseModel):
     generation: GenerateResult | None = None
     #: The pool replica that ran it (``--pool ray``); ``None`` on a single server.
     replica: str | None = None
+
+    _plan = field_validator("plan", mode="before")(_shown_plan)
 
 
 class LoraChoice(BaseModel):
@@ -71,11 +84,11 @@ class Sampling(BaseModel):
 
     steps: int | None = Field(None, ge=1)
     guidance: float | None = Field(None, ge=0)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     negative_prompt: str | None = None
     conditioning_scale: float | None = Field(None, ge=0)
     #: Candidates from consecutive seeds (the seed, seed+1, ...).
-    count: int | None = Field(None, ge=1, le=4)
+    count: int | None = Field(None, ge=1, le=MAX_COUNT)
     #: Paste the source back where the task keeps it (``None``: the configured default).
     preserve: bool | None = None
     flow_shift: float | None = Field(None, gt=0)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from . import prepare as prep
+from .bounds import DEFAULT_CONTEXT_FRAMES
 from .vocab import BOEDIT, BOFIDX, CFI, CFV, CTRL, REF, MediaKind, Role, Task
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ TASKS: dict[Task, TaskSpec] = {
             Task.IMAGE_REFERENCE,
             "image",
             (RoleRule(Role.REFERENCE, _I, 1, 3),),
-            "create an image of the subject(s)/face(s) in 1-3 reference images",
+            "create an image of the subject(s)/face(s) in the reference images",
             prepare=prep.prepare_reference,
             grammar=(CFI, REF),
         ),
@@ -201,7 +202,7 @@ TASKS: dict[Task, TaskSpec] = {
             Task.VIDEO_REFERENCE,
             "video",
             (RoleRule(Role.REFERENCE, _I, 1, 3),),
-            "create a video of the subject(s) in 1-3 reference images",
+            "create a video of the subject(s) in the reference images",
             prepare=prep.prepare_reference,
             grammar=(CFV, REF),
         ),
@@ -257,7 +258,7 @@ TASKS: dict[Task, TaskSpec] = {
             "continue a clip from its last frames",
             prepare=prep.prepare_video_extend,
             params=("context_frames",),
-            note=f"keeps `context_frames` frames of the source (default {prep.DEFAULT_CONTEXT_FRAMES})",
+            note=f"keeps `context_frames` frames of the source (default {DEFAULT_CONTEXT_FRAMES})",
             size_from=(Role.SOURCE,),
             chain=True,
         ),

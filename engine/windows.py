@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .bounds import MIN_NEW_FRAMES, ceil_4k1
 from .vocab import Role, Task
 
 if TYPE_CHECKING:
@@ -26,11 +27,6 @@ if TYPE_CHECKING:
     from .config import EngineConfig
     from .plan import CheckedPlan
     from .prepare import Prepared
-
-
-def ceil_4k1(n: int) -> int:
-    """The smallest frame count of the form 4k+1 that is at least ``n``."""
-    return n + (1 - n) % 4
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ def layout(new_frames: int, *, window: int, overlap: int, first_context: int = 0
 
     ``first_context`` frames exist before the first window (``video_extend``: the source's last
     frames); later windows continue from ``overlap`` frames, fewer when less has been made, and
-    always leave at least 4 frames of each window new.
+    always leave at least MIN_NEW_FRAMES of each window new (the bound on ``context_frames``).
     """
     if window % 4 != 1 or window < 5:
         raise ValueError(f"a window must be 4k+1 frames, at least 5 (got {window})")
@@ -64,13 +60,13 @@ def layout(new_frames: int, *, window: int, overlap: int, first_context: int = 0
         return []
     out: list[Window] = []
     made, left = first_context, new_frames
-    context = min(first_context, window - 4)
+    context = min(first_context, window - MIN_NEW_FRAMES)
     while left > 0:
         new = min(left, window - context)
         out.append(Window(context=context, new=new, total=ceil_4k1(context + new)))
         made += new
         left -= new
-        context = min(overlap, made, window - 4)
+        context = min(overlap, made, window - MIN_NEW_FRAMES)
     return out
 
 
@@ -110,7 +106,7 @@ class Chain:
         self.chained = plan.spec.chain
         self.extend = plan.task is Task.VIDEO_EXTEND
         self.reverse = plan.task is Task.IMAGE_TO_VIDEO and not plan.by_role(Role.FIRST_FRAME)
-        n = plan.num_frames or 1
+        n = plan.num_frames
         if self.chained:
             self.windows = layout(n, window=window, overlap=overlap)
         else:
@@ -134,7 +130,7 @@ class Chain:
         """Take the first window's inputs (for video_extend: lay out the windows after its context)."""
         if self.extend:
             self.windows = layout(
-                self.plan.num_frames or 1,
+                self.plan.num_frames,
                 window=self.window,
                 overlap=self.overlap,
                 first_context=prepared.context,
@@ -213,7 +209,7 @@ class Chain:
         from .prepare import prepare_window
 
         context = acc[: w.context] if self.reverse else acc[len(acc) - w.context :]
-        size = (int(self.plan.width or 0), int(self.plan.height or 0))
+        size = (self.plan.width, self.plan.height)
         images = [Image.fromarray(f) for f in context]
         return prepare_window(size, w.total, images, at_end=self.reverse)
 

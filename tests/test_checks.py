@@ -128,9 +128,9 @@ def test_an_auto_request_is_validated_once(engine: Engine, monkeypatch: pytest.M
     made: list[str] = []
     original = CheckedPlan.__init__
 
-    def counting(self, **data):
+    def counting(self, *issued, **data):
         made.append(str(data.get("task")))
-        original(self, **data)
+        original(self, *issued, **data)
 
     monkeypatch.setattr(CheckedPlan, "__init__", counting)
     admitted = engine.admit(

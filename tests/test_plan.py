@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from engine.bounds import frames_for_seconds, nearest_4k1
 from engine.config import Limits
 from engine.errors import InvalidRequest, PlannerError
 from engine.grammar import format_unison, parse_unison
-from engine.plan import Margins, MediaInput, Plan, build_plan, check_plan, frames_for_seconds, nearest_4k1
+from engine.plan import Margins, MediaInput, Plan, build_plan, check_plan
 from engine.request import parse_request
 from engine.vocab import IMGPAD, UNISON_TOKENS, VIDPAD, MediaKind, Role, Task
 
@@ -576,7 +577,7 @@ def test_nearest_4k1_stays_exact_for_counts_too_large_for_a_float():
 
 @pytest.mark.parametrize(("seconds", "want"), [(1, 17), (2, 33), (2.5, 41), (3, 49), (5, 81), (10, 161)])
 def test_seconds_become_16_frames_each_plus_one(seconds, want):
-    assert frames_for_seconds(seconds) == want
+    assert frames_for_seconds(seconds, fps=16) == want
 
 
 def test_build_plan_turns_a_duration_into_frames():

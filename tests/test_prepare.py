@@ -17,7 +17,7 @@ from engine.control import JobControl
 from engine.errors import Cancelled, InputRefused, InvalidRequest
 from engine.geometry import GREY
 from engine.media import encode_mp4, encode_png
-from engine.plan import Margins, Plan, build_plan
+from engine.plan import CheckedPlan, CheckedQuestion, Margins, Plan, build_plan
 from engine.prepare import Prepared, PrepContext, interpolate_boxes, object_phrase, prepare
 from engine.tasks import GENERATION_TASKS, TASKS
 from engine.vocab import Role, Task
@@ -134,15 +134,19 @@ def plan_is_image(task: Task) -> bool:
     return TASKS[task].output == "image"
 
 
-def test_an_understanding_task_is_refused(prepare_opened):
+def test_an_understanding_plan_checks_to_a_type_prepare_does_not_take():
+    """prepare() takes a CheckedPlan and no longer checks at run time: an understanding plan checks
+    to a CheckedQuestion, and its task's row has no preparation."""
     plan = build_plan(Task.TEXT_UNDERSTANDING, "why is the sky blue?")
-    with pytest.raises(InvalidRequest, match="understanding task"):
-        prepare_opened(plan)
+    assert isinstance(plan, CheckedQuestion) and not isinstance(plan, CheckedPlan)
+    assert plan.spec.prepare is None
 
 
-def test_a_plan_that_was_not_validated_is_refused(prepare_opened):
-    with pytest.raises(InvalidRequest, match="check_plan"):
-        prepare_opened(Plan(task=Task.TEXT_TO_VIDEO, prompt="a cat"))
+def test_a_plan_that_was_not_checked_is_not_a_checked_plan_and_cannot_pass_for_one():
+    plan = Plan(task=Task.TEXT_TO_VIDEO, prompt="a cat")
+    assert not isinstance(plan, CheckedPlan)
+    with pytest.raises(TypeError, match="made by check_plan only"):
+        CheckedPlan(**plan.model_dump() | {"width": W, "height": H, "num_frames": 17, "fps": 16.0})
 
 
 # ---------------------------------------------------------------------------------------------

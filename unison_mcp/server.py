@@ -41,6 +41,7 @@ from mcp_types import ResourceTemplate as MCPResourceTemplate
 from pydantic import Field, ValidationError
 
 from engine.api import Admitted, AnyRequest, EngineAPI, parse_arguments, request_model
+from engine.bounds import IMAGE_FRAMES, Bounds, number
 from engine.control import JobControl
 from engine.errors import InputRefused, InvalidRequest, UnisonError, invalid_request
 from engine.inputs import OUTPUT_URI_PREFIX, InputPolicy, output_uri
@@ -431,6 +432,8 @@ def _inputs_text(policy: InputPolicy) -> str:
 
 def _generate_description(state: ServerState) -> str:
     lim = state.engine.config.limits
+    bounds = Bounds.of(lim)
+    count = bounds.count
     return f"""Create an image or a video with Wan2.1-VACE (conditioned by the Unison planner's projector tokens).
 Pick `task`, describe the result in `prompt`, and give each input file by its role.
 
@@ -443,14 +446,14 @@ Size: width/height in pixels, rounded to multiples of 16. Unset, tasks on a sour
 at about {lim.default_width}×{lim.default_height}'s area (a portrait photo stays portrait); other tasks make
 {lim.default_width}×{lim.default_height}. Larger sizes (1080p, 4K) are scaled down to at most {lim.max_side} a side and
 {lim.max_pixels} pixels, keeping the aspect (said in the notes).
-Frames: images have 1. Videos have 4k+1 frames (17, 33, 49, 81...; other counts are rounded), or give
-duration_s instead (at `fps`, default {state.engine.config.sampling.fps:g}). Unset: a source video's length (edit,
+Frames: images have {IMAGE_FRAMES}. Videos have 4k+1 frames (17, 33, 49, 81...; other counts are rounded), or give
+duration_s instead (at `fps`, default {bounds.default_fps:g}). Unset: a source video's length (edit,
 outpaint, control; its audio is kept), else {lim.default_frames}. One run makes up to {lim.max_frames} frames;
 text_to_video, image_to_video and video_extend make up to {lim.max_duration_s:g} s as a chain of windows.
 video_extend: num_frames/duration_s is the new part; the result is the whole clip, plus the new part alone.
 Kept: the source is pasted back wherever the task keeps it (outside the mask, the given first/last frame,
 the outpainted source, the extended clip); preserve=false returns the generator's raw output.
-Candidates: count (1-4) makes that many results from consecutive seeds, each its own file.
+Candidates: count ({number(count.low)}-{number(count.high)}) makes that many results from consecutive seeds, each its own file.
 Sampling: steps (default {state.engine.config.sampling.steps}), guidance, seed (fixed seed = same result),
 negative_prompt (default: Wan2.1's), conditioning_scale (strength of the input video/mask conditioning).
 

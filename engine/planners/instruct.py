@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..bounds import IMAGE_FRAMES, round_frames
 from ..errors import InvalidRequest, PlannerError, shown
-from ..plan import MediaInput, Plan, check_roles, nearest_4k1
+from ..plan import MediaInput, Plan, check_roles
 from ..tasks import TASKS, understanding_task
 from ..vocab import IMGPAD, VIDPAD, MediaKind, Role, Task
 from . import PlanOutput
@@ -121,17 +122,16 @@ def plan_from_json(text: str, media: Sequence[tuple[str, MediaKind | str]], *, p
         inputs = [MediaInput(path=p, kind=k, role=Role.QUERY) for p, k in files]
         return Plan(task=task, prompt=prompt, inputs=inputs, raw=text)
 
-    num_frames = 1 if spec.output == "image" else parsed.num_frames  # any count on an image: ignored
+    # Any count on an image: ignored.
+    num_frames = IMAGE_FRAMES if spec.output == "image" else parsed.num_frames
     # Values only a model would get wrong are its error (retried), not the user's: check them here.
     for name, value in (("width", parsed.width), ("height", parsed.height), ("num_frames", num_frames)):
         if value is not None and value <= 0:
             raise PlannerError(f"{name}={value}: must be a positive whole number or null")
-    notes = []
-    if num_frames is not None and num_frames % 4 != 1:
+    notes: list[str] = []
+    if num_frames is not None:
         # The meaning is clear (diffusers rounds such counts too): onto the 4k+1 grid, noted.
-        rounded = nearest_4k1(num_frames)
-        notes.append(f"num_frames {num_frames} from the planner rounded to {rounded} (4k+1)")
-        num_frames = rounded
+        num_frames = round_frames(num_frames, notes)
     plan = Plan(
         task=parsed.task,
         prompt=prompt,

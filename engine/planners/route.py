@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import InvalidRequest, ModelError, PlannerError, shown
-from ..plan import CheckedPlan, MediaInput, Plan, check_roles
+from ..plan import BasePlan, Checked, MediaInput, Plan, check_roles
 from ..tasks import TASKS
 from ..vocab import Role
 
@@ -47,7 +47,7 @@ _RAW_CHARS = 80
 class Routed:
     """The plan to run, the projector's input when it belongs to that plan, and who planned it."""
 
-    plan: CheckedPlan
+    plan: Checked
     features: torch.Tensor | None  # (1, L-1, hidden), only when ``planner`` is the primary
     planner: str  # the backend whose plan this is: "rules", "unison" or "instruct"
     fallback_reason: str | None  # why the rules planner replaced the primary's plan, else None
@@ -59,7 +59,7 @@ def route(
     *,
     primary: Callable[[Request, bool], PlanOutput] | None,
     rules: RulesPlanner,
-    check: Callable[[Plan], CheckedPlan],
+    check: Callable[[Plan], Checked],
     fallback: bool,
     want_features: bool,
 ) -> Routed:
@@ -112,7 +112,7 @@ def route(
 def _by_rules(
     request: Request,
     rules: RulesPlanner,
-    check: Callable[[Plan], CheckedPlan],
+    check: Callable[[Plan], Checked],
     why: str,
     cause: Exception | None,
 ) -> Routed:
@@ -136,11 +136,11 @@ def _by_rules(
 # The files check.
 
 
-def _used(plan: Plan) -> set[str]:
+def _used(plan: BasePlan) -> set[str]:
     return {m.path for m in plan.inputs}
 
 
-def _unused(plan: Plan, request: Request) -> list[str]:
+def _unused(plan: BasePlan, request: Request) -> list[str]:
     used = _used(plan)
     return list(dict.fromkeys(p for p, _ in request.media if p not in used))
 
@@ -149,12 +149,12 @@ def _paths(request: Request) -> str:
     return ", ".join(shown(p, quoted=False) for p in dict.fromkeys(p for p, _ in request.media))
 
 
-def _quote(plan: Plan) -> str:
+def _quote(plan: BasePlan) -> str:
     raw = plan.raw if plan.raw is not None else plan.task.value
     return f"{shown(raw, _RAW_CHARS)} ({plan.task.value})"
 
 
-def _ignores_files(plan: Plan, request: Request) -> bool:
+def _ignores_files(plan: BasePlan, request: Request) -> bool:
     return (
         bool(request.media)
         and not plan.spec.understanding
@@ -162,13 +162,13 @@ def _ignores_files(plan: Plan, request: Request) -> bool:
     )
 
 
-def _check_files(plan: CheckedPlan, request: Request, planner: str) -> None:
+def _check_files(plan: Checked, request: Request, planner: str) -> None:
     """Refuse a generation plan that uses none of the request's files (it would lose them)."""
     if _ignores_files(plan, request):
         raise _ignored_files_error(plan, request, planner)
 
 
-def _check_understanding(plan: CheckedPlan, request: Request) -> None:
+def _check_understanding(plan: Checked, request: Request) -> None:
     """An understanding plan reads every file of the request, each as a ``query``."""
     if not plan.spec.understanding:
         return
@@ -179,7 +179,7 @@ def _check_understanding(plan: CheckedPlan, request: Request) -> None:
         )
 
 
-def _note_unused(plan: CheckedPlan, request: Request) -> CheckedPlan:
+def _note_unused(plan: Checked, request: Request) -> Checked:
     """Name the request's files the plan does not use (the plan still runs)."""
     unused = _unused(plan, request)
     if not unused:
@@ -194,7 +194,7 @@ def _note_unused(plan: CheckedPlan, request: Request) -> CheckedPlan:
 
 
 def _ignored_files_error(
-    plan: Plan, request: Request, planner: str, *, rules_failed: str | None = None
+    plan: BasePlan, request: Request, planner: str, *, rules_failed: str | None = None
 ) -> InvalidRequest:
     """The refusal of a plan that drops every file, with calls of ``generate`` that would use them."""
     also = f", and the rules planner could not plan it either ({rules_failed})" if rules_failed else ""
@@ -209,7 +209,7 @@ def _ignored_files_error(
     )
 
 
-def _generate_hints(plan: Plan, request: Request, most: int = 3) -> list[str]:
+def _generate_hints(plan: BasePlan, request: Request, most: int = 3) -> list[str]:
     """Example ``generate`` calls, read from the task table: tasks of the plan's output kind whose
     roles take these files (each file the first role of its kind, in the row's order)."""
     hints = []

@@ -29,7 +29,8 @@ Output size (generation tasks only; ``None`` means the configured default, 832×
 Frames (video tasks only; images always have 1):
 
 * "N seconds" (segundos, secondes, Sekunden, secondi, N秒, N秒間, N秒钟; also "N s", "N sec",
-  "N-second", "N minutes"/分钟) → 16·N+1 frames at 16 fps (:func:`~engine.plan.frames_for_seconds`);
+  "N-second", "N minutes"/分钟) → fps·N+1 frames at the configured fps, 16·N+1 by default
+  (:func:`~engine.bounds.frames_for_seconds`);
   "N frames" (fotogramas, fotogrammi, 帧, フレーム) as given; ``check_plan`` rounds a count off
   the 4k+1 grid with a note, as for every planner. Unsaid: ``None`` (81 by default).
 * For video_extend the frames are the *new* part only: "4 more seconds", "2 extra seconds",
@@ -105,13 +106,15 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from ..bounds import IMAGE_FRAMES, Bounds, frames_for_seconds, round16
 from ..config import Limits
 from ..errors import InvalidRequest
-from ..plan import Margins, MediaInput, Plan, check_roles, frames_for_seconds, round16
+from ..lexicon import EDIT_VERBS, SPACED, UNSPACED
+from ..plan import Margins, MediaInput, Plan, check_roles
 from ..request import Request
 from ..tasks import TASKS, understanding_task
 from ..vocab import MediaKind, Role, Task
@@ -125,6 +128,12 @@ log = logging.getLogger(__name__)
 # named by its position ("the second image") is a ``<ref>`` (see ``_positions``). English comes
 # first in each list, then Spanish, French, German, Portuguese and Italian; Chinese and Japanese
 # words stand apart because ``\b`` finds no word edges in text written without spaces.
+
+
+def _alternatives(words: Iterable[str]) -> str:
+    """A regex alternation of literal words, the longest first."""
+    return "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
+
 
 _PAD = re.compile(r"<(?:img|vid)pad>")
 _ANY_PAD = r"(?:<(?:img|vid)pad>|<ref>)"
@@ -271,21 +280,10 @@ _CREATE = re.compile(
     r"|作成|作って|描いて|作る|描く|つくって"
 )
 _EDIT = re.compile(
-    r"\b(?:replace|remove|erase|delete|change|edit|recolou?r|inpaint|retouch|swap|add|fix|restyle"
-    r"|redraw|repaint|transform|convert|modify|alter|get rid of|fill"
-    r"|reemplaza|reemplazar|sustituye|sustituir|elimina|eliminar|quita|quitar|borra|borrar|cambia"
-    r"|cambiar|edita|editar|añade|añadir|agrega|agregar|convierte|transforma|modifica|modificar"
-    r"|retoca|remplace|remplacer|remplacez|supprime|supprimer|supprimez|enlève|enlever|efface"
-    r"|effacer|retirer|changer|changez|modifie|modifier|édite|éditer|ajoute|ajouter|ajoutez"
-    r"|transforme|transformer|convertis|corrige|retouche|ersetze|ersetzen|entferne|entfernen|lösche"
-    r"|löschen|ändere|ändern|bearbeite|bearbeiten|füge|hinzufügen|tausche|verwandle|färbe"
-    r"|retuschiere|substitua|substituir|remova|remover|apague|apagar|mude|mudar|altere|alterar"
-    r"|edite|adicione|adicionar|troque|trocar|converta|sostituisci|sostituire|rimuovi|rimuovere"
-    r"|cancella|togli|aggiungi|aggiungere|trasforma|converti|ritocca)\b"
+    r"\b(?:" + _alternatives(w for lang in SPACED for w in EDIT_VERBS[lang].all) + r")\b"
     r"|\bturn\b.{0,80}?\binto\b"
     r"|\bmake\s+(?:the|this|these|those|his|her|its|their|it|them|him|all|every|" + _ANY_PAD + r")\s"
-    r"|替换|替換|换成|換成|去掉|删除|刪除|移除|去除|修改|编辑|編輯|改成|变成|變成|添加|加上|换掉|抹去"
-    r"|置き換え|削除|消して|消す|変更|編集|変えて|追加|取り除"
+    r"|" + _alternatives(w for lang in UNSPACED for w in EDIT_VERBS[lang].all)
 )
 _ANIMATE = re.compile(
     r"\banimat(?:e|es|ed|ing|ion|ions)\b|\bbring\b.{0,40}?\bto life\b|\bcomes? (?:alive|to life)\b"
@@ -826,7 +824,7 @@ def _near_words(low: str, n: int) -> list[tuple[str, str]]:
 def _wants_video(low: str) -> bool:
     """Whether the output asked for is a video: animate and durations force it (so does frame
     wording, see ``_read``), otherwise the first output noun that does not name an input decides."""
-    if _ANIMATE.search(low) or _duration_frames(low) is not None:
+    if _ANIMATE.search(low) or _says_length(low):
         return True
     for m in _OUTPUT_NOUN.finditer(low):
         is_video = m.group(2) is not None or m.group(4) is not None
@@ -880,7 +878,7 @@ def _is_understanding(r: _Reading) -> bool:
         or _REFERENCE.search(low)
         or _NEAR_CONTROL.search(low)
         or _TRANSITION.search(low)
-        or _duration_frames(low) is not None
+        or _says_length(low)
     )
     return not weak
 
@@ -912,21 +910,32 @@ def _group(m: re.Match) -> str:
     return next(g for g in m.groups() if g is not None)
 
 
-def _duration_frames(low: str) -> int | None:
-    """Frames asked for, as said: "N frames" first, then a duration (check_plan rounds a count
-    off the 4k+1 grid, with a note, as for every planner)."""
+def _duration_frames(low: str, fps: float) -> int | None:
+    """Frames asked for, as said: "N frames" first, then a duration at ``fps`` (check_plan rounds
+    a count off the 4k+1 grid, with a note, as for every planner)."""
     m = _FRAMES.search(low)
     if m:
         return int(_group(m))
+    seconds = _seconds(low)
+    return None if seconds is None else frames_for_seconds(seconds, fps)
+
+
+def _says_length(low: str) -> bool:
+    """Whether the text asks for a number of frames or seconds."""
+    return _FRAMES.search(low) is not None or _seconds(low) is not None
+
+
+def _seconds(low: str) -> float | None:
+    """The duration said, in seconds: "N seconds", "N minutes", "5s"."""
     m = _SECONDS.search(low)
     if m:
-        return frames_for_seconds(_number(_group(m)))
+        return _number(_group(m))
     m = _MINUTES.search(low)
     if m:
-        return frames_for_seconds(60 * _number(_group(m)))
+        return 60 * _number(_group(m))
     for m in _SHORT_SECONDS.finditer(low):
         if float(m.group(1)) <= _SHORT_SECONDS_MAX:
-            return frames_for_seconds(float(m.group(1)))
+            return float(m.group(1))
     return None
 
 
@@ -1211,9 +1220,9 @@ class RulesPlanner:
         width, height = _size(r.low, self.limits)
         update: dict = {"width": width, "height": height}
         if plan.spec.output == "image":
-            update["num_frames"] = 1
+            update["num_frames"] = IMAGE_FRAMES
         else:
-            update["num_frames"] = _duration_frames(r.low)
+            update["num_frames"] = _duration_frames(r.low, Bounds.of(self.limits).default_fps)
         if "control_kind" in plan.spec.params:
             update["control_kind"] = _control_kind(r)
         if "margins" in plan.spec.params:
