@@ -856,7 +856,7 @@ class Bench:
         )
 
     def _features(self, plan: Any) -> Any:
-        from engine.engine import request_for_plan
+        from engine.request import request_for_plan
 
         return self.engine.planner.features(request_for_plan(plan))
 

@@ -17,17 +17,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union, runtime_checkable
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from .annotators import CONTROL_KINDS, ControlKind
 from .bounds import DEFAULT_CONTEXT_FRAMES, IMAGE_FRAMES, MAX_SEED, Bounds, number
 from .config import EngineConfig, Limits
 from .control import JobControl
 from .errors import InputRefused, InvalidRequest, invalid_request
-from .inputs import MAX_PATH_CHARS
+from .inputs import MAX_PATH_CHARS, InputPolicy
 from .plan import (
+    BasePlan,
     Checked,
     CheckedPlan,
     Margins,
@@ -40,16 +41,11 @@ from .plan import (
     plan_from_params,
     shapes_of,
 )
-from .request import marked_paths
-from .results import LoraChoice, Sampling
-from .source import close_all
+from .request import Request, parse_request
+from .results import AutoResult, GenerateResult, LoraChoice, Sampling, UnderstandResult
+from .source import Source, close_all
 from .tasks import GENERATION_TASKS, ROLES_IN_REQUESTS, TASKS
-from .vocab import Role, Task
-
-if TYPE_CHECKING:
-    from .inputs import InputPolicy
-    from .results import AutoResult, GenerateResult, UnderstandResult
-    from .source import Source
+from .vocab import MediaKind, Role, Task
 
 #: Most reference images (the task table's image_reference / video_reference rows).
 MAX_REFERENCES = max(r.max for s in TASKS.values() for r in s.roles if r.role is Role.REFERENCE)
@@ -374,8 +370,6 @@ def parse_arguments(
 
     JSON has no enums: ``task`` arrives as a string and is taken as the task it names.
     """
-    from pydantic import ValidationError
-
     model = request_model(tool, limits)
     try:
         return model.model_validate(dict(arguments))
@@ -387,31 +381,35 @@ def parse_arguments(
 # Admission: a request checked before it waits for the GPU, and the engine's protocol.
 
 AnyRequest = UnderstandRequest | GenerateRequest | AutoRequest
-AnyResult = Union["UnderstandResult", "GenerateResult", "AutoResult"]
+AnyResult = UnderstandResult | GenerateResult | AutoResult
 
 
 @dataclass(eq=False)
 class Admitted:
-    """A request that passed every check that needs no model: its arguments, its checked plan
-    (``generate``), and its input files opened once and their headers probed.
+    """A request that passed every check that needs no model, with its input files opened once
+    and their headers probed: what waits in the job queue.
 
-    It is what waits in the job queue; :meth:`EngineAPI.run` decodes from ``sources`` (by real
-    path) and closes them when it ends. ``text`` and ``media`` are the request's prompt and files
-    with every path replaced by its real path (``understand`` / ``auto``). ``queued`` is False for
-    work that uses no model (a dry run of the rules planner): it may run at once.
+    ``generate``: ``plan`` is the checked plan. ``understand`` / ``auto``: ``parsed`` is the request
+    as the planners read it, its ``###path###`` markers read once (here) and every file by its real
+    path. :meth:`EngineAPI.run` decodes from ``sources`` (by the paths the plan or ``parsed``
+    names) and closes them when it ends. ``request`` is the call's arguments; ``None`` for a plan
+    given to the Python API (:func:`admit_plan`). ``queued`` is False for work that uses no model
+    (a dry run of the rules planner): it may run at once.
     """
 
     tool: Literal["understand", "generate", "auto"]
-    request: AnyRequest
+    request: AnyRequest | None
     plan: CheckedPlan | None = None
-    text: str = ""
-    media: list[str] = field(default_factory=list)
+    parsed: Request | None = None
     sources: dict[str, Source] = field(default_factory=dict)
     queued: bool = True
 
+    def sampling(self) -> Sampling | None:
+        """The call's sampling overrides (``generate`` / ``auto``), else ``None``."""
+        return self.request.sampling() if isinstance(self.request, (GenerateRequest, AutoRequest)) else None
+
     def close(self) -> None:
-        for source in self.sources.values():
-            source.close()
+        close_all(list(self.sources.values()))
 
     def __enter__(self) -> Admitted:
         return self
@@ -459,45 +457,24 @@ def admit(request: AnyRequest, config: EngineConfig, inputs: InputPolicy) -> Adm
     The checks run in order of cost: the arguments and (``generate``) the plan first, then
     the input count, then each file: path policy, one open, header probe with the limits.
     """
-    limits = config.limits
     if isinstance(request, GenerateRequest):
-        plan = request.unchecked_plan(limits)  # paths as given; the real ones replace them below
-        sources: dict[str, Source] = {}
-        try:
-            opened: list[MediaInput] = []
-            for m in plan.inputs:
-                name = m.role.value
-                if m.role is Role.REFERENCE:
-                    name += f"[{sum(o.role is Role.REFERENCE for o in opened)}]"
-                source = inputs.open_probed(m.path, field=name)
-                sources[str(source.path)] = source
-                if source.kind is not m.kind:
-                    raise InputRefused(
-                        f"{name}={source.name}: its real file is a {source.kind.value}, not a {m.kind.value}",
-                        path=source.name,
-                    )
-                opened.append(m.model_copy(update={"path": str(source.path)}))
-            # Checked once, now that the inputs' headers give the source-aware defaults.
-            checked = check_plan(plan.model_copy(update={"inputs": opened}), limits, shapes_of(sources))
-        except BaseException:
-            close_all(list(sources.values()))
-            raise
-        return Admitted("generate", request, plan=checked, sources=sources)
+        return _admit_generate(request, config.limits, inputs)
     if not isinstance(request, (UnderstandRequest, AutoRequest)):
         raise InvalidRequest.for_field("request", type(request).__name__, "is not a request model")
-    count = len(marked_paths(request.prompt)) + len(request.media)
-    files = Bounds.of(limits).inputs
-    if not files.holds(count):
+    # The one reading of the ###path### markers: counted, opened and planned from this.
+    parsed = parse_request(request.prompt, request.media)
+    files = Bounds.of(config.limits).inputs
+    if not files.holds(len(parsed.media)):
         # Counted before any file is opened.
-        raise InvalidRequest.for_field("media", count, f"{files.rule}, ###path### markers and media together")
-    text, marked = inputs.open_markers(request.prompt)
+        raise InvalidRequest.for_field(
+            "media", len(parsed.media), f"{files.rule}, ###path### markers and media together"
+        )
+    marked = len(parsed.media) - len(request.media)
+    fields = ["prompt marker"] * marked + [f"media[{i}]" for i in range(len(request.media))]
+    opened: list[Source] = []
     try:
-        given = inputs.open_all(request.media, field="media")
-    except BaseException:
-        close_all(marked)
-        raise
-    opened = [*marked, *given]
-    try:
+        for (path, kind), name in zip(parsed.media, fields, strict=True):
+            opened.append(_open_as(inputs, path, kind, name))
         for source in opened:
             inputs.probe(source)
     except BaseException:
@@ -506,11 +483,71 @@ def admit(request: AnyRequest, config: EngineConfig, inputs: InputPolicy) -> Adm
     tool = "understand" if isinstance(request, UnderstandRequest) else "auto"
     # A dry run of the rules planner uses no model: it need not wait behind GPU jobs.
     queued = not (tool == "auto" and request.dry_run and config.backend == "rules")
+    real = tuple((str(s.path), s.kind) for s in opened)
     return Admitted(
         tool,
         request,
-        text=text,
-        media=[str(s.path) for s in given],
+        parsed=Request(text=parsed.text, prompt=parsed.prompt, media=real),
         sources={str(s.path): s for s in opened},
         queued=queued,
     )
+
+
+def _admit_generate(request: GenerateRequest, limits: Limits, inputs: InputPolicy) -> Admitted:
+    """A ``generate`` call: its plan from the arguments, each input opened (its real path in the
+    plan), then the plan checked once with the inputs' headers."""
+    plan = request.unchecked_plan(limits)  # paths as given; the real ones replace them below
+    sources: dict[str, Source] = {}
+    try:
+        opened: list[MediaInput] = []
+        for m in plan.inputs:
+            name = m.role.value
+            if m.role is Role.REFERENCE:
+                name += f"[{sum(o.role is Role.REFERENCE for o in opened)}]"
+            source = _open_as(inputs, m.path, m.kind, name)
+            sources[str(source.path)] = source
+            inputs.probe(source)
+            opened.append(m.model_copy(update={"path": str(source.path)}))
+        # Checked once, now that the inputs' headers give the source-aware defaults.
+        checked = check_plan(plan.model_copy(update={"inputs": opened}), limits, shapes_of(sources))
+    except BaseException:
+        close_all(list(sources.values()))
+        raise
+    return Admitted("generate", request, plan=checked, sources=sources)
+
+
+def _open_as(inputs: InputPolicy, path: str, kind: MediaKind, name: str) -> Source:
+    """``path`` opened through the policy; refused (and closed) when its real file is of another
+    kind than its name says (a link ``a.png`` to a video), as every reader would disagree."""
+    source = inputs.open(path, field=name)
+    if source.kind is not kind:
+        source.close()
+        raise InputRefused(
+            f"{name}={source.name}: its real file is {_a(source.kind)}, not {_a(kind)}",
+            path=source.name,
+        )
+    return source
+
+
+def _a(kind: MediaKind) -> str:
+    return f"an {kind.value}" if kind is MediaKind.IMAGE else f"a {kind.value}"
+
+
+def admit_plan(plan: BasePlan, config: EngineConfig, inputs: InputPolicy) -> Admitted:
+    """A plan given to the Python API (``Engine.generate``), admitted as a ``generate`` call is:
+    each input opened once through ``inputs`` and probed, then the plan checked once with their
+    headers (a :class:`CheckedPlan` is taken as it is). Its inputs keep the paths as given."""
+    if plan.spec.understanding:
+        raise InvalidRequest.for_field("task", plan.task.value, "is an understanding task: use understand")
+    sources: dict[str, Source] = {}
+    try:
+        for m in plan.inputs:
+            if m.path not in sources:
+                sources[m.path] = inputs.open_probed(m.path)
+        checked = check_plan(plan, config.limits, shapes_of(sources))
+    except BaseException:
+        close_all(list(sources.values()))
+        raise
+    if not isinstance(checked, CheckedPlan):  # pragma: no cover - a generation task checks to one
+        raise InvalidRequest.for_field("task", plan.task.value, "is not a generation task")
+    return Admitted("generate", None, plan=checked, sources=sources)

@@ -15,111 +15,31 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from diffusers.utils.torch_utils import randn_tensor
+from huggingface_hub import hf_hub_download
 
+from . import loras, perf, quantize, textcache
 from .accelerator import free_memory, is_oom, oom_guard, resolve_device, resolve_dtype
-from .bounds import Bounds
-from .config import EngineConfig, Limits, LoraSettings, PerformanceOptions, SamplingDefaults
+from .config import EngineConfig, PerformanceOptions
 from .control import JobControl
 from .errors import InvalidRequest, ModelError
 from .hub import LoadFailures, generator_weights
-from .results import Sampling
+from .loras import LoraSpec
+from .perf import Applied
+from .projector import resolve_weights_file
+from .sampling import ResolvedSampling
+from .textcache import EncodingKey, TextCache
 
 if TYPE_CHECKING:
-    from .loras import LoraSpec
-    from .perf import Applied
     from .prepare import Prepared
-    from .textcache import TextCache
 
 log = logging.getLogger(__name__)
-
-#: Upper bound (exclusive) of a seed drawn when the request gives none: short enough to retype.
-RANDOM_SEED_RANGE = 2**32
-
-
-@dataclass(frozen=True)
-class ResolvedSampling:
-    """Sampling settings with every default filled in; what a run actually used."""
-
-    steps: int
-    guidance: float
-    seed: int
-    negative_prompt: str
-    conditioning_scale: float
-    flow_shift: float
-    text_len: int
-    max_sequence_length: int
-    seed_was_random: bool = False
-    #: Candidates from consecutive seeds: ``seed``, ``seed + 1``, ...
-    count: int = 1
-    #: The text umT5 encoded (set by the engine: the prompt, or the request with placeholders).
-    umt5_prompt: str = ""
-    #: Sampled with the step-distillation LoRA (its preset filled the unset steps/guidance/shift).
-    turbo: bool = False
-    #: User LoRAs active in this run: ``(name, strength)`` (checked against the loaded ones at run).
-    loras: tuple[tuple[str, float | None], ...] = ()
-
-    @property
-    def seeds(self) -> list[int]:
-        return [(self.seed + k) % RANDOM_SEED_RANGE for k in range(self.count)]
-
-
-def resolve_sampling(
-    sampling: Sampling | None,
-    defaults: SamplingDefaults,
-    *,
-    limits: Limits | None = None,
-    loras: LoraSettings | None = None,
-) -> ResolvedSampling:
-    """Fill per-request overrides from the configured defaults; draw (and report) a random seed
-    when none is given. With ``limits``, ``steps`` above ``limits.max_steps`` is refused.
-
-    Turbo (``sampling.turbo``, else ``loras.turbo``) takes its steps, guidance and flow shift from
-    ``loras``' turbo preset instead of ``defaults`` (a request's own values still win).
-    """
-    sampling = sampling or Sampling()
-    loras = loras or LoraSettings()
-    turbo = bool(loras.turbo if sampling.turbo is None else sampling.turbo)
-    if turbo:
-        if loras.turbo_lora is None:
-            raise InvalidRequest.for_field("turbo", True, "needs a turbo LoRA (turbo_lora is 'none')")
-        defaults = defaults.model_copy(
-            update={
-                "steps": loras.turbo_steps,
-                "guidance": loras.turbo_guidance,
-                "flow_shift": loras.turbo_flow_shift,
-            }
-        )
-
-    def pick(value: Any, default: Any) -> Any:
-        return default if value is None else value
-
-    steps = int(pick(sampling.steps, defaults.steps))
-    if limits is not None:
-        Bounds.of(limits).steps.check("steps", steps)
-    seed_was_random = sampling.seed is None
-    seed = random.SystemRandom().randrange(RANDOM_SEED_RANGE) if seed_was_random else int(sampling.seed)
-    return ResolvedSampling(
-        steps=steps,
-        guidance=float(pick(sampling.guidance, defaults.guidance)),
-        seed=seed,
-        negative_prompt=str(pick(sampling.negative_prompt, defaults.negative_prompt)),
-        conditioning_scale=float(pick(sampling.conditioning_scale, defaults.conditioning_scale)),
-        flow_shift=float(pick(sampling.flow_shift, defaults.flow_shift)),
-        text_len=defaults.text_len,
-        max_sequence_length=defaults.max_sequence_length,
-        seed_was_random=seed_was_random,
-        count=int(pick(sampling.count, 1)),
-        turbo=turbo,
-        loras=tuple((c.name, c.strength) for c in sampling.loras or ()),
-    )
 
 
 # --- conditioning -------------------------------------------------------------------------------
@@ -146,12 +66,11 @@ def encode_text(
     the padding, the device and the encoder's dtype; a hit returns a clone of exactly what the
     encoder gave, without running it.
     """
+    # Lazy: diffusers' pipeline modules import transformers (seconds).
     from diffusers.pipelines.wan.pipeline_wan_vace import prompt_clean
 
     key = None
     if cache is not None:
-        from .textcache import EncodingKey
-
         dtype = getattr(text_encoder, "dtype", None) or next(text_encoder.parameters()).dtype
         key = EncodingKey(text, max_sequence_length, pad_to_max, str(torch.device(device)), str(dtype))
         hit = cache.get(key)
@@ -222,8 +141,6 @@ def build_text_context(
     sized by ``textcache.attach``) first, so a repeated prompt and the negative prompt are
     encoded once; the result is the same tensor either way.
     """
-    from . import textcache
-
     device = pipe._execution_device
     dtype = pipe.transformer.dtype
     encode_on = torch.device(encoder_device) if encoder_device is not None else torch.device(device)
@@ -294,8 +211,6 @@ def initial_noise(
 ) -> torch.Tensor:
     """The initial latents of a batch, ``(B, C, F', h, w)`` float32: row ``k`` is what
     ``WanVACEPipeline.prepare_latents`` draws for one video with ``generators[k]``."""
-    from diffusers.utils.torch_utils import randn_tensor
-
     refs = len(prepared.reference_images or ())
     frames = prepared.num_frames + refs * pipe.vae_scale_factor_temporal
     shape = (
@@ -314,7 +229,7 @@ def initial_noise(
 def flow_scheduler(current: Any, flow_shift: float) -> Any:
     """UniPC configured for flow matching with ``flow_shift`` (as the reference samples);
     ``current`` itself when it already is."""
-    from diffusers import UniPCMultistepScheduler
+    from diffusers import UniPCMultistepScheduler  # lazy: diffusers' schedulers, loaded with the pipeline
 
     config = current.config
     if (
@@ -415,8 +330,6 @@ class Generator:
         if local.is_dir():
             file = local / "text_encoder" / "config.json"
         else:
-            from huggingface_hub import hf_hub_download
-
             try:
                 file = Path(
                     hf_hub_download(
@@ -439,8 +352,6 @@ class Generator:
         """Load the pipeline now (once), with ``config.performance`` applied."""
         if self._pipe is not None:
             return
-        from . import perf, quantize
-
         # A failure is remembered (the next call fails at once); weights that are neither here
         # nor fetchable fail before anything is read.
         with self.failures.guard(self.weights):
@@ -451,8 +362,6 @@ class Generator:
                 self._install(self._load_pipeline())
 
     def _install(self, pipe: Any) -> None:
-        from . import loras, perf
-
         # LoRAs go in before the speed switches: compiled or hooked blocks then already hold them.
         if not getattr(pipe, "_unison_loras_loaded", False):
             self._turbo_loaded, self._user_loras = loras.load_all(pipe, self.config)
@@ -460,8 +369,6 @@ class Generator:
         else:  # a pipeline handed over by with_options keeps its adapters
             self._turbo_loaded, self._user_loras = pipe._unison_loras_loaded
         if self.performance.quantize != "none":
-            from . import quantize
-
             # float8 after every LoRA is in: an adapter cannot be added to a float8 layer later,
             # so the turbo LoRA loads now instead of on the first turbo call.
             if not self._turbo_loaded and self.config.loras.turbo_lora is not None:
@@ -472,16 +379,12 @@ class Generator:
         self._applied = perf.apply_options(pipe, self.performance, self.device)
         self._text_dim = int(pipe.text_encoder.config.d_model)
         # umT5 encodings kept by exact text: a repeated prompt and the negative run once.
-        from . import textcache
-
         textcache.attach(pipe.text_encoder, self.performance.text_cache_size)
         self._pipe = pipe
 
     def active_adapters(self, sampling: ResolvedSampling) -> tuple[tuple[str, float], ...]:
         """The adapters (name, strength) a run with ``sampling`` switches on, checked against what
         is loaded: unknown user LoRA names and bad strengths are :class:`InvalidRequest`."""
-        from . import loras
-
         active: list[tuple[str, float]] = []
         if sampling.turbo:
             if not self._turbo_loaded:
@@ -505,8 +408,6 @@ class Generator:
         """
         if options == self.performance:
             return self
-        from . import perf, quantize
-
         new = Generator(self.config.model_copy(update={"performance": options.model_copy()}))
         perf.check_options(options, new.device)
         quantize.check_quantize(options, new.device, new.dtype)
@@ -524,6 +425,7 @@ class Generator:
         return new
 
     def _load_pipeline(self) -> Any:
+        # Lazy: diffusers' pipelines import transformers (seconds).
         from diffusers import WanVACEPipeline, WanVACETransformer3DModel
 
         cfg = self.config
@@ -534,8 +436,6 @@ class Generator:
         dtypes = {"default": self.dtype, "vae": torch.float32}
         extra: dict[str, Any] = {}
         if cfg.generator_single_file:
-            from .projector import resolve_weights_file
-
             file = resolve_weights_file(
                 cfg.generator_single_file,
                 local_files_only=cfg.local_files_only,
@@ -566,9 +466,7 @@ class Generator:
             raise ModelError(
                 f"generator_model={cfg.generator_model!r}: cannot load a WanVACEPipeline{hint}: {exc}"
             ) from exc
-        from .perf import place_pipeline
-
-        where = place_pipeline(pipe, self.performance.offload, self.device)
+        where = perf.place_pipeline(pipe, self.performance.offload, self.device)
         log.info("generator placement: %s", where)
         # tqdm bars would only add noise to the server's stderr; progress goes through JobControl.
         pipe.set_progress_bar_config(disable=True)
@@ -617,7 +515,7 @@ class Generator:
             prompt: the text prompt, encoded by the pipeline's umT5.
             extra_tokens: ``(1, 4, text_dim)``, the projector's tokens; ``None`` runs plain Wan-VACE
                 (512-position context).
-            sampling: every sampling setting resolved (:func:`resolve_sampling`).
+            sampling: every sampling setting resolved (:func:`~engine.sampling.resolve_sampling`).
             control: progress goes to ``control.step`` once per step; a cancel raises
                 :class:`~engine.errors.Cancelled` from inside the step loop, before any VAE decode.
             seeds: a batch of candidates, one per seed (``sampling.seed`` alone when ``None``);
@@ -627,89 +525,22 @@ class Generator:
                 counts across all of them.
             stage: the progress stage's name.
         """
-        from . import loras, perf
-
-        pipe = self.pipeline  # loads on first use
-        adapters = self.active_adapters(sampling)
-        if self._turbo_loaded or self._user_loras:
-            # Only this call's adapters: none active gives the base model's output exactly.
-            loras.activate(pipe, adapters)
-        applied = self._applied
-        if applied is None:  # pragma: no cover - set together with the pipeline
-            raise ModelError("the generator's pipeline is loaded without its options applied")
+        pipe = self._ready(sampling)
         size = f"{prepared.width}x{prepared.height}, {prepared.num_frames} frames"
         self.last_run = {}
         try:
             with oom_guard(f"generating {size}"):
-                # 1. Seed: the initial noise is drawn on the device it runs on (CUDA), else the CPU;
-                #    one generator per candidate, so a batch gives each seed its own noise.
+                # 1. Seed: one noise generator per candidate (see _noise).
                 batch = [sampling.seed] if seeds is None else list(seeds)
-                noise_device = self.device if self.device.type == "cuda" else "cpu"
-                generators = [torch.Generator(device=noise_device).manual_seed(s) for s in batch]
-                # diffusers 0.42 takes one generator only: a batch gets its noise drawn here, each
-                # candidate exactly as the pipeline would draw it for its seed alone.
-                latents = None if len(batch) == 1 else initial_noise(pipe, prepared, generators, noise_device)
-
+                generators, latents = self._noise(pipe, prepared, batch)
                 # 2. Text context: umT5 over the prompt's real tokens, the projector's 4 tokens,
-                #    zeros up to text_len (the negative without the 4 tokens). The pipeline skips the
-                #    unconditional pass at guidance <= 1, so the negative is not encoded either.
-                with torch.inference_mode():
-                    prompt_embeds, negative_embeds = build_text_context(
-                        pipe,
-                        prompt,
-                        negative_prompt=sampling.negative_prompt if sampling.guidance > 1.0 else None,
-                        extra_tokens=extra_tokens,
-                        text_len=sampling.text_len,
-                        max_sequence_length=sampling.max_sequence_length,
-                        encoder_device=perf.text_encoder_device(pipe, self.performance.offload, self.device),
-                    )  # (1, L, text_dim) each; L = text_len with projector tokens, else 512
-                # A batch keeps one text context and one VACE context (diffusers 0.42 conditions
-                # a single video); the DiT broadcasts them over the batch of latents.
-
+                #    zeros up to text_len (the negative without the 4 tokens).
+                embeds = self._text_context(pipe, prompt, extra_tokens, sampling)
                 # 3. Scheduler: flow-matching UniPC with this request's shift.
                 pipe.scheduler = flow_scheduler(pipe.scheduler, sampling.flow_shift)
-
-                # 4. Denoise, then VAE-decode: the pipeline's loop, with the per-run switches (batched
-                #    CFG, cache counters, MagCache calibration) around it and progress/cancel in the
-                #    step callback. Raising Cancelled there stops at once: no further step, no decode.
-                total = sampling.steps
-                before, overall = progress if progress is not None else (0, total)
-                if control is not None:
-                    control.set_stage(stage, total=overall)
-
-                def on_step_end(_pipe: Any, i: int, _t: Any, callback_kwargs: dict) -> dict:
-                    if control is not None:
-                        control.step(before + i + 1, overall)
-                    return callback_kwargs
-
-                video, mask, refs = prepared.video, prepared.mask, prepared.reference_images
-
-                broadcast = (
-                    broadcast_conditions(pipe.transformer) if len(batch) > 1 else contextlib.nullcontext()
-                )
-                with (
-                    broadcast,
-                    applied.running(steps=total, positive=prompt_embeds, negative=negative_embeds) as stats,
-                ):
-                    output = pipe(
-                        prompt_embeds=prompt_embeds,
-                        negative_prompt_embeds=negative_embeds,
-                        video=video,
-                        mask=mask,
-                        reference_images=refs,
-                        conditioning_scale=sampling.conditioning_scale,
-                        height=prepared.height,
-                        width=prepared.width,
-                        num_frames=prepared.num_frames,
-                        num_inference_steps=total,
-                        guidance_scale=sampling.guidance,
-                        generator=generators[0],
-                        latents=latents,
-                        output_type="np",
-                        callback_on_step_end=on_step_end,
-                        max_sequence_length=sampling.max_sequence_length,
-                    )
-                self.last_run = stats.as_dict()
+                # 4. Denoise, then VAE-decode, with progress and cancel in the step callback.
+                steps = _StepReport(control, stage, sampling.steps, progress)
+                output = self._denoise(pipe, prepared, embeds, generators, latents, sampling, steps)
         except BaseException:
             # The pipeline only releases offload hooks (and resets cache state) at its normal end.
             pipe.maybe_free_model_hooks()
@@ -722,3 +553,105 @@ class Generator:
         # 5. Frames: (B, F, H, W, 3) floats in [0, 1] -> uint8.
         frames = to_uint8(np.asarray(output.frames))
         return frames[0] if seeds is None else frames
+
+    def _ready(self, sampling: ResolvedSampling) -> Any:
+        """The loaded pipeline (loads on first use) with this run's adapters, and only those, on."""
+        pipe = self.pipeline
+        adapters = self.active_adapters(sampling)
+        if self._turbo_loaded or self._user_loras:
+            # Only this call's adapters: none active gives the base model's output exactly.
+            loras.activate(pipe, adapters)
+        return pipe
+
+    def _noise(
+        self, pipe: Any, prepared: Prepared, seeds: list[int]
+    ) -> tuple[list[torch.Generator], torch.Tensor | None]:
+        """One seeded generator per candidate, on the device the noise is drawn on (CUDA, else the
+        CPU), and for a batch its initial latents: diffusers 0.42 takes one generator only, so a
+        batch gets its noise drawn here, each candidate exactly as the pipeline would for its seed
+        alone (``None``: one candidate, the pipeline draws it)."""
+        device = self.device if self.device.type == "cuda" else "cpu"
+        generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+        latents = None if len(seeds) == 1 else initial_noise(pipe, prepared, generators, device)
+        return generators, latents
+
+    def _text_context(
+        self, pipe: Any, prompt: str, extra_tokens: torch.Tensor | None, sampling: ResolvedSampling
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(prompt_embeds, negative_embeds)``, ``(1, L, text_dim)`` each (L = text_len with the
+        projector's tokens, else 512). The pipeline skips the unconditional pass at guidance <= 1,
+        so the negative is not encoded then. A batch keeps one text context and one VACE context
+        (diffusers 0.42 conditions a single video); the DiT broadcasts them over the latents."""
+        with torch.inference_mode():
+            return build_text_context(
+                pipe,
+                prompt,
+                negative_prompt=sampling.negative_prompt if sampling.guidance > 1.0 else None,
+                extra_tokens=extra_tokens,
+                text_len=sampling.text_len,
+                max_sequence_length=sampling.max_sequence_length,
+                encoder_device=perf.text_encoder_device(pipe, self.performance.offload, self.device),
+            )
+
+    def _denoise(
+        self,
+        pipe: Any,
+        prepared: Prepared,
+        embeds: tuple[torch.Tensor, torch.Tensor | None],
+        generators: list[torch.Generator],
+        latents: torch.Tensor | None,
+        sampling: ResolvedSampling,
+        steps: _StepReport,
+    ) -> Any:
+        """The pipeline's denoising loop and VAE decode, with the per-run switches (batched CFG,
+        cache counters, MagCache calibration) around it. ``steps`` reports each step; a cancel
+        raised there stops at once: no further step, no decode."""
+        applied = self._applied
+        if applied is None:  # pragma: no cover - set together with the pipeline
+            raise ModelError("the generator's pipeline is loaded without its options applied")
+        positive, negative = embeds
+        batched = len(generators) > 1
+        broadcast = broadcast_conditions(pipe.transformer) if batched else contextlib.nullcontext()
+        steps.start()
+        with broadcast, applied.running(steps=sampling.steps, positive=positive, negative=negative) as stats:
+            output = pipe(
+                prompt_embeds=positive,
+                negative_prompt_embeds=negative,
+                video=prepared.video,
+                mask=prepared.mask,
+                reference_images=prepared.reference_images,
+                conditioning_scale=sampling.conditioning_scale,
+                height=prepared.height,
+                width=prepared.width,
+                num_frames=prepared.num_frames,
+                num_inference_steps=sampling.steps,
+                guidance_scale=sampling.guidance,
+                generator=generators[0],
+                latents=latents,
+                output_type="np",
+                callback_on_step_end=steps.on_step_end,
+                max_sequence_length=sampling.max_sequence_length,
+            )
+        self.last_run = stats.as_dict()
+        return output
+
+
+class _StepReport:
+    """A run's denoising steps as progress: ``progress`` is ``(steps done before this run, steps
+    in all runs)`` when the run is one of several (windows of a chain, candidates one after
+    another), so the count goes on across them."""
+
+    def __init__(self, control: JobControl | None, stage: str, steps: int, progress: tuple[int, int] | None):
+        self.control = control
+        self.stage = stage
+        self.before, self.overall = progress if progress is not None else (0, steps)
+
+    def start(self) -> None:
+        if self.control is not None:
+            self.control.set_stage(self.stage, total=self.overall)
+
+    def on_step_end(self, _pipe: Any, i: int, _t: Any, callback_kwargs: dict) -> dict:
+        """diffusers' ``callback_on_step_end``: one report per step (a cancel raises here)."""
+        if self.control is not None:
+            self.control.step(self.before + i + 1, self.overall)
+        return callback_kwargs

@@ -3,7 +3,8 @@
 Each file is encoded under a hidden temporary name in the output directory, flushed to disk, then
 renamed into place, so a reader never sees a half-written file and a failure leaves nothing
 behind. Final names are generated here (``<UTC time>-<task>-<short id>.png|mp4``), never taken
-from the request.
+from the request. :func:`write_generation` writes what one generation made (every candidate, a
+video_extend's new part, what was extracted), each file with the sidecar :func:`sidecar` says.
 """
 
 from __future__ import annotations
@@ -16,16 +17,23 @@ import re
 import stat
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+
+from . import media
+from .config import EngineConfig
 from .errors import InvalidRequest
+from .media import AudioSpan
+from .plan import CheckedPlan
 from .results import OutputFile
-
-if TYPE_CHECKING:
-    from .media import AudioSpan
+from .sampling import ResolvedSampling
+from .source import Source
+from .windows import Made
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +88,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _check_frames(frames: Any, fps: float | None) -> tuple[int, int, int]:
-    import numpy as np
+def _temp_name(output_dir: Path, ext: str) -> Path:
+    """A fresh temporary name in ``output_dir``, as :data:`_TEMP_NAME` matches it."""
+    return output_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}.{ext}"
 
+
+def _check_frames(frames: Any, fps: float | None) -> tuple[int, int, int]:
     if (
         not isinstance(frames, np.ndarray)
         or frames.dtype != np.uint8
@@ -128,8 +139,6 @@ def write_output(
         notes: when given, what happened to the audio is appended here (as it is to the
             sidecar's ``notes``) for the caller's result.
     """
-    from . import media
-
     num_frames, height, width = _check_frames(frames, fps)
     is_video = num_frames > 1
     ext, mime = ("mp4", "video/mp4") if is_video else ("png", "image/png")
@@ -140,26 +149,16 @@ def write_output(
     name = f"{now:%Y%m%dT%H%M%S}Z-{_safe_task(task)}-{uuid.uuid4().hex[:8]}.{ext}"
     final = output_dir / name
     final_sidecar = output_dir / f"{name}.json"
-    tmp = output_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}.{ext}"
-    tmp_sidecar = output_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}.json"
-    tmp_audio = output_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}.{ext}"
+    tmp, tmp_sidecar, tmp_audio = (_temp_name(output_dir, e) for e in (ext, "json", ext))
 
     placed: list[Path] = []
-    sound: tuple[dict[str, Any], str] | None = None
     try:
-        if is_video:
-            media.encode_mp4(tmp, frames, fps)
-            if audio is not None:
-                sound = _add_audio(tmp, tmp_audio, audio)
-        else:
-            media.encode_png(tmp, frames[0])
-        _fsync_file(tmp)
-        size = tmp.stat().st_size
+        sound = _encode(tmp, tmp_audio, frames, fps, audio)
         result = OutputFile(
             path=str(final),
             name=name,
             mime_type=mime,
-            size_bytes=size,
+            size_bytes=tmp.stat().st_size,
             width=width,
             height=height,
             num_frames=num_frames,
@@ -168,18 +167,18 @@ def write_output(
             sidecar=str(final_sidecar),
         )
         facts = result.model_dump(mode="json", exclude={"path", "sidecar"})
-        sidecar = {
+        meta = {
             "task": str(task),
             **metadata,
             "file": facts,
             "created": now.isoformat().replace("+00:00", "Z"),
         }
         if sound is not None:
-            sidecar["audio"], note = sound
-            sidecar["notes"] = [*(sidecar.get("notes") or []), note]
+            meta["audio"], note = sound
+            meta["notes"] = [*(meta.get("notes") or []), note]
             if notes is not None:
                 notes.append(note)
-        tmp_sidecar.write_text(json.dumps(sidecar, indent=2, default=_json_default), encoding="utf-8")
+        tmp_sidecar.write_text(json.dumps(meta, indent=2, default=_json_default), encoding="utf-8")
         _fsync_file(tmp_sidecar)
 
         os.replace(tmp, final)
@@ -193,8 +192,24 @@ def write_output(
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         raise
-    log.info("wrote %s (%d bytes, %d frame(s) %dx%d)", final, size, num_frames, width, height)
+    log.info("wrote %s (%d bytes, %d frame(s) %dx%d)", final, result.size_bytes, num_frames, width, height)
     return result
+
+
+def _encode(
+    tmp: Path, scratch: Path, frames: np.ndarray, fps: float | None, audio: AudioSpan | None
+) -> tuple[dict[str, Any], str] | None:
+    """``frames`` encoded into ``tmp`` (a video with ``audio``'s span muxed in through ``scratch``)
+    and flushed to disk; returns what :func:`_add_audio` says, ``None`` without audio."""
+    sound = None
+    if len(frames) > 1:
+        media.encode_mp4(tmp, frames, fps)
+        if audio is not None:
+            sound = _add_audio(tmp, scratch, audio)
+    else:
+        media.encode_png(tmp, frames[0])
+    _fsync_file(tmp)
+    return sound
 
 
 def remove_stale_temps(output_dir: Path | str, *, older_than_s: float = STALE_TEMP_AGE_S) -> list[Path]:
@@ -231,12 +246,10 @@ def _add_audio(video: Path, scratch: Path, span: AudioSpan) -> tuple[dict[str, A
     """Put ``span``'s audio into the encoded MP4 ``video`` (through ``scratch``, then renamed over
     it). Returns the sidecar's ``audio`` facts and a note; on any failure ``video`` stays as it
     was, silent."""
-    from .media import mux_audio
-
     name = span.source.path.name
     facts: dict[str, Any] = {"source": name, "start_s": span.start_s, "duration_s": span.duration_s}
     try:
-        muxed = mux_audio(video, span, scratch)
+        muxed = media.mux_audio(video, span, scratch)
     except Exception as e:
         # The picture is the result; sound must never cost the user a file, so any failure
         # (FFmpeg, a refused or closed source, a bad span) degrades to a silent video.
@@ -253,3 +266,122 @@ def _add_audio(video: Path, scratch: Path, span: AudioSpan) -> tuple[dict[str, A
     os.replace(scratch, video)
     facts.update(codec=muxed.codec, copied=muxed.copied, written_s=round(muxed.duration_s, 3))
     return facts, f"{name}: {muxed.note}"
+
+
+# ---------------------------------------------------------------------------------------------
+# One generation's files
+
+
+def write_generation(
+    made: Made,
+    plan: CheckedPlan,
+    sampling: ResolvedSampling,
+    *,
+    config: EngineConfig,
+    sources: Mapping[str, Source],
+    projected: bool,
+    notes: list[str],
+    timings: dict[str, float],
+) -> list[OutputFile]:
+    """Each candidate's file (and, for video_extend, its new part alone), with its sidecar; then
+    what was extracted to make the inputs (a mask found from words, a control signal), once for all
+    candidates, so a user can check it and give it to a later call.
+
+    Every file of the generation shares one ``run`` id in its sidecar, so a viewer can group them.
+    What happened to the source's audio is added to ``notes`` (the job's), and so to the sidecars
+    written after it.
+    """
+    audio = audio_span(plan, sources) if config.results.audio else None
+    run = uuid.uuid4().hex
+
+    def meta(**fields: Any) -> dict[str, Any]:
+        return {**sidecar(plan, sampling, config, projected, notes, timings), "run": run, **fields}
+
+    outputs: list[OutputFile] = []
+    for k, (seed, frames) in enumerate(zip(sampling.seeds, made.frames, strict=True)):
+        parts = [("result", frames, audio)]
+        if made.new_from is not None:
+            parts.append(("new_part", frames[made.new_from :], None))
+        for role, part, sound in parts:
+            data = meta(seed=seed, candidate=k, output=role, preserved=made.preserved[k])
+            if role == "new_part":
+                data["notes"] = [*notes, "the new frames only, without the source clip"]
+            out_notes: list[str] = []
+            output = write_output(
+                part,
+                output_dir=config.output_dir,
+                task=plan.task.value,
+                fps=plan.fps,
+                metadata=data,
+                audio=sound,
+                notes=out_notes,
+            )
+            outputs.append(output.model_copy(update={"seed": seed, "role": role}))
+            notes.extend(n for n in out_notes if n not in notes)
+    results = [o.name for o in outputs if o.role == "result"]
+    for role, frames in made.extras:
+        output = write_output(
+            frames,
+            output_dir=config.output_dir,
+            task=f"{plan.task.value}-{role}",
+            fps=plan.fps,
+            metadata=meta(output=role, of=results),
+        )
+        outputs.append(output.model_copy(update={"role": role}))
+    return outputs
+
+
+def audio_span(plan: CheckedPlan, sources: Mapping[str, Source]) -> AudioSpan | None:
+    """The source audio an output spans (edit, outpaint, control of a video with sound)."""
+    role = plan.spec.length_from
+    if role is None:
+        return None
+    source = sources.get(plan.one(role).path)
+    header = getattr(source, "header", None)
+    if source is None or not getattr(header, "audio", None):
+        return None
+    # A source video's span: the plan is a video, with a rate.
+    return AudioSpan(source=source, start_s=0.0, duration_s=plan.num_frames / plan.fps)
+
+
+def sidecar(
+    plan: CheckedPlan,
+    sampling: ResolvedSampling,
+    config: EngineConfig,
+    projected: bool,
+    notes: list[str],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The JSON written beside a generated file: the plan, the settings used, the models, the notes
+    and timings so far."""
+    return {
+        "task": plan.task.value,
+        "prompt": plan.prompt,
+        "negative_prompt": sampling.negative_prompt,
+        "plan": plan.model_dump(mode="json"),
+        "seed": sampling.seed,
+        "steps": sampling.steps,
+        "guidance": sampling.guidance,
+        "flow_shift": sampling.flow_shift,
+        "conditioning_scale": sampling.conditioning_scale,
+        "turbo": sampling.turbo,
+        "loras": [list(x) for x in sampling.loras] if sampling.loras else [],
+        "width": plan.width,
+        "height": plan.height,
+        "num_frames": plan.num_frames,
+        "fps": plan.fps,
+        "projector": projected,
+        "umt5_prompt": {
+            "mode": config.sampling.umt5_prompt if projected else "plain",
+            "text": sampling.umt5_prompt,
+        },
+        "text_context": sampling.text_len if projected else sampling.max_sequence_length,
+        "models": {
+            "planner": config.planner_model,
+            "adapter": config.adapter,
+            "projector": config.projector if projected else None,
+            "generator": config.generator_model,
+        },
+        "notes": list(notes),
+        "timings": timings,
+    }

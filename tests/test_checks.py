@@ -17,12 +17,13 @@ from PIL import Image
 
 from engine.api import EngineAPI, parse_arguments, request_model
 from engine.config import EngineConfig, Limits
+from engine.control import JobControl
 from engine.engine import Engine
-from engine.errors import InvalidRequest
+from engine.errors import InputRefused, InvalidRequest, ServerConfigError
 from engine.media import encode_mp4, encode_png
 from engine.plan import CheckedPlan, Plan, check_plan
 from engine.tasks import TASKS
-from engine.vocab import Task
+from engine.vocab import MediaKind, Task
 
 LIMITS = Limits()
 
@@ -271,3 +272,79 @@ def test_understanding_decodes_each_image_reduced_to_its_pixel_budget(
     budget = engine.config.understanding.max_pixels
     assert len(seen) == 3
     assert all(w * h <= budget and w / h == pytest.approx(1.5, rel=0.05) for w, h in seen), seen
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 19: the engine is its models plus one job per request; the Python API is run(admit(...)).
+
+
+class _Reads:
+    """A compiled pattern that counts every use (``sub``, ``finditer``...) of it."""
+
+    def __init__(self, pattern):
+        self.pattern, self.uses = pattern, 0
+
+    def __getattr__(self, name: str):
+        self.uses += 1
+        return getattr(self.pattern, name)
+
+
+def test_the_markers_of_an_auto_request_are_read_once_at_admission_and_never_by_the_job(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Before: admission counted the markers, the input policy opened them with its own copy of
+    the pattern, and the engine parsed the request again in auto (and in understand)."""
+    import engine.inputs as inputs_module
+    import engine.request as request_module
+
+    photo = tmp_path / "photo.png"
+    encode_png(photo, np.full((48, 64, 3), 120, np.uint8))
+    arguments = {"prompt": f"What is in this picture? ###{photo}###"}
+    admitted = engine.admit(parse_arguments("auto", engine.config.limits, arguments))
+    assert admitted.parsed is not None
+    assert admitted.parsed.text == "What is in this picture? <IMGPAD>"
+    assert admitted.parsed.media == ((str(photo.resolve()), MediaKind.IMAGE),)
+    reads = [_Reads(request_module.MARKER), _Reads(inputs_module._MARKER)]
+    monkeypatch.setattr(request_module, "MARKER", reads[0])
+    monkeypatch.setattr(inputs_module, "_MARKER", reads[1])
+    result = engine.run(admitted)
+    assert result.plan.task is Task.IMAGE_UNDERSTANDING and result.answer is not None
+    assert [r.uses for r in reads] == [0, 0]
+
+
+def test_a_link_named_as_an_image_to_a_video_is_refused_in_a_question_as_in_a_generation(
+    engine: Engine, tmp_path: Path
+):
+    """The placeholder the planner reads comes from the name, the decoder's kind from the real
+    file: a generate call refused the disagreement; understand and auto now do too."""
+    clip = tmp_path / "clip.mp4"
+    encode_mp4(clip, np.zeros((9, 32, 48, 3), np.uint8), 16)
+    (tmp_path / "still.png").symlink_to(clip)
+    with pytest.raises(InputRefused, match="its real file is a video, not an image"):
+        engine.admit(
+            parse_arguments("understand", LIMITS, {"prompt": "what?", "media": [str(tmp_path / "still.png")]})
+        )
+    with pytest.raises(InputRefused, match="its real file is a video, not an image"):
+        engine.admit(parse_arguments("auto", LIMITS, {"prompt": f"what is ###{tmp_path / 'still.png'}###?"}))
+
+
+def test_the_python_api_checks_the_models_before_it_decodes_an_input(tmp_path: Path):
+    """Before: Engine.generate (and understand, auto) skipped the model check a tool call makes
+    first, so a missing generator was found only after the inputs were decoded."""
+    photo = tmp_path / "photo.png"
+    encode_png(photo, np.full((48, 64, 3), 90, np.uint8))
+    config = EngineConfig(
+        planner_model=None, generator_model="/nonexistent/wan", local_files_only=True, output_dir=tmp_path
+    )
+    stages: list[str] = []
+
+    class Watched(JobControl):
+        def set_stage(self, stage: str, total: int | None = None) -> None:
+            stages.append(stage)
+            super().set_stage(stage, total)
+
+    control = Watched()
+    plan = Plan(task=Task.IMAGE_OUTPAINT, prompt="wider", inputs=[{"path": str(photo), "kind": "image", "role": "source"}], margins={"left": 16})  # fmt: skip
+    with pytest.raises(ServerConfigError, match="nonexistent"):
+        Engine(config).generate(plan, control=control)
+    assert stages == []  # refused before the first stage: nothing was prepared or decoded

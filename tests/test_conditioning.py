@@ -15,11 +15,11 @@ from PIL import Image
 
 from engine.config import WAN_NEGATIVE_PROMPT, EngineConfig, SamplingDefaults
 from engine.errors import ModelError, PlannerError
-from engine.generator import resolve_sampling
 from engine.plan import MediaInput
 from engine.planners.qwen import QwenPlanner
 from engine.request import parse_request
 from engine.results import Sampling
+from engine.sampling import resolve_sampling
 from engine.tiny.qwen import EXAMPLES
 from engine.vocab import IMGPAD, VIDPAD, MediaKind, Role
 

@@ -163,12 +163,11 @@ def test_whether_the_projector_applies_is_decided_once_by_the_config(config: Eng
     were required for a generation with a projector even when no adapter meant it never applied)."""
     assert (config.projector_off is None) is applies
     engine = Engine(config, generator=object())  # an injected generator is never checked
-    request = parse_arguments("generate", config.limits, {"task": "text_to_image", "prompt": "a cat"})
     if applies:
         with pytest.raises(ServerConfigError):
-            engine.check_models(request)  # the projector's input: the planner's weights
+            engine.models.check("generate")  # the projector's input: the planner's weights
     else:
-        engine.check_models(request)
+        engine.models.check("generate")
         assert engine.projector() is None  # nothing loaded for it
 
 

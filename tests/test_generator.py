@@ -17,10 +17,11 @@ from engine import media
 from engine.config import EngineConfig, Limits, SamplingDefaults
 from engine.control import JobControl
 from engine.errors import Cancelled, InvalidRequest, ModelError, OutOfMemory
-from engine.generator import Generator, ResolvedSampling, build_text_context, resolve_sampling
+from engine.generator import Generator, build_text_context
 from engine.outputs import write_output
 from engine.prepare import Prepared
 from engine.results import Sampling
+from engine.sampling import ResolvedSampling, resolve_sampling
 
 TEXT_DIM = 32  # the tiny umT5 width
 PROMPT = "a red fox runs through snow"

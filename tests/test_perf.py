@@ -16,9 +16,10 @@ import torch
 from engine import perf
 from engine.config import EngineConfig, PerformanceOptions, SamplingDefaults
 from engine.errors import InvalidRequest, ModelError
-from engine.generator import Generator, ResolvedSampling, encode_text, resolve_sampling
+from engine.generator import Generator, encode_text
 from engine.prepare import Prepared
 from engine.results import Sampling
+from engine.sampling import ResolvedSampling, resolve_sampling
 
 TEXT_DIM = 32
 PROMPT = "a red fox runs through snow"

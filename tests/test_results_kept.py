@@ -246,10 +246,10 @@ def test_count_makes_that_many_outputs_from_consecutive_seeds(engine: Engine, fr
 
 
 def test_a_batch_of_candidates_gives_each_seed_its_own_result(engine: Engine):
-    from engine.generator import resolve_sampling
     from engine.plan import build_plan
     from engine.prepare import PrepContext, prepare
     from engine.results import Sampling
+    from engine.sampling import resolve_sampling
 
     plan = build_plan("text_to_image", "a fox", limits=engine.config.limits)
     prepared = prepare(plan, PrepContext(limits=engine.config.limits))

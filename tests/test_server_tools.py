@@ -38,10 +38,10 @@ from engine.engine import Engine
 from engine.errors import ModelError, OutOfMemory
 from engine.inputs import InputPolicy
 from engine.plan import CheckedPlan
-from engine.request import parse_request
+from engine.request import Request
 from engine.results import GenerateResult, Sampling, UnderstandResult
 from engine.tasks import TASKS
-from engine.vocab import Role, Task
+from engine.vocab import MediaKind, Role, Task
 from unison_mcp.config import ServerConfig
 from unison_mcp.server import build_server, state_of
 
@@ -99,7 +99,8 @@ class FakeEngine:
             if admitted.tool == "generate":
                 assert admitted.plan is not None
                 return self._generate(admitted.plan, admitted.request.sampling(), control)
-            return self._understand(admitted.text, admitted.media, control)
+            assert admitted.parsed is not None
+            return self._understand(admitted.parsed, control)
 
     # ------------------------------------------------------------------ the script
 
@@ -121,11 +122,10 @@ class FakeEngine:
             time.sleep(self.step_delay)
             control.step(i, n)
 
-    def _understand(self, prompt: str, media: list[str], control: JobControl) -> UnderstandResult:
-        self.calls.append(("understand", (prompt, list(media))))
+    def _understand(self, req: Request, control: JobControl) -> UnderstandResult:
+        self.calls.append(("understand", req))
         self._wait_for_release()
-        self._script(prompt)
-        req = parse_request(prompt, media)
+        self._script(req.prompt)
         for path, _ in req.media:
             assert Path(path).is_file(), path
         self._steps(control, 3)
@@ -331,7 +331,9 @@ async def test_understand_answers_about_media_given_as_a_list_or_inline_markers(
     assert _text(listed) == _data(listed)["answer"]
     assert _data(inline)["answer"].startswith("I see 1 file(s)")
     assert _data(text_only)["answer"].startswith("I see 0 file(s)")
-    assert fake.calls[1][1][0] == f"describe ###{photo.resolve()}### please"
+    # The marker read once at admission: a placeholder in the text, its real path in the files.
+    assert fake.calls[1][1].text == "describe <IMGPAD> please"
+    assert fake.calls[1][1].media == ((str(photo.resolve()), MediaKind.IMAGE),)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,10 +15,11 @@ from safetensors.torch import load_file, save_file
 
 from engine.config import EngineConfig, LoraSettings, SamplingDefaults
 from engine.errors import InvalidRequest, ModelError
-from engine.generator import Generator, resolve_sampling
+from engine.generator import Generator
 from engine.loras import TURBO, parse_lora
 from engine.prepare import Prepared
 from engine.results import LoraChoice, Sampling
+from engine.sampling import resolve_sampling
 
 PROMPT = "a red fox runs through snow"
 PREPARED = Prepared(width=32, height=32, num_frames=1)
