@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol, Union, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from .annotators import CONTROL_KINDS, ControlKind
 from .bounds import DEFAULT_CONTEXT_FRAMES, IMAGE_FRAMES, MAX_SEED, Bounds, number
 from .config import EngineConfig, Limits
 from .control import JobControl
@@ -44,7 +43,7 @@ from .request import marked_paths
 from .results import LoraChoice, Sampling
 from .source import close_all
 from .tasks import GENERATION_TASKS, ROLES_IN_REQUESTS, TASKS
-from .vocab import Role, Task
+from .vocab import CONTROL_KINDS, ControlKind, Role, Task
 
 if TYPE_CHECKING:
     from .inputs import InputPolicy
@@ -374,8 +373,6 @@ def parse_arguments(
 
     JSON has no enums: ``task`` arrives as a string and is taken as the task it names.
     """
-    from pydantic import ValidationError
-
     model = request_model(tool, limits)
     try:
         return model.model_validate(dict(arguments))

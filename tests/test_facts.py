@@ -24,7 +24,7 @@ from engine.lexicon import EDIT_VERBS, SPACED, STATE_VERBS, UNSPACED
 from engine.plan import CheckedPlan, CheckedQuestion, MediaInput, Plan, build_plan, check_plan
 from engine.planners.instruct import plan_from_json
 from engine.planners.rules import _EDIT, RulesPlanner
-from engine.prepare import object_phrase
+from engine.region import object_phrase
 from engine.request import parse_request
 from engine.vocab import MediaKind, Role, Task
 

@@ -48,6 +48,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 from engine.config import EngineConfig, Preset, SettingMeta, default_tiny_dir
 from engine.errors import InvalidRequest, shown
 from engine.pool.settings import PoolSettings
@@ -527,10 +532,6 @@ def _parse_env(s: Setting, raw: str) -> Any:
 
 def _toml_layer(path: Path) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
     path = path.expanduser()
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

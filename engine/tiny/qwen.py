@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ..planners.adapter import untie_word_embeddings
 from ..request import parse_request
 from ..vocab import UNISON_TOKENS, Task
 
@@ -521,8 +522,6 @@ def build_adapter(out_dir: Path, *, base: Path, seed: int = 0) -> None:
     """
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
-
-    from ..planners.adapter import untie_word_embeddings
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
