@@ -36,10 +36,11 @@ from engine.tasks import GENERATION_TASKS, TASKS
 from engine.vocab import MediaKind, Role, Task
 
 from . import __version__
-from .config import BY_NAME, SECTIONS, ServerConfig, add_config_arguments, add_preset_argument, load_config
+from .config import BY_NAME, SECTIONS, ServerConfig, load_config
 from .doctor import format_report, run_doctor
 from .download import ROLES, download_weights
 from .errors import describe_error
+from .flags import add_config_arguments, add_preset_argument
 from .progress import Progress, stage_label
 from .quiet import quiet_libraries
 

@@ -386,7 +386,7 @@ def run_server(config: ServerConfig) -> int:
     return 0
 
 
-def _start_pool(config: ServerConfig) -> Any:
+def _start_pool(config: ServerConfig) -> Pool:
     """The Ray Serve pool behind ``--pool ray`` (on the main thread: Ray's driver needs it)."""
     require_ray()
     preview_side, gallery = config.preview_side, gallery_url(config)
