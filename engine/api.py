@@ -21,7 +21,6 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from .annotators import CONTROL_KINDS, ControlKind
 from .bounds import DEFAULT_CONTEXT_FRAMES, IMAGE_FRAMES, MAX_SEED, Bounds, number
 from .config import EngineConfig, Limits
 from .control import JobControl
@@ -45,7 +44,7 @@ from .request import Request, parse_request
 from .results import AutoResult, GenerateResult, LoraChoice, Sampling, UnderstandResult
 from .source import Source, close_all
 from .tasks import GENERATION_TASKS, ROLES_IN_REQUESTS, TASKS
-from .vocab import MediaKind, Role, Task
+from .vocab import CONTROL_KINDS, ControlKind, MediaKind, Role, Task
 
 #: Most reference images (the task table's image_reference / video_reference rows).
 MAX_REFERENCES = max(r.max for s in TASKS.values() for r in s.roles if r.role is Role.REFERENCE)

@@ -8,7 +8,9 @@ not pass through the request models) against the same :class:`Bound`: a value th
 a value the check allows, with the same rule in the error.
 
 The grids: Wan makes 4k+1 frames (:func:`round_frames` is the one rounding onto that grid, with its
-note), an image is :data:`IMAGE_FRAMES` frame, sizes are multiples of 16 (:func:`round16`).
+note), an image is :data:`IMAGE_FRAMES` frame, sizes are multiples of 16 (:func:`round16`); a
+video longer than one run is laid out as windows on that grid (:func:`layout`, run by
+:class:`engine.windows.Chain`).
 """
 
 from __future__ import annotations
@@ -221,3 +223,48 @@ def round16(value: float) -> int:
     """The nearest multiple of 16, ties up (``round`` would send ties to the even multiple: 1000
     to 992 but 1048 to 1056); never below 16."""
     return max(16, (int(value) + 8) // 16 * 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# The windows of a long video (engine.windows runs them; see its docstring).
+
+
+@dataclass(frozen=True)
+class Window:
+    """One generator run of a chain.
+
+    ``context`` frames come from what is made so far (0 for a first window that starts from
+    nothing), ``new`` frames are kept from this run, ``total`` (4k+1, at least context + new)
+    frames are generated; the ``total - context - new`` extra frames are dropped.
+    """
+
+    context: int
+    new: int
+    total: int
+
+    @property
+    def extra(self) -> int:
+        return self.total - self.context - self.new
+
+
+def layout(new_frames: int, *, window: int, overlap: int, first_context: int = 0) -> list[Window]:
+    """The windows that make ``new_frames`` frames, each at most ``window`` frames (4k+1).
+
+    ``first_context`` frames exist before the first window (``video_extend``: the source's last
+    frames); later windows continue from ``overlap`` frames, fewer when less has been made, and
+    always leave at least MIN_NEW_FRAMES of each window new (the bound on ``context_frames``).
+    """
+    if window % 4 != 1 or window < 5:
+        raise ValueError(f"a window must be 4k+1 frames, at least 5 (got {window})")
+    if new_frames <= 0:
+        return []
+    out: list[Window] = []
+    made, left = first_context, new_frames
+    context = min(first_context, window - MIN_NEW_FRAMES)
+    while left > 0:
+        new = min(left, window - context)
+        out.append(Window(context=context, new=new, total=ceil_4k1(context + new)))
+        made += new
+        left -= new
+        context = min(overlap, made, window - MIN_NEW_FRAMES)
+    return out

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -124,17 +124,7 @@ def composite(
     """
     import numpy as np
 
-    if (
-        not isinstance(frames, np.ndarray)
-        or frames.dtype != np.uint8
-        or frames.ndim != 4
-        or frames.shape[-1] != 3
-    ):
-        raise ValueError(
-            f"frames: expected a uint8 (F, H, W, 3) array, got {getattr(frames, 'shape', frames)!r}"
-        )
-    if feather_px < 0:
-        raise ValueError(f"feather_px={feather_px}: must be 0 or more")
+    _check_frames(frames, feather_px)
     count, height, width = frames.shape[:3]
     if video is None or mask is None:
         return Composited(
@@ -156,9 +146,28 @@ def composite(
     if color_match:
         shift, shift_note = _color_shift(frames, plans, source)
 
-    # 3. The output, frame by frame: only the band is computed in floating point.
+    # 3. The output, frame by frame.
+    out = _pasted(frames, plans, source, shift)
+
+    kept = [p.kept for p in plans]
+    result = Composited(frames=out, kept=kept, feather_px=feather_px, color_shift=shift)
+    result.notes = _notes(plans, feather_px, shift, shift_note)
+    log.debug("composite: %s", result.summary)
+    return result
+
+
+def _pasted(
+    frames: np.ndarray,
+    plans: Sequence[_MaskPlan],
+    source: Callable[[int], np.ndarray],
+    shift: tuple[float, float, float] | None,
+) -> np.ndarray:
+    """A copy of ``frames`` with each frame's kept area from ``source(i)`` and its band blended;
+    only the band is computed in floating point."""
+    import numpy as np
+
     out = frames.copy()
-    flat = out.reshape(count, -1, 3)
+    flat = out.reshape(len(frames), -1, 3)
     for i, plan in enumerate(plans):
         if plan.kind == "generate":
             continue
@@ -173,12 +182,23 @@ def composite(
             s = src[plan.band].astype(np.float32)
             g = _corrected(gen[plan.band], shift).astype(np.float32)
             flat[i, plan.band] = np.clip(np.rint(s + plan.alpha * (g - s)), 0, 255).astype(np.uint8)
+    return out
 
-    kept = [p.kept for p in plans]
-    result = Composited(frames=out, kept=kept, feather_px=feather_px, color_shift=shift)
-    result.notes = _notes(plans, feather_px, shift, shift_note)
-    log.debug("composite: %s", result.summary)
-    return result
+
+def _check_frames(frames: np.ndarray, feather_px: int) -> None:
+    import numpy as np
+
+    if (
+        not isinstance(frames, np.ndarray)
+        or frames.dtype != np.uint8
+        or frames.ndim != 4
+        or frames.shape[-1] != 3
+    ):
+        raise ValueError(
+            f"frames: expected a uint8 (F, H, W, 3) array, got {getattr(frames, 'shape', frames)!r}"
+        )
+    if feather_px < 0:
+        raise ValueError(f"feather_px={feather_px}: must be 0 or more")
 
 
 def _check_sequence(name: str, items: Sequence[Any], count: int, size: tuple[int, int]) -> None:

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from itertools import islice
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 #: Longest value a message shows (its start … its end), the full size said beside it.
 SHOWN_CHARS = 200
 #: Inside a container: the items shown, the characters shown of each string, the levels shown.
@@ -237,8 +239,6 @@ def validated(model: type[M], /, **data: Any) -> M:
     An unknown field is named with the closest known one ("num_frame: unknown; did you mean
     num_frames?"); a wrong type or a broken bound says the rule pydantic reports.
     """
-    from pydantic import ValidationError
-
     try:
         return model(**data)
     except ValidationError as exc:

@@ -12,6 +12,10 @@ before torch or transformers are imported):
    the same message. It is tried again after :data:`RETRY_AFTER_S`, or as soon as the weights
    appear (``unison-mcp download`` in another shell), whichever comes first.
 
+A single weights file (the projector, a LoRA) given as a local path or ``owner/repo/path/in/repo``
+is found or fetched by :func:`resolve_weights_file`; torchvision's RAFT weights (the flow
+annotator's) live in the torch hub cache (:func:`raft_cache_file`, :func:`fetch_raft`).
+
 ``huggingface_hub`` is imported only when a hub id is looked up.
 """
 
@@ -26,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .errors import HubUnreachable, InvalidRequest, ModelError, ServerConfigError, ServerSettingError
@@ -312,11 +316,91 @@ def _present(weights: Weights) -> bool:
         return False
 
 
+def resolve_weights_file(
+    spec: str | Path,
+    *,
+    local_files_only: bool = False,
+    cache_dir: str | Path | None = None,
+    what: str = "projector",
+) -> Path:
+    """A local file path, or ``owner/repo/path/in/repo`` fetched with ``hf_hub_download``.
+
+    A local file wins; anything else with at least three ``/``-separated parts is tried on the hub
+    (honouring ``local_files_only``: then only the local hub cache is looked at).
+    """
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    text = str(spec)
+    parts = text.split("/")
+    looks_like_hub = (
+        not path.is_absolute()
+        and not text.startswith((".", "~"))
+        and len(parts) >= 3
+        and all(parts)
+        and not path.exists()
+    )
+    if not looks_like_hub:
+        raise ModelError(f"{what}={text!r}: no such file (give a local file or owner/repo/path/in/repo)")
+    from huggingface_hub import hf_hub_download
+
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    try:
+        local = hf_hub_download(
+            repo_id=repo_id,
+            filename=filename,
+            local_files_only=local_files_only,
+            cache_dir=str(cache_dir) if cache_dir is not None else None,
+        )
+    except Exception as exc:  # hub errors come in many types (offline, 404, gated, cache miss)
+        hint = " (local_files_only is set: only the hub cache was searched)" if local_files_only else ""
+        raise ModelError(
+            f"{what}={text!r}: not a local file, and file {filename!r} of hub repo {repo_id!r} "
+            f"could not be fetched{hint}: {exc}"
+        ) from exc
+    return Path(local)
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision's RAFT (the flow annotator's weights): in the torch hub cache, not the HF one.
+
+#: ``flow_model`` names that mean torchvision's pretrained weights.
+TORCHVISION_RAFT: tuple[str, ...] = ("raft_small", "raft_large")
+
+
+def torchvision_weights(name: str) -> Any:
+    """torchvision's pretrained-weights entry for ``raft_small`` / ``raft_large``."""
+    from torchvision.models.optical_flow import Raft_Large_Weights, Raft_Small_Weights
+
+    return {"raft_small": Raft_Small_Weights, "raft_large": Raft_Large_Weights}[name].DEFAULT
+
+
+def raft_cache_file(name: str) -> Path:
+    """Where torchvision keeps ``raft_small`` / ``raft_large`` weights (present or not)."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(torchvision_weights(name).url).name
+
+
+def fetch_raft(name: str) -> Path:
+    """Download torchvision's ``raft_small`` / ``raft_large`` weights (once) and say where they are."""
+    file = raft_cache_file(name)
+    if not file.exists():
+        log.warning("downloading flow: torchvision %s weights into %s", name, file.parent)
+        try:
+            torchvision_weights(name).get_state_dict(progress=True, check_hash=True)
+        except Exception as exc:  # urllib, hash and disk errors all mean "not fetched"
+            raise ModelError(f"flow_model={name!r}: downloading torchvision's weights failed: {exc}") from exc
+    return file
+
+
 __all__ = [
     "RETRY_AFTER_S",
+    "TORCHVISION_RAFT",
     "LoadFailures",
     "Weights",
     "endpoint",
+    "fetch_raft",
     "generator_weights",
     "hub_reachable",
     "locally_present",
@@ -324,4 +408,7 @@ __all__ = [
     "offline",
     "planner_weights",
     "preflight",
+    "raft_cache_file",
+    "resolve_weights_file",
+    "torchvision_weights",
 ]

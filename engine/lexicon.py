@@ -2,7 +2,7 @@
 
 Data only, compiled by its readers: the rules planner (:mod:`engine.planners.rules`) reads every
 language's edit verbs as "this request edits"; the edit-region heuristic
-(:func:`engine.prepare.object_phrase`) reads the English verbs whose object is the region to
+(:func:`engine.region.object_phrase`) reads the English verbs whose object is the region to
 repaint. Adding a word or a language is a change here, and a test checks every language has each
 kind of verb.
 """

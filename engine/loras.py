@@ -20,6 +20,7 @@ from typing import Any
 
 from .config import EngineConfig
 from .errors import InvalidRequest, ModelError
+from .hub import resolve_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,6 @@ def load_adapter(pipe: Any, spec: LoraSpec, *, what: str, config: EngineConfig) 
     A file that is not a LoRA of this base (its keys match no layer, or their shapes differ: a
     14B LoRA on the 1.3B) is a :class:`ModelError` naming the setting ``what``.
     """
-    from .projector import resolve_weights_file
-
     file = resolve_weights_file(
         spec.path, local_files_only=config.local_files_only, cache_dir=config.cache_dir, what=what
     )

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, Strict
 
-from .annotators import ControlKind
 from .bounds import (
     DEFAULT_CONTEXT_FRAMES,
     IMAGE_FRAMES,
@@ -37,7 +36,7 @@ from .bounds import (
 from .config import Limits
 from .errors import InvalidRequest, validated
 from .tasks import TASKS, TaskSpec
-from .vocab import MediaKind, Role, Task, media_kind
+from .vocab import ControlKind, MediaKind, Role, Task, media_kind
 
 if TYPE_CHECKING:
     from .geometry import Size

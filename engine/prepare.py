@@ -1,8 +1,10 @@
 """Source preparation: for each generation task, the function that turns a checked plan into what
 ``WanVACEPipeline`` takes (video, mask, reference images, size, frames).
 
-Each task's row in :data:`engine.tasks.TASKS` names its function; :func:`prepare` looks it up. Every function returns frames at the plan's output size, masks with
-only 0 (keep) and 255 (regenerate), and notes on what was adjusted (padding, cropping).
+Each task's row in :data:`engine.tasks.TASKS` names its function in :data:`PREPARERS`;
+:func:`prepare` looks it up. Every function returns frames at the plan's output size, masks with
+only 0 (keep) and 255 (regenerate), and notes on what was adjusted (padding, cropping). Finding
+the region an edit repaints when no mask is given reads :mod:`engine.region`.
 Identical frames (a grey filler, a mask repeated on every frame) may be the same PIL object:
 treat prepared images as read-only.
 """
@@ -10,20 +12,21 @@ treat prepared images as read-only.
 from __future__ import annotations
 
 import logging
-import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .annotators.segment import dilate
+from .bounds import layout
 from .config import Limits
 from .control import JobControl
 from .errors import InvalidRequest, shown
 from .geometry import GREY, Size, binarize, even_indices, fit_box, letterbox, resize_cover
-from .lexicon import EDIT_VERBS, STATE_VERBS
-from .media import VideoClip, open_image, probe_video, read_video
+from .media import open_image
+from .region import Box, box_mask, clean_boxes, interpolate_boxes, object_phrase
 from .source import source_for
+from .video import VideoClip, probe_video, read_video
 from .vocab import MediaKind, Role
 
 if TYPE_CHECKING:
@@ -34,8 +37,6 @@ if TYPE_CHECKING:
     from .source import Source
 
 log = logging.getLogger(__name__)
-
-Box = tuple[float, float, float, float]
 
 
 @dataclass
@@ -97,10 +98,6 @@ class PrepContext:
 
 #: Frames of a source video on which the grounding model looks for the region to edit.
 GROUND_SAMPLES = 4
-#: Auto-found boxes grow by this fraction of their size on each side (at least DILATE_MIN_PX):
-#: the grounding box is tight, and edges left unmasked show as seams.
-DILATE_FRACTION = 0.08
-DILATE_MIN_PX = 4
 #: A mask pixel at or above this is "regenerate" (255), below it "keep" (0).
 MASK_THRESHOLD = 128
 
@@ -378,55 +375,6 @@ def prepare_video_edit(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
     )
 
 
-def _edit_phrase(plan: CheckedPlan, ctx: PrepContext, notes: list[str]) -> str:
-    """The object to find: ``plan.target``, else what the planner reads in the prompt, else the
-    English heuristic :func:`object_phrase`, else the whole prompt."""
-    if plan.target:
-        return plan.target.strip()
-    if ctx.phrase is not None:
-        read = ctx.phrase(plan.prompt)
-        if read:
-            notes.append(f"edit region: {shown(read)}, read from the prompt by the planner")
-            return read
-    return object_phrase(plan.prompt) or plan.prompt.strip()
-
-
-def _mask_from_words(
-    plan: CheckedPlan, ctx: PrepContext, frames: list[Image.Image], notes: list[str]
-) -> list[Image.Image]:
-    """Masks (255 = regenerate) of the object the request names, one per frame: segmented (and
-    tracked) when a segmenter is configured, else grounded boxes."""
-    import numpy as np
-    from PIL import Image
-
-    if ctx.segment is None:
-        if ctx.ground is not None:
-            notes.append("no segmenter configured: the edit region is the planner's grounding boxes")
-        return _auto_mask(plan, ctx, frames, notes)
-    phrase = _edit_phrase(plan, ctx, notes)
-    _check(ctx)
-    found = ctx.segment(np.stack([np.asarray(f) for f in frames]), phrase)  # (F, H, W) bool
-    if not found.any():
-        raise InvalidRequest.for_field(
-            "mask",
-            None,
-            f"no region matching {shown(phrase)} was found in the source; give a mask (white = "
-            "regenerate) or another target",
-        )
-    if ctx.dilate_px > 0:
-        # Segmentation edges are tight: pixels left unmasked at the object's rim show as a halo.
-        from .annotators.segment import dilate
-
-        found = dilate(found, ctx.dilate_px)
-    masks = [Image.fromarray(np.where(m, 255, 0).astype(np.uint8), mode="L") for m in found]
-
-    notes.append(
-        f"edit region for {shown(phrase)} segmented on {int(found.any(axis=(1, 2)).sum())} of {len(frames)} "
-        f"frame(s), grown by {ctx.dilate_px} px (returned beside the result)"
-    )
-    return masks
-
-
 def _given_mask(
     plan: CheckedPlan, ctx: PrepContext, m: MediaInput, native: Size, size: Size, notes: list[str]
 ) -> list[Image.Image]:
@@ -511,8 +459,6 @@ def prepare_video_extend(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
     """Continue a clip by ``plan.num_frames`` new frames: the whole clip (at the plan's rate and
     size, up to the longest video) is the output's ``prefix``; the first window opens on its last
     ``context_frames`` frames, kept (mask 0), and generates the rest (grey, mask 255)."""
-    from .windows import layout
-
     size = _size(plan)
     c = plan.context_frames  # check_plan fills it for video_extend
     m = plan.one(Role.SOURCE)
@@ -554,52 +500,55 @@ def prepare_window(
 
 
 # ---------------------------------------------------------------------------------------------
-# Finding the region to edit when no mask is given.
+# The region to edit when no mask is given: segmented, or grounded as boxes (engine.region holds
+# the words and the box arithmetic).
 
-#: The English verbs whose object is the region (the rules planner's edit verbs, engine.lexicon),
-#: and those followed by the object's new state.
-_OBJECT_VERBS = (*EDIT_VERBS["en"].repaint, *STATE_VERBS)
-_VERB_RE = re.compile(
-    r"\b(?P<verb>"
-    + "|".join(re.escape(v) for v in sorted(set(_OBJECT_VERBS), key=len, reverse=True))
-    + r")\s+(?:(?:the|a|an|this|that|these|those|his|her|their|its)\s+)?(?P<rest>[^,.;:!?\n]+)",
-    re.IGNORECASE,
-)
-_ATTRIBUTE_OF = re.compile(
-    r"^(?:colou?r|texture|style|material|pattern|shape|appearance)s?\s+of\s+(?:(?:the|a|an)\s+)?",
-    re.IGNORECASE,
-)
-_STOP_WORDS = frozenset(
-    (
-        *("with", "into", "to", "by", "in", "on", "at", "from", "so", "and", "that", "which", "who"),
-        *("for", "as", "while", "look", "looks", "appear", "appears", "become", "becomes"),
-        *("be", "is", "are", "was", "were"),
+
+def _edit_phrase(plan: CheckedPlan, ctx: PrepContext, notes: list[str]) -> str:
+    """The object to find: ``plan.target``, else what the planner reads in the prompt, else the
+    English heuristic :func:`engine.region.object_phrase`, else the whole prompt."""
+    if plan.target:
+        return plan.target.strip()
+    if ctx.phrase is not None:
+        read = ctx.phrase(plan.prompt)
+        if read:
+            notes.append(f"edit region: {shown(read)}, read from the prompt by the planner")
+            return read
+    return object_phrase(plan.prompt) or plan.prompt.strip()
+
+
+def _mask_from_words(
+    plan: CheckedPlan, ctx: PrepContext, frames: list[Image.Image], notes: list[str]
+) -> list[Image.Image]:
+    """Masks (255 = regenerate) of the object the request names, one per frame: segmented (and
+    tracked) when a segmenter is configured, else grounded boxes."""
+    import numpy as np
+    from PIL import Image
+
+    if ctx.segment is None:
+        if ctx.ground is not None:
+            notes.append("no segmenter configured: the edit region is the planner's grounding boxes")
+        return _auto_mask(plan, ctx, frames, notes)
+    phrase = _edit_phrase(plan, ctx, notes)
+    _check(ctx)
+    found = ctx.segment(np.stack([np.asarray(f) for f in frames]), phrase)  # (F, H, W) bool
+    if not found.any():
+        raise InvalidRequest.for_field(
+            "mask",
+            None,
+            f"no region matching {shown(phrase)} was found in the source; give a mask (white = "
+            "regenerate) or another target",
+        )
+    if ctx.dilate_px > 0:
+        # Segmentation edges are tight: pixels left unmasked at the object's rim show as a halo.
+        found = dilate(found, ctx.dilate_px)
+    masks = [Image.fromarray(np.where(m, 255, 0).astype(np.uint8), mode="L") for m in found]
+
+    notes.append(
+        f"edit region for {shown(phrase)} segmented on {int(found.any(axis=(1, 2)).sum())} of {len(frames)} "
+        f"frame(s), grown by {ctx.dilate_px} px (returned beside the result)"
     )
-)
-
-
-def object_phrase(prompt: str, *, max_words: int = 4) -> str | None:
-    """The object an edit prompt names, for grounding; ``None`` when no edit verb is found.
-
-    Heuristic, in English: the words after the first edit verb whose object is the region
-    (replace, remove, change, fix, ...: :data:`engine.lexicon.EDIT_VERBS`) or a state verb (make,
-    turn, paint, recolour: :data:`~engine.lexicon.STATE_VERBS`) and an optional article, up to a
-    linking word (with, into, to, by, in, ...) or punctuation, at most ``max_words``. "colour of the X" gives X; after make/turn/paint/recolour the last word of a
-    longer phrase is the new state and is dropped ("make the red car blue" → "red car").
-    """
-    found = _VERB_RE.search(prompt)
-    if found is None:
-        return None
-    rest = _ATTRIBUTE_OF.sub("", found.group("rest").strip())
-    words: list[str] = []
-    for word in rest.split():
-        if word.lower() in _STOP_WORDS:
-            break
-        words.append(word)
-    if found.group("verb").lower() in STATE_VERBS and len(words) > 1:
-        words = words[:-1]
-    words = words[:max_words]
-    return " ".join(words) or None
+    return masks
 
 
 def _auto_mask(
@@ -618,7 +567,7 @@ def _auto_mask(
     found: dict[int, list[Box]] = {}
     for i in keys:
         _check(ctx)
-        boxes = _clean_boxes(ctx.ground(frames[i], phrase), size)
+        boxes = clean_boxes(ctx.ground(frames[i], phrase), size)
         if boxes:
             found[i] = boxes
     if not found:
@@ -632,85 +581,22 @@ def _auto_mask(
         f"edit region for {shown(phrase)} found automatically on frames {sorted(found)} of {keys}, "
         "interpolated over the clip"
     )
-    return [_box_mask(size, boxes) for boxes in interpolate_boxes(found, len(frames))]
+    return [box_mask(size, boxes) for boxes in interpolate_boxes(found, len(frames))]
 
 
-def _clean_boxes(boxes: Sequence[Box], size: Size) -> list[Box]:
-    """Boxes clipped to the image; empty, inverted or non-finite ones dropped."""
-    w, h = size
-    out: list[Box] = []
-    for box in boxes or ():
-        if len(box) != 4 or not all(math.isfinite(v) for v in box):
-            continue
-        x0, y0, x1, y1 = (float(v) for v in box)
-        x0, x1 = sorted((min(max(x0, 0.0), w), min(max(x1, 0.0), w)))
-        y0, y1 = sorted((min(max(y0, 0.0), h), min(max(y1, 0.0), h)))
-        if x1 - x0 >= 1 and y1 - y0 >= 1:
-            out.append((x0, y0, x1, y1))
-    return out
-
-
-def _union(boxes: Sequence[Box]) -> Box:
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    )
-
-
-def interpolate_boxes(found: dict[int, list[Box]], num_frames: int) -> list[list[Box]]:
-    """Boxes for every frame from boxes on a few key frames, linearly interpolated.
-
-    When every key frame has the same number of boxes they are matched left to right (by centre)
-    and each is interpolated; otherwise each key frame's boxes are merged into their union (one
-    box that may over-cover: regenerating a little more is safer than leaving part of the object).
-    Frames before the first key frame take its boxes, frames after the last take the last's.
-    """
-    keys = sorted(found)
-    counts = {len(found[k]) for k in keys}
-    if len(counts) == 1:
-        tracks = {k: sorted(found[k], key=lambda b: b[0] + b[2]) for k in keys}
-    else:
-        tracks = {k: [_union(found[k])] for k in keys}
-    out: list[list[Box]] = []
-    for f in range(num_frames):
-        if f <= keys[0]:
-            out.append(tracks[keys[0]])
-            continue
-        if f >= keys[-1]:
-            out.append(tracks[keys[-1]])
-            continue
-        b = next(k for k in keys if k >= f)
-        a = max(k for k in keys if k <= f)
-        if a == b:
-            out.append(tracks[a])
-            continue
-        t = (f - a) / (b - a)
-        out.append(
-            [
-                tuple(p + (q - p) * t for p, q in zip(ba, bb, strict=True))  # type: ignore[misc]
-                for ba, bb in zip(tracks[a], tracks[b], strict=True)
-            ]
-        )
-    return out
-
-
-def _box_mask(size: Size, boxes: Sequence[Box]) -> Image.Image:
-    """An "L" mask, 255 inside the boxes grown by DILATE_FRACTION (at least DILATE_MIN_PX)."""
-    from PIL import ImageDraw
-
-    w, h = size
-    mask = _flat_mask(size, 0)
-    draw = ImageDraw.Draw(mask)
-    for x0, y0, x1, y1 in boxes:
-        dx = max(DILATE_MIN_PX, DILATE_FRACTION * (x1 - x0))
-        dy = max(DILATE_MIN_PX, DILATE_FRACTION * (y1 - y0))
-        left, top = max(0, math.floor(x0 - dx)), max(0, math.floor(y0 - dy))
-        right, bottom = min(w, math.ceil(x1 + dx)), min(h, math.ceil(y1 + dy))
-        if right > left and bottom > top:
-            draw.rectangle((left, top, right - 1, bottom - 1), fill=255)  # corners inclusive
-    return mask
+#: Each task row's preparation function, by the name the row gives (:attr:`TaskSpec.prepare
+#: <engine.tasks.TaskSpec.prepare>`): the table names them, so it imports nothing of this module.
+PREPARERS: dict[str, Callable[[CheckedPlan, PrepContext], Prepared]] = {
+    "text_only": prepare_text_only,
+    "image_edit": prepare_image_edit,
+    "image_control": prepare_image_control,
+    "reference": prepare_reference,
+    "anchor_frames": prepare_anchor_frames,
+    "video_control": prepare_video_control,
+    "video_edit": prepare_video_edit,
+    "outpaint": prepare_outpaint,
+    "video_extend": prepare_video_extend,
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -728,7 +614,7 @@ def prepare(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
         Cancelled: ``ctx.control`` was cancelled between decodes.
     """
     started = time.perf_counter()
-    prepared = plan.spec.prepare(plan, ctx)  # set on every generation task's row
+    prepared = PREPARERS[plan.spec.prepare](plan, ctx)  # named on every generation task's row
     log.info(
         "prepared %s: %d×%d, %d frames, video=%s mask=%s refs=%s in %.2fs",
         plan.task,

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
+from .hub import resolve_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -74,51 +75,6 @@ class Projector(nn.Module):
             x = x[:, : self.seq_len]
         # (B, 56, D) -> (B, D, 56) -> Linear over positions -> (B, D, 4) -> (B, 4, D)
         return self.seq_adjust(x.transpose(1, 2)).transpose(1, 2)
-
-
-def resolve_weights_file(
-    spec: str | Path,
-    *,
-    local_files_only: bool = False,
-    cache_dir: str | Path | None = None,
-    what: str = "projector",
-) -> Path:
-    """A local file path, or ``owner/repo/path/in/repo`` fetched with ``hf_hub_download``.
-
-    A local file wins; anything else with at least three ``/``-separated parts is tried on the hub
-    (honouring ``local_files_only``: then only the local hub cache is looked at).
-    """
-    path = Path(spec).expanduser()
-    if path.is_file():
-        return path
-    text = str(spec)
-    parts = text.split("/")
-    looks_like_hub = (
-        not path.is_absolute()
-        and not text.startswith((".", "~"))
-        and len(parts) >= 3
-        and all(parts)
-        and not path.exists()
-    )
-    if not looks_like_hub:
-        raise ModelError(f"{what}={text!r}: no such file (give a local file or owner/repo/path/in/repo)")
-    from huggingface_hub import hf_hub_download
-
-    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
-    try:
-        local = hf_hub_download(
-            repo_id=repo_id,
-            filename=filename,
-            local_files_only=local_files_only,
-            cache_dir=str(cache_dir) if cache_dir is not None else None,
-        )
-    except Exception as exc:  # hub errors come in many types (offline, 404, gated, cache miss)
-        hint = " (local_files_only is set: only the hub cache was searched)" if local_files_only else ""
-        raise ModelError(
-            f"{what}={text!r}: not a local file, and file {filename!r} of hub repo {repo_id!r} "
-            f"could not be fetched{hint}: {exc}"
-        ) from exc
-    return Path(local)
 
 
 def _expected_shapes(hidden_size: int, text_dim: int) -> dict[str, tuple[int, ...]]:

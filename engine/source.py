@@ -8,7 +8,7 @@ sides share, so the policy and the decoders need not import each other:
 - :class:`Source`, :func:`close_all`, :func:`source_for`: the descriptor, the real path, the
   kind, the size; a job's sources are looked up by path, never opened again.
 - :class:`ImageHeader`, :class:`VideoHeader`: what :func:`probe` learns without decoding a pixel;
-  :class:`VideoInfo`: what decoding the first frame adds (:func:`engine.media.probe_video`).
+  :class:`VideoInfo`: what decoding the first frame adds (:func:`engine.video.probe_video`).
 - :func:`probe` and the pieces :mod:`engine.media` reuses to decode from the same file:
   :func:`open_container` (the demuxer its extension names, :data:`CONTAINERS`),
   :func:`video_header`, :func:`pillow_errors`, :func:`check_pixels`, :func:`refuse`.
@@ -88,7 +88,7 @@ class VideoHeader:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """A video as decoding sees it (:func:`engine.media.probe_video`): the upright size, and a
+    """A video as decoding sees it (:func:`engine.video.probe_video`): the upright size, and a
     frame count and rate that are always known (counted when the container does not say them)."""
 
     width: int
@@ -141,7 +141,7 @@ class Source:
     Made by :meth:`engine.inputs.InputPolicy.open` after its checks. ``path`` is the real path
     (for messages and sidecar names), ``value`` what the caller gave, ``field`` the argument it
     came from. ``header`` is filled by the header-only :func:`probe`, ``video`` by
-    :func:`engine.media.probe_video` when decoding starts. Close it (or use it as a context
+    :func:`engine.video.probe_video` when decoding starts. Close it (or use it as a context
     manager) when the job is done.
     """
 

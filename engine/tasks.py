@@ -5,22 +5,19 @@ tokens select it, the function that prepares its sources for the generator, the 
 it takes, and the one-line summary that tool descriptions and CLI help show. The grammar
 (:mod:`engine.grammar`), the role checks and the parameter checks (:mod:`engine.plan`), the rules
 planner's default roles, the MCP tool descriptions and the CLI read the rows; adding a task is
-one row here plus one preparation function in :mod:`engine.prepare`.
+one row here plus one preparation function in :mod:`engine.prepare` (which the row names).
+
+The table is data: it imports nothing of the stages that read it, so the plan types, the
+preparation functions and the checks can all read it without a circle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-from . import prepare as prep
 from .bounds import DEFAULT_CONTEXT_FRAMES
 from .vocab import BOEDIT, BOFIDX, CFI, CFV, CTRL, REF, MediaKind, Role, Task
-
-if TYPE_CHECKING:
-    from .plan import CheckedPlan
-    from .prepare import Prepared, PrepContext
 
 Output = Literal["text", "image", "video"]
 
@@ -70,8 +67,9 @@ class TaskSpec:
     output: Output
     roles: tuple[RoleRule, ...]
     summary: str
-    #: Turns a checked plan into the generator's inputs; ``None`` for understanding tasks.
-    prepare: Callable[[CheckedPlan, PrepContext], Prepared] | None = None
+    #: The function that turns a checked plan into the generator's inputs, by its name in
+    #: :data:`engine.prepare.PREPARERS`; ``None`` for understanding tasks.
+    prepare: str | None = None
     #: The Unison tokens that select the task: the output token and the marker token (``None``:
     #: none besides the output token); ``None`` when the released grammar has no form for it.
     grammar: tuple[str, str | None] | None = None
@@ -136,7 +134,7 @@ TASKS: dict[Task, TaskSpec] = {
             "image",
             (),
             "create an image from text",
-            prepare=prep.prepare_text_only,
+            prepare="text_only",
             grammar=(CFI, None),
         ),
         TaskSpec(
@@ -144,7 +142,7 @@ TASKS: dict[Task, TaskSpec] = {
             "video",
             (),
             "create a video from text",
-            prepare=prep.prepare_text_only,
+            prepare="text_only",
             grammar=(CFV, None),
             chain=True,
         ),
@@ -154,7 +152,7 @@ TASKS: dict[Task, TaskSpec] = {
             (RoleRule(Role.SOURCE, _I), RoleRule(Role.MASK, _I, 0, 1)),
             "repaint the white area of `mask` in `source`, or the object named by `target` (or the "
             "prompt) when no mask is given",
-            prepare=prep.prepare_image_edit,
+            prepare="image_edit",
             grammar=(CFI, BOEDIT),
             size_from=(Role.SOURCE,),
             params=("target",),
@@ -164,7 +162,7 @@ TASKS: dict[Task, TaskSpec] = {
             "image",
             (RoleRule(Role.CONTROL, _I),),
             "create an image following the pose, depth, edges, motion or grey of a control image",
-            prepare=prep.prepare_image_control,
+            prepare="image_control",
             grammar=(CFI, CTRL),
             size_from=(Role.CONTROL,),
             params=("control_kind",),
@@ -175,7 +173,7 @@ TASKS: dict[Task, TaskSpec] = {
             "image",
             (RoleRule(Role.REFERENCE, _I, 1, 3),),
             "create an image of the subject(s)/face(s) in the reference images",
-            prepare=prep.prepare_reference,
+            prepare="reference",
             grammar=(CFI, REF),
         ),
         TaskSpec(
@@ -183,7 +181,7 @@ TASKS: dict[Task, TaskSpec] = {
             "video",
             (RoleRule(Role.FIRST_FRAME, _I, 0, 1), RoleRule(Role.LAST_FRAME, _I, 0, 1)),
             "animate an image given as the first or the last frame",
-            prepare=prep.prepare_anchor_frames,
+            prepare="anchor_frames",
             grammar=(CFV, BOFIDX),
             total_inputs=(1, 1),
             note="needs exactly one image, as first_frame or last_frame (both ends: use first_last_to_video)",
@@ -195,7 +193,7 @@ TASKS: dict[Task, TaskSpec] = {
             "video",
             (RoleRule(Role.FIRST_FRAME, _I), RoleRule(Role.LAST_FRAME, _I)),
             "a video that starts at one image and ends at another",
-            prepare=prep.prepare_anchor_frames,
+            prepare="anchor_frames",
             size_from=(Role.FIRST_FRAME, Role.LAST_FRAME),
         ),
         TaskSpec(
@@ -203,7 +201,7 @@ TASKS: dict[Task, TaskSpec] = {
             "video",
             (RoleRule(Role.REFERENCE, _I, 1, 3),),
             "create a video of the subject(s) in the reference images",
-            prepare=prep.prepare_reference,
+            prepare="reference",
             grammar=(CFV, REF),
         ),
         TaskSpec(
@@ -212,7 +210,7 @@ TASKS: dict[Task, TaskSpec] = {
             (RoleRule(Role.SOURCE, _V), RoleRule(Role.MASK, _IV, 0, 1)),
             "repaint a region of `source` video: the white area of `mask` (video, or image for every "
             "frame), or the object named by `target` (or the prompt), tracked, when no mask is given",
-            prepare=prep.prepare_video_edit,
+            prepare="video_edit",
             grammar=(CFV, BOEDIT),
             size_from=(Role.SOURCE,),
             length_from=Role.SOURCE,
@@ -223,7 +221,7 @@ TASKS: dict[Task, TaskSpec] = {
             "video",
             (RoleRule(Role.CONTROL, _V),),
             "create a video following the pose, depth, edges, motion or grey of a control video",
-            prepare=prep.prepare_video_control,
+            prepare="video_control",
             grammar=(CFV, CTRL),
             size_from=(Role.CONTROL,),
             length_from=Role.CONTROL,
@@ -235,7 +233,7 @@ TASKS: dict[Task, TaskSpec] = {
             "image",
             (RoleRule(Role.SOURCE, _I),),
             "extend an image's canvas by margins or to a larger size",
-            prepare=prep.prepare_outpaint,
+            prepare="outpaint",
             params=("margins",),
             note="takes `margins` (pixels added left/top/right/bottom) or a larger width/height",
             size_from=(Role.SOURCE,),
@@ -245,7 +243,7 @@ TASKS: dict[Task, TaskSpec] = {
             "video",
             (RoleRule(Role.SOURCE, _V),),
             "extend a video's canvas by margins or to a larger size",
-            prepare=prep.prepare_outpaint,
+            prepare="outpaint",
             params=("margins",),
             note="takes `margins` (pixels added left/top/right/bottom) or a larger width/height",
             size_from=(Role.SOURCE,),
@@ -256,7 +254,7 @@ TASKS: dict[Task, TaskSpec] = {
             "video",
             (RoleRule(Role.SOURCE, _V),),
             "continue a clip from its last frames",
-            prepare=prep.prepare_video_extend,
+            prepare="video_extend",
             params=("context_frames",),
             note=f"keeps `context_frames` frames of the source (default {DEFAULT_CONTEXT_FRAMES})",
             size_from=(Role.SOURCE,),

@@ -1,8 +1,8 @@
 """Understanding and grounding: Qwen2.5-VL answering about text, images and videos, and finding things.
 
-These run on the same loaded model as planning (:class:`~engine.planners.qwen.QwenPlanner`, whose
-``understand`` and ``ground`` methods call the functions here) but are not planning, so they
-live in their own module:
+These run on the same loaded model as planning (a :class:`~engine.planners.qwen_model.QwenModel`;
+:class:`~engine.planners.qwen.QwenPlanner`'s ``understand`` and ``ground`` methods call the
+functions here) but are not planning, so they live in their own module:
 
 - :func:`understand` answers a question. Images go in as images, decoded reduced to the
   understanding pixel budget (eight large inputs never sit in memory at full size); videos go in
@@ -24,9 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import InputRefused, InvalidRequest
-from .media import VideoClip, open_image, probe_video, read_video
+from .media import open_image
 from .planners.instruct import json_values
 from .source import source_for
+from .video import VideoClip, probe_video, read_video
 from .vocab import MediaKind
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
     from .control import JobControl
     from .plan import MediaInput
-    from .planners.qwen import QwenPlanner
+    from .planners.qwen_model import QwenModel
     from .source import Source
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ VIDEO_MIN_PIXELS = 128 * 28 * 28
 
 
 def understand(
-    qwen: QwenPlanner,
+    qwen: QwenModel,
     prompt: str,
     media: Sequence[MediaInput],
     *,
@@ -95,7 +96,7 @@ def understand(
 
 
 def _decode_media(
-    qwen: QwenPlanner,
+    qwen: QwenModel,
     media: Sequence[MediaInput],
     sources: Mapping[str, Source],
     check: Callable[[], None] | None,
@@ -127,7 +128,7 @@ def _decode_media(
     return images, videos, metadata, content
 
 
-def _read_video(qwen: QwenPlanner, source: Source, check: Callable[[], None] | None) -> VideoClip:
+def _read_video(qwen: QwenModel, source: Source, check: Callable[[], None] | None) -> VideoClip:
     """Frames at the understanding rate, decoded straight to the pixel budget."""
     u = qwen.config.understanding
     limit = qwen.config.limits.max_input_pixels  # the same input limit generation applies
@@ -148,7 +149,7 @@ def _read_video(qwen: QwenPlanner, source: Source, check: Callable[[], None] | N
 
 
 def vision_inputs(
-    qwen: QwenPlanner,
+    qwen: QwenModel,
     text: str,
     images: list[Image.Image],
     videos: list[Any],
@@ -187,7 +188,7 @@ def vision_inputs(
 # Grounding.
 
 
-def ground(qwen: QwenPlanner, image: Image.Image, phrase: str) -> list[Box]:
+def ground(qwen: QwenModel, image: Image.Image, phrase: str) -> list[Box]:
     """Boxes ``(x0, y0, x1, y1)`` of ``phrase`` in ``image``, in that image's pixels.
 
     Qwen2.5-VL answers in absolute coordinates of the image it was shown (resized by the
@@ -283,7 +284,7 @@ _TARGET_QUESTION = (
 )
 
 
-def edit_target(qwen: QwenPlanner, prompt: str) -> str | None:
+def edit_target(qwen: QwenModel, prompt: str) -> str | None:
     """The object an edit ``prompt`` names, in a few English words, as the planner model reads it
     (so a request in any language it reads works); ``None`` when the answer is not a short phrase."""
     answer = qwen.reply([{"role": "user", "content": _TARGET_QUESTION.format(prompt=prompt)}], 16)

@@ -1,4 +1,4 @@
-"""The project's vocabulary: task names, input roles, media kinds and the 14 Unison tokens.
+"""The project's vocabulary: task names, input roles, media kinds, control kinds and the 14 Unison tokens.
 
 A leaf module (no other engine import) so that the task table (:mod:`engine.tasks`), the grammar
 (:mod:`engine.grammar`), requests (:mod:`engine.request`) and plans (:mod:`engine.plan`) can all
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
+from typing import Literal, get_args
 
 from .errors import InvalidRequest, shown
 
@@ -74,6 +75,12 @@ def media_kind(path: str | Path, *, field: str = "path") -> MediaKind:
         f"unsupported file type {shown(suffix or '(none)')}; images: {', '.join(IMAGE_EXTENSIONS)}; "
         f"videos: {', '.join(VIDEO_EXTENSIONS)}",
     )
+
+
+#: What ``control_kind`` may say: a signal the annotators (:mod:`engine.annotators`) extract from a
+#: plain input, or ``raw`` (the input already is one).
+ControlKind = Literal["pose", "depth", "edges", "flow", "gray", "raw"]
+CONTROL_KINDS: tuple[str, ...] = get_args(ControlKind)
 
 
 # The Unison grammar's tokens (../shared/UNISON.md). Which task each selects is in the task table.

@@ -1,11 +1,13 @@
-"""Long videos as a chain of windows: how many frames each generator run makes and keeps.
+"""Long videos as a chain of windows: each generator run of a plan, and how their frames join.
 
 Wan2.1-VACE makes at most one window of frames per run (``Limits.max_frames``, 161 = 10 s at
 16 fps: the tiny model's rotary table and the real model's memory both bound it). A longer
 ``text_to_video``, ``image_to_video`` or ``video_extend`` is made window after window: each one
 after the first opens on the last ``overlap`` frames of what is made so far, kept (mask 0), and
 generates the rest. Every run must have 4k+1 frames, so a window may generate up to 3 frames
-more than it keeps; they are dropped from its end.
+more than it keeps; they are dropped from its end. How many frames each window makes and keeps is
+:func:`engine.bounds.layout` (arithmetic on the frame grid, which the preparation of video_extend
+reads too); :class:`Chain` runs the windows.
 
 The trade-off (docs/performance.md): each join sees only the overlap, so motion and identity
 drift a little at every window, and the whole video takes one window's time per window.
@@ -19,55 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .bounds import MIN_NEW_FRAMES, ceil_4k1
+from .bounds import Window, layout
+from .prepare import Prepared, prepare_window
 from .vocab import Role, Task
 
 if TYPE_CHECKING:
     from .composite import Composited
     from .config import EngineConfig
     from .plan import CheckedPlan
-    from .prepare import Prepared
-
-
-@dataclass(frozen=True)
-class Window:
-    """One generator run of a chain.
-
-    ``context`` frames come from what is made so far (0 for a first window that starts from
-    nothing), ``new`` frames are kept from this run, ``total`` (4k+1, at least context + new)
-    frames are generated; the ``total - context - new`` extra frames are dropped.
-    """
-
-    context: int
-    new: int
-    total: int
-
-    @property
-    def extra(self) -> int:
-        return self.total - self.context - self.new
-
-
-def layout(new_frames: int, *, window: int, overlap: int, first_context: int = 0) -> list[Window]:
-    """The windows that make ``new_frames`` frames, each at most ``window`` frames (4k+1).
-
-    ``first_context`` frames exist before the first window (``video_extend``: the source's last
-    frames); later windows continue from ``overlap`` frames, fewer when less has been made, and
-    always leave at least MIN_NEW_FRAMES of each window new (the bound on ``context_frames``).
-    """
-    if window % 4 != 1 or window < 5:
-        raise ValueError(f"a window must be 4k+1 frames, at least 5 (got {window})")
-    if new_frames <= 0:
-        return []
-    out: list[Window] = []
-    made, left = first_context, new_frames
-    context = min(first_context, window - MIN_NEW_FRAMES)
-    while left > 0:
-        new = min(left, window - context)
-        out.append(Window(context=context, new=new, total=ceil_4k1(context + new)))
-        made += new
-        left -= new
-        context = min(overlap, made, window - MIN_NEW_FRAMES)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,8 +166,6 @@ class Chain:
 
     def _window(self, acc: list[np.ndarray], w: Window) -> Prepared:
         from PIL import Image
-
-        from .prepare import prepare_window
 
         context = acc[: w.context] if self.reverse else acc[len(acc) - w.context :]
         size = (self.plan.width, self.plan.height)

@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.annotators import CONTROL_KINDS, ControlAnnotator, build_control, looks_like_control
+from engine.annotators import ControlAnnotator, build_control, looks_like_control
 from engine.annotators.base import Placement
 from engine.annotators.flow import FlowAnnotator, colour_wheel, flow_to_colour, render_flows
 from engine.annotators.pose import COLOURS, LIMB_STRENGTH, LIMBS, render_pose
 from engine.config import EngineConfig
 from engine.control import JobControl
 from engine.errors import Cancelled, InvalidRequest, ModelError
+from engine.vocab import CONTROL_KINDS
 
 EXTRACTED = [k for k in CONTROL_KINDS if k != "raw"]
 

@@ -23,8 +23,9 @@ from engine.inputs import InputPolicy
 from engine.lexicon import EDIT_VERBS, SPACED, STATE_VERBS, UNSPACED
 from engine.plan import CheckedPlan, CheckedQuestion, MediaInput, Plan, build_plan, check_plan
 from engine.planners.instruct import plan_from_json
-from engine.planners.rules import _EDIT, RulesPlanner
-from engine.prepare import object_phrase
+from engine.planners.rules import RulesPlanner
+from engine.planners.wording import EDIT
+from engine.region import object_phrase
 from engine.request import parse_request
 from engine.vocab import MediaKind, Role, Task
 
@@ -178,11 +179,11 @@ def test_the_edit_region_heuristic_reads_the_rules_planners_edit_verbs():
         request = f"{verb} the red car with a blue truck"
         # After a state verb the last word is the new state ("recolour the red car blue").
         assert object_phrase(request) == ("red" if verb in STATE_VERBS else "red car"), verb
-        assert _EDIT.search(request), verb
+        assert EDIT.search(request), verb
     for language in (*SPACED, *UNSPACED):
         verbs = EDIT_VERBS[language]
         assert verbs.repaint and verbs.other, language
-        assert all(_EDIT.search(f"{w} " if language in SPACED else w) for w in verbs.all), language
+        assert all(EDIT.search(f"{w} " if language in SPACED else w) for w in verbs.all), language
 
 
 # ---------------------------------------------------------------------------------------------

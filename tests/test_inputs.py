@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import media
+from engine import video
 from engine.errors import InputRefused
 from engine.inputs import MAX_PATH_CHARS, InputPolicy
-from engine.media import encode_mp4, encode_png, open_image, probe_video, read_video
+from engine.media import encode_mp4, encode_png, open_image
 from engine.source import ImageHeader, Source, VideoHeader
+from engine.video import probe_video, read_video
 
 MB = 1_000_000
 
@@ -333,12 +334,12 @@ def test_matroska_and_avi_files_are_accepted(policy: InputPolicy, tree, suffix: 
 
 
 def test_frame_counting_stops_at_its_byte_bound(policy: InputPolicy, tree, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(media, "COUNT_MAX_BYTES", 10)
+    monkeypatch.setattr(video, "COUNT_MAX_BYTES", 10)
     with (
         policy.open(str(write_video(tree["root"] / "v.mp4", n=30))) as source,
         pytest.raises(InputRefused, match="counting its frames stopped"),
     ):
-        media._count_frames(source)
+        video._count_frames(source)
 
 
 # ---------------------------------------------------------------------------------------------

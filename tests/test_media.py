@@ -1,4 +1,4 @@
-"""engine.media: safe image/video reading, time resampling, geometry and the encoders.
+"""engine.media and engine.video: safe image/video reading, time resampling, geometry and the encoders.
 
 Fixtures are written with the project's own encoders into tmp dirs and opened as inputs are (the
 ``opened`` fixture: through an InputPolicy, the only way to a Source). Video frames are flat greys
@@ -18,7 +18,8 @@ from PIL import Image
 
 from engine.errors import InputRefused, InvalidRequest
 from engine.geometry import even_indices, fit_box, letterbox, resampled_count, resize_cover, resize_fit
-from engine.media import encode_mp4, encode_png, open_image, probe_video, read_video
+from engine.media import encode_mp4, encode_png, open_image
+from engine.video import probe_video, read_video
 
 STEP = 4  # grey levels per frame index in coded videos
 
@@ -266,19 +267,19 @@ def test_from_end_keeps_the_last_frames(tmp_path: Path, opened):
 
 
 def test_a_clip_too_long_to_read_whole_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opened):
-    import engine.media
+    import engine.video
 
-    monkeypatch.setattr(engine.media, "HARD_MAX_FRAMES", 8)
+    monkeypatch.setattr(engine.video, "HARD_MAX_FRAMES", 8)
     with pytest.raises(InputRefused, match="give num_frames or max_frames"):
         read_video(opened(write_video(tmp_path / "v.mp4", 12, 16)))
 
 
 def test_a_count_one_above_the_hard_cap_is_not_mistaken_for_the_cap(tmp_path: Path, monkeypatch, opened):
-    import engine.media
+    import engine.video
 
     # HARD_MAX_FRAMES + 1 asked for by the caller is a count like any other, not the marker the
     # uncounted read uses to notice a container that understates its length.
-    monkeypatch.setattr(engine.media, "HARD_MAX_FRAMES", 8)
+    monkeypatch.setattr(engine.video, "HARD_MAX_FRAMES", 8)
     clip = read_video(opened(write_video(tmp_path / "v.mp4", 12, 16)), num_frames=9)
     assert len(clip.frames) == 9
     clip = read_video(opened(write_video(tmp_path / "w.mp4", 9, 16)), max_frames=9)

@@ -18,7 +18,8 @@ from engine.errors import Cancelled, InputRefused, InvalidRequest
 from engine.geometry import GREY
 from engine.media import encode_mp4, encode_png
 from engine.plan import CheckedPlan, CheckedQuestion, Margins, Plan, build_plan
-from engine.prepare import Prepared, PrepContext, interpolate_boxes, object_phrase, prepare
+from engine.prepare import PREPARERS, Prepared, PrepContext, prepare
+from engine.region import interpolate_boxes, object_phrase
 from engine.tasks import GENERATION_TASKS, TASKS
 from engine.vocab import Role, Task
 
@@ -120,6 +121,14 @@ def inputs_for(task: Task, f: dict[str, Path]) -> list[tuple[str, Role]]:
 
 def test_every_generation_task_has_a_preparer_and_no_understanding_task_does():
     assert {t for t, spec in TASKS.items() if spec.prepare is not None} == set(GENERATION_TASKS)
+
+
+def test_every_preparation_a_row_names_exists_and_every_one_is_named_by_a_row():
+    # The table names its preparation functions (it imports nothing of engine.prepare): a name
+    # with no function, or a function no row names, is a slip this catches.
+    named = {spec.prepare for spec in TASKS.values() if spec.prepare is not None}
+    assert named == set(PREPARERS)
+    assert all(callable(fn) and fn.__name__ == f"prepare_{name}" for name, fn in PREPARERS.items())
 
 
 @pytest.mark.parametrize("task", sorted(GENERATION_TASKS, key=lambda t: t.value), ids=str)

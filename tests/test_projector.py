@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from engine.errors import ModelError
-from engine.projector import Projector, load_projector, resolve_weights_file
+from engine.hub import resolve_weights_file
+from engine.projector import Projector, load_projector
 from engine.tiny.wan import build_projector
 
 HIDDEN, TEXT_DIM = 16, 32

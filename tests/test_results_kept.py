@@ -16,8 +16,9 @@ from engine.config import TINY_LIMITS, EngineConfig
 from engine.control import JobControl
 from engine.engine import Engine
 from engine.geometry import resize_cover
-from engine.media import encode_mp4, encode_png, probe_video, read_video
+from engine.media import encode_mp4, encode_png
 from engine.results import GenerateResult
+from engine.video import probe_video, read_video
 
 FEATHER = 2
 

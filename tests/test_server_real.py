@@ -20,7 +20,8 @@ from PIL import Image
 
 from engine.tiny.qwen import EXAMPLES
 from unison_mcp.config import ServerConfig
-from unison_mcp.server import build_server, state_of
+from unison_mcp.server import build_server
+from unison_mcp.state import state_of
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,8 @@ from engine.results import GenerateResult, Sampling, UnderstandResult
 from engine.tasks import TASKS
 from engine.vocab import MediaKind, Role, Task
 from unison_mcp.config import ServerConfig
-from unison_mcp.server import build_server, state_of
+from unison_mcp.server import build_server
+from unison_mcp.state import state_of
 
 # ---------------------------------------------------------------------------------------------
 # The fake engine

@@ -7,8 +7,9 @@ installed and found) and ``download`` (fetch the configured weights).
 
 Results go to stdout through :func:`emit` and nowhere else; logs and progress go to stderr (stdout
 belongs to the MCP protocol under ``serve``). Engine errors end the command with one line on
-stderr and exit status 2. Heavy modules (torch, transformers, the engine) are imported inside the
-command functions so that ``--help`` stays instant.
+stderr and exit status 2. What is slow to import (the engine, the MCP SDK behind the server and
+its HTTP app) is imported inside the command functions that use it, so that ``--help`` stays
+instant; so is the tiny-model factory, which only ``make-tiny`` runs.
 """
 
 from __future__ import annotations
@@ -26,20 +27,25 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.api import parse_arguments, request_model
+from engine.config import Limits, default_tiny_dir
 from engine.errors import InvalidRequest, UnisonError
+from engine.plan import Margins
+from engine.results import Sampling
 from engine.tasks import GENERATION_TASKS, TASKS
 from engine.vocab import MediaKind, Role, Task
 
 from . import __version__
-from .config import BY_NAME, SECTIONS, add_config_arguments, add_preset_argument, load_config
+from .config import BY_NAME, SECTIONS, ServerConfig, load_config
+from .doctor import format_report, run_doctor
+from .download import ROLES, download_weights
+from .errors import describe_error
+from .flags import add_config_arguments, add_preset_argument
 from .progress import Progress, stage_label
 from .quiet import quiet_libraries
 
 if TYPE_CHECKING:
     from engine.engine import Engine
-    from engine.plan import Margins
-
-    from .config import ServerConfig
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +68,7 @@ def emit(text: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import run_server
+    from .server import run_server  # the MCP SDK (~0.4 s): only to serve
 
     config = load_config(args)
     verbose = getattr(args, "verbose", 0)
@@ -98,8 +104,6 @@ def cmd_understand(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.results import Sampling
-
     config = load_config(args)
     with _Progress(config) as progress:
         result = _engine(config).auto(
@@ -123,8 +127,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from engine.api import parse_arguments
-
     config = load_config(args)
     limits = config.engine.limits
     request = parse_arguments("generate", limits, generate_arguments(args))
@@ -142,8 +144,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
-    from engine.config import default_tiny_dir
-    from engine.tiny import ensure_tiny
+    from engine.tiny import ensure_tiny  # the tiny-model factory: only to build
 
     root = Path(args.dir) if args.dir else default_tiny_dir()
     t0 = time.perf_counter()
@@ -159,16 +160,12 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import format_report, run_doctor
-
     report = run_doctor(load_config(args))
     emit(json.dumps(report.as_dict(), ensure_ascii=False) if args.json else format_report(report))
     return 0 if report.ok else 1
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .download import download_weights
-
     config = load_config(args)
     for item in download_weights(config.engine, only=args.only, dry_run=args.dry_run):
         emit(f"{item.role}\t{item.spec}\t{item.local_path or item.action}")
@@ -176,7 +173,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_gallery(args: argparse.Namespace) -> int:
-    from .http import serve_gallery
+    from .http import serve_gallery  # the MCP SDK and starlette: only to serve
 
     serve_gallery(load_config(args))
     return 0
@@ -187,7 +184,7 @@ def cmd_gallery(args: argparse.Namespace) -> int:
 
 
 def _engine(config: ServerConfig) -> Engine:
-    from engine.engine import Engine
+    from engine.engine import Engine  # the engine and what it imports stay out of --help
 
     return Engine(config.engine)
 
@@ -213,9 +210,6 @@ _ALIASES = {"num_frames": ("--frames",), "duration_s": ("--duration",), "referen
 
 def _generate_fields() -> list[tuple[str, Any]]:
     """The request fields ``generate`` has flags for, with their pydantic field (help, type)."""
-    from engine.api import request_model
-    from engine.config import Limits
-
     fields = request_model("generate", Limits()).model_fields
     return [(name, f) for name, f in fields.items() if name not in ("task", "prompt", *_CONFIGURED)]
 
@@ -266,8 +260,6 @@ def parse_lora_choice(text: str) -> dict[str, Any]:
 
 def parse_margins(text: str) -> Margins:
     """``L,T,R,B`` (or one number for all four sides) in output pixels."""
-    from engine.plan import Margins
-
     parts = [p.strip() for p in text.split(",")]
     try:
         values = [int(p) for p in parts]
@@ -284,8 +276,6 @@ def parse_margins(text: str) -> Margins:
 
 
 def download_roles() -> tuple[str, ...]:
-    from .download import ROLES  # light: no torch
-
     return tuple(ROLES)
 
 
@@ -345,6 +335,141 @@ def _add_global(parser: argparse.ArgumentParser) -> None:
     add_preset_argument(g)
 
 
+def _request_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "request", help='the request; input files inline as ###path###, e.g. "animate ###cat.png###"'
+    )
+    p.add_argument(
+        "--media", action="append", metavar="FILE", help="an input file not marked inline (repeatable)"
+    )
+
+
+def _understand_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("question", help="the question; files may also be marked inline as ###path###")
+    p.add_argument(
+        "--media", action="append", metavar="FILE", help="an image or video to ask about (repeatable)"
+    )
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    _request_arguments(p)
+    p.add_argument("--seed", type=_seed, help="random seed (default: random, reported)")
+    p.add_argument("--dry-run", action="store_true", help="only plan (same as `plan`)")
+    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+
+def _generate_arguments(p: argparse.ArgumentParser) -> None:
+    _add_generate_arguments(p)
+    # After the task's own flags, so that --help shows the inputs before 140 lines of settings.
+    add_config_arguments(p, ENGINE_SECTIONS)
+
+
+def _make_tiny_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", nargs="?", help="where (default: $UNISON_TINY_DIR or ~/.cache/unison-mcp/tiny)")
+
+
+def _json_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _download_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", action="append", choices=download_roles(), help="fetch only these (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be fetched")
+
+
+def _gallery_arguments(p: argparse.ArgumentParser) -> None:
+    output_dir = BY_NAME["output_dir"]
+    p.add_argument(
+        output_dir.flag,
+        dest=output_dir.name,
+        metavar="DIR",
+        default=argparse.SUPPRESS,
+        help=f"{output_dir.help} [{output_dir.env}]",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """One command of the CLI: its name, short usage, function, what it does, the settings sections
+    it takes flags for, and its own arguments."""
+
+    name: str
+    usage: str
+    run: Callable[[argparse.Namespace], int]
+    about: str
+    sections: Sequence[str] = ()
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+#: The commands, in the order ``--help`` lists them.
+COMMANDS: tuple[Command, ...] = (
+    Command("serve", "", cmd_serve, "run the MCP server (stdio by default)", SERVER_SECTIONS),
+    Command(
+        "plan",
+        "REQUEST",
+        cmd_plan,
+        "print the plan for a request as JSON (the dry run of `run`)",
+        ENGINE_SECTIONS,
+        _request_arguments,
+    ),
+    Command(
+        "understand",
+        "QUESTION",
+        cmd_understand,
+        "answer a question about text, images or a video",
+        ENGINE_SECTIONS,
+        _understand_arguments,
+    ),
+    Command(
+        "run",
+        "REQUEST",
+        cmd_run,
+        "plan a request, then answer it or generate for it (progress on stderr)",
+        ENGINE_SECTIONS,
+        _run_arguments,
+    ),
+    Command(
+        "generate",
+        "--task TASK --prompt TEXT",
+        cmd_generate,
+        "run one generation task with typed parameters (progress on stderr)",
+        arguments=_generate_arguments,
+    ),
+    Command(
+        "make-tiny",
+        "[DIR]",
+        cmd_make_tiny,
+        "build the tiny random test models (real on-disk formats)",
+        arguments=_make_tiny_arguments,
+    ),
+    Command(
+        "doctor",
+        "",
+        cmd_doctor,
+        "check devices, versions and which weights are present (exit 1 if something is missing)",
+        SERVER_SECTIONS,
+        _json_argument,
+    ),
+    Command(
+        "download",
+        "",
+        cmd_download,
+        "fetch the configured weights from the Hugging Face hub (progress on stderr)",
+        ENGINE_SECTIONS,
+        _download_arguments,
+    ),
+    Command(
+        "gallery",
+        "",
+        cmd_gallery,
+        "serve the gallery of an output directory on 127.0.0.1 (for stdio users; Ctrl-C stops it)",
+        ("server",),
+        _gallery_arguments,
+    ),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unison-mcp",
@@ -356,92 +481,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"unison-mcp {__version__}")
     _add_global(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def command(
-        name: str,
-        usage: str,
-        func: Callable[[argparse.Namespace], int],
-        help_text: str,
-        sections: Sequence[str] = (),
-    ) -> argparse.ArgumentParser:
+    for command in COMMANDS:
         # A short usage line: the full one would list every configuration flag.
         p = sub.add_parser(
-            name,
-            help=help_text,
-            description=help_text,
-            usage=f"%(prog)s {usage}".rstrip() + " [options]",
+            command.name,
+            help=command.about,
+            description=command.about,
+            usage=f"%(prog)s {command.usage}".rstrip() + " [options]",
             allow_abbrev=False,
             formatter_class=HelpFormatter,
         )
         _add_global(p)
-        if sections:
-            add_config_arguments(p, sections)
-        p.set_defaults(func=func)
-        return p
-
-    command("serve", "", cmd_serve, "run the MCP server (stdio by default)", SERVER_SECTIONS)
-
-    about = "print the plan for a request as JSON (the dry run of `run`)"
-    p = command("plan", "REQUEST", cmd_plan, about, ENGINE_SECTIONS)
-    p.add_argument(
-        "request", help='the request; input files inline as ###path###, e.g. "animate ###cat.png###"'
-    )
-    p.add_argument(
-        "--media", action="append", metavar="FILE", help="an input file not marked inline (repeatable)"
-    )
-
-    about = "answer a question about text, images or a video"
-    p = command("understand", "QUESTION", cmd_understand, about, ENGINE_SECTIONS)
-    p.add_argument("question", help="the question; files may also be marked inline as ###path###")
-    p.add_argument(
-        "--media", action="append", metavar="FILE", help="an image or video to ask about (repeatable)"
-    )
-    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
-
-    about = "plan a request, then answer it or generate for it (progress on stderr)"
-    p = command("run", "REQUEST", cmd_run, about, ENGINE_SECTIONS)
-    p.add_argument("request", help="the request; input files inline as ###path###")
-    p.add_argument(
-        "--media", action="append", metavar="FILE", help="an input file not marked inline (repeatable)"
-    )
-    p.add_argument("--seed", type=_seed, help="random seed (default: random, reported)")
-    p.add_argument("--dry-run", action="store_true", help="only plan (same as `plan`)")
-    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
-
-    about = "run one generation task with typed parameters (progress on stderr)"
-    p = command("generate", "--task TASK --prompt TEXT", cmd_generate, about)
-    _add_generate_arguments(p)
-    # After the task's own flags, so that --help shows the inputs before 140 lines of settings.
-    add_config_arguments(p, ENGINE_SECTIONS)
-
-    about = "build the tiny random test models (real on-disk formats)"
-    p = command("make-tiny", "[DIR]", cmd_make_tiny, about)
-    p.add_argument("dir", nargs="?", help="where (default: $UNISON_TINY_DIR or ~/.cache/unison-mcp/tiny)")
-
-    about = "check devices, versions and which weights are present (exit 1 if something is missing)"
-    p = command("doctor", "", cmd_doctor, about, SERVER_SECTIONS)
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-
-    about = "fetch the configured weights from the Hugging Face hub (progress on stderr)"
-    p = command("download", "", cmd_download, about, ENGINE_SECTIONS)
-    p.add_argument(
-        "--only",
-        action="append",
-        choices=download_roles(),
-        help="fetch only these (repeatable)",
-    )
-    p.add_argument("--dry-run", action="store_true", help="list what would be fetched")
-
-    about = "serve the gallery of an output directory on 127.0.0.1 (for stdio users; Ctrl-C stops it)"
-    p = command("gallery", "", cmd_gallery, about, ("server",))
-    output_dir = BY_NAME["output_dir"]
-    p.add_argument(
-        output_dir.flag,
-        dest=output_dir.name,
-        metavar="DIR",
-        default=argparse.SUPPRESS,
-        help=f"{output_dir.help} [{output_dir.env}]",
-    )
+        if command.sections:
+            add_config_arguments(p, command.sections)
+        if command.arguments is not None:
+            command.arguments(p)
+        p.set_defaults(func=command.run)
     return parser
 
 
@@ -528,8 +583,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UnisonError as exc:
-        from .errors import describe_error
-
         if verbose:
             log.error("%s failed", args.command, exc_info=exc)
         # The MCP tools' words and hints ("run `unison-mcp doctor`..."), on one line.

@@ -16,6 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.accelerator import resolve_device
+from engine.errors import UnisonError
+from engine.hub import raft_cache_file
+from engine.quantize import TORCHAO_HINT, fp8_unavailable
+
 from .config import ServerConfig
 from .download import ANNOTATOR_ROLES, WeightSource, weight_sources
 
@@ -161,9 +166,6 @@ def _check_device(report: DoctorReport, config: ServerConfig) -> None:
         report.add("device", "GPU", "info", "no CUDA GPU visible" + (" (MPS available)" if mps else ""))
 
     requested = cfg.device
-    from engine.accelerator import resolve_device
-    from engine.errors import UnisonError
-
     try:
         # The engine's own rule (auto = cuda, else mps, else cpu), so the report says what a load does.
         device = str(resolve_device(requested))
@@ -202,8 +204,6 @@ def _check_device(report: DoctorReport, config: ServerConfig) -> None:
 def _check_fp8(report: DoctorReport, config: ServerConfig, device: str) -> None:
     """Whether ``--quantize fp8`` can run on the resolved device: a failure only when it is set."""
     import torch
-
-    from engine.quantize import TORCHAO_HINT, fp8_unavailable
 
     reason = fp8_unavailable(torch.device(device))
     if reason is None:
@@ -304,8 +304,6 @@ _KNOWN_PARAMS = {
 def locate(source: WeightSource, cache_dir: Path | None) -> tuple[Status, str]:
     """Where ``source`` is on this machine, looked up without the network."""
     if source.kind == "torchvision":
-        from engine.annotators.flow import raft_cache_file
-
         file = raft_cache_file(source.spec)
         if file.is_file():
             return "ok", f"torchvision {source.spec} weights at {file} ({_size(file)})"
@@ -385,8 +383,6 @@ def _check_memory(report: DoctorReport, config: ServerConfig) -> None:
 def _weights_bytes(source: WeightSource, cache_dir: Path | None) -> int | None:
     """Bytes of the weight files of ``source`` found on this machine (None: not found)."""
     if source.kind == "torchvision":
-        from engine.annotators.flow import raft_cache_file
-
         file = raft_cache_file(source.spec)
         return file.stat().st_size if file.is_file() else None
     if source.kind == "local":

@@ -17,7 +17,7 @@ from typing import Literal, get_args
 
 from engine.config import EngineConfig
 from engine.errors import HubUnreachable, ModelError, ServerConfigError, shown
-from engine.hub import PROBE_TIMEOUT_S, endpoint, hub_reachable
+from engine.hub import PROBE_TIMEOUT_S, TORCHVISION_RAFT, endpoint, fetch_raft, hub_reachable
 from engine.loras import configured
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,6 @@ def _repo_or_path(role: Role, spec: str, probe: str, subfolder: str | None = Non
 
 def _flow_source(spec: str) -> WeightSource:
     """torchvision's ``raft_small`` / ``raft_large``, or a local state-dict file."""
-    from engine.annotators.flow import TORCHVISION_RAFT  # a light import: torch loads lazily
-
     if spec in TORCHVISION_RAFT:
         return WeightSource("flow", spec, "torchvision")
     return WeightSource("flow", spec, "local" if _is_local(spec) else "missing")
@@ -193,7 +191,7 @@ def download_weights(
             if dry_run:
                 items.append(DownloadedItem(s.role, s.spec, "would build the tiny model"))
                 continue
-            from engine.tiny import ensure_tiny  # lazy: the builders import torch
+            from engine.tiny import ensure_tiny  # the tiny-model factory: only to build
 
             ensure_tiny(config.tiny_dir)  # all of them at once (seconds); a no-op after the first
             items.append(DownloadedItem(s.role, s.spec, "built", str(Path(s.spec).expanduser())))
@@ -231,8 +229,6 @@ def _check_hub(on_hub: list[WeightSource]) -> None:
 
 def _fetch(s: WeightSource, cache_dir: Path | None) -> str:
     if s.kind == "torchvision":
-        from engine.annotators.flow import fetch_raft
-
         # torchvision keeps its weights in the torch hub cache ($TORCH_HOME), not the HF cache.
         return str(fetch_raft(s.spec))
     from huggingface_hub import constants, hf_hub_download, snapshot_download

@@ -38,8 +38,11 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from engine.inputs import InputPolicy
+
 from .config import ConfigError
 from .gallery import GALLERY_PATH, Gallery
+from .state import state_of
 from .wire import MAX_MESSAGE_BYTES, refusal, too_large
 
 if TYPE_CHECKING:
@@ -268,8 +271,6 @@ def gallery_url(config: ServerConfig) -> str | None:
 def http_app(server: MCPServer, config: ServerConfig) -> ASGIApp:
     """The ASGI app serving ``server`` at ``/mcp`` and the gallery at ``/gallery``, with the
     checks above (:func:`check_exposure` first: a refused configuration serves nothing)."""
-    from .server import state_of
-
     check_exposure(config)
     security = transport_security(config.host, config.port, config.allowed_hosts)
     app: ASGIApp = server.streamable_http_app(
@@ -288,8 +289,6 @@ def http_app(server: MCPServer, config: ServerConfig) -> ASGIApp:
 
 def gallery_app(config: ServerConfig) -> ASGIApp:
     """``unison-mcp gallery``: the gallery alone over ``config.output_dir`` (no job queue to show)."""
-    from engine.inputs import InputPolicy
-
     check_exposure(config)
     policy = InputPolicy(
         [config.output_dir], config.output_dir, config.max_input_bytes, config.engine.limits.max_input_pixels

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from engine.config import TINY_BUILD_STAGE
+from engine.control import JobControl
 
 from .download import weight_sources
 
 if TYPE_CHECKING:
     from engine.config import EngineConfig
-    from engine.control import JobControl
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +158,6 @@ class Progress:
 
     def control(self) -> JobControl:
         """A ``JobControl`` whose steps and stages are shown here."""
-        from engine.control import JobControl
-
         progress = self
 
         class _Shown(JobControl):

@@ -23,13 +23,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from engine.hub import hub_reachable
 
 from . import __version__
-
-if TYPE_CHECKING:
-    from .config import ServerConfig
-    from .server import ServerState
+from .config import ServerConfig
+from .doctor import locate
+from .download import weight_sources
+from .state import ServerState
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +60,6 @@ def model_states(config: ServerConfig) -> list[tuple[str, str, str]]:
     Looked up as ``unison-mcp doctor`` does (no network), plus one short hub probe when
     something is not here.
     """
-    from engine.hub import hub_reachable
-
-    from .doctor import locate
-    from .download import weight_sources
-
     cfg = config.engine
     states: list[tuple[str, str, str]] = []
     reachable: bool | None = None

@@ -21,22 +21,29 @@ is used and offloaded after (``unload``). Shapes: frames in are ``(F, H, W, 3)``
 control signal out is ``(F, H, W, 3)`` uint8 RGB at the same size; masks out are ``(F, H, W)``
 bool (True = the object = regenerate).
 
-Importing this package is cheap: no torch, no transformers.
+Importing this package is cheap: no torch, no transformers (each annotator imports its model's
+library when it loads).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Protocol, get_args, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..errors import InvalidRequest
+from ..vocab import CONTROL_KINDS
+from .base import Placement, check_frames
+from .depth import DepthAnnotator
+from .edges import EdgesAnnotator
+from .flow import FlowAnnotator
+from .gray import GrayAnnotator
+from .pose import PoseAnnotator
+from .segment import Sam3Segmenter
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from ..config import EngineConfig
     from ..control import JobControl
-
-#: What ``control_kind`` may say: an extracted signal, or ``raw`` (the input already is one).
-ControlKind = Literal["pose", "depth", "edges", "flow", "gray", "raw"]
-CONTROL_KINDS: tuple[str, ...] = get_args(ControlKind)
 
 
 @runtime_checkable
@@ -103,8 +110,6 @@ class RawControl:
         return 0
 
     def __call__(self, frames: np.ndarray, *, control: JobControl | None = None) -> np.ndarray:
-        from .base import check_frames
-
         if control is not None:
             control.check()
         return check_frames(frames).copy()
@@ -117,41 +122,25 @@ def build_control(kind: str, config: EngineConfig) -> ControlAnnotator:
     :data:`CONTROL_KINDS`, and :class:`~engine.errors.ModelError` when ``annotator_device`` names a
     device this machine lacks.
     """
-    from ..errors import InvalidRequest
-
     if kind not in CONTROL_KINDS:
         raise InvalidRequest.for_field("control_kind", kind, f"must be one of {', '.join(CONTROL_KINDS)}")
     if kind == "raw":
         return RawControl()
     if kind == "gray":
-        from .gray import GrayAnnotator
-
         return GrayAnnotator()
-    from .base import Placement
-
     placement = Placement.from_config(config)
     settings = config.annotators
     if kind == "edges":
-        from .edges import EdgesAnnotator
-
         return EdgesAnnotator(placement)
     if kind == "depth":
-        from .depth import DepthAnnotator
-
         return DepthAnnotator(settings.depth_model, placement)
     if kind == "pose":
-        from .pose import PoseAnnotator
-
         return PoseAnnotator(settings.pose_model, settings.person_detector, placement)
-    from .flow import FlowAnnotator
-
     return FlowAnnotator(settings.flow_model, placement)
 
 
 def build_segmenter(config: EngineConfig) -> Segmenter | None:
     """The text-prompted segmenter of ``config.annotators.segment_model`` (``None``: none set)."""
-    from .segment import Sam3Segmenter
-
     return Sam3Segmenter.from_config(config)
 
 
@@ -167,8 +156,6 @@ def looks_like_control(frames: np.ndarray) -> str | None:
     - ``gray``: grey with a photo's texture;
     - ``None``: anything else (a photo, a video).
     """
-    import numpy as np
-
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or not frames.size:
         return None
@@ -192,10 +179,8 @@ def looks_like_control(frames: np.ndarray) -> str | None:
 
 
 __all__ = [
-    "CONTROL_KINDS",
     "Annotator",
     "ControlAnnotator",
-    "ControlKind",
     "RawControl",
     "Segmenter",
     "build_control",

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ModelError
+from ..hub import TORCHVISION_RAFT, raft_cache_file, torchvision_weights
 from .base import ModelAnnotator, Placement, batches, check_frames, to_tensor
 
 if TYPE_CHECKING:
@@ -33,9 +34,6 @@ if TYPE_CHECKING:
     from ..control import JobControl
 
 log = logging.getLogger(__name__)
-
-#: ``flow_model`` names that mean torchvision's pretrained weights.
-TORCHVISION_RAFT: tuple[str, ...] = ("raft_small", "raft_large")
 
 # RAFT's feature maps are 1/8 of the image and its correlation pyramid halves them three more
 # times, so the working size is a multiple of 8 with a short side of at least 128. The correlation
@@ -95,33 +93,7 @@ def flow_to_colour(flow: np.ndarray, max_radius: float | None = None) -> np.ndar
     return np.floor(255 * colour).astype(np.uint8)
 
 
-# --- Weights -----------------------------------------------------------------------------------
-
-
-def torchvision_weights(name: str) -> Any:
-    """torchvision's pretrained-weights entry for ``raft_small`` / ``raft_large``."""
-    from torchvision.models.optical_flow import Raft_Large_Weights, Raft_Small_Weights
-
-    return {"raft_small": Raft_Small_Weights, "raft_large": Raft_Large_Weights}[name].DEFAULT
-
-
-def raft_cache_file(name: str) -> Path:
-    """Where torchvision keeps ``raft_small`` / ``raft_large`` weights (present or not)."""
-    import torch
-
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(torchvision_weights(name).url).name
-
-
-def fetch_raft(name: str) -> Path:
-    """Download torchvision's ``raft_small`` / ``raft_large`` weights (once) and say where they are."""
-    file = raft_cache_file(name)
-    if not file.exists():
-        log.warning("downloading flow: torchvision %s weights into %s", name, file.parent)
-        try:
-            torchvision_weights(name).get_state_dict(progress=True, check_hash=True)
-        except Exception as exc:  # urllib, hash and disk errors all mean "not fetched"
-            raise ModelError(f"flow_model={name!r}: downloading torchvision's weights failed: {exc}") from exc
-    return file
+# --- Weights (where torchvision keeps them: engine.hub) ------------------------------------
 
 
 def read_raft(spec: str, *, local_files_only: bool = False) -> torch.nn.Module:

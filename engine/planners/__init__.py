@@ -8,11 +8,14 @@ Where things are:
 - :mod:`~engine.planners.unison`: the Unison LoRA writes the 14-token grammar; parsed with
   :func:`engine.grammar.parse_unison`; the same pass gives the projector's features.
 - :mod:`~engine.planners.instruct`: the plain instruct model answers a small JSON plan (one retry).
-- :mod:`~engine.planners.qwen`: :class:`~engine.planners.qwen.QwenPlanner`, the Qwen2.5-VL model
-  both model backends run on (loading with the LoRA: merged for ``unison``, switchable for the
-  others; chat text, generation with progress and cancel, the features pass);
+- :mod:`~engine.planners.qwen_model`: :class:`~engine.planners.qwen_model.QwenModel`, the
+  Qwen2.5-VL model both model backends run on (loading with the LoRA: merged for ``unison``,
+  switchable for the others; chat text, generation with progress and cancel, the features pass);
   :mod:`~engine.planners.adapter` holds the adapter's file checks and the embedding untying, so
-  ``qwen.py`` reads as the model alone.
+  ``qwen_model.py`` reads as the model alone.
+- :mod:`~engine.planners.qwen`: :class:`~engine.planners.qwen.QwenPlanner`, that model with the
+  backends and understanding it runs (what the engine holds); the backends take the model, so
+  nothing imports back.
 - :mod:`~engine.planners.route`: which planner's plan runs (the rules planner behind a model
   planner whose output fails), and the check that a plan uses the request's files.
 

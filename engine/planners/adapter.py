@@ -9,13 +9,14 @@ The checks before each step turn a mismatched adapter into a :class:`~engine.err
 that names the adapter and says which base model it needs, instead of a shape error deep inside
 PEFT.
 
-Kept apart from :mod:`engine.planners.qwen` so that module reads as the model alone; the tiny
+Kept apart from :mod:`engine.planners.qwen_model` so that module reads as the model alone; the tiny
 model factory (:mod:`engine.tiny.qwen`) uses :func:`untie_word_embeddings` to build its adapter
 the same way.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from pathlib import Path
@@ -181,8 +182,6 @@ def attach_adapter(
     logits it could pick) or cut, so the base's own embeddings are kept for it (one copy of them,
     and only when a resize happens).
     """
-    import copy
-
     import torch
     from transformers import AutoTokenizer
 

@@ -1,7 +1,7 @@
 """The ``instruct`` backend: the plain Qwen2.5-VL-Instruct model answers a small JSON plan.
 
 It plans with the base model even when the Unison adapter is loaded (the adapter disabled, the
-base tokenizer: :meth:`~engine.planners.qwen.QwenPlanner.using`), while the projector's features
+base tokenizer: :meth:`~engine.planners.qwen_model.QwenModel.using`), while the projector's features
 for the same request come from the Unison planner. Only under ``planner_backend='unison'``, where
 the adapter is merged and the plain model is not in memory, does it plan on the merged model, and
 the plan's notes say so.
@@ -31,7 +31,7 @@ from . import PlanOutput
 
 if TYPE_CHECKING:
     from ..request import Request
-    from .qwen import QwenPlanner
+    from .qwen_model import QwenModel
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class InstructBackend:
 
     name = "instruct"
 
-    def __init__(self, qwen: QwenPlanner):
+    def __init__(self, qwen: QwenModel):
         self.qwen = qwen
 
     def __call__(self, request: Request, *, want_features: bool = False) -> PlanOutput:

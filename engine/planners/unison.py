@@ -1,6 +1,6 @@
 """The ``unison`` backend: the Unison LoRA writes its token grammar, and the same pass gives features.
 
-The Unison planner (base + LoRA, :meth:`~engine.planners.qwen.QwenPlanner.using`) answers a
+The Unison planner (base + LoRA, :meth:`~engine.planners.qwen_model.QwenModel.using`) answers a
 request with the 14-token grammar (``<CFV><BORES>832,480<EORES>…``, ``../shared/UNISON.md``),
 which :func:`engine.grammar.parse_unison` reads into a plan using the task table. When the projector needs features they come from the prefill of this very pass: the
 request rendered without the generation prompt is a prefix of the one with it, so its hidden
@@ -19,7 +19,7 @@ from . import PlanOutput
 
 if TYPE_CHECKING:
     from ..request import Request
-    from .qwen import QwenPlanner
+    from .qwen_model import QwenModel
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class UnisonBackend:
 
     name = "unison"
 
-    def __init__(self, qwen: QwenPlanner):
+    def __init__(self, qwen: QwenModel):
         self.qwen = qwen
 
     def __call__(self, request: Request, *, want_features: bool = False) -> PlanOutput:

@@ -1,8 +1,8 @@
 """A pool of engine replicas on Ray Serve: the same jobs as one server, spread over GPUs.
 
-Nothing here imports Ray at import time: only :mod:`engine.pool.cluster`, :mod:`engine.pool.book`,
-:mod:`engine.pool.replica` and :mod:`engine.pool.client` do, and only the ``--pool ray`` server
-imports them (``pip install 'unison-mcp[serve]'``).
+Nothing here imports Ray at import time: :mod:`engine.pool.cluster`, :mod:`engine.pool.book`,
+:mod:`engine.pool.replica` and :mod:`engine.pool.client` import it inside the functions that only
+the ``--pool ray`` server runs (``pip install 'unison-mcp[serve]'``), so importing them is cheap.
 
 - :mod:`~engine.pool.settings`: the pool's settings (plain pydantic, no Ray).
 - :mod:`~engine.pool.cluster`: a local Ray kept on loopback, or a running cluster joined.

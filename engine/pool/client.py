@@ -31,7 +31,9 @@ from ..control import JobControl
 from ..errors import Busy, Cancelled, ModelError, ServerConfigError, ShuttingDown, UnisonError
 from ..inputs import InputPolicy
 from ..jobs import FINISHED, Job, JobAPI, JobKeeper, JobStatus, ProgressListener
-from .replica import portable
+from .book import open_book
+from .cluster import connect
+from .replica import deployment, portable
 from .settings import PoolSettings
 
 log = logging.getLogger(__name__)
@@ -118,10 +120,8 @@ class Pool(JobKeeper):
         build them. The app is deployed with no HTTP route: its replicas are reachable only
         through this process's handle, never through Serve's HTTP proxy.
         """
-        from .cluster import connect
-
         if config.tiny_dir is not None:
-            from ..tiny import ensure_tiny
+            from ..tiny import ensure_tiny  # the tiny-model factory: only when the preset needs it
 
             ensure_tiny(config.tiny_dir)
         cluster = connect(settings)
@@ -144,9 +144,6 @@ class Pool(JobKeeper):
         present: Presenter | None,
     ) -> Pool:
         from ray import serve
-
-        from .book import open_book
-        from .replica import deployment
 
         gpus = settings.replica_gpus if settings.replica_gpus is not None else (1.0 if cluster.gpus else 0.0)
         need = gpus * settings.replicas

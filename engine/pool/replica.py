@@ -24,8 +24,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from ..api import parse_arguments
+from ..config import EngineConfig
 from ..control import JobControl
+from ..engine import Engine
 from ..errors import Cancelled, UnisonError
+from ..inputs import InputPolicy
+from . import NAMESPACE
+from .book import BOOK_NAME
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +83,6 @@ class EngineReplica:
     ):
         import ray
         from ray import serve
-
-        from ..config import EngineConfig
-        from ..engine import Engine
-        from ..inputs import InputPolicy
-        from . import NAMESPACE
-        from .book import BOOK_NAME
 
         if loopback:
             _keep_on_loopback()
@@ -170,8 +170,6 @@ class EngineReplica:
             watch.cancel()
 
     def _work(self, tool: str, arguments: dict[str, Any], control: JobControl) -> Any:
-        from ..api import parse_arguments
-
         request = parse_arguments(tool, self.engine.config.limits, arguments)  # type: ignore[arg-type]
         admitted = self.engine.admit(request)
         return self.engine.run(admitted, control=control)

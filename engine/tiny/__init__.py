@@ -15,10 +15,10 @@
 Each part is written into a temporary folder and renamed into place, so a crash or a concurrent
 builder never leaves a half-written model behind.
 
-The builders (:mod:`engine.tiny.qwen`, :mod:`engine.tiny.wan`) import torch and parts of the
-engine, so they are imported only when something has to be built: by ``Engine`` on first load
-with the tiny preset, by ``unison-mcp make-tiny`` and by tests. Where the models live is
-:func:`engine.config.tiny_paths`: configuring the tiny preset imports nothing of this package.
+The builders import torch and the model libraries only when something has to be built: by
+``Engine`` on first load with the tiny preset, by ``unison-mcp make-tiny`` and by tests. Where the
+models live is :func:`engine.config.tiny_paths`: configuring the tiny preset imports nothing of
+this package.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..config import TinyPaths, tiny_paths
+from . import annotators as tiny_annotators
+from . import wan as tiny_wan
+from .segment import build_segmenter
 
 __all__ = ["SEED", "ensure_tiny"]
 
@@ -69,12 +72,11 @@ def ensure_tiny(
     paths = tiny_paths(root)
     root = paths.root
     if paths.all_exist():
-        return paths  # the builders import torch: skip them when there is nothing to build
-    from . import annotators as tiny_annotators
+        return paths
+    # These two builders import torch at their top: only when there is something to build (the
+    # others import their libraries inside the builder functions).
     from . import qwen as tiny_qwen
-    from . import wan as tiny_wan
     from .lora import build_lora
-    from .segment import build_segmenter
 
     # In build order: the adapter is trained on the Qwen, the projector and LoRA sized by both.
     parts: list[tuple[Path, Callable[[Path], object]]] = [

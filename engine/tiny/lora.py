@@ -8,6 +8,7 @@ converts it to the diffusers names, so the tiny one goes through the same conver
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -24,8 +25,6 @@ def build_lora(path: Path, *, wan_dir: Path, seed: int = 0, scale: float = 0.5) 
 
     ``lora_B`` is random too (a trained LoRA's is, a fresh one's is zero), so it changes outputs.
     """
-    import json
-
     from safetensors.torch import save_file
 
     config = json.loads((wan_dir / "transformer" / "config.json").read_text(encoding="utf-8"))

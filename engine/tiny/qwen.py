@@ -20,9 +20,11 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from ..planners.adapter import untie_word_embeddings
 from ..request import parse_request
 from ..vocab import UNISON_TOKENS, Task
 
@@ -260,11 +262,7 @@ def build_qwen(out_dir: Path, *, seed: int = 0) -> None:
     ``Qwen2_5_VLForConditionalGeneration.from_pretrained(out_dir)`` load it. Like the 3B model it
     ties ``lm_head`` to ``embed_tokens`` and has more embedding rows than tokenizer entries.
     """
-    from transformers import (
-        GenerationConfig,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
-    )
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     started = time.perf_counter()
     out_dir = Path(out_dir)
@@ -273,8 +271,43 @@ def build_qwen(out_dir: Path, *, seed: int = 0) -> None:
     ids = {t: tok.convert_tokens_to_ids(t) for t, _ in QWEN_ADDED_TOKENS}
     vocab_rows = -(-len(tok) // PAD_VOCAB_TO) * PAD_VOCAB_TO
 
+    config = _tiny_config(ids, vocab_rows)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    # Qwen's shipped sampling defaults; the planner must override them for greedy planning.
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<|endoftext|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        do_sample=True,
+        repetition_penalty=1.05,
+        temperature=0.1,
+        top_p=0.001,
+        top_k=1,
+    )
+    model.save_pretrained(out_dir)
+    _write_hub_config(out_dir, ids["<|vision_pad|>"])
+
+    # The processor files as the hub repo has them: one preprocessor_config.json (the video
+    # processor reads it too), the chat template in chat_template.json, the tokenizer files.
+    tok.save_pretrained(out_dir)
+    (out_dir / "preprocessor_config.json").write_text(json.dumps(_PREPROCESSOR_CONFIG, indent=2) + "\n")
+    (out_dir / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2) + "\n")
+
+    # Taught through the saved processor, exactly as understanding will feed it, then saved again.
+    _teach_answers(model, out_dir)
+    model.save_pretrained(out_dir)
+    _write_hub_config(out_dir, ids["<|vision_pad|>"])
+    log.info("tiny Qwen2.5-VL written to %s in %.1f s", out_dir, time.perf_counter() - started)
+
+
+def _tiny_config(ids: dict[str, int], vocab_rows: int) -> Any:
+    """The tiny model's ``Qwen2_5_VLConfig``: the 3B model's layout (mrope, windowed vision, tied
+    embeddings) at a size a CPU builds in seconds; ``ids`` are the tokenizer's special tokens."""
+    from transformers import Qwen2_5_VLConfig
+
     heads = 4  # head_dim 16: its 8 rotary frequencies split 2/3/3 over time, height, width (mrope)
-    config = Qwen2_5_VLConfig(
+    return Qwen2_5_VLConfig(
         text_config=dict(
             vocab_size=vocab_rows,
             hidden_size=TEXT_HIDDEN_SIZE,
@@ -312,33 +345,6 @@ def build_qwen(out_dir: Path, *, seed: int = 0) -> None:
         tie_word_embeddings=True,
         architectures=["Qwen2_5_VLForConditionalGeneration"],
     )
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    # Qwen's shipped sampling defaults; the planner must override them for greedy planning.
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["<|endoftext|>"],
-        pad_token_id=ids["<|endoftext|>"],
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
-        do_sample=True,
-        repetition_penalty=1.05,
-        temperature=0.1,
-        top_p=0.001,
-        top_k=1,
-    )
-    model.save_pretrained(out_dir)
-    _write_hub_config(out_dir, ids["<|vision_pad|>"])
-
-    # The processor files as the hub repo has them: one preprocessor_config.json (the video
-    # processor reads it too), the chat template in chat_template.json, the tokenizer files.
-    tok.save_pretrained(out_dir)
-    (out_dir / "preprocessor_config.json").write_text(json.dumps(_PREPROCESSOR_CONFIG, indent=2) + "\n")
-    (out_dir / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2) + "\n")
-
-    # Taught through the saved processor, exactly as understanding will feed it, then saved again.
-    _teach_answers(model, out_dir)
-    model.save_pretrained(out_dir)
-    _write_hub_config(out_dir, ids["<|vision_pad|>"])
-    log.info("tiny Qwen2.5-VL written to %s in %.1f s", out_dir, time.perf_counter() - started)
 
 
 def _answer_rows(processor, tok) -> list[dict[str, torch.Tensor]]:
@@ -521,8 +527,6 @@ def build_adapter(out_dir: Path, *, base: Path, seed: int = 0) -> None:
     """
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
-
-    from ..planners.adapter import untie_word_embeddings
 
     started = time.perf_counter()
     out_dir = Path(out_dir)

@@ -135,7 +135,7 @@ def build_projector(path: Path, *, hidden_size: int, text_dim: int, seed: int = 
     """``torch.save`` a projector state dict in the released layout (``module.`` prefix)."""
     import torch
 
-    from ..projector import Projector
+    from ..projector import Projector  # torch at its top, as this function
 
     generator = torch.Generator().manual_seed(seed)
     model = Projector(hidden_size, text_dim=text_dim)
