@@ -20,11 +20,11 @@ from .config import TINY_BUILD_STAGE, EngineConfig, tiny_paths
 from .control import JobControl
 from .errors import ModelError
 from .hub import LoadFailures, generator_weights, planner_weights
+from .planners.qwen import QwenPlanner
 from .planners.rules import RulesPlanner
 
 if TYPE_CHECKING:
     from .generator import Generator
-    from .planners.qwen import QwenPlanner
     from .projector import Projector
 
 log = logging.getLogger(__name__)
@@ -107,8 +107,6 @@ class Models:
                     if self.config.planner_model is None:
                         self._planner = None
                     else:
-                        from .planners.qwen import QwenPlanner  # lazy: torch and transformers
-
                         # Cheap (nothing loads): its load() checks the weights and remembers a failure.
                         self._planner = QwenPlanner(self.config, failures=self.load_failures)
         return self._planner

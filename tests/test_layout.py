@@ -25,7 +25,7 @@ DATA_TABLES: dict[str, str] = {}
 #: Files not held to the limits yet: being split in branch i19-engine (issue 19 item 3: the engine
 #: as Models + Job, writing in outputs.py, Generator.run shortened). Temporary: an entry goes once
 #: that lands (test_the_files_being_split_are_still_over_a_limit says when).
-BEING_SPLIT = ("engine/engine.py", "engine/generator.py", "engine/outputs.py")
+BEING_SPLIT: tuple[str, ...] = ()
 
 
 def too_long(path: Path, *, module_limit: int | None = MAX_MODULE_LINES) -> list[str]:
