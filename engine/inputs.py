@@ -50,7 +50,6 @@ MAX_PATH_CHARS = 4096
 #: Longest output name (a file name: most file systems stop at 255 bytes).
 MAX_NAME_CHARS = 255
 _CONTROL_CHAR = re.compile(r"[\x00-\x1f]")  # NUL and the other control characters
-_MARKER = re.compile(r"###(.+?)###", re.DOTALL)  # the request convention of engine.request.parse_request
 _OPEN_FLAGS = (
     os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 )
@@ -163,21 +162,6 @@ class InputPolicy:
             raise
         return sources
 
-    def open_markers(self, text: str, *, field: str = "prompt") -> tuple[str, list[Source]]:
-        """``text`` with each ``###path###`` marker's path replaced by its real path, and the
-        opened sources in order (closed again on a refusal)."""
-        sources: list[Source] = []
-
-        def opened(match: re.Match[str]) -> str:
-            sources.append(self.open(match.group(1), field=f"{field} marker"))
-            return f"###{sources[-1].path}###"
-
-        try:
-            return _MARKER.sub(opened, text), sources
-        except BaseException:
-            close_all(sources)
-            raise
-
     def probe(self, source: Source) -> Source:
         """Read ``source``'s header only and apply this policy's pixel limit (see :func:`engine.source.probe`)."""
         return probe(source, max_pixels=self.max_pixels)
@@ -195,20 +179,6 @@ class InputPolicy:
         """The checked real path of an input, without opening it (prefer :meth:`open`: a path can
         be swapped for a link after this check)."""
         return self._check(value, field)[0]
-
-    def resolve_all(self, values: Sequence[str], *, field: str) -> list[str]:
-        return [str(self.resolve(v, field=f"{field}[{i}]")) for i, v in enumerate(values)]
-
-    def resolve_markers(self, text: str, *, field: str = "prompt") -> tuple[str, list[str]]:
-        """``text`` with each ``###path###`` marker's path checked and replaced by its real path,
-        and those real paths in order."""
-        found: list[str] = []
-
-        def check(match: re.Match[str]) -> str:
-            found.append(str(self.resolve(match.group(1), field=f"{field} marker")))
-            return f"###{found[-1]}###"
-
-        return _MARKER.sub(check, text), found
 
     # ------------------------------------------------------------------ the checks
 

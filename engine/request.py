@@ -39,11 +39,6 @@ class Request:
         return tuple(k for _, k in self.media)
 
 
-def marked_paths(request: str) -> list[str]:
-    """The paths of a request's ``###path###`` markers, in order (stripped as the planner sees them)."""
-    return [m.group(1).strip() for m in MARKER.finditer(request)]
-
-
 def parse_request(request: str, media: Sequence[str] = ()) -> Request:
     """Split a request into planner text, clean prompt and numbered inputs.
 

@@ -304,12 +304,12 @@ def test_the_markers_of_an_auto_request_are_read_once_at_admission_and_never_by_
     assert admitted.parsed is not None
     assert admitted.parsed.text == "What is in this picture? <IMGPAD>"
     assert admitted.parsed.media == ((str(photo.resolve()), MediaKind.IMAGE),)
-    reads = [_Reads(request_module.MARKER), _Reads(inputs_module._MARKER)]
+    reads = [_Reads(request_module.MARKER)]
     monkeypatch.setattr(request_module, "MARKER", reads[0])
-    monkeypatch.setattr(inputs_module, "_MARKER", reads[1])
     result = engine.run(admitted)
     assert result.plan.task is Task.IMAGE_UNDERSTANDING and result.answer is not None
-    assert [r.uses for r in reads] == [0, 0]
+    assert [r.uses for r in reads] == [0]
+    assert not hasattr(inputs_module, "_MARKER")  # the input policy keeps no copy of the convention
 
 
 def test_a_link_named_as_an_image_to_a_video_is_refused_in_a_question_as_in_a_generation(

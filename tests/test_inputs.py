@@ -19,11 +19,14 @@ import pytest
 from PIL import Image
 
 from engine import video
+from engine.api import admit, parse_arguments
+from engine.config import EngineConfig, Limits
 from engine.errors import InputRefused
 from engine.inputs import MAX_PATH_CHARS, InputPolicy
 from engine.media import encode_mp4, encode_png, open_image
 from engine.source import ImageHeader, Source, VideoHeader
 from engine.video import probe_video, read_video
+from engine.vocab import MediaKind
 
 MB = 1_000_000
 
@@ -170,12 +173,16 @@ def test_opening_several_closes_the_opened_ones_when_one_is_refused(policy: Inpu
     assert len(opened) == 1 and opened[0].closed
 
 
-def test_markers_are_opened_and_replaced_by_real_paths(policy: InputPolicy, tree):
-    text, sources = policy.open_markers(f"what is in ###{tree['root']}/album/../album/cat.png### ?")
+def test_markers_are_opened_at_admission_and_replaced_by_real_paths(policy: InputPolicy, tree):
+    request = parse_arguments(
+        "auto", Limits(), {"prompt": f"what is in ###{tree['root']}/album/../album/cat.png### ?"}
+    )
     real = (tree["root"] / "album" / "cat.png").resolve()
-    assert text == f"what is in ###{real}### ?" and [s.path for s in sources] == [real]
-    for s in sources:
-        s.close()
+    with admit(request, EngineConfig(), policy) as admitted:
+        assert admitted.parsed is not None and admitted.parsed.media == ((str(real), MediaKind.IMAGE),)
+        assert [s.path for s in admitted.sources.values()] == [real]
+        sources = list(admitted.sources.values())
+    assert all(s.closed for s in sources)
 
 
 def test_without_roots_any_local_file_is_allowed_but_proc_is_not(tree):

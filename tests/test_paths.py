@@ -7,7 +7,10 @@ import socket
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from engine.api import admit, parse_arguments
+from engine.config import EngineConfig, Limits
 from engine.errors import InputRefused
 from engine.inputs import InputPolicy, check_output_name, output_uri
 from engine.source import probe
@@ -152,10 +155,16 @@ def test_an_output_uri_cannot_climb_out_of_the_output_directory(policy: InputPol
 
 def test_markers_in_a_prompt_are_checked_and_replaced_by_real_paths(policy: InputPolicy, tree):
     real = (tree["root"] / "cat.png").resolve()
-    text, paths = policy.resolve_markers(f"what is in ###{tree['root']}/../root/cat.png### ?")
-    assert text == f"what is in ###{real}### ?" and paths == [str(real)]
+    Image.new("RGB", (32, 16), "red").save(real)  # admission probes the header too
+    prompt = f"what is in ###{tree['root']}/../root/cat.png### ?"
+    with admit(parse_arguments("auto", Limits(), {"prompt": prompt}), EngineConfig(), policy) as admitted:
+        assert admitted.parsed is not None and [p for p, _ in admitted.parsed.media] == [str(real)]
     with pytest.raises(InputRefused):
-        policy.resolve_markers(f"leak ###{tree['outside']}/secret.png###")
+        admit(
+            parse_arguments("auto", Limits(), {"prompt": f"leak ###{tree['outside']}/secret.png###"}),
+            EngineConfig(),
+            policy,
+        )
 
 
 def test_listing_outputs_skips_hidden_files_and_symlinks(policy: InputPolicy, tree):
