@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from .bounds import DEFAULT_CONTEXT_FRAMES, IMAGE_FRAMES, MAX_SEED, Bounds, number
+from .bounds import DEFAULT_CONTEXT_FRAMES, IMAGE_FRAMES, MAX_SEED, Bounds
 from .config import EngineConfig, Limits
 from .control import JobControl
 from .errors import InputRefused, InvalidRequest, invalid_request
@@ -49,24 +49,22 @@ from .vocab import CONTROL_KINDS, ControlKind, MediaKind, Role, Task
 #: Most reference images (the task table's image_reference / video_reference rows).
 MAX_REFERENCES = max(r.max for s in TASKS.values() for r in s.roles if r.role is Role.REFERENCE)
 
-#: What each role means, for schemas and CLI help.
+#: What each role means, for schemas and CLI help. Words for the calling model: what the field is,
+#: never a bound the schema states already (the CLI's help adds those).
 ROLE_HELP: dict[Role, str] = {
     Role.SOURCE: "the image/video to edit, outpaint or extend",
-    Role.MASK: "mask image/video: white = regenerate, black = keep",
-    Role.REFERENCE: f"1-{MAX_REFERENCES} subject/face reference images (image/video_reference)",
-    Role.CONTROL: "control image/video (pose, depth, edges)",
-    Role.FIRST_FRAME: "image the video starts from",
+    Role.MASK: "white = regenerate, black = keep",
+    Role.REFERENCE: "subject/face images",
+    Role.CONTROL: "pose/depth/edges image or video, or a plain one to extract it from",
+    Role.FIRST_FRAME: "image the video starts on",
     Role.LAST_FRAME: "image the video ends on",
 }
 
 
-def size_help(limits: Limits) -> str:
-    """What width and height mean, with the configured default size."""
-    return (
-        "pixels, rounded to a multiple of 16 (default: the source's aspect for tasks on a source, "
-        f"else {limits.default_width}×{limits.default_height}); above the limits scaled down keeping "
-        "the aspect"
-    )
+def size_help(limits: Limits, side: Literal["width", "height"]) -> str:
+    """What width or height means, with the configured default."""
+    default = limits.default_width if side == "width" else limits.default_height
+    return f"pixels, a multiple of 16 (unset: the source's aspect, else {default})"
 
 
 InputFile = Annotated[
@@ -96,31 +94,13 @@ def sampling_fields(limits: Limits) -> dict[str, Any]:
     count = bounds.count
     return {
         "steps": _optional(int, "denoising steps", **bounds.steps.schema()),
-        "guidance": _optional(float, "classifier-free guidance scale (default 5)", ge=0, le=30),
-        "seed": _optional(int, "random seed (same seed, same result)", ge=0, le=MAX_SEED),
-        "negative_prompt": _optional(
-            str, "what to avoid (default: Wan2.1's negative prompt)", **bounds.prompt.lengths()
-        ),
-        "count": _optional(
-            int,
-            f"candidates to make, from consecutive seeds ({number(count.low)}-{number(count.high)}, default 1)",
-            **count.schema(),
-        ),
-        "preserve": _optional(
-            bool,
-            "paste the source back where the task keeps it: outside the mask, the given frames, the "
-            "outpainted source, the extended clip (default true; false = the generator's raw output)",
-        ),
-        "turbo": _optional(
-            bool,
-            "fast mode: the step-distillation LoRA with its own steps, guidance 1 and flow shift "
-            "(default: the configured --turbo); explicit steps/guidance still apply",
-        ),
-        "loras": _optional(
-            list[LoraChoice],
-            "user LoRAs to apply, among the configured ones (--lora NAME=PATH): [{name, strength}]",
-            max_length=8,
-        ),
+        "guidance": _optional(float, "guidance scale (default 5)", ge=0, le=30),
+        "seed": _optional(int, "same seed, same result", ge=0, le=MAX_SEED),
+        "negative_prompt": _optional(str, "what to avoid", **bounds.prompt.lengths()),
+        "count": _optional(int, "candidates, from consecutive seeds", **count.schema()),
+        "preserve": _optional(bool, "paste the source back where the task keeps it (default true)"),
+        "turbo": _optional(bool, "fast mode: the step-distillation LoRA (default: the server's)"),
+        "loras": _optional(list[LoraChoice], "configured LoRAs to apply", max_length=8),
     }
 
 
@@ -137,7 +117,7 @@ def _media(limits: Limits) -> Any:
             strict=True,
             default_factory=list,
             **Bounds.of(limits).inputs.lengths(),
-            description="input files in order: paths or unison://outputs/<name> URIs",
+            description="input files, in order",
         ),
     )
 
@@ -280,31 +260,23 @@ def _generate_fields(limits: Limits) -> dict[str, Any]:
     # absurd ones are refused here.
     bounds = Bounds.of(limits)
     side = bounds.side.schema()
-    longest = bounds.num_frames.high
     fps = bounds.default_fps
     return {
         # Declared as the Literal of the generation tasks, so the schema lists them; the value
         # is then the Task enum (strict mode would refuse the plain string otherwise).
-        "task": (Literal[gen_tasks], Field(description="what to make; see the task list")),  # type: ignore[valid-type]
-        "prompt": _prompt(limits, "what the result should show"),
+        "task": (Literal[gen_tasks], Field()),  # type: ignore[valid-type]
+        "prompt": _prompt(limits, "what the result shows"),
         **roles,
-        "width": _optional(int, size_help(limits), **side),
-        "height": _optional(int, size_help(limits), **side),
+        "width": _optional(int, size_help(limits, "width"), **side),
+        "height": _optional(int, size_help(limits, "height"), **side),
         "num_frames": _optional(
             int,
-            f"video: 4k+1 frames (17, 33, 49, 81; others are rounded); image: {IMAGE_FRAMES}. Up to "
-            f"{limits.max_frames} in one window; text_to_video, image_to_video and video_extend "
-            f"chain windows up to {number(longest)}. video_extend: the new frames only",
+            f"video: 4k+1 (17, 33, 49, 81…; others rounded); image: {IMAGE_FRAMES}",
             **bounds.num_frames.schema(),
         ),
-        "duration_s": _optional(
-            float,
-            f"video length in seconds, instead of num_frames (at most {number(bounds.duration_s.high)} s at "
-            f"{fps:g} fps; video_extend: the new part's length)",
-            **bounds.duration_s.schema(),
-        ),
+        "duration_s": _optional(float, "video seconds, instead of num_frames", **bounds.duration_s.schema()),
         "fps": _optional(float, f"video frame rate (default {fps:g})", **bounds.fps.schema()),
-        "margins": _optional(Margins, "outpainting: pixels to add on each side"),
+        "margins": _optional(Margins, "outpaint: pixels added on each side"),
         "context_frames": _optional(
             int,
             f"video_extend: source frames kept as context (default {DEFAULT_CONTEXT_FRAMES})",
@@ -313,23 +285,16 @@ def _generate_fields(limits: Limits) -> dict[str, Any]:
         # A Literal takes no "strict" (its values are exact already).
         "control_kind": (
             Literal[CONTROL_KINDS] | None,  # type: ignore[valid-type]
-            Field(
-                None,
-                description="image/video_control: what to follow, extracted from a plain image/video "
-                "(pose, depth, edges, flow, gray), or raw (the input already is a control signal)",
-            ),
+            Field(None, description="what to follow (raw: the input is a control signal already)"),
         ),
         "target": _optional(
             str,
-            "image/video_edit without a mask: the object to find and repaint (a short phrase, any "
-            "language; default: read from the prompt)",
+            "edit without a mask: the object to repaint (default: from the prompt)",
             min_length=1,
             max_length=bounds.target.high,
         ),
         **sampling_fields(limits),
-        "conditioning_scale": _optional(
-            float, "strength of the source/control conditioning (default 1)", ge=0, le=2
-        ),
+        "conditioning_scale": _optional(float, "strength of the source/control (default 1)", ge=0, le=2),
     }
 
 
@@ -348,9 +313,9 @@ def _models(limits_json: str) -> dict[str, type[_Strict]]:
     auto = create_model(
         "AutoArguments",
         __base__=AutoRequest,
-        prompt=_prompt(limits, "the request; input files inline as ###path###"),
+        prompt=_prompt(limits, "the request; files inline as ###path###"),
         media=_media(limits),
-        dry_run=(bool, Field(False, strict=True, description="only plan: return the plan, run nothing")),
+        dry_run=(bool, Field(False, strict=True, description="only plan; run nothing")),
         **sampling_fields(limits),
     )
     generate = create_model("GenerateArguments", __base__=GenerateRequest, **gen)

@@ -41,6 +41,11 @@ DEFAULT_CONTEXT_FRAMES = 9
 #: Frames each window of a chain makes at least (a window may keep the rest as context).
 MIN_NEW_FRAMES = 4
 
+#: Slowest frame rate and shortest duration a request may ask for. Inclusive lower bounds: a
+#: schema's ``exclusiveMinimum`` is refused by some clients' converters (google-genai's typed schema).
+MIN_FPS = 1.0
+MIN_DURATION_S = 0.1
+
 
 def number(value: float | None) -> str:
     """A bound as text: ``60`` for 60.0, ``0.5``, ``4000`` (never ``4e+03``)."""
@@ -54,14 +59,13 @@ class Bound:
     """A number's range, or a text's or a list's greatest length: the schema's constraint and the
     check's rule at once.
 
-    ``low`` is inclusive (``ge``) unless ``above`` (``gt``); ``high`` is inclusive (``le``); ``None``
-    leaves that side open. ``unit`` follows the number in the rule (" pixels"), ``why`` follows
+    ``low`` and ``high`` are inclusive (``ge``, ``le``: a schema's ``exclusiveMinimum`` is refused by
+    some clients); ``None`` leaves that side open. ``unit`` follows the number in the rule (" pixels"), ``why`` follows
     the rule in parentheses.
     """
 
     low: float | None = None
     high: float | None = None
-    above: bool = False
     unit: str = ""
     why: str = ""
 
@@ -69,7 +73,7 @@ class Bound:
         """The pydantic ``Field`` keywords of a number within the bound."""
         out: dict[str, Any] = {}
         if self.low is not None:
-            out["gt" if self.above else "ge"] = self.low
+            out["ge"] = self.low
         if self.high is not None:
             out["le"] = self.high
         return out
@@ -88,16 +92,14 @@ class Bound:
         if self.low is None:
             text = f"at most {high}{self.unit}"
         elif self.high is None:
-            text = f"must be {'above' if self.above else 'at least'} {low}{self.unit}"
-        elif self.above:
-            text = f"must be above {low} and at most {high}{self.unit}"
+            text = f"must be at least {low}{self.unit}"
         else:
             text = f"must be between {low} and {high}{self.unit}"
         return f"{text} ({self.why})" if self.why else text
 
     def holds(self, value: float) -> bool:
         """Whether ``value`` is within the bound (a NaN never is)."""
-        low_ok = self.low is None or (value > self.low if self.above else value >= self.low)
+        low_ok = self.low is None or value >= self.low
         return low_ok and (self.high is None or value <= self.high)
 
     def check(self, name: str, value: float, *, shown_as: Any = None) -> None:
@@ -165,8 +167,8 @@ def _bounds(limits_json: str) -> Bounds:
             why=f"sizes up to {largest} are scaled down into the {limits.max_side}-pixel limit",
         ),
         num_frames=Bound(1, _longest(limits, limits.default_fps), unit=" frames"),
-        duration_s=Bound(0, limits.max_duration_s, above=True, unit=" s"),
-        fps=Bound(0, limits.max_fps, above=True),
+        duration_s=Bound(MIN_DURATION_S, limits.max_duration_s, unit=" s"),
+        fps=Bound(MIN_FPS, limits.max_fps),
         context_frames=Bound(1, window - MIN_NEW_FRAMES, why=f"a window is {window} frames"),
         target=Bound(high=MAX_TARGET_CHARS, unit=" characters"),
         steps=Bound(1, limits.max_steps),

@@ -62,10 +62,11 @@ class Margins(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    left: StrictInt = Field(0, ge=0, description="pixels added on the left")
-    top: StrictInt = Field(0, ge=0, description="pixels added on top")
-    right: StrictInt = Field(0, ge=0, description="pixels added on the right")
-    bottom: StrictInt = Field(0, ge=0, description="pixels added at the bottom")
+    # No words: the side's name says it (and every word is in each tools/list).
+    left: StrictInt = Field(0, ge=0)
+    top: StrictInt = Field(0, ge=0)
+    right: StrictInt = Field(0, ge=0)
+    bottom: StrictInt = Field(0, ge=0)
 
 
 class BasePlan(BaseModel):

@@ -73,7 +73,7 @@ class LoraChoice(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    name: str = Field(min_length=1, max_length=64, description="a configured LoRA's name (--lora NAME=PATH)")
+    name: str = Field(min_length=1, max_length=64, description="a configured LoRA's name")
     strength: float | None = Field(
         None, ge=-4, le=4, description="its strength (default: the configured one)"
     )

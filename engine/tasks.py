@@ -293,3 +293,21 @@ def tasks_text(*, include_understanding: bool = False) -> str:
             f"- {spec.task.value} → {spec.output}: {spec.summary}. Inputs: {roles or 'none'}.{extra}"
         )
     return "\n".join(lines)
+
+
+def tasks_brief(*, include_understanding: bool = False) -> str:
+    """The task list in one short line per row, for tool descriptions: the inputs by role and kind
+    (``?``: optional, ``1-3``: how many), the output, and the parameters only the task takes.
+    The rules a row's ``note`` and ``summary`` add are in :func:`tasks_text` (the server's guide)."""
+    lines = []
+    for spec in TASKS.values():
+        if spec.understanding and not include_understanding:
+            continue
+        roles = ", ".join(
+            f"{r.role.value} {'/'.join(k.value for k in r.kinds)}"
+            + ("?" if (r.min, r.max) == (0, 1) else "" if r.max == 1 else f" {r.min}-{r.max}")
+            for r in spec.roles
+        )
+        own = f" (+{', '.join(spec.params)})" if spec.params else ""
+        lines.append(f"- {spec.task.value}: {roles or 'text'} → {spec.output}{own}")
+    return "\n".join(lines)

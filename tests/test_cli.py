@@ -601,14 +601,14 @@ async def test_the_chain_example_links_three_calls_through_unison_uris(tiny_path
         image, edited, video = await chain_example.chain(client, workdir, args)
 
     assert [o["uri"].split("/")[-1] for o in (image, edited, video)] == [
-        o["name"] for o in (image, edited, video)
+        Path(o["path"]).name for o in (image, edited, video)
     ]
     assert all(o["uri"].startswith("unison://outputs/") for o in (image, edited, video))
-    sidecar = json.loads((out_dir / f"{edited['name']}.json").read_text())
+    sidecar = json.loads((out_dir / f"{Path(edited['path']).name}.json").read_text())
     roles = {i["role"]: i["path"] for i in sidecar["plan"]["inputs"]}
     assert roles["source"] == image["path"]  # the URI was resolved to the first call's file
     assert roles["mask"] == str(workdir / "mask.png")
-    assert video["num_frames"] == 5 and video["mime_type"] == "video/mp4"
+    assert video["num_frames"] == 5 and video["kind"] == "video"
     printed = capsys.readouterr().out
     assert "3. image_to_video -> unison://outputs/" in printed
 

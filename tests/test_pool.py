@@ -230,7 +230,7 @@ async def test_two_concurrent_jobs_run_on_two_replicas_and_a_third_waits_then_ru
     assert results[third]["replica"] in (results[first]["replica"], results[second]["replica"])
     for r in (a, b, c):
         (video,) = r["outputs"]
-        assert Path(video["path"]).is_file() and video["mime_type"] == "video/mp4"
+        assert Path(video["path"]).is_file() and video["kind"] == "video" and video["path"].endswith(".mp4")
     # Progress came from the replicas, in order, to the call and then to `job wait`.
     for name in ("a", "b", "c"):
         assert progress[name], name

@@ -17,6 +17,7 @@ before any other; the tests that follow read its result.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shlex
@@ -41,6 +42,7 @@ NOT_RUN: dict[str, str] = {
     "unison-mcp serve": "waits for a client (tests/test_service.py runs `serve` for real)",
     "export UNISON_AUTH_TOKEN=": "sets a variable for the `serve` line after it",
     "npx @modelcontextprotocol/inspector": "needs Node.js and the network",
+    "claude mcp add": "needs Claude Code (its config's arguments are `serve`'s, run above)",
 }
 
 #: Lines printed to stderr that are this project's own: progress ("unison-mcp: loading…"), a
@@ -281,3 +283,65 @@ def test_the_desktop_config_for_each_system_gives_absolute_folders(system):
     pure = PureWindowsPath if system == "windows" else PurePosixPath
     paths = [args[i + 1] for i, a in enumerate(args) if a in ("--output-dir", "--allow-root")]
     assert paths and all(pure(p).is_absolute() for p in paths)
+
+
+# ---------------------------------------------------------------------------------------------
+# The client set-ups: configs that parse, Python that calls what the frameworks have
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, flags=re.S)
+
+
+def test_every_json_config_in_the_readme_parses_and_starts_serve_by_an_absolute_path():
+    import json
+
+    configs = [json.loads(block) for block in _blocks("json")]
+    assert len(configs) >= 2  # VS Code's and Cursor's
+    for config in configs:
+        (server,) = (config.get("servers") or config["mcpServers"]).values()
+        assert server["command"].startswith("/home/you/unison-mcp/") and server["args"][0] == "serve"
+
+
+def _imported(tree: ast.Module) -> dict[str, object]:
+    """The names a snippet imports, as the installed packages define them; a package that is
+    absent (or, like langchain-mcp-adapters, cannot be imported beside mcp 2) is left out."""
+    import importlib
+
+    found: dict[str, object] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            try:
+                module = importlib.import_module(node.module)
+            except ImportError:
+                continue
+            for alias in node.names:
+                if not hasattr(module, alias.name):  # a submodule: `from google import genai`
+                    importlib.import_module(f"{node.module}.{alias.name}")
+                found[alias.asname or alias.name] = getattr(module, alias.name)
+    return found
+
+
+@pytest.mark.parametrize("index", range(len(_blocks("python"))))
+def test_every_python_snippet_parses_and_calls_what_the_installed_frameworks_take(index):
+    import inspect
+
+    tree = ast.parse(_blocks("python")[index])
+    names = _imported(tree)
+    checked = 0
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names):
+            continue
+        target = names[node.func.id]
+        try:
+            params = inspect.signature(target).parameters  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            continue
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        for keyword in node.keywords:
+            assert keyword.arg in params, f"{node.func.id}() takes no {keyword.arg}"
+        checked += 1
+    if not names:
+        pytest.skip("none of the snippet's frameworks is installed")
+    assert checked, "no call of the snippet was checked"

@@ -130,11 +130,11 @@ async def test_chaining_generate_edit_animate_through_unison_uris_on_the_real_en
     assert video["plan"]["inputs"] == [
         {"path": edited["outputs"][0]["path"], "kind": "image", "role": "first_frame"}
     ]
-    assert clip["mime_type"] == "video/mp4" and clip["num_frames"] == 9 and clip["fps"] == 16.0
+    assert clip["kind"] == "video" and clip["num_frames"] == 9 and clip["fps"] == 16.0
     assert clip["duration_s"] == pytest.approx(9 / 16)
     assert read.contents[0].mime_type == "video/mp4"
     assert base64.b64decode(read.contents[0].blob) == Path(clip["path"]).read_bytes()
-    assert any(c.type == "image" for c in video_result.content)  # the poster frame
+    assert any(c.type == "image" for c in video_result.content)  # the contact sheet
 
 
 def _example_request(request: str, root: Path) -> str:
@@ -152,7 +152,7 @@ async def test_auto_dry_run_reaches_every_task_of_the_grammar_with_the_real_plan
         assert _files(real["out"]) == before  # a dry run writes nothing
     data = _data(result)
     assert data["dry_run"] is True and data["plan"]["task"] == example.task.value
-    assert data["outputs"] == [] and data["answer"] is None
+    assert "outputs" not in data and "answer" not in data  # unset fields are left out
     assert all(Path(i["path"]).parent == real["root"].resolve() for i in data["plan"]["inputs"])
 
 
@@ -166,14 +166,14 @@ async def test_auto_generates_a_video_or_answers_as_the_real_planner_decides(rea
         answer = _data(await client.call_tool("auto", {"prompt": "What is the capital of France?"}))
     assert video["plan"]["task"] == "text_to_video"
     (clip,) = video["outputs"]
-    assert clip["mime_type"] == "video/mp4" and (clip["width"], clip["height"], clip["num_frames"]) == (
+    assert clip["kind"] == "video" and (clip["width"], clip["height"], clip["num_frames"]) == (
         64,
         48,
         9,
     )
     assert Path(clip["path"]).is_file()
     assert answer["plan"]["task"] == "text_understanding"
-    assert isinstance(answer["answer"], str) and answer["outputs"] == []
+    assert isinstance(answer["answer"], str) and "outputs" not in answer
 
 
 async def test_auto_plans_then_generates_or_answers_and_a_dry_run_only_plans(real):
@@ -188,14 +188,14 @@ async def test_auto_plans_then_generates_or_answers_and_a_dry_run_only_plans(rea
         # The same question on the same file through `understand`: what auto routed to answers it.
         asked = await client.call_tool("understand", {"prompt": "what is shown?", "media": [str(photo)]})
     assert _data(image)["plan"]["task"] == "text_to_image" and len(_data(image)["outputs"]) == 1
-    assert _data(video)["outputs"][0]["mime_type"] == "video/mp4"
+    assert _data(video)["outputs"][0]["kind"] == "video"
     answered = _data(answer)
-    assert answered["plan"]["task"] == "image_understanding" and answered["outputs"] == []
+    assert answered["plan"]["task"] == "image_understanding" and "outputs" not in answered
     assert [i["path"] for i in answered["plan"]["inputs"]] == [str(photo.resolve())]
     assert answered["answer"] and answered["answer"] == _data(asked)["answer"]
     dry_data = _data(dry)
     assert dry_data["dry_run"] is True and dry_data["plan"]["task"] == "text_to_video"
-    assert dry_data["outputs"] == [] and dry_data["plan"]["num_frames"] == 9
+    assert "outputs" not in dry_data and dry_data["plan"]["num_frames"] == 9
     assert len([n for n in _files(real["out"]) - before if not n.endswith(".json")]) == 2
 
 
@@ -231,16 +231,17 @@ async def test_cancelling_a_real_generation_mid_way_writes_nothing(real):
 # What a user keeps (issue 9), through MCP
 
 
-async def test_candidates_come_back_as_one_resource_link_each_with_its_seed(real):
+async def test_candidates_come_back_each_with_its_uri_seed_and_preview(real):
     async with Client(_server(real)) as client:
         result = await client.call_tool(
             "generate", {"task": "text_to_image", "prompt": "a fox", "count": 2, "seed": 40, "steps": 1}
         )
     data = _data(result)
     assert [o["seed"] for o in data["outputs"]] == [40, 41]
-    links = [c for c in result.content if c.type == "resource_link"]
-    assert len(links) == 2 and {link.uri for link in links} == {o["uri"] for o in data["outputs"]}
-    assert all("seed 4" in link.title for link in links)
+    (text,) = [c.text for c in result.content if c.type == "text"]
+    for out in data["outputs"]:
+        assert f"{out['uri']} → {out['path']}" in text and f"seed {out['seed']}" in text
+    assert [c.type for c in result.content] == ["text", "image", "image"]  # one preview per candidate
 
 
 async def test_an_edit_through_mcp_keeps_the_unmasked_pixels_of_the_source(real):

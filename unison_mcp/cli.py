@@ -518,7 +518,7 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
         group = files if name in roles else shape
         flags = ("--" + name.replace("_", "-"), *_ALIASES.get(name, ()))
         kind = typing.get_args(field.annotation) or (field.annotation,)
-        common: dict[str, Any] = {"dest": name, "help": field.description}
+        common: dict[str, Any] = {"dest": name, "help": (field.description or "") + _range_text(field)}
         if name in roles:
             multi = typing.get_origin(field.annotation) is list
             group.add_argument(*flags, metavar="PATH", action="append" if multi else None, **common)
@@ -536,6 +536,17 @@ def _add_generate_arguments(p: argparse.ArgumentParser) -> None:
         else:
             group.add_argument(*flags, **common)
     shape.add_argument("--json", action="store_true", help="print the whole result as JSON")
+
+
+def _range_text(field: Any) -> str:
+    """A number's range as the help states it (`` (1-4)``): the schema states it to a calling model,
+    the request field's words do not repeat it; a person reading ``--help`` sees no schema. Lengths
+    and the seed's (any 64-bit number) are left out."""
+    low = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
+    high = next((m.le for m in field.metadata if hasattr(m, "le")), None)
+    if low is None or high is None or high >= 2**62:
+        return ""
+    return f" ({low:g}-{high:g})"
 
 
 def _seed(text: str) -> int:

@@ -114,7 +114,12 @@ class ServerConfig(BaseModel):
         None, description="HTTP bearer token (prefer the env var: flags show in `ps`)"
     )
     preload: bool = Field(False, description="load the models at start (in the background)")
-    preview_side: int = Field(384, ge=16, le=1024, description="longest side of inline previews in pixels")
+    preview_side: int = Field(
+        384,
+        ge=16,
+        le=1024,
+        description="longest side of inline previews in pixels (of each frame of a video's sheet)",
+    )
     keep_jobs: int = Field(64, ge=1, description="finished jobs kept for the job tool")
     # --no-auth is the word people look for: the field is its positive, so that argparse's
     # --auth/--no-auth pair spells it.

@@ -1,95 +1,102 @@
-"""The tools' descriptions and the server's instructions, written for the calling model.
+"""The tools' descriptions, the server's instructions and its guide, written for the calling model.
 
-Each says what a tool needs, the size and frame rules, and what comes back, with every number read
-from the configured limits (:class:`engine.bounds.Bounds`) and every task from the task table
-(:func:`engine.tasks.tasks_text`): a description cannot drift from what the tool accepts.
+Every client sends the tool list with each conversation, so a description says only what each tool
+needs and gives back; the bounds are in the schema, and what a model needs only sometimes (each
+task's rules, the configured limits, the allowed folders, examples) is in the guide, the resource
+:data:`GUIDE_URI`, which the descriptions name. Every number is read from the configured limits
+(:class:`engine.bounds.Bounds`) and every task from the task table (:func:`engine.tasks.tasks_brief`,
+:func:`engine.tasks.tasks_text`), so neither can drift from what the tools accept.
 """
 
 from __future__ import annotations
 
 from engine.bounds import IMAGE_FRAMES, Bounds, number
-from engine.inputs import OUTPUT_URI_PREFIX, InputPolicy
-from engine.tasks import tasks_text
+from engine.inputs import OUTPUT_URI_PREFIX
+from engine.tasks import tasks_brief, tasks_text
 
 from .state import ServerState
 
+#: The guide: what the descriptions leave out, read when needed.
+GUIDE_URI = "unison://guide"
 
-def inputs_text(policy: InputPolicy) -> str:
-    return (
-        f"Input files: absolute paths under the allowed roots ({policy.roots_text()}), or the "
-        f"{OUTPUT_URI_PREFIX}<name> URI of an earlier result (that is how calls chain: generate an image, "
-        "edit it, animate it)."
-    )
+_FILES = f"absolute local paths, or the {OUTPUT_URI_PREFIX}<name> URI of an earlier result"
 
 
 def generate_description(state: ServerState) -> str:
     lim = state.engine.config.limits
-    bounds = Bounds.of(lim)
-    count = bounds.count
-    return f"""Create an image or a video with Wan2.1-VACE (conditioned by the Unison planner's projector tokens).
-Pick `task`, describe the result in `prompt`, and give each input file by its role.
-
-Tasks (output: what it does; inputs by role):
-{tasks_text()}
-A parameter the task does not take is refused, naming the ones it takes; so is an unknown argument.
-
-{inputs_text(state.engine.inputs)}
-Size: width/height in pixels, rounded to multiples of 16. Unset, tasks on a source keep the source's aspect
-at about {lim.default_width}×{lim.default_height}'s area (a portrait photo stays portrait); other tasks make
-{lim.default_width}×{lim.default_height}. Larger sizes (1080p, 4K) are scaled down to at most {lim.max_side} a side and
-{lim.max_pixels} pixels, keeping the aspect (said in the notes).
-Frames: images have {IMAGE_FRAMES}. Videos have 4k+1 frames (17, 33, 49, 81...; other counts are rounded), or give
-duration_s instead (at `fps`, default {bounds.default_fps:g}). Unset: a source video's length (edit,
-outpaint, control; its audio is kept), else {lim.default_frames}. One run makes up to {lim.max_frames} frames;
-text_to_video, image_to_video and video_extend make up to {lim.max_duration_s:g} s as a chain of windows.
-video_extend: num_frames/duration_s is the new part; the result is the whole clip, plus the new part alone.
-Kept: the source is pasted back wherever the task keeps it (outside the mask, the given first/last frame,
-the outpainted source, the extended clip); preserve=false returns the generator's raw output.
-Candidates: count ({number(count.low)}-{number(count.high)}) makes that many results from consecutive seeds, each its own file.
-Sampling: steps (default {state.engine.config.sampling.steps}), guidance, seed (fixed seed = same result),
-negative_prompt (default: Wan2.1's), conditioning_scale (strength of the input video/mask conditioning).
-
-Returns: each file as a resource link (unison://outputs/<name>, mime type, size; its seed) with its absolute
-path in the structured result, a small JPEG preview (a video's first frame; frames, fps and duration in the
-text), the settings used and notes on what was adjusted. A job still running after {state.config.wait_s:g} s returns
-{{job_id, status: 'running', progress}} instead: follow it with the `job` tool (action 'wait')."""
+    return f"""Make or edit an image or video (Wan2.1-VACE). Pick `task`, describe the result in `prompt`, give each input file by its role.
+Tasks (input role kind, ? optional → output, +own parameters):
+{tasks_brief()}
+Files: {_FILES} (generate, then edit or animate it).
+Unset size: the source's aspect, else {lim.default_width}×{lim.default_height}; larger sizes are scaled down.
+Returns each file's URI, path, size, frames and seed, a preview (a video: a sheet of its frames) and notes on what was adjusted and kept. Still running after {state.config.wait_s:g} s: a job_id for `job`.
+Each task's rules, the limits, examples: resource {GUIDE_URI}."""
 
 
-def understand_description(state: ServerState) -> str:
-    und = state.engine.config.understanding
-    return f"""Answer a question about text, images or a video with Qwen2.5-VL (the Unison planner's model).
-Give the question in `prompt` and the files in `media` (or inline as ###path### markers in the prompt).
-Images and videos both work; a video is sampled at {und.video_fps:g} fps, up to {und.video_max_frames} frames.
-{inputs_text(state.engine.inputs)}
-Returns the answer as text, and {{answer, model, timings}} as structured content. Reads files only."""
+def understand_description(_state: ServerState) -> str:
+    return f"""Answer a question about text, images or a video (Qwen2.5-VL). The question in `prompt`; files in `media` or inline as ###path###: {_FILES}. Returns the answer. Reads files only."""
 
 
 def auto_description(state: ServerState) -> str:
-    return f"""Let the Unison planner decide: it reads a free-form request, picks the task, the size and the frame count,
-then answers the question or generates the file(s). Mark input files inline as ###/path/to/file.png### (or list
-them in `media`; they are numbered in order). Use `generate` instead to choose the task yourself.
+    return f"""Let the Unison planner choose: from a free-form request it picks the task, size and length, then answers or generates. Files inline as ###/abs/path.png### or in `media`. dry_run=true returns only the plan (it replays through `generate`). Returns the plan, then the answer or the files as `generate` does; after {state.config.wait_s:g} s a job_id for `job`. Use `generate` to choose the task yourself; tasks and rules: resource {GUIDE_URI}."""
 
-Tasks it can choose:
+
+JOB_DESCRIPTION = """Follow a job_id a call returned when it outlived its wait. status: where it is; wait: wait again (the result if it finishes in time); result: the result if finished; cancel: stop it (nothing is written)."""
+
+INSTRUCTIONS = f"""unison-mcp runs Unison on this machine: `understand` answers about text, images and videos; `generate` makes or edits images and videos (you pick the task); `auto` lets the Unison planner pick. Inputs are local files or {OUTPUT_URI_PREFIX}<name> URIs of earlier results; results are files. Long jobs return a job_id for `job`. Details: resource {GUIDE_URI}."""
+
+
+def guide_text(state: ServerState) -> str:
+    """The guide (Markdown): each task's rules, the configured limits and folders, examples."""
+    lim = state.engine.config.limits
+    bounds = Bounds.of(lim)
+    sampling = state.engine.config.sampling
+    und = state.engine.config.understanding
+    return f"""# unison-mcp guide
+
+## Input files
+Absolute paths under the allowed folders ({state.engine.inputs.roots_text()}), or the
+{OUTPUT_URI_PREFIX}<name> URI of an earlier result: that is how calls chain (generate an image,
+edit it, animate it). At most {number(bounds.inputs.high)} files per call. `understand` and `auto`
+also take files inline in the prompt as ###/abs/path.png###.
+
+## Tasks (generate; auto also answers questions)
 {tasks_text(include_understanding=True)}
+A parameter the task does not take is refused, naming the ones it takes; so is an unknown argument.
 
-{inputs_text(state.engine.inputs)}
-Every file given is used or named in the plan's notes; a generation plan that would ignore every file is
-planned again by the rules planner, or refused with the `generate` call to make instead. A model plan that
-does not parse falls back to the rules planner (the plan's `planner` and notes say so). Sizes, lengths,
-what is kept of the sources, long videos and `count` work as in `generate`.
-dry_run=true only plans: it returns the plan (task, size, frames, inputs with roles) without running it.
-Returns the plan, then the answer (understanding) or the files as `generate` returns them. A job still
-running after {state.config.wait_s:g} s returns a job handle for the `job` tool."""
+## Sizes and lengths
+- Width/height are rounded to multiples of 16. Unset, tasks on a source keep its aspect at about
+  {lim.default_width}×{lim.default_height}'s area; other tasks make {lim.default_width}×{lim.default_height}.
+  Larger sizes are scaled down to at most {lim.max_side} a side and {lim.max_pixels} pixels, keeping the aspect.
+- Images have {IMAGE_FRAMES} frame. Videos have 4k+1 frames (17, 33, 49, 81...; other counts are
+  rounded), or give duration_s (at `fps`, default {bounds.default_fps:g}). Unset: a source video's length
+  (edit, outpaint, control; its audio is kept), else {lim.default_frames} frames.
+- One run makes up to {lim.max_frames} frames; text_to_video, image_to_video and video_extend make up to
+  {lim.max_duration_s:g} s as a chain of windows. video_extend: num_frames/duration_s is the new part;
+  the result is the whole clip, plus the new part alone.
 
+## What is kept
+The source is pasted back wherever the task keeps it (outside the mask, the given first/last frame,
+the outpainted source, the extended clip); preserve=false returns the generator's raw output. The
+result's notes say what was kept and what was adjusted.
 
-JOB_DESCRIPTION = """Follow a job handle returned by generate/understand/auto when a call outlived its wait.
-- status: where the job is (queued with how many ahead, running with progress, done, failed, cancelled).
-- wait: wait again (same limit as a call); returns the job's result when it finishes in time, else its status.
-- result: the result now if finished (exactly what the original call would have returned), else its status.
-- cancel: stop the job (a running job stops at its next step; nothing is written).
-Finished jobs are kept for a while, then forgotten."""
+## Sampling
+steps (default {sampling.steps}), guidance, seed (the same seed gives the same result), negative_prompt,
+conditioning_scale (strength of the input video/mask conditioning), count (candidates from consecutive
+seeds, each its own file). Videos to understand are sampled at {und.video_fps:g} fps, up to
+{und.video_max_frames} frames.
 
-INSTRUCTIONS = """unison-mcp runs Unison on this machine: `understand` answers questions about text, images and
-videos; `generate` creates or edits images and videos (you choose the task); `auto` lets the Unison planner
-choose. Inputs are local files under the allowed roots or unison://outputs/<name> URIs of earlier results;
-outputs are files, returned as resource links with a small preview. Long jobs return a job id for `job`."""
+## Results
+Each file: its {OUTPUT_URI_PREFIX}<name> URI (an input to the next call, or read as a resource), its path
+on the server's machine, kind, size, frames, fps, duration and seed; a preview (an image downscaled, a
+video's evenly spaced frames on one sheet). A call still running after {state.config.wait_s:g} s returns
+{{status: 'running', job_id}}: call `job` with action 'wait' (or 'status', 'result', 'cancel').
+
+## Examples
+- generate {{"task": "text_to_image", "prompt": "a red fox in fresh snow"}}
+- generate {{"task": "image_edit", "prompt": "a grey wolf", "source": "{OUTPUT_URI_PREFIX}<name>.png", "target": "the fox"}}
+- generate {{"task": "image_to_video", "prompt": "the wolf runs off", "first_frame": "{OUTPUT_URI_PREFIX}<name>.png", "duration_s": 3}}
+- generate {{"task": "video_extend", "prompt": "it keeps running", "source": "/home/me/clip.mp4", "duration_s": 2}}
+- understand {{"prompt": "what happens in this clip?", "media": ["/home/me/clip.mp4"]}}
+- auto {{"prompt": "make the cat in ###/home/me/cat.jpg### wave", "dry_run": true}}
+"""

@@ -1,33 +1,53 @@
-"""Engine results as tool results: text for the model, resource links, small previews, structure.
+"""Engine results as tool results that reach the model in every client.
 
-Files are never inlined: each output is a ``resource_link`` (``unison://outputs/<name>``, mime
-type, size) plus its absolute path in the structured content. The model gets a small preview to
-look at: the image downscaled (JPEG, longest side ``preview_side``), or a video's first frame
-with its frame count, fps and duration. In HTTP mode each output also gets its gallery link
-(``gallery``: the page's address; the page asks for the token, the link never holds it). These
-functions run on the job's worker thread, right after the engine returns, so a finished job holds
-exactly what the call returns.
+Clients show a model different parts of a result, so each part stands on its own:
+
+- ``structuredContent`` alone carries what the model needs (Claude Code shows it nothing else):
+  each file's ``unison://outputs/<name>`` URI, path, kind, size, frames, duration and seed, the
+  notes (what was adjusted, what was kept), the plan (:mod:`unison_mcp.models`);
+- ``content`` is for the others: one text with the same facts, then one JPEG preview per file
+  (an image downscaled to ``preview_side``; a video's evenly spaced frames on one sheet, so a
+  model can judge its motion: :mod:`engine.preview`). Files are named by URI in the text, never as
+  ``resource_link`` blocks: LangChain's MCP adapter turns a link into an image or file part with
+  that URL, which no model provider can fetch (``unison://``), so the call would fail there.
+
+The previews together stay far below the 1 MB a client takes in one result. In HTTP mode each
+file also gets its gallery link (``gallery``: the page's address; the page asks for the token, the
+link never holds it). These functions run on the job's worker thread, right after the engine
+returns, so a finished job holds exactly what the call returns.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import mimetypes
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
+from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent
 
+from engine.preview import (
+    PREVIEW_MAX_BYTES,
+    SHEET_WIDTH,
+    contact_sheet,
+    frame_labels,
+    image_preview,
+    sheet_indices,
+)
 from engine.results import AutoResult, GenerateResult, OutputFile, UnderstandResult
 
-from .models import AutoOutput, GenerateOutput, OutputInfo, UnderstandOutput
+from .models import AutoOutput, GenerateOutput, OutputInfo, UnderstandOutput, plan_json
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
-#: A preview above this is re-encoded smaller: clients cap whole results near 1 MB.
-PREVIEW_MAX_BYTES = 256 * 1024
+#: What all the previews of one result may weigh together (base64 adds a third): one result of
+#: four candidates and their masks still fits the 1,048,576 characters Claude Desktop takes.
+PREVIEWS_MAX_BYTES = 600_000
 
 
 def mime_type(path: Path | str) -> str:
@@ -62,38 +82,61 @@ def _describe(out: OutputFile) -> str:
 # Previews
 
 
-def _first_frame(path: Path):
-    """The first frame of an image or video as a PIL image (PyAV for videos)."""
+def _is_video(out: OutputFile) -> bool:
+    return out.mime_type.startswith("video/")
+
+
+def _video_frames(path: Path, indices: list[int]) -> tuple[list[np.ndarray], list[int]]:
+    """The frames of the video at ``path`` at ``indices`` (sorted), decoded one at a time so that
+    a long video is never held whole; with the indices actually found."""
+    import av
+
+    wanted, frames, found = set(indices), [], []
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                frames.append(frame.to_ndarray(format="rgb24"))
+                found.append(i)
+            if i >= indices[-1]:
+                break
+    if not frames:
+        raise ValueError(f"{path} has no video frame")
+    return frames, found
+
+
+def preview(out: OutputFile, side: int, max_bytes: int = PREVIEW_MAX_BYTES) -> ImageContent | None:
+    """A JPEG of the output for the model to look at (``None`` if it cannot be made): an image
+    with its longest side at most ``side``; a video's contact sheet, each frame at most ``side``
+    wide."""
     from PIL import Image
 
-    if mime_type(path).startswith("video/"):
-        import av
-
-        with av.open(str(path)) as container:
-            for frame in container.decode(video=0):
-                return frame.to_image()
-        raise ValueError(f"{path} has no video frame")
-    with Image.open(path) as img:
-        img.load()
-        return img.copy()
-
-
-def preview(path: Path, side: int) -> ImageContent | None:
-    """A small JPEG of the output (a video's first frame), or ``None`` if it cannot be made."""
+    path = Path(out.path)
     try:
-        img = _first_frame(path).convert("RGB")
-        img.thumbnail((side, side))
-        for quality in (85, 60, 40):
-            buf = io.BytesIO()
-            img.save(buf, format="JPEG", quality=quality)
-            if buf.tell() <= PREVIEW_MAX_BYTES:
-                break
-        data = base64.b64encode(buf.getvalue()).decode("ascii")
+        if _is_video(out):
+            frames, found = _video_frames(path, sheet_indices(out.num_frames))
+            # Three frames a row at most, each no larger than an image's preview.
+            width = min(SHEET_WIDTH, 3 * side)
+            data = contact_sheet(
+                frames, labels=frame_labels(found, out.fps), width=width, max_bytes=max_bytes
+            )
+        else:
+            with Image.open(path) as img:
+                img.load()
+                data = image_preview(img, side, max_bytes)
     except Exception:
-        # A preview is a courtesy: the file and its link are what matter, so never fail over one.
+        # A preview is a courtesy: the file and its URI are what matter, so never fail over one.
         log.warning("no preview for %s", path, exc_info=True)
         return None
-    return ImageContent(type="image", data=data, mime_type="image/jpeg")
+    return ImageContent(type="image", data=base64.b64encode(data).decode("ascii"), mime_type="image/jpeg")
+
+
+def _previews(outputs: list[OutputFile], side: int) -> list[ContentBlock]:
+    budget = min(PREVIEW_MAX_BYTES, PREVIEWS_MAX_BYTES // max(1, len(outputs)))
+    return [image for out in outputs if (image := preview(out, side, budget)) is not None]
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
 
 
 #: How a file that is not the result itself is titled.
@@ -104,36 +147,11 @@ _ROLE_TITLES = {
 }
 
 
-def _output_blocks(outputs: list[OutputFile], preview_side: int, gallery: str | None) -> list[ContentBlock]:
-    blocks: list[ContentBlock] = []
-    for out in outputs:
-        kind = "video" if out.mime_type.startswith("video/") else "image"
-        info = OutputInfo.of(out)
-        what = f"{kind} ({out.width}×{out.height})"
-        if out.role != "result":
-            what = f"{_ROLE_TITLES.get(out.role, out.role)}, {what}"
-        if out.seed is not None and len(outputs) > 1:
-            what += f", seed {out.seed}"
-        blocks.append(
-            ResourceLink(
-                type="resource_link",
-                uri=info.uri,
-                name=out.name,
-                title=what,
-                description=f"{_describe(out)}; on disk: {out.path}"
-                + (f"; view: {gallery_link(gallery, out.name)}" if gallery else ""),
-                mime_type=out.mime_type,
-                size=out.size_bytes,
-            )
-        )
-        image = preview(Path(out.path), preview_side)
-        if image is not None:
-            blocks.append(image)
-    return blocks
-
-
-# ---------------------------------------------------------------------------------------------
-# Results
+def _preview_text(out: OutputFile) -> str:
+    if not _is_video(out):
+        return "preview below"
+    shown = frame_labels(sheet_indices(out.num_frames), out.fps)
+    return f"preview below: frames at {', '.join(shown)}"
 
 
 def _generation_text(gen: GenerateResult, gallery: str | None) -> str:
@@ -145,7 +163,9 @@ def _generation_text(gen: GenerateResult, gallery: str | None) -> str:
                 f", seed {out.seed}" if out.seed is not None and len(gen.outputs) > 1 else "",
             )
         )
-        lines.append(f"- {OutputInfo.of(out).uri} → {out.path} ({_describe(out)}{extra})")
+        lines.append(
+            f"- {OutputInfo.of(out).uri} → {out.path} ({_describe(out)}{extra}; {_preview_text(out)})"
+        )
         if gallery:
             lines.append(f"  view in the gallery: {gallery_link(gallery, out.name)}")
     lines.append(
@@ -161,7 +181,7 @@ def _generation_text(gen: GenerateResult, gallery: str | None) -> str:
 
 def _generation_fields(gen: GenerateResult) -> dict:
     return dict(
-        plan=gen.plan,
+        plan=plan_json(gen.plan),
         outputs=[OutputInfo.of(o) for o in gen.outputs],
         seed=gen.seed,
         steps=gen.steps,
@@ -190,7 +210,7 @@ def generate_result(gen: GenerateResult, *, preview_side: int, gallery: str | No
     blocks: list[ContentBlock] = [
         TextContent(type="text", text=_generation_text(gen, gallery) + _ran_on(gen.replica))
     ]
-    blocks += _output_blocks(gen.outputs, preview_side, gallery)
+    blocks += _previews(gen.outputs, preview_side)
     return CallToolResult(content=blocks, structured_content=out.model_dump(mode="json"))
 
 
@@ -204,19 +224,20 @@ def auto_result(
     if plan.inputs:
         head += "; inputs: " + ", ".join(f"{i.role.value}={i.path}" for i in plan.inputs)
     blocks: list[ContentBlock] = []
-    fields: dict = {"plan": plan, "dry_run": dry_run}
+    fields: dict = {"plan": plan_json(plan), "dry_run": dry_run, "notes": plan.notes or None}
     head += _ran_on(res.replica)
     if res.generation is not None:
         fields.update(_generation_fields(res.generation))
-        fields["plan"] = plan
+        fields["plan"] = plan_json(plan)
         blocks.append(TextContent(type="text", text=head + "\n" + _generation_text(res.generation, gallery)))
-        blocks += _output_blocks(res.generation.outputs, preview_side, gallery)
+        blocks += _previews(res.generation.outputs, preview_side)
     elif res.answer is not None:
         fields.update(answer=res.answer.answer, model=res.answer.model, timings=res.answer.timings)
         blocks.append(TextContent(type="text", text=res.answer.answer))
         blocks.append(TextContent(type="text", text=head))
     else:
-        blocks.append(TextContent(type="text", text=head + "\n(dry run: nothing was generated)"))
+        notes = f"\nNotes: {'; '.join(plan.notes)}" if plan.notes else ""
+        blocks.append(TextContent(type="text", text=head + notes + "\n(dry run: nothing was generated)"))
     fields["replica"] = res.replica
     out = AutoOutput(**fields)
     return CallToolResult(content=blocks, structured_content=out.model_dump(mode="json"))

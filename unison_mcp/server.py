@@ -16,8 +16,10 @@ own. A call to an engine tool reads, in :meth:`UnisonServer.call_tool`:
    :func:`unison_mcp.errors.tool_error`.
 
 The tools' signatures, and so their schemas, are built from the engine's request models
-(:func:`engine.api.request_model`) with the configured limits, and their descriptions are
-:mod:`unison_mcp.descriptions`; that is also why this module does not use ``from __future__ import
+(:func:`engine.api.request_model`) with the configured limits, and published in the shape every
+client's converter accepts (:func:`unison_mcp.schema.portable`, with the options the server is
+not configured for left out); their descriptions are :mod:`unison_mcp.descriptions`, and the guide
+they name is a resource. That is also why this module does not use ``from __future__ import
 annotations`` (the SDK evaluates the annotations). What the tools share is
 :class:`unison_mcp.state.ServerState`.
 """
@@ -35,12 +37,14 @@ import anyio.to_thread
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+from mcp.server.mcpserver.resources import TextResource
 from mcp_types import CallToolResult, ToolAnnotations
 from mcp_types import Resource as MCPResource
 from mcp_types import ResourceTemplate as MCPResourceTemplate
 from pydantic import Field, ValidationError
 
 from engine.api import EngineAPI, parse_arguments, request_model
+from engine.config import EngineConfig
 from engine.engine import Engine
 from engine.errors import InputRefused, InvalidRequest, invalid_request
 from engine.inputs import OUTPUT_URI_PREFIX, InputPolicy, output_uri
@@ -53,10 +57,12 @@ from engine.results import AutoResult, GenerateResult, UnderstandResult
 from . import __version__
 from .config import ServerConfig
 from .descriptions import (
+    GUIDE_URI,
     INSTRUCTIONS,
     JOB_DESCRIPTION,
     auto_description,
     generate_description,
+    guide_text,
     understand_description,
 )
 from .errors import short_rpc_errors, shorten_sdk_logs, tool_error
@@ -64,6 +70,7 @@ from .follow import OUTPUTS, TOOL_KINDS, ToolName, as_tool_errors, job_action, p
 from .http import gallery_url, serve_http
 from .models import JobOutput
 from .present import mime_type
+from .schema import portable
 from .service import Stopper, log_ready
 from .state import ServerState, state_of
 from .stdio import serve_stdio
@@ -304,6 +311,16 @@ def _add_tools(server: "UnisonServer", state: ServerState) -> None:
         return await as_tool_errors("job", job_action(state, action, job_id, ctx))
 
     job.__doc__ = JOB_DESCRIPTION
+    server.add_resource(
+        TextResource(
+            uri=GUIDE_URI,
+            name="guide",
+            title="How to use the tools",
+            description="Each task's rules, the limits, the allowed folders and examples",
+            mime_type="text/markdown",
+            text=guide_text(state),
+        )
+    )
     server.add_tool(
         _engine_tool(server, "understand", understand_description(state)),
         annotations=ToolAnnotations(
@@ -340,6 +357,30 @@ def _add_tools(server: "UnisonServer", state: ServerState) -> None:
             openWorldHint=False,
         ),
     )
+    omit = unconfigured_options(state.engine.config)
+    for name in TOOL_KINDS:
+        _publish(server, name, request_model(name, state.engine.config.limits).model_json_schema(), omit)
+    _publish(server, "job", server._tool_manager.get_tool("job").parameters, ())
+
+
+def unconfigured_options(config: EngineConfig) -> tuple[str, ...]:
+    """The options a call cannot use with this configuration, left out of the schemas: ``turbo``
+    without a turbo LoRA, ``loras`` without user LoRAs (the request models still take them, and
+    the engine refuses them by name)."""
+    return (
+        *(("turbo",) if config.loras.turbo_lora is None else ()),
+        *(() if config.loras.adapters else ("loras",)),
+    )
+
+
+def _publish(server: "UnisonServer", name: str, arguments: dict[str, Any], omit: tuple[str, ...]) -> None:
+    """Publish the tool's input and output schemas in the shape every client accepts
+    (:func:`unison_mcp.schema.portable`); the SDK reads both fields at each tools/list."""
+    tool = server._tool_manager.get_tool(name)
+    tool.parameters = portable(arguments, omit=omit)
+    output = tool.fn_metadata.output_model
+    tool.fn_metadata.output_schema = portable(output.model_json_schema(), nulls=False)
+    tool.__dict__.pop("output_schema", None)  # the Tool's cached copy, should it have been read
 
 
 # ---------------------------------------------------------------------------------------------
