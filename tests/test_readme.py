@@ -343,5 +343,5 @@ def test_every_python_snippet_parses_and_calls_what_the_installed_frameworks_tak
             assert keyword.arg in params, f"{node.func.id}() takes no {keyword.arg}"
         checked += 1
     if not names:
-        pytest.skip("none of the snippet's frameworks is installed")
+        pytest.skip("its framework cannot be imported here (absent, or langchain-mcp-adapters beside mcp 2)")
     assert checked, "no call of the snippet was checked"
