@@ -94,7 +94,7 @@ class Engine:
     def _run(self, admitted: Admitted, control: JobControl | None, **options: Any) -> AnyResult:
         # ``options``: what the Python API sets beyond a tool's arguments (see Job).
         with admitted:
-            return Job(self.models, admitted, control, **options).run()
+            return Job(self.models, admitted, control, outputs=self.inputs.outputs, **options).run()
 
     # ------------------------------------------------------------------ the Python API
 

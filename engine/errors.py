@@ -215,6 +215,39 @@ class ServerSettingError(ServerConfigError, InvalidRequest):
     """
 
 
+class OutputUnavailable(UnisonError):
+    """The server cannot write its output directory: missing and not creatable, read-only, not
+    writable for it, replaced while it ran, or its disk failing.
+
+    The server's own problem, not the call's: the same call fails the same way until whoever runs
+    the server fixes it, so it is reported apart (the message names the cause and the path).
+    """
+
+    code = "output_unavailable"
+
+    def __init__(self, message: str, *, path: str | None = None):
+        #: The output directory, as a message shows it.
+        self.path = None if path is None else shown(path, quoted=False)
+        super().__init__(message)
+
+
+class OutOfSpace(OutputUnavailable):
+    """The output directory's file system has no room for what a job writes (checked before the
+    model work against the job's expected size, and when a write fails with ENOSPC/EDQUOT)."""
+
+    code = "out_of_space"
+
+
+class WorkerLost(UnisonError):
+    """The process running the job (a pool replica) stopped before it answered: the job is lost,
+    the server keeps serving, and the same call again runs on a worker that is up."""
+
+    code = "worker_lost"
+
+    def __init__(self, message: str = "the worker running this job stopped; retry"):
+        super().__init__(message)
+
+
 class ShuttingDown(Cancelled):
     """The server is stopping: the job was cancelled (running) or never started (queued)."""
 

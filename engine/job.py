@@ -23,6 +23,7 @@ from .composite import composite
 from .control import JobControl
 from .errors import InvalidRequest, ModelError
 from .models import Models
+from .outdir import OutputDir, expected_bytes
 from .outputs import write_generation
 from .plan import Checked, CheckedPlan, CheckedQuestion, MediaInput, check_plan, shapes_of
 from .planners import BACKENDS, PlanOutput
@@ -110,6 +111,8 @@ class Job:
     overrides), ``backend`` (the planner backend of an ``auto`` call), ``temperature`` (an answer's),
     and for a plan planned earlier, ``features`` (its planning pass's hidden states) and ``seen``
     (the request as the Unison planner read it), so the projector needs no second planner pass.
+    ``outputs``: the output directory as the engine reads it back (its room is checked before a
+    generation's model work).
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class Job:
         temperature: float | None = None,
         features: torch.Tensor | None = None,
         seen: Request | None = None,
+        outputs: OutputDir | None = None,
     ):
         self.models = models
         self.config = models.config
@@ -134,6 +138,7 @@ class Job:
         self.temperature = temperature
         self.features = features
         self.seen = seen
+        self.outputs = outputs if outputs is not None else OutputDir(self.config.output_dir)
         #: What happened on the way (adjustments, fallbacks, what was extracted), for the result.
         self.notes: list[str] = []
         #: Seconds per step (``plan_s``, ``prepare_s``, ``load_s``, ...), for the result.
@@ -237,6 +242,11 @@ class Job:
                 self.sampling, self.config.sampling, limits=self.config.limits, loras=self.config.loras
             )
             self.notes = list(plan.notes)
+            # Room for the files first: a full, read-only or missing disk fails now, not after
+            # the model work (a write that fails later still says why: engine.outdir.output_error).
+            self.outputs.check_room(
+                expected_bytes(plan.width, plan.height, plan.num_frames, len(sampling.seeds))
+            )
             t_start = time.perf_counter()
             # 4. Sources: the opened inputs decoded into the generator's video, mask and references
             #    (for a chain: its first window).

@@ -13,9 +13,6 @@ import contextlib
 import json
 import logging
 import os
-import re
-import stat
-import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -29,6 +26,7 @@ from . import media
 from .config import EngineConfig
 from .errors import InvalidRequest
 from .media import AudioSpan
+from .outdir import TEMP_PREFIX, new_output_name, output_error, ready_to_write
 from .plan import CheckedPlan
 from .results import OutputFile
 from .sampling import ResolvedSampling
@@ -36,19 +34,6 @@ from .source import Source
 from .windows import Made
 
 log = logging.getLogger(__name__)
-
-TEMP_PREFIX = ".tmp-"
-#: Exactly the names :func:`write_output` gives its temporary files, and nothing else.
-_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{32}\.(png|mp4|json)")
-#: A temporary file older than this is left over from a process that died while writing (a
-#: write takes seconds): a second server writing into the same directory is never disturbed.
-STALE_TEMP_AGE_S = 600.0
-
-
-def _safe_task(task: str) -> str:
-    # Names come from the Task table, but a file name must never carry anything path-like.
-    cleaned = re.sub(r"[^a-z0-9_]+", "_", str(task).lower()).strip("_")
-    return cleaned[:40] or "output"
 
 
 def _json_default(value: Any) -> Any:
@@ -89,7 +74,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _temp_name(output_dir: Path, ext: str) -> Path:
-    """A fresh temporary name in ``output_dir``, as :data:`_TEMP_NAME` matches it."""
+    """A fresh temporary name in ``output_dir``, as :data:`engine.outdir.TEMP_NAME` matches it."""
     return output_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}.{ext}"
 
 
@@ -143,10 +128,9 @@ def write_output(
     is_video = num_frames > 1
     ext, mime = ("mp4", "video/mp4") if is_video else ("png", "image/png")
 
-    output_dir = Path(output_dir).expanduser().resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = ready_to_write(output_dir)  # made if missing, held: another's start keeps our temporaries
     now = datetime.now(timezone.utc)
-    name = f"{now:%Y%m%dT%H%M%S}Z-{_safe_task(task)}-{uuid.uuid4().hex[:8]}.{ext}"
+    name = new_output_name(task, ext, now)
     final = output_dir / name
     final_sidecar = output_dir / f"{name}.json"
     tmp, tmp_sidecar, tmp_audio = (_temp_name(output_dir, e) for e in (ext, "json", ext))
@@ -186,11 +170,13 @@ def write_output(
         os.replace(tmp_sidecar, final_sidecar)
         placed.append(final_sidecar)
         _fsync_dir(output_dir)
-    except BaseException:
+    except BaseException as exc:
         # A media file without its sidecar is a half-output too: take back whatever was placed.
         for path in (tmp, tmp_sidecar, tmp_audio, *placed):
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 path.unlink()
+        if (disk := output_error(exc, output_dir)) is not None:
+            raise disk from exc  # disk full, read-only...: the server's own problem, named
         raise
     log.info("wrote %s (%d bytes, %d frame(s) %dx%d)", final, result.size_bytes, num_frames, width, height)
     return result
@@ -210,36 +196,6 @@ def _encode(
         media.encode_png(tmp, frames[0])
     _fsync_file(tmp)
     return sound
-
-
-def remove_stale_temps(output_dir: Path | str, *, older_than_s: float = STALE_TEMP_AGE_S) -> list[Path]:
-    """Delete the temporary files a killed writer left in ``output_dir``; returns what was deleted.
-
-    Only regular files named as :func:`write_output` names its temporaries (``.tmp-<32 hex>.png``,
-    ``.mp4`` or ``.json``) and last modified more than ``older_than_s`` seconds ago are removed:
-    a user's own hidden files, links and directories are never touched. A missing directory has
-    nothing to clean.
-    """
-    directory = Path(output_dir).expanduser()
-    if not directory.is_dir():
-        return []
-    cutoff = time.time() - older_than_s
-    removed: list[Path] = []
-    for path in directory.iterdir():
-        if not _TEMP_NAME.fullmatch(path.name):
-            continue
-        try:
-            info = path.lstat()  # lstat: a link named like a temporary is not ours
-            if not stat.S_ISREG(info.st_mode) or info.st_mtime > cutoff:
-                continue
-            path.unlink()
-        except OSError as exc:  # gone already (another server cleaned it), or not ours to delete
-            log.debug("left %s: %s", path, exc)
-            continue
-        removed.append(path)
-    if removed:
-        log.info("removed %d stale temporary file(s) from %s", len(removed), directory)
-    return removed
 
 
 def _add_audio(video: Path, scratch: Path, span: AudioSpan) -> tuple[dict[str, Any], str]:
@@ -273,6 +229,24 @@ def _add_audio(video: Path, scratch: Path, span: AudioSpan) -> tuple[dict[str, A
 
 
 def write_generation(
+    made: Made, plan: CheckedPlan, sampling: ResolvedSampling, **kw: Any
+) -> list[OutputFile]:
+    """:func:`_write_generation`, all or nothing: when a file fails (a full disk at the third
+    candidate), the files written before it are removed too, so none is left that no result names."""
+    written: list[OutputFile] = []
+    try:
+        return _write_generation(made, plan, sampling, written=written, **kw)
+    except BaseException:
+        for output in written:
+            for path in filter(None, (output.path, output.sidecar)):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        if written:
+            log.warning("removed the %d file(s) this generation wrote before it failed", len(written))
+        raise
+
+
+def _write_generation(
     made: Made,
     plan: CheckedPlan,
     sampling: ResolvedSampling,
@@ -282,6 +256,7 @@ def write_generation(
     projected: bool,
     notes: list[str],
     timings: dict[str, float],
+    written: list[OutputFile],
 ) -> list[OutputFile]:
     """Each candidate's file (and, for video_extend, its new part alone), with its sidecar; then
     what was extracted to make the inputs (a mask found from words, a control signal), once for all
@@ -297,7 +272,7 @@ def write_generation(
     def meta(**fields: Any) -> dict[str, Any]:
         return {**sidecar(plan, sampling, config, projected, notes, timings), "run": run, **fields}
 
-    outputs: list[OutputFile] = []
+    outputs = written  # what the caller takes back on a failure
     for k, (seed, frames) in enumerate(zip(sampling.seeds, made.frames, strict=True)):
         parts = [("result", frames, audio)]
         if made.new_from is not None:

@@ -30,8 +30,16 @@ from engine.inputs import InputPolicy
 from engine.jobs import JobQueue
 from engine.outputs import write_output
 from unison_mcp.config import ConfigError, ServerConfig
-from unison_mcp.gallery import COOKIE_NAME, Gallery, cookie_value
-from unison_mcp.http import check_exposure, gallery_url, http_app, is_loopback, transport_security
+from unison_mcp.gallery import COOKIE_MAX_AGE_S, COOKIE_NAME, Gallery, Sessions, cookie_name
+from unison_mcp.http import (
+    RedactTokens,
+    check_exposure,
+    gallery_app,
+    gallery_url,
+    http_app,
+    is_loopback,
+    transport_security,
+)
 from unison_mcp.server import build_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,9 +165,10 @@ def test_signing_in_once_sets_an_httponly_strict_cookie_and_moves_on_without_the
     client = _client(outputs)
     signed = client.get("/gallery", params={"token": TOKEN})
     cookie = signed.headers["set-cookie"]
-    assert cookie.startswith(f"{COOKIE_NAME}={cookie_value(TOKEN)};")
+    assert cookie.startswith(f"{COOKIE_NAME}=")
     assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
-    assert TOKEN not in cookie  # the cookie is derived from the token, not the token itself
+    assert f"Max-Age={COOKIE_MAX_AGE_S}" in cookie  # it expires
+    assert TOKEN not in cookie  # signed by the server, not the token itself
     assert '<meta http-equiv="refresh" content="0; url=gallery">' in signed.text
     assert signed.headers["cache-control"] == "no-store"
     assert client.get("/gallery").status_code == 200
@@ -175,6 +184,48 @@ def test_the_login_form_signs_in_with_the_same_cookie_and_refuses_a_wrong_token(
     assert ok.status_code == 303 and ok.headers["location"] == "../gallery"
     assert "HttpOnly" in ok.headers["set-cookie"]
     assert client.get("/gallery/api/outputs").status_code == 200
+
+
+def test_the_cookie_is_named_after_the_servers_port_and_refused_by_another_or_a_restarted_one(outputs):
+    assert cookie_name(8765) == f"{COOKIE_NAME}_8765" != cookie_name(8766)
+    first = _signed_in(outputs, port=8765)
+    cookie = first.cookies[cookie_name(8765)]
+    assert first.get("/gallery/api/outputs").status_code == 200
+    # The same token, another process (a restart) or another port: its own secret, its own name.
+    for other in (_client(outputs, port=8765), _client(outputs, port=8766)):
+        other.cookies.set(cookie_name(8765), cookie)
+        other.cookies.set(cookie_name(8766), cookie)
+        assert other.get("/gallery/api/outputs").status_code == 401
+
+
+def test_a_sign_in_expires(outputs, monkeypatch):
+    import unison_mcp.gallery as gallery
+
+    sessions = Sessions()
+    value = sessions.issue()
+    assert sessions.valid(value)
+    later = time.time() + COOKIE_MAX_AGE_S + 1
+    monkeypatch.setattr(gallery.time, "time", lambda: later)
+    assert not sessions.valid(value)
+    assert not sessions.valid(value[:-1] + ("0" if value[-1] != "0" else "1"))  # a forged signature
+
+
+def test_signing_out_clears_the_cookie_and_a_kept_copy_is_refused(outputs):
+    app = Gallery(outputs["policy"], token=TOKEN).app()
+    client = TestClient(app, base_url="http://127.0.0.1:8765")
+    assert client.get("/gallery", params={"token": TOKEN}).status_code == 200
+    kept = client.cookies[COOKIE_NAME]
+    page = client.get("/gallery")
+    assert "action='gallery/logout'" in page.text  # the page's sign-out button
+    out = client.post("/gallery/logout", follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "../gallery"
+    cleared = out.headers["set-cookie"]
+    assert cleared.startswith(f'{COOKIE_NAME}="";') and "Max-Age=0" in cleared
+    assert client.get("/gallery/api/outputs").status_code == 401
+    again = TestClient(app, base_url="http://127.0.0.1:8765")  # a copy of the cookie kept elsewhere
+    again.cookies.set(COOKIE_NAME, kept)
+    assert again.get("/gallery/api/outputs").status_code == 401
+    assert "gallery/logout" not in TestClient(Gallery(outputs["policy"]).app()).get("/gallery").text
 
 
 def test_user_text_reaches_the_page_only_as_json_under_a_policy_without_inline_script(outputs):
@@ -228,6 +279,85 @@ def test_a_name_outside_the_output_directory_hidden_missing_or_a_link_is_not_fou
     assert (
         response.status_code == 404 and b"secret" not in response.content and b"half" not in response.content
     )
+
+
+@pytest.mark.parametrize("dropped", ["evil.html", "evil.js", "evil.svg"])
+def test_a_file_dropped_into_the_output_directory_is_never_served_or_listed(outputs, dropped):
+    # The attack of issue 22: evil.html loading evil.js, which reads the outputs with the cookie.
+    (outputs["dir"] / dropped).write_text(
+        "<script src='/gallery/files/evil.js'></script>fetch('api/outputs')"
+    )
+    client = _signed_in(outputs)
+    assert client.get(f"/gallery/files/{dropped}").status_code == 404
+    assert dropped not in {e["name"] for e in client.get("/gallery/api/outputs").json()["outputs"]}
+
+
+def test_a_hard_link_to_a_file_elsewhere_named_like_an_output_is_not_found(outputs, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the secret")
+    linked = "20260101T000000Z-text_to_image-0123abcd.png"
+    os.link(secret, outputs["dir"] / linked)
+    response = _signed_in(outputs).get(f"/gallery/files/{linked}")
+    assert response.status_code == 404 and b"secret" not in response.content
+
+
+def test_a_file_is_answered_as_a_download_or_inline_media_under_a_sandbox_policy(outputs):
+    client = _signed_in(outputs)
+    video = client.get(f"/gallery/files/{outputs['video']}")
+    sidecar = client.get(f"/gallery/files/{outputs['video']}.json")
+    assert video.headers["content-disposition"] == f'inline; filename="{outputs["video"]}"'
+    assert sidecar.headers["content-disposition"].startswith("attachment;")
+    assert sidecar.headers["content-type"] == "application/json"
+    for answer in (video, sidecar):
+        csp = answer.headers["content-security-policy"]
+        assert csp.startswith("sandbox;") and "script-src" not in csp
+        assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_output_directory_swapped_for_a_link_while_serving_serves_nothing_from_there(outputs, tmp_path):
+    client = _signed_in(outputs)
+    assert client.get(f"/gallery/files/{outputs['video']}").status_code == 200  # the handle is taken
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    planted = "20260101T000000Z-text_to_image-0123abcd.png"
+    (elsewhere / planted).write_bytes(b"not the server's")
+    outputs["dir"].rename(tmp_path / "moved")
+    outputs["dir"].symlink_to(elsewhere)
+    assert client.get(f"/gallery/files/{planted}").status_code == 404
+    assert planted not in {e["name"] for e in client.get("/gallery/api/outputs").json()["outputs"]}
+
+
+def test_a_file_removed_while_the_outputs_are_listed_is_left_out_not_a_500(outputs, monkeypatch):
+    import engine.outdir
+
+    real_scandir = os.scandir
+    gone = outputs["part"]
+
+    class Vanishing:
+        def __init__(self, entry: os.DirEntry[str]):
+            self.entry, self.name = entry, entry.name
+
+        def stat(self, **kw: Any) -> os.stat_result:
+            if self.name == gone:
+                os.unlink(outputs["dir"] / gone)  # another cleanup, between the scan and the stat
+            return self.entry.stat(**kw)
+
+    class Racing:
+        def __init__(self, fd: int):
+            self.scan = real_scandir(fd)
+
+        def __enter__(self) -> list[Vanishing]:
+            return [Vanishing(e) for e in self.scan.__enter__()]
+
+        def __exit__(self, *exc: object) -> None:
+            self.scan.__exit__(*exc)
+
+    client = _signed_in(outputs)
+    monkeypatch.setattr(engine.outdir.os, "scandir", Racing)
+    answer = client.get("/gallery/api/outputs")
+    assert answer.status_code == 200
+    listed = answer.json()["outputs"]
+    assert [e["name"] for e in listed] == [outputs["video"], outputs["image"]] and listed[0]["extras"] == []
 
 
 def test_a_foreign_host_is_refused_by_the_gallery_too_and_an_allowed_one_admitted(outputs):
@@ -339,6 +469,81 @@ def test_a_page_view_with_everything_the_page_asks_for_logs_no_warning(outputs, 
     assert all(r.status_code == 200 for r in answers.values()), {u: r.status_code for u, r in answers.items()}
     assert answers["gallery/static/icon.svg"].headers["content-type"].startswith("image/svg+xml")
     assert favicon.status_code == 404  # not a 401: nothing of the user's, no token asked
+
+
+def test_the_gallery_command_without_a_token_serves_loopback_only_even_with_no_auth(tmp_path):
+    engine = EngineConfig(output_dir=tmp_path)
+    with pytest.raises(ConfigError, match="without a token serves this machine only"):
+        gallery_app(ServerConfig(engine=engine, host="0.0.0.0", auth=False))
+    assert gallery_app(ServerConfig(engine=engine, host="127.0.0.1")) is not None
+    assert gallery_app(ServerConfig(engine=engine, host="0.0.0.0", auth_token=TOKEN)) is not None
+
+
+def test_a_token_in_a_url_or_the_configured_token_never_reaches_a_log_record():
+    redact = RedactTokens((TOKEN,))
+    # uvicorn's access record, as it makes it at -vv.
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", "GET", f"/gallery?x=1&token={TOKEN}&y=2", "1.1", 200),
+        None,
+    )
+    assert redact.filter(record)
+    assert record.getMessage() == '127.0.0.1:5 - "GET /gallery?x=1&token=***&y=2 HTTP/1.1" 200'
+    said = logging.LogRecord("x", logging.DEBUG, __file__, 1, f"header Bearer {TOKEN}", None, None)
+    redact.filter(said)
+    assert TOKEN not in said.getMessage()
+
+
+def _serve(cmd: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=env, cwd=REPO
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, log.read_text(errors="replace")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            assert time.monotonic() < deadline, "the gallery did not start"
+            time.sleep(0.1)
+
+
+def test_at_vv_the_access_log_shows_the_sign_in_without_its_token(outputs, tmp_path):
+    import httpx2
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNISON_")}
+    env.update(UNISON_AUTH_TOKEN=TOKEN, PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "unison_mcp", "-vv", "gallery", "--output-dir", str(outputs["dir"])]
+    log = tmp_path / "gallery.log"
+    proc = _serve([*cmd, "--port", str(port)], env, port, log)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        assert httpx2.get(f"{base}/gallery", params={"token": TOKEN}).status_code == 200
+        assert httpx2.get(f"{base}/gallery", params={"token": TOKEN[:-1]}).status_code == 401
+        assert httpx2.get(f"{base}/gallery/api/jobs", headers={"Authorization": f"Bearer {TOKEN}"}).is_success
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    text = log.read_text(errors="replace")
+    assert "GET /gallery?token=*** HTTP/1.1" in text, text[-2000:]
+    assert TOKEN[:-1] not in text
+
+
+def test_the_gallery_command_without_a_token_says_so_when_it_starts(outputs, tmp_path):
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNISON_")}
+    cmd = [sys.executable, "-m", "unison_mcp", "gallery", "--output-dir", str(outputs["dir"])]
+    log = tmp_path / "gallery.log"
+    proc = _serve([*cmd, "--port", str(port)], env, port, log)
+    proc.terminate()
+    proc.wait(10)
+    assert "without a token: no sign-in, anyone on this machine can open it (loopback only" in log.read_text()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -167,12 +167,14 @@ def test_markers_in_a_prompt_are_checked_and_replaced_by_real_paths(policy: Inpu
         )
 
 
-def test_listing_outputs_skips_hidden_files_and_symlinks(policy: InputPolicy, tree):
+def test_listing_outputs_skips_hidden_files_symlinks_and_names_the_server_never_gives(
+    policy: InputPolicy, tree
+):
+    written = "20260101T000000Z-text_to_image-0123abcd.png"
+    (tree["out"] / written).write_bytes(b"y" * 10)
     (tree["out"] / ".tmp-123.png").write_bytes(b"partial")
-    (tree["out"] / "link.png").symlink_to(tree["outside"] / "secret.png")
-    assert [p.name for p in policy.list_outputs()] == ["text_to_image-0001.png"]
-    with pytest.raises(InputRefused, match="not a regular file"):
-        policy.output_file("link.png")
+    (tree["out"] / "20260101T000001Z-x-0123abce.png").symlink_to(tree["outside"] / "secret.png")
+    assert [p.name for p in policy.list_outputs()] == [written]
 
 
 def test_a_nul_byte_percent_encoded_in_a_file_uri_is_refused_cleanly(policy: InputPolicy, tree):
@@ -188,34 +190,24 @@ def test_the_home_of_an_unknown_user_is_refused_cleanly(policy: InputPolicy):
 
 def test_an_output_name_too_long_for_the_file_system_is_refused_as_missing(policy: InputPolicy):
     with pytest.raises(InputRefused, match="no output named"):
-        policy.output_file("a" * 300 + ".png")
+        policy.outputs.read("a" * 300 + ".png", 100)
 
 
-def test_reading_an_output_never_follows_a_symlink_swapped_in_after_the_check(
-    policy: InputPolicy, tree, monkeypatch
-):
-    name = "text_to_image-0001.png"
-    checked = InputPolicy.output_file
-
-    def check_then_swap(self: InputPolicy, value: str) -> Path:
-        path = checked(self, value)
-        # Another process replaces the checked file by a link to a secret between check and read.
-        path.unlink()
-        path.symlink_to(tree["outside"] / "secret.png")
-        return path
-
-    assert policy.read_output(name) == (tree["out"].resolve() / name, b"y" * 10)
-    monkeypatch.setattr(InputPolicy, "output_file", check_then_swap)
-    with pytest.raises(InputRefused, match="not a regular file"):
-        policy.read_output(name)
+def test_reading_an_output_never_follows_a_symlink_at_its_name(policy: InputPolicy, tree):
+    name = "20260101T000000Z-text_to_image-0123abcd.png"
+    (tree["out"] / name).write_bytes(b"y" * 10)
+    assert policy.outputs.read(name, 100)[0] == b"y" * 10
+    (tree["out"] / name).unlink()
+    (tree["out"] / name).symlink_to(tree["outside"] / "secret.png")  # swapped for a link since
+    with pytest.raises(InputRefused, match="no output named"):
+        policy.outputs.read(name, 100)
 
 
-def test_reading_an_output_that_is_a_fifo_is_refused_without_blocking(policy: InputPolicy, tree, monkeypatch):
-    os.mkfifo(tree["out"] / "pipe.png")
-    # Even past the name check (a FIFO swapped in later), the read must not wait for a writer.
-    monkeypatch.setattr(InputPolicy, "output_file", lambda self, name: self.output_dir / name)
-    with pytest.raises(InputRefused, match="not a regular file"):
-        policy.read_output("pipe.png")
+def test_reading_an_output_that_is_a_fifo_is_refused_without_blocking(policy: InputPolicy, tree):
+    name = "20260101T000000Z-text_to_image-0123abcd.png"
+    os.mkfifo(tree["out"] / name)
+    with pytest.raises(InputRefused, match="no output named"):
+        policy.outputs.read(name, 100)
 
 
 def test_outside_the_roots_a_missing_file_is_refused_like_an_existing_one(policy: InputPolicy, tree):

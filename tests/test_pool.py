@@ -71,9 +71,9 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
-@pytest.fixture(scope="module")
-def pool_server(tiny_paths, tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("pool")
+def _start_server(tiny_paths: Any, tmp_path: Path, *options: str) -> dict[str, Any]:
+    """A pool server process on the tiny models (``options``: its pool flags), started and
+    listening, with the paths a test looks at."""
     out, root = tmp_path / "outputs", tmp_path / "inputs"
     root.mkdir()
     # Ray's socket paths must fit 107 bytes: a short directory of its own.
@@ -87,59 +87,75 @@ def pool_server(tiny_paths, tmp_path_factory):
         OMP_NUM_THREADS="1",
     )
     stderr_path = tmp_path / "stderr.txt"
-    stderr = stderr_path.open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "unison_mcp",
-            "serve",
-            "--preset",
-            "tiny",
-            *("--pool", "ray", "--replicas", "2", "--ray-temp-dir", str(ray_dir)),
-            *("--transport", "http", "--host", "127.0.0.1", "--port", str(port)),
-            *("--output-dir", str(out), "--allow-root", str(root)),
-            # One job may wait behind the two running; a call hands back its job after 1 s.
-            *("--queue-size", "1", "--wait-s", "1", "--preload"),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=stderr,
-        env=env,
-        cwd=REPO,
-    )
-    pool_server_pids: set[int] = set()
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "unison_mcp",
+                "serve",
+                "--preset",
+                "tiny",
+                *("--pool", "ray", "--ray-temp-dir", str(ray_dir), *options),
+                *("--transport", "http", "--host", "127.0.0.1", "--port", str(port)),
+                *("--output-dir", str(out), "--allow-root", str(root)),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            env=env,
+            cwd=REPO,
+        )
+    started = {
+        "pids": set(),
+        "url": f"http://127.0.0.1:{port}/mcp",
+        "proc": proc,
+        "out": out,
+        "ray_dir": ray_dir,
+        "stderr": stderr_path,
+    }
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            return started  # the caller's assertion shows its stderr
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+        except OSError:
+            if time.monotonic() > deadline:
+                return started
+            time.sleep(0.2)
+    started["pids"] |= _descendants(proc.pid)
+    return started
+
+
+def _stop_server(server: dict[str, Any]) -> None:
+    """Stop the server (SIGTERM, then SIGKILL) and kill whatever of its processes is left."""
+    proc, pids = server["proc"], server["pids"]
+    if proc.poll() is None:
+        pids |= _descendants(proc.pid)
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    for pid in _alive(pids):  # never left behind, whatever a test did
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def pool_server(tiny_paths, tmp_path_factory):
+    # One job may wait behind the two running; a call hands back its job after 1 s.
+    options = ("--replicas", "2", "--queue-size", "1", "--wait-s", "1", "--preload")
+    server = _start_server(tiny_paths, tmp_path_factory.mktemp("pool"), *options)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert proc.poll() is None, stderr_path.read_text(errors="replace")[-3000:]
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "the pool server did not start"
-                time.sleep(0.2)
-        pool_server_pids |= _descendants(proc.pid)
-        yield {
-            "pids": pool_server_pids,
-            "url": f"http://127.0.0.1:{port}/mcp",
-            "proc": proc,
-            "out": out,
-            "ray_dir": ray_dir,
-            "stderr": stderr_path,
-        }
+        proc = server["proc"]
+        assert proc.poll() is None, server["stderr"].read_text(errors="replace")[-3000:]
+        assert server["pids"], "the pool server did not start"
+        yield server
     finally:
-        if proc.poll() is None:
-            pool_server_pids |= _descendants(proc.pid)
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        stderr.close()
-        for pid in _alive(pool_server_pids):  # never left behind, whatever a test did
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        _stop_server(server)
 
 
 class _Client:
@@ -324,6 +340,45 @@ async def test_a_full_pool_answers_busy_at_once(pool_server):
             await client.call_tool("job", {"action": "cancel", "job_id": h["job_id"]})
 
 
+def _replicas(pid: int) -> list[int]:
+    """The replica processes under the server ``pid`` (Ray names them in their command line)."""
+    found = []
+    for child in _descendants(pid):
+        with contextlib.suppress(OSError):
+            if b"ServeReplica" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+    return found
+
+
+async def test_a_replica_killed_mid_job_is_worker_lost_and_the_same_call_again_runs(pool_server):
+    url = pool_server["url"]
+    async with _Client(url) as client:
+        handle = _data(await client.call_tool("generate", SLOW))
+        assert handle["status"] == "running", handle
+        replicas = _replicas(pool_server["proc"].pid)
+        assert len(replicas) == 2, replicas
+        pool_server["pids"].update(replicas)
+        for pid in replicas:  # the one running the job among them
+            os.kill(pid, signal.SIGKILL)
+        with anyio.fail_after(60):
+            while True:
+                ended = await client.call_tool("job", {"action": "wait", "job_id": handle["job_id"]})
+                if ended.is_error or ended.structured_content["status"] not in ("queued", "running"):
+                    break
+        said = ended.content[0].text
+        assert ended.is_error and "worker_lost: the worker running this job stopped; retry" in said, said
+        assert "doctor" not in said
+        # As the message says: the same call again runs (Serve replaces the lost replicas).
+        with anyio.fail_after(180):
+            while True:
+                again = await client.call_tool("generate", {**LONG, "steps": 5})
+                if not (again.is_error and again.content[0].text.startswith("worker_lost")):
+                    break
+                await anyio.sleep(1.0)
+            done = await _until_done(client, again, timeout=180)
+    assert done["status"] == "done" and Path(done["outputs"][0]["path"]).is_file()
+
+
 def _listening(pids: set[int]) -> list[tuple[str, int]]:
     """``(address, port)`` of each TCP socket ``pids`` listen on (from /proc, IPv4 and IPv6)."""
     inodes = set()
@@ -369,3 +424,26 @@ def test_sigterm_stops_the_ingress_the_replicas_and_the_local_cluster(pool_serve
         time.sleep(0.2)
     assert _alive(pids) == set()
     assert "local Ray cluster stopped" in pool_server["stderr"].read_text(errors="replace")
+
+
+def test_kill_9_of_the_ingress_takes_every_process_of_its_local_cluster_with_it(tiny_paths, tmp_path):
+    server = _start_server(tiny_paths, tmp_path, "--replicas", "1", "--wait-s", "1")
+    try:
+        proc = server["proc"]
+        assert proc.poll() is None, server["stderr"].read_text(errors="replace")[-3000:]
+        # Up to the replica: Ray's agents, Serve's controller and the replica start after the port.
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _replicas(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        pids = _descendants(proc.pid)
+        server["pids"].update(pids)
+        assert len(pids) >= 4, pids  # the GCS, the raylet, its agents, the controller, the replica
+        proc.send_signal(signal.SIGKILL)  # no stop of its own: only what watches it can clean up
+        proc.wait(10)
+        deadline = time.monotonic() + 20
+        while _alive(pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in _alive(pids)}
+        assert left == {}, left
+    finally:
+        _stop_server(server)

@@ -6,19 +6,34 @@ The end-to-end tests with a real local cluster are in tests/test_pool.py.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from engine.api import admit, parse_arguments
 from engine.config import EngineConfig
 from engine.control import JobControl
-from engine.errors import Busy, Cancelled, InputRefused, InvalidRequest, ServerConfigError, ShuttingDown
+from engine.errors import (
+    Busy,
+    Cancelled,
+    InputRefused,
+    InvalidRequest,
+    OutOfSpace,
+    ServerConfigError,
+    ShuttingDown,
+    WorkerLost,
+)
+from engine.inputs import InputPolicy
 from engine.pool.book import JobBook
 from engine.pool.client import Pool
 from engine.pool.settings import PoolSettings
@@ -118,6 +133,8 @@ def test_a_free_port_for_the_local_cluster_lies_outside_rays_worker_ports():
         InputRefused("mask=x.png: outside the allowed roots", path="x.png"),
         Cancelled(),
         ShuttingDown("the server is shutting down; nothing was written"),
+        OutOfSpace("no room in the output directory /o: 1.0 MB free", path="/o"),
+        WorkerLost(),
     ],
     ids=lambda e: type(e).__name__,
 )
@@ -233,3 +250,124 @@ def test_the_pool_keeps_its_jobs_as_the_queue_does_cancels_by_id_and_says_why_on
     assert str(last.error) == "the server is shutting down: the job was stopped; nothing was written"
     with pytest.raises(ShuttingDown, match="the server is shutting down: the job was not queued"):
         pool.submit("preload", lambda control: None)
+
+
+# ---------------------------------------------------------------------------------------------
+# A replica that dies, an ingress that dies
+
+
+class _DyingStream:
+    """A replica's stream that breaks as a killed replica's does."""
+
+    def __init__(self, error: BaseException | None):
+        self.error = error
+        self.cancelled = False
+
+    def __iter__(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return iter([])  # or ends with neither a result nor a failure
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class _Handle:
+    def __init__(self, stream: _DyingStream):
+        self.stream = stream
+
+    def options(self, **_: Any) -> _Handle:
+        return self
+
+    @property
+    def run(self) -> _Handle:
+        return self
+
+    def remote(self, *_: Any) -> _DyingStream:
+        return self.stream
+
+
+class _Book:
+    class _Add:
+        @staticmethod
+        def remote(*_: Any) -> None:
+            return None
+
+    add = _Add()
+
+
+@pytest.mark.parametrize("death", ["actor", "crash", "ended"])
+def test_a_replica_that_dies_mid_job_is_worker_lost_telling_the_caller_to_retry(tmp_path, monkeypatch, death):
+    from ray.exceptions import ActorDiedError, WorkerCrashedError
+
+    from unison_mcp.errors import describe_error
+
+    error = {"actor": ActorDiedError(), "crash": WorkerCrashedError(), "ended": None}[death]
+    config = EngineConfig(planner_model=None, output_dir=tmp_path)
+    stream = _DyingStream(error)
+    pool = Pool(
+        config,
+        handle=_Handle(stream),
+        book=_Book(),
+        settings=PoolSettings(backend="ray"),
+        capacity=1,
+        keep_jobs=2,
+    )
+    monkeypatch.setattr(pool, "_get", lambda ref: ref)
+    policy = InputPolicy(None, tmp_path, 10**6, 10**6)
+    admitted = admit(
+        parse_arguments("generate", config.limits, {"task": "text_to_image", "prompt": "x"}), config, policy
+    )
+    with pytest.raises(WorkerLost) as caught:
+        pool.run(admitted)
+    said = describe_error(caught.value)
+    assert said.startswith("worker_lost: the worker running this job stopped; retry")
+    assert "call again" in said and "doctor" not in said
+    assert stream.cancelled  # nothing left running alone
+
+
+WATCHED = """
+import os, subprocess, sys, time
+from engine.pool.cluster import _start_watchdog
+from engine.pool.watchdog import MARKER_ENV
+
+watchdog = _start_watchdog("c0ffee")
+marked = {**os.environ, MARKER_ENV: "c0ffee"}
+children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env=env, start_new_session=True)
+            for env in (marked, marked, os.environ)]
+print(" ".join(str(c.pid) for c in children), flush=True)
+time.sleep(120)
+"""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="the watchdog reads /proc")
+def test_the_processes_of_a_cluster_end_when_its_owner_is_killed_and_only_those():
+    owner = subprocess.Popen(
+        [sys.executable, "-c", WATCHED],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert owner.stdout is not None
+    first, second, unmarked = (int(p) for p in owner.stdout.readline().split())
+    try:
+        assert not any(_gone(p) for p in (first, second, unmarked))
+        owner.send_signal(signal.SIGKILL)  # no stop, no cleanup of its own
+        owner.wait(10)
+        deadline = time.monotonic() + 15
+        while not (_gone(first) and _gone(second)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(first) and _gone(second)
+        assert not _gone(unmarked)
+    finally:
+        for pid in (first, second, unmarked):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

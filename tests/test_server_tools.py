@@ -777,25 +777,19 @@ async def test_reading_an_output_name_too_long_for_the_file_system_is_not_found_
     assert "no output named" in str(err.value)
 
 
-async def test_an_output_swapped_for_a_symlink_after_its_check_is_not_read(dirs, monkeypatch):
+async def test_an_output_swapped_for_a_symlink_is_not_read(dirs):
     from mcp.shared.exceptions import MCPError
 
     server, _ = _make(dirs)
     secret = dirs["outside"] / "secret.png"
-    checked = InputPolicy.output_file
-
-    def check_then_swap(self, name):
-        path = checked(self, name)
-        path.unlink()  # another process replaces the checked file by a link, between check and read
-        path.symlink_to(secret)
-        return path
-
     async with Client(server) as client:
         data = _data(await client.call_tool("generate", {"task": "text_to_image", "prompt": "x"}))
-        monkeypatch.setattr(InputPolicy, "output_file", check_then_swap)
+        path = Path(data["outputs"][0]["path"])
+        path.unlink()  # another process replaces the output by a link to a secret
+        path.symlink_to(secret)
         with pytest.raises(MCPError) as err:
             await client.read_resource(data["outputs"][0]["uri"])
-    assert "not a regular file" in str(err.value)
+    assert "no output named" in str(err.value) and "secret" not in str(err.value.error.data)
 
 
 async def test_the_descriptions_state_the_configured_video_frame_rate(dirs):

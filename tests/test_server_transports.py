@@ -357,3 +357,41 @@ def test_over_http_a_non_loopback_host_without_a_token_refuses_to_start_unless_n
             except subprocess.TimeoutExpired:
                 proc.kill()
     assert "NO AUTHENTICATION (--no-auth)" in stderr.read_text(errors="replace")
+
+
+def test_over_http_an_abandoned_session_frees_its_slot_after_the_idle_time(tmp_path):
+    # In process: the SDK's session manager with the configured bounds (one session, 1 s idle).
+    from starlette.testclient import TestClient
+
+    from engine.config import EngineConfig
+    from unison_mcp.config import ServerConfig
+    from unison_mcp.http import http_app
+    from unison_mcp.server import build_server
+
+    config = ServerConfig(
+        engine=EngineConfig(planner_model=None, output_dir=tmp_path),
+        transport="http",
+        http_max_sessions=1,
+        http_session_idle="1s",
+    )
+    with TestClient(http_app(build_server(config), config), base_url="http://127.0.0.1:8765") as client:
+        first = client.post("/mcp", json=INIT, headers=JSON_HEADERS)
+        assert first.status_code == 200
+        session = first.headers["mcp-session-id"]
+        assert client.post("/mcp", json=INIT, headers=JSON_HEADERS).status_code == 503  # the one slot
+        time.sleep(2.0)  # the first client went away without closing its session
+        again = client.post("/mcp", json=INIT, headers=JSON_HEADERS)
+        assert again.status_code == 200
+        stale = client.post(
+            "/mcp",
+            json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"},
+            headers={**JSON_HEADERS, "mcp-session-id": session, "mcp-protocol-version": "2025-11-25"},
+        )
+        assert stale.status_code == 404
+
+
+def test_the_session_bounds_default_to_minutes_not_the_sdks_half_hour():
+    from unison_mcp.config import ServerConfig
+
+    config = ServerConfig()
+    assert config.http_session_idle_s == 600 and config.http_max_sessions == 100

@@ -143,6 +143,20 @@ class ServerConfig(BaseModel):
         description="the server's address as users reach it, for gallery links "
         "(e.g. https://gpu.example.com; default http://HOST:PORT)",
     )
+    max_read_bytes: int = Field(
+        16 * 1024**2,
+        ge=1,
+        description="largest output resources/read returns (base64 in one message); a larger one is "
+        "read from its file path or the gallery",
+    )
+    http_session_idle: Duration = Field(
+        600.0,
+        description="HTTP: an MCP session with no request for this long is closed, freeing its slot "
+        "(e.g. '10m'; 'forever': never)",
+    )
+    http_max_sessions: int = Field(
+        100, ge=1, description="HTTP: MCP sessions open at once; one more is answered 503 until one ends"
+    )
     # The pool's own settings (engine/pool/settings.py); nothing of Ray is imported to read them.
     pool: Annotated[PoolSettings, SettingMeta(section="pool of GPUs (Ray Serve)")] = Field(
         default_factory=PoolSettings
@@ -182,6 +196,11 @@ class ServerConfig(BaseModel):
     @property
     def max_input_bytes(self) -> int:
         return self.engine.max_input_bytes
+
+    @property
+    def http_session_idle_s(self) -> float | None:
+        """Seconds an idle HTTP session lives; ``None``: until its client ends it."""
+        return None if self.http_session_idle <= 0 else self.http_session_idle
 
     @property
     def keep_alive_s(self) -> float | None:

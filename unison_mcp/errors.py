@@ -30,10 +30,13 @@ from engine.errors import (
     InvalidRequest,
     ModelError,
     OutOfMemory,
+    OutOfSpace,
+    OutputUnavailable,
     PlannerError,
     ServerConfigError,
     ShuttingDown,
     UnisonError,
+    WorkerLost,
     shown,
 )
 
@@ -66,6 +69,22 @@ _HINTS: dict[type[UnisonError], tuple[str, str]] = {
         "This is the server's setup, not the call: whoever runs the server fixes it "
         "(`unison-mcp doctor` on the server says what is missing).",
         "Fix the setting it names; `unison-mcp doctor` checks the whole setup and says what is missing.",
+    ),
+    OutOfSpace: (
+        "This is the server's disk, not the call: the same call fails the same way until whoever runs "
+        "the server frees space there (a smaller size, fewer frames or fewer candidates need less).",
+        "Free space on that disk, or write elsewhere with --output-dir (a smaller --width/--height or "
+        "fewer --num-frames need less).",
+    ),
+    OutputUnavailable: (
+        "This is the server's output directory, not the call: the same call fails the same way until "
+        "whoever runs the server fixes what the message names.",
+        "Fix what the message names (create the folder, make it writable, remount it read-write), or "
+        "write elsewhere with --output-dir.",
+    ),
+    WorkerLost: (
+        "Nothing about the call was wrong: call again and a worker that is up runs it.",
+        "Run it again.",
     ),
     ShuttingDown: ("Call again when the server is back.", ""),
     InvalidRequest: ("Fix that argument and call again.", ""),  # the CLI's message names the flag

@@ -5,20 +5,29 @@ Served at ``/gallery`` in HTTP mode (beside ``/mcp``, behind the same token) and
 
 - ``/gallery``: the page (its script renders everything from the JSON below), or a login form.
   ``/gallery?token=…`` signs in: the answer sets an HttpOnly, SameSite=Strict cookie and
-  moves on to ``/gallery`` without the token in the URL.
+  moves on to ``/gallery`` without the token in the URL (and the access log never shows the
+  token: :func:`unison_mcp.http.redact_tokens`).
 - ``POST /gallery/login``: the login form (``token=…``), the same cookie, then ``/gallery``.
+- ``POST /gallery/logout``: signs out (the cookie cleared, and refused from then on).
 - ``/gallery/api/outputs``: the outputs, newest first, each with its sidecar's prompt, task,
   seed, plan and notes, and the extra outputs of the same generation (a video_extend's new part;
   masks and controls as they come) under the result they belong to.
 - ``/gallery/api/jobs``: the running and queued jobs with their progress (the page polls it),
   and the output directory's version so the page knows when to fetch the outputs again.
 - ``/gallery/files/<name>``: one output, read-only, with its content type and byte ranges (video
-  seeking), opened once without following links (names checked by ``check_output_name``).
+  seeking). Only what the server wrote (:mod:`engine.outdir`: its names and media types, a regular
+  file with one link, opened through the directory's handle without following links); anything
+  else is 404. Each answer says ``Content-Disposition`` (inline for PNG and MP4, a download for
+  the JSON sidecar) and a ``sandbox`` Content-Security-Policy, so nothing served runs as a page.
 - ``/gallery/static/gallery.js|gallery.css``: the page's script and style.
 
 What the sidecars hold is user text (prompts): it only ever reaches the page as JSON that the
 script puts in the DOM as text (``textContent``), and a strict Content-Security-Policy allows no
 inline script, so a prompt cannot become markup.
+
+The cookie (:class:`Sessions`) is this server's: named after its port (a browser sends cookies
+to every port of a host), signed with a secret made when the process starts (a restart signs
+everyone out), expiring after :data:`COOKIE_MAX_AGE_S`, refused once signed out.
 """
 
 from __future__ import annotations
@@ -27,12 +36,11 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import re
-import stat
+import secrets
+import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
@@ -43,11 +51,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from engine.errors import InputRefused, shown
-from engine.inputs import check_output_name
+from engine.errors import InputRefused
+from engine.outdir import Listed, output_type
 
 from . import gallery_assets
-from .present import mime_type
 
 if TYPE_CHECKING:
     from mcp.server.transport_security import TransportSecuritySettings
@@ -58,7 +65,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GALLERY_PATH = "/gallery"
+#: The sign-in cookie's name; a server adds its port (:func:`cookie_name`).
 COOKIE_NAME = "unison_gallery"
+#: How long a sign-in lasts (the cookie's Max-Age, and checked here too).
+COOKIE_MAX_AGE_S = 12 * 3600
 #: Outputs listed (newest first); older files stay on disk and readable by name.
 MAX_LISTED = 200
 #: A sidecar larger than this is not read (the engine's are a few kB).
@@ -66,9 +76,6 @@ MAX_SIDECAR_BYTES = 1024 * 1024
 #: Finished jobs shown under the running and queued ones.
 RECENT_JOBS = 5
 CHUNK_BYTES = 256 * 1024
-_OPEN_FLAGS = (
-    os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-)
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 #: On every answer: no inline script or style, nothing from elsewhere, never framed.
@@ -81,6 +88,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
+#: On a served file: a document of its own that runs nothing, whatever a browser makes of it.
+FILE_CSP = "sandbox; default-src 'none'; img-src 'self'; media-src 'self'; frame-ancestors 'none'"
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -95,11 +104,8 @@ def _iso(ts: float) -> str:
 def _read_sidecar(policy: InputPolicy, name: str) -> dict[str, Any] | None:
     """The sidecar ``<name>.json`` as a dict, or ``None`` when absent, too large or not JSON."""
     try:
-        path = policy.output_file(name + ".json")
-        if path.lstat().st_size > MAX_SIDECAR_BYTES:
-            return None
-        _, data = policy.read_output(name + ".json")
-        value = json.loads(data)
+        data, _ = policy.outputs.read(name + ".json", MAX_SIDECAR_BYTES)
+        value = json.loads(data) if data is not None else None
     except (InputRefused, OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
@@ -109,24 +115,20 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
-def _entry(path: Path, sidecar: dict[str, Any] | None) -> dict[str, Any]:
+def _entry(listed: Listed, sidecar: dict[str, Any] | None) -> dict[str, Any]:
     """One output as the page shows it: the file's facts and the sidecar's fields, typed."""
     side = sidecar or {}
     facts = side.get("file") if isinstance(side.get("file"), dict) else {}
-    mime = mime_type(path)
-    try:
-        mtime = path.lstat().st_mtime
-        size = path.lstat().st_size
-    except OSError:
-        mtime, size = 0.0, 0
+    mime = output_type(listed.name)
+    mtime = listed.mtime
     seed = side.get("seed")
     notes = side.get("notes")
     return {
-        "name": path.name,
-        "url": "gallery/files/" + quote(path.name),
+        "name": listed.name,
+        "url": "gallery/files/" + quote(listed.name),
         "kind": mime.split("/")[0] if mime.startswith(("image/", "video/")) else "file",
         "mime_type": mime,
-        "size_bytes": size,
+        "size_bytes": listed.size,
         "created": _text(side.get("created")) or _iso(mtime),
         "output": _text(side.get("output")) or "result",
         "task": _text(side.get("task")),
@@ -162,8 +164,9 @@ def _group_key(side: dict[str, Any]) -> str | None:
 def list_entries(policy: InputPolicy, limit: int = MAX_LISTED) -> list[dict[str, Any]]:
     """The outputs, newest first; each extra output (``output`` other than ``result``) sits in its
     result's ``extras`` (the closest in time of the same generation), else on its own."""
-    files = [p for p in policy.list_outputs() if not p.name.endswith(".json")]
-    entries = [_entry(p, _read_sidecar(policy, p.name)) for p in files[: limit * 2]]
+    # Listed with their sizes and times at once: a file removed meanwhile is simply not there.
+    files = [e for e in policy.outputs.listing() if not e.name.endswith(".json")]
+    entries = [_entry(e, _read_sidecar(policy, e.name)) for e in files[: limit * 2]]
     results = [e for e in entries if e["output"] == "result"]
     shown: list[dict[str, Any]] = []
     for e in entries:
@@ -218,7 +221,7 @@ def job_entries(queue: JobQueueAPI | None) -> list[dict[str, Any]]:
 def _version(policy: InputPolicy) -> int:
     # The directory's mtime changes whenever an output is renamed into place (or removed).
     try:
-        return policy.output_dir.stat().st_mtime_ns
+        return policy.outputs.version()
     except OSError:
         return 0
 
@@ -251,18 +254,16 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def _open_output(policy: InputPolicy, name: str) -> tuple[Any, int]:
-    """The output ``name`` opened for reading (checked on the descriptor itself) and its size."""
-    path = policy.output_file(check_output_name(name))
-    try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError:  # removed, or swapped for a link since the check
-        raise InputRefused(f"no output named {shown(name)}", path=name) from None
-    f = os.fdopen(fd, "rb")
-    st = os.fstat(f.fileno())
-    if not stat.S_ISREG(st.st_mode):
-        f.close()
-        raise InputRefused(f"output {shown(name)} is not a regular file", path=name)
+    """The output ``name`` opened for reading (only what the server wrote; see
+    :meth:`engine.outdir.OutputDir.open_file`) and its size."""
+    f, st = policy.outputs.open_file(name)
     return f, st.st_size
+
+
+def _disposition(name: str) -> str:
+    # Shown in place only as the media the writer makes; the sidecar (JSON) is a download.
+    kind = "inline" if name.endswith((".png", ".mp4")) else "attachment"
+    return f'{kind}; filename="{name}"'  # a generated name: nothing to escape
 
 
 async def _chunks(f: Any, start: int, length: int) -> AsyncIterator[bytes]:
@@ -283,9 +284,56 @@ async def _chunks(f: Any, start: int, length: int) -> AsyncIterator[bytes]:
 # The app
 
 
-def cookie_value(token: str) -> str:
-    """What the cookie holds: derived from the token, so a leaked cookie is not the bearer token."""
-    return hmac.new(token.encode("utf-8"), b"unison-mcp gallery", hashlib.sha256).hexdigest()
+def cookie_name(port: int | None = None) -> str:
+    """The sign-in cookie's name for the server on ``port``: cookies do not keep to a port, so
+    two servers on one host (or a gallery beside a server) each keep their own."""
+    return COOKIE_NAME if port is None else f"{COOKIE_NAME}_{port}"
+
+
+class Sessions:
+    """Gallery sign-ins: ``<issued>.<id>.<signature>`` values, signed with a secret this process
+    makes (a restart signs everyone out), valid for ``max_age_s``, refused once signed out.
+
+    Nothing in them is the token, so a leaked cookie never gives ``/mcp``; the ids signed out are
+    remembered until they would have expired anyway.
+    """
+
+    def __init__(self, max_age_s: float = COOKIE_MAX_AGE_S):
+        self.max_age_s = max_age_s
+        self._secret = secrets.token_bytes(32)
+        self._signed_out: dict[str, float] = {}
+
+    def _sign(self, payload: str) -> str:
+        return hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def issue(self) -> str:
+        payload = f"{int(time.time())}.{secrets.token_hex(12)}"
+        return f"{payload}.{self._sign(payload)}"
+
+    def _parse(self, value: str) -> tuple[float, str] | None:
+        """``(issued, id)`` of a valid, unexpired value this process signed, else ``None``."""
+        issued, _, rest = value.partition(".")
+        ident, _, signature = rest.partition(".")
+        if not (issued.isdigit() and ident and signature):
+            return None
+        expected = self._sign(f"{issued}.{ident}")
+        if not hmac.compare_digest(signature.encode("ascii", "replace"), expected.encode("ascii")):
+            return None
+        if time.time() - int(issued) >= self.max_age_s:
+            return None
+        return float(issued), ident
+
+    def valid(self, value: str) -> bool:
+        parsed = self._parse(value)
+        return parsed is not None and parsed[1] not in self._signed_out
+
+    def sign_out(self, value: str) -> None:
+        parsed = self._parse(value)
+        if parsed is None:
+            return
+        now = time.time()
+        self._signed_out = {k: t for k, t in self._signed_out.items() if t > now}
+        self._signed_out[parsed[1]] = parsed[0] + self.max_age_s
 
 
 class Gallery:
@@ -300,11 +348,14 @@ class Gallery:
         token: str | None = None,
         security: TransportSecuritySettings | None = None,
         title: str = "unison-mcp gallery",
+        port: int | None = None,
     ):
         self.outputs = outputs
         self.queue = queue
         self._token = token
-        self._cookie = cookie_value(token) if token else None
+        self.sessions = Sessions()
+        #: The sign-in cookie's name: this server's own (:func:`cookie_name`).
+        self.cookie = cookie_name(port)
         # The SDK's Host/Origin check, with the settings /mcp uses (None: no check).
         self._security = TransportSecurityMiddleware(security) if security is not None else None
         self.title = title
@@ -314,6 +365,7 @@ class Gallery:
         routes = [
             Route(g, self._guarded(self.page, login=True), methods=["GET"]),
             Route(g + "/login", self._guarded(self.login, login=True), methods=["POST"]),
+            Route(g + "/logout", self._guarded(self.logout, login=True), methods=["POST"]),
             Route(g + "/api/outputs", self._guarded(self.api_outputs), methods=["GET"]),
             Route(g + "/api/jobs", self._guarded(self.api_jobs), methods=["GET"]),
             Route(g + "/files/{name}", self._guarded(self.file), methods=["GET"]),
@@ -335,8 +387,8 @@ class Gallery:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() == "bearer" and self._valid_token(given.strip()):
             return True
-        cookie = request.cookies.get(COOKIE_NAME, "")
-        return bool(cookie) and hmac.compare_digest(cookie.encode(), (self._cookie or "").encode())
+        cookie = request.cookies.get(self.cookie, "")
+        return bool(cookie) and self.sessions.valid(cookie)
 
     def _guarded(
         self, handler: Callable[[Request], Any], *, login: bool = False, open_: bool = False
@@ -358,7 +410,8 @@ class Gallery:
                 )
             else:
                 response = await handler(request)
-            response.headers.update(SECURITY_HEADERS)
+            for name, value in SECURITY_HEADERS.items():  # a served file keeps its stricter policy
+                response.headers.setdefault(name, value)
             return response
 
         return endpoint
@@ -368,15 +421,19 @@ class Gallery:
         # sent on a redirect that a link from another site (a chat client) started, but it is on
         # the navigation this page starts.
         response = HTMLResponse(gallery_assets.signed_in_page(self.title), headers=_NO_STORE)
+        self._set_cookie(request, response)
+        return response
+
+    def _set_cookie(self, request: Request, response: Response) -> None:
         response.set_cookie(
-            COOKIE_NAME,
-            self._cookie or "",
+            self.cookie,
+            self.sessions.issue(),
+            max_age=int(self.sessions.max_age_s),
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
             path="/",
         )
-        return response
 
     # ------------------------------------------------------------------ routes
 
@@ -389,7 +446,8 @@ class Gallery:
             return self._login_page("That token is not this server's.")
         if not self.authorized(request):
             return self._login_page(None)
-        return HTMLResponse(gallery_assets.page(self.title), headers=_NO_STORE)
+        page = gallery_assets.page(self.title, sign_out=self._token is not None)
+        return HTMLResponse(page, headers=_NO_STORE)
 
     def _login_page(self, error: str | None) -> Response:
         return HTMLResponse(gallery_assets.login_page(self.title, error), status_code=401, headers=_NO_STORE)
@@ -403,21 +461,24 @@ class Gallery:
             # Our own form posted it: the redirect stays same-site and the cookie goes with it.
             response = RedirectResponse("../gallery", status_code=303, headers=_NO_STORE)
             if self._token is not None:
-                response.set_cookie(
-                    COOKIE_NAME,
-                    self._cookie or "",
-                    httponly=True,
-                    samesite="strict",
-                    secure=request.url.scheme == "https",
-                    path="/",
-                )
+                self._set_cookie(request, response)
             return response
         log.warning("refused a gallery sign-in with a wrong token")
         return self._login_page("That token is not this server's.")
 
+    async def logout(self, request: Request) -> Response:
+        """Sign out: this cookie is refused from now on (even if a copy of it is kept) and cleared."""
+        self.sessions.sign_out(request.cookies.get(self.cookie, ""))
+        response = RedirectResponse("../gallery", status_code=303, headers=_NO_STORE)
+        response.delete_cookie(
+            self.cookie, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https"
+        )
+        return response
+
     async def api_outputs(self, request: Request) -> Response:
+        version = await anyio.to_thread.run_sync(_version, self.outputs)
         entries = await anyio.to_thread.run_sync(list_entries, self.outputs)
-        body = {"outputs": entries, "version": _version(self.outputs)}
+        body = {"outputs": entries, "version": version}
         return JSONResponse(body, headers=_NO_STORE)
 
     async def api_jobs(self, request: Request) -> Response:
@@ -438,6 +499,8 @@ class Gallery:
             "Accept-Ranges": "bytes",
             # Names are never reused (time and a random part), so a file never changes.
             "Cache-Control": "private, max-age=86400, immutable",
+            "Content-Disposition": _disposition(name),
+            "Content-Security-Policy": FILE_CSP,
         }
         try:
             span = _byte_range(request.headers.get("range"), size)
@@ -453,9 +516,9 @@ class Gallery:
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         if request.method == "HEAD":
             f.close()
-            return Response(status_code=status, headers=headers, media_type=mime_type(name))
+            return Response(status_code=status, headers=headers, media_type=output_type(name))
         return StreamingResponse(
-            _chunks(f, start, length), status_code=status, headers=headers, media_type=mime_type(name)
+            _chunks(f, start, length), status_code=status, headers=headers, media_type=output_type(name)
         )
 
     async def asset(self, request: Request) -> Response:
@@ -466,4 +529,13 @@ class Gallery:
         return Response(text, media_type=media, headers={"Cache-Control": "no-cache"})
 
 
-__all__ = ["COOKIE_NAME", "GALLERY_PATH", "Gallery", "cookie_value", "job_entries", "list_entries"]
+__all__ = [
+    "COOKIE_MAX_AGE_S",
+    "COOKIE_NAME",
+    "GALLERY_PATH",
+    "Gallery",
+    "Sessions",
+    "cookie_name",
+    "job_entries",
+    "list_entries",
+]

@@ -22,11 +22,17 @@ def _doc(title: str, body: str, head: str = "") -> str:
     )
 
 
-def page(title: str) -> str:
-    """The gallery itself: empty sections the script fills in."""
+def page(title: str, *, sign_out: bool = False) -> str:
+    """The gallery itself: empty sections the script fills in (``sign_out``: with the button that
+    ends the sign-in, when the gallery asks for a token)."""
+    button = (
+        "<form method='post' action='gallery/logout' id='sign-out'><button type='submit'>Sign out</button></form>"
+        if sign_out
+        else ""
+    )
     return _doc(
         title,
-        f"<header><h1>{escape(title)}</h1><span id='status'>loading…</span></header>"
+        f"<header><h1>{escape(title)}</h1><span id='status'>loading…</span>{button}</header>"
         "<section id='jobs'><h2>Jobs</h2><ul id='job-list'></ul></section>"
         "<section><h2>Outputs</h2><p id='empty' hidden>No outputs yet.</p><div id='outputs'></div></section>"
         '<script src="gallery/static/gallery.js"></script>',
@@ -213,6 +219,7 @@ poll();
 STYLE = """
 body { font: 15px/1.4 system-ui, sans-serif; margin: 0 auto; max-width: 1200px; padding: 0 1rem 3rem; color: #222; background: #fafafa; }
 header { display: flex; align-items: baseline; gap: 1rem; }
+#sign-out { margin-left: auto; }
 #status { color: #666; font-size: 0.9em; }
 .error { color: #b00020; }
 #outputs { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 1rem; }

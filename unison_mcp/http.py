@@ -21,7 +21,11 @@ Layers, outside in:
    ``--allowed-host`` (what a reverse proxy sends), pass, and only the matching origins, so a web
    page that rebinds a DNS name to 127.0.0.1 is refused. :class:`MessageRules` runs the same
    check before it reads a body.
-5. The SDK's streamable HTTP app at ``/mcp``.
+5. The SDK's streamable HTTP app at ``/mcp``, its sessions bounded by ``--http-max-sessions`` and
+   ``--http-session-idle`` (an abandoned session frees its slot after that long without a request).
+
+No token is ever written to the log, at any level (:func:`redact_tokens`): the access log shows
+``/gallery?token=***``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MCP_PATH = "/mcp"
+#: A credential in a URL's query (the gallery's ``?token=``): its value is never logged.
+_QUERY_SECRET = re.compile(r"((?:^|[?&;])(?:token|access_token|auth_token)=)[^&;#\s\"']*", re.IGNORECASE)
 #: A Host header's name, with an optional port: no scheme, no path, no user.
 _HOST_NAME = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?)(?::\d{1,5})?")
 
@@ -278,29 +284,83 @@ def http_app(server: MCPServer, config: ServerConfig) -> ASGIApp:
         transport_security=security,
         host=config.host,
         max_request_body_size=MAX_MESSAGE_BYTES,  # never reached: MessageRules refuses first
+        session_idle_timeout=config.http_session_idle_s,
+        max_sessions=config.http_max_sessions,
     )
     app = MessageRules(app, security)
     if config.auth_token:
         app = BearerTokenMiddleware(app, config.auth_token)
     state = state_of(server)
-    gallery = Gallery(state.inputs, queue=state.queue, token=config.auth_token, security=security)
+    gallery = Gallery(
+        state.inputs, queue=state.queue, token=config.auth_token, security=security, port=config.port
+    )
     return PathRoutes(app, gallery.app())
 
 
 def gallery_app(config: ServerConfig) -> ASGIApp:
-    """``unison-mcp gallery``: the gallery alone over ``config.output_dir`` (no job queue to show)."""
+    """``unison-mcp gallery``: the gallery alone over ``config.output_dir`` (no job queue to show).
+
+    Without a token it serves loopback only, ``--no-auth`` or not: it has no login then, so
+    anyone who reaches the port sees every prompt and output.
+    """
+    if not config.auth_token and not is_loopback(config.host):
+        raise ConfigError.for_field(
+            "--host",
+            config.host,
+            "the gallery without a token serves this machine only (127.0.0.1): set UNISON_AUTH_TOKEN "
+            "to serve it beyond, with a sign-in",
+        )
     check_exposure(config)
     policy = InputPolicy(
         [config.output_dir], config.output_dir, config.max_input_bytes, config.engine.limits.max_input_pixels
     )
+    policy.outputs.open()  # the directory's handle, taken now: a link swapped in later is not followed
     security = transport_security(config.host, config.port, config.allowed_hosts)
-    return Gallery(policy, token=config.auth_token, security=security).app()
+    return Gallery(policy, token=config.auth_token, security=security, port=config.port).app()
+
+
+def _redact(text: str, secrets: tuple[str, ...]) -> str:
+    text = _QUERY_SECRET.sub(r"\1***", text)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+class RedactTokens(logging.Filter):
+    """Writes ``***`` for a ``token=`` value in a URL and for each of ``secrets`` (the configured
+    token) in a log record's message and arguments, so no credential reaches a log at any level."""
+
+    def __init__(self, secrets: tuple[str, ...] = ()):
+        super().__init__()
+        self.secrets = tuple(s for s in secrets if s)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _redact(record.msg, self.secrets)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact(a, self.secrets) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def redact_tokens(token: str | None) -> None:
+    """Put :class:`RedactTokens` where every record passes: the handlers of the root logger (our
+    stderr) and uvicorn's loggers (its access log records ``GET /gallery?token=…`` at ``-vv``)."""
+    redactor = RedactTokens((token,) if token else ())
+    targets = [
+        *logging.getLogger().handlers,
+        *(logging.getLogger(n) for n in ("uvicorn.access", "uvicorn.error")),
+    ]
+    for target in targets:
+        for old in [f for f in target.filters if isinstance(f, RedactTokens)]:
+            target.removeFilter(old)
+        target.addFilter(redactor)
 
 
 async def serve_http(server: MCPServer, config: ServerConfig) -> None:
     import uvicorn
 
     app = http_app(server, config)
+    redact_tokens(config.auth_token)
     log.info(
         "unison-mcp serving streamable HTTP on http://%s:%d%s%s",
         config.host,
@@ -320,6 +380,7 @@ def serve_gallery(config: ServerConfig) -> None:
     import uvicorn
 
     app = gallery_app(config)
+    redact_tokens(config.auth_token)
     host = f"[{config.host}]" if ":" in config.host else config.host
     log.warning(
         "gallery of %s at http://%s:%d%s%s",
@@ -327,6 +388,9 @@ def serve_gallery(config: ServerConfig) -> None:
         host,
         config.port,
         GALLERY_PATH,
-        " (sign in with the token)" if config.auth_token else "",
+        " (sign in with the token)"
+        if config.auth_token
+        else ", without a token: no sign-in, anyone on this machine can open it (loopback only; "
+        "set UNISON_AUTH_TOKEN to ask for one)",
     )
     uvicorn.run(app, host=config.host, port=config.port, log_config=None)

@@ -24,21 +24,30 @@ annotations`` (the SDK evaluates the annotations). What the tools share is
 :class:`unison_mcp.state.ServerState`.
 """
 
+import base64
 import inspect
 import logging
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote
 
 import anyio
 import anyio.to_thread
-from mcp.server.lowlevel.helper_types import ReadResourceContents
+from mcp.server.context import ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 from mcp.server.mcpserver.resources import TextResource
-from mcp_types import CallToolResult, ToolAnnotations
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INVALID_PARAMS,
+    BlobResourceContents,
+    CallToolResult,
+    ReadResourceRequestParams,
+    ReadResourceResult,
+    TextResourceContents,
+    ToolAnnotations,
+)
 from mcp_types import Resource as MCPResource
 from mcp_types import ResourceTemplate as MCPResourceTemplate
 from pydantic import Field, ValidationError
@@ -46,10 +55,10 @@ from pydantic import Field, ValidationError
 from engine.api import EngineAPI, parse_arguments, request_model
 from engine.config import EngineConfig
 from engine.engine import Engine
-from engine.errors import InputRefused, InvalidRequest, invalid_request
+from engine.errors import InputRefused, InvalidRequest, invalid_request, shown
 from engine.inputs import OUTPUT_URI_PREFIX, InputPolicy, output_uri
 from engine.jobs import JobQueue, JobQueueAPI
-from engine.outputs import remove_stale_temps
+from engine.outdir import output_type, remove_stale_temps
 from engine.pool import require_ray
 from engine.pool.client import Pool
 from engine.results import AutoResult, GenerateResult, UnderstandResult
@@ -69,7 +78,7 @@ from .errors import short_rpc_errors, shorten_sdk_logs, tool_error
 from .follow import OUTPUTS, TOOL_KINDS, ToolName, as_tool_errors, job_action, present_result, run_admitted
 from .http import gallery_url, serve_http
 from .models import JobOutput
-from .present import mime_type
+from .present import gallery_link
 from .schema import portable
 from .service import Stopper, log_ready
 from .state import ServerState, state_of
@@ -80,6 +89,8 @@ log = logging.getLogger(__name__)
 #: Outputs listed by resources/list (newest first); older ones stay readable by URI.
 MAX_LISTED_OUTPUTS = 500
 _TEXT_MIMES = ("application/json",)
+#: What resources/read answers for an output: its contents, or why not (a refusal to raise).
+_Read = TextResourceContents | BlobResourceContents | MCPError
 #: Longest argument string read as JSON text (a list or object some clients send as a string):
 #: longer than any valid one (8 paths of 4096 characters, each \u-escaped), so a 10 MB string is
 #: left to validation, which refuses it, instead of being parsed first.
@@ -149,22 +160,17 @@ class UnisonServer(MCPServer):
         policy = self.state.inputs
 
         def scan() -> list[MCPResource]:
-            found = []
-            for path in policy.list_outputs()[:MAX_LISTED_OUTPUTS]:
-                try:
-                    size = path.stat().st_size
-                except OSError:  # removed between listing and stat
-                    continue
-                found.append(
-                    MCPResource(
-                        uri=output_uri(path.name),
-                        name=path.name,
-                        mime_type=mime_type(path),
-                        size=size,
-                        description=f"generated file on disk at {path}",
-                    )
+            # Listed with their sizes at once: a file removed meanwhile is simply not there.
+            return [
+                MCPResource(
+                    uri=output_uri(e.name),
+                    name=e.name,
+                    mime_type=output_type(e.name),
+                    size=e.size,
+                    description=f"generated file on disk at {e.path}",
                 )
-            return found
+                for e in policy.outputs.listing()[:MAX_LISTED_OUTPUTS]
+            ]
 
         return listed + await anyio.to_thread.run_sync(scan)
 
@@ -181,20 +187,45 @@ class UnisonServer(MCPServer):
         )
         return listed
 
-    async def read_resource(self, uri: Any, context: Any = None) -> Iterable[ReadResourceContents] | Any:
-        text = str(uri)
-        if not text.startswith(OUTPUT_URI_PREFIX):
-            return await super().read_resource(uri, context)
-        name = unquote(text[len(OUTPUT_URI_PREFIX) :])
+    async def _handle_read_resource(
+        self, ctx: ServerRequestContext[Any], params: ReadResourceRequestParams
+    ) -> Any:
+        """An output's ``resources/read``: read and base64-encoded on a worker thread, never on the
+        event loop (other sessions keep being answered), and refused over
+        ``ServerConfig.max_read_bytes``. The SDK's own handler (this method, which its
+        ``__init__`` registers) would encode on the loop; other URIs still go to it."""
+        uri = str(params.uri)
+        if not uri.startswith(OUTPUT_URI_PREFIX):
+            return await super()._handle_read_resource(ctx, params)
+        read = await anyio.to_thread.run_sync(self._read_output, uri)
+        if isinstance(read, MCPError):
+            log.info("resources/read %s refused: %s", shown(uri, quoted=False), read.error.message)
+            raise read
+        return ReadResourceResult(contents=[read])
+
+    def _read_output(self, uri: str) -> _Read:
+        """One output's contents for ``resources/read`` (a worker thread's work), or its refusal."""
+        name = unquote(uri[len(OUTPUT_URI_PREFIX) :])
+        limit = self.state.config.max_read_bytes
+        outputs = self.state.inputs.outputs
         try:
-            # Checked and read through one descriptor, off the event loop.
-            path, data = await anyio.to_thread.run_sync(self.state.inputs.read_output, name)
+            data, st = outputs.read(name, limit)
         except InputRefused as exc:
-            raise ResourceNotFoundError(str(exc)) from None
-        mime = mime_type(path)
-        if mime.startswith("text/") or mime in _TEXT_MIMES:
-            return [ReadResourceContents(content=data.decode("utf-8", errors="replace"), mime_type=mime)]
-        return [ReadResourceContents(content=data, mime_type=mime)]
+            return MCPError(code=INVALID_PARAMS, message=str(exc), data={"uri": uri})
+        if data is None:
+            gallery = gallery_url(self.state.config)
+            where = f" or open {gallery_link(gallery, name)}" if gallery else ""
+            return MCPError(
+                code=INVALID_PARAMS,
+                message=f"output {name} is {st.st_size:,} bytes, over the {limit:,}-byte limit of "
+                f"resources/read (max_read_bytes): read the file at {outputs.path / name} on the "
+                f"server's machine{where}",
+                data={"uri": uri, "size": st.st_size, "limit": limit},
+            )
+        mime = output_type(name)
+        if mime in _TEXT_MIMES:
+            return TextResourceContents(uri=uri, text=data.decode("utf-8", errors="replace"), mime_type=mime)
+        return BlobResourceContents(uri=uri, blob=base64.b64encode(data).decode("ascii"), mime_type=mime)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,6 +252,9 @@ def build_server(
         config.max_input_bytes,
         engine.config.limits.max_input_pixels,
     )
+    # Outputs are read back through a handle on the directory, taken now where it exists (else
+    # at its first use): a link swapped in for it later is never followed.
+    engine.inputs.outputs.open()
     if engine.inputs.output_dir != config.output_dir:
         log.warning(
             "the engine writes to %s, not the configured %s", engine.inputs.output_dir, config.output_dir
@@ -414,7 +448,7 @@ def run_server(config: ServerConfig) -> int:
         raise
     state = state_of(server)
     state.handle_signals = True
-    remove_stale_temps(state.inputs.output_dir)  # what a writer killed mid-file left behind
+    _open_output_dir(state)
     try:
         log_ready(config, output_dir=state.inputs.output_dir, roots=config.roots(), background=True)
         if config.transport == "stdio":
@@ -425,6 +459,24 @@ def run_server(config: ServerConfig) -> int:
         # Stop the accelerator work of clients that are gone; the worker is a daemon either way.
         state.queue.close(cancel=True, timeout=5.0, reason="the server is shutting down")
     return 0
+
+
+def _open_output_dir(state: ServerState) -> None:
+    """At start: the output directory made if missing, its handle taken (what is served is read
+    through it: a link swapped in later is not followed), and what a killed write left removed.
+    A directory that cannot be made is said now; each call that writes says it again."""
+    outputs = state.inputs.outputs
+    try:
+        outputs.path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning(
+            "the output directory %s cannot be created (%s): calls that write will fail until it can",
+            outputs.path,
+            exc.strerror or exc,
+        )
+        return
+    outputs.open()
+    remove_stale_temps(outputs.path)
 
 
 def _start_pool(config: ServerConfig) -> Pool:

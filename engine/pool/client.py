@@ -28,7 +28,7 @@ from typing import Any
 from ..api import Admitted, AnyRequest, AnyResult, admit
 from ..config import EngineConfig
 from ..control import JobControl
-from ..errors import Busy, Cancelled, ModelError, ServerConfigError, ShuttingDown, UnisonError
+from ..errors import Busy, Cancelled, ModelError, ServerConfigError, ShuttingDown, UnisonError, WorkerLost
 from ..inputs import InputPolicy
 from ..jobs import FINISHED, Job, JobAPI, JobKeeper, JobStatus, ProgressListener
 from .book import open_book
@@ -247,7 +247,7 @@ class Pool(JobKeeper):
 
     def run(self, admitted: Admitted, *, control: JobControl | None = None) -> AnyResult:
         """Run admitted work on a replica, relaying its progress to ``control`` and its cancel back."""
-        from ray.exceptions import RayActorError, RayError
+        from ray.exceptions import NodeDiedError, ObjectLostError, RayActorError, RayError, WorkerCrashedError
         from ray.serve.exceptions import BackPressureError, RequestCancelledError
 
         control = control if control is not None else JobControl()
@@ -300,15 +300,17 @@ class Pool(JobKeeper):
                 elif kind == "failed":
                     answered = True
                     raise event["error"]
-            raise ModelError("the pool replica ended the job without a result (its log says why)")
+            # The stream ended with neither: the replica went away mid-job (its log says why).
+            raise WorkerLost()
         except RequestCancelledError:
             raise Cancelled() from None
         except BackPressureError:
             raise Busy(self.waiting, self.capacity) from None
-        except RayActorError as exc:
-            raise ModelError(
-                f"the pool replica running the job stopped ({type(exc).__name__}); nothing was returned"
-            ) from None
+        except (RayActorError, WorkerCrashedError, NodeDiedError, ObjectLostError) as exc:
+            # The replica (or its node) died mid-job: nothing wrong with the call, a retry runs it
+            # on a replica that is up (Serve replaces the lost one).
+            log.warning("job %s: the pool replica running it stopped (%s)", job_id[:8], type(exc).__name__)
+            raise WorkerLost() from None
         except RayError as exc:
             if isinstance(exc, UnisonError):  # an engine error wrapped by Ray: the engine's own
                 raise

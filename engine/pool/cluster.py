@@ -4,9 +4,12 @@ A local cluster (no ``--ray-address``) is this process's: it listens on 127.0.0.
 ports lie outside Ray's worker range, its session files live under the server's own state
 directory, token authentication is on with a token only this process and its children know, and
 :meth:`Cluster.stop` ends its processes by process id (``ray stop`` kills by name, which would
-take any other Ray on the machine with it). Joining a cluster first checks that something listens at the
-address: ``ray.init`` to an address where nothing does hangs for minutes. Both must run on the
-main thread (Ray's driver connection breaks when made from another).
+take any other Ray on the machine with it). Its processes also end when this process ends any
+other way, ``kill -9`` included: a watchdog (:mod:`engine.pool.watchdog`) holding a pipe from
+this process ends every process marked as this cluster's once the pipe closes. Joining a cluster
+first checks that something listens at the address: ``ray.init`` to an address where nothing does
+hangs for minutes. Both must run on the main thread (Ray's driver connection breaks when made
+from another).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import logging
 import os
 import secrets
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +28,7 @@ from pathlib import Path
 from ..errors import ServerConfigError
 from . import NAMESPACE, RAY_VERSION, require_ray
 from .settings import RAY_WORKER_PORTS, PoolSettings
+from .watchdog import GRACE_S, MARKER_ENV
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,8 @@ class Cluster:
     temp_dir: Path | None = None
     #: Process ids of the local cluster's processes, read when it started.
     pids: list[int] = field(default_factory=list)
+    #: The local cluster's watchdog (ends the cluster when this process ends, however it ends).
+    watchdog: subprocess.Popen[bytes] | None = None
     stopped: bool = False
 
     def stop(self) -> None:
@@ -86,7 +94,37 @@ class Cluster:
         for pid in left:
             with contextlib.suppress(OSError):
                 os.kill(pid, 9)
+        _release(self.watchdog)  # and whatever the cluster started besides (its agents)
         log.info("local Ray cluster stopped (%.1f s)", time.perf_counter() - t0)
+
+
+def _start_watchdog(marker: str) -> subprocess.Popen[bytes] | None:
+    """The watchdog of the cluster ``marker`` (:mod:`engine.pool.watchdog`), or ``None`` where
+    it cannot run (no ``/proc``): then a killed server leaves the cluster to Ray's own timeouts."""
+    if not Path("/proc/self/environ").exists():
+        log.warning("no /proc here: a killed server's local Ray cluster ends only by Ray's own timeouts")
+        return None
+    # Its own session: a Ctrl-C meant for the server must not stop the one that cleans up after it.
+    return subprocess.Popen(
+        [sys.executable, "-I", str(Path(__file__).with_name("watchdog.py")), marker],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _release(watchdog: subprocess.Popen[bytes] | None) -> None:
+    """Close the watchdog's pipe (it ends what is left of the cluster) and wait for it."""
+    if watchdog is None:
+        return
+    with contextlib.suppress(OSError):
+        if watchdog.stdin is not None:
+            watchdog.stdin.close()
+    try:
+        watchdog.wait(GRACE_S + 2.0)
+    except subprocess.TimeoutExpired:
+        watchdog.kill()
 
 
 def _alive(pid: int) -> bool:
@@ -203,6 +241,11 @@ def _start_local(settings: PoolSettings, gpus: int | None) -> Cluster:
         gpus = _count_cuda_gpus()
 
     t0 = time.perf_counter()
+    # Every process the cluster starts inherits the marker its watchdog looks for; this one does
+    # not keep it (it is set only while the cluster starts).
+    marker = secrets.token_hex(16)
+    watchdog = _start_watchdog(marker)
+    os.environ[MARKER_ENV] = marker
     try:
         # On the main thread: Ray's driver connection breaks when made from another one.
         ray.init(
@@ -216,8 +259,18 @@ def _start_local(settings: PoolSettings, gpus: int | None) -> Cluster:
             _temp_dir=str(temp_dir),
         )
     except Exception as exc:
+        _release(watchdog)
         raise ServerConfigError(f"could not start a local Ray cluster in {temp_dir}: {exc}") from None
-    cluster = Cluster(address=_address(), local=True, gpus=float(gpus), temp_dir=temp_dir, pids=_node_pids())
+    finally:
+        os.environ.pop(MARKER_ENV, None)
+    cluster = Cluster(
+        address=_address(),
+        local=True,
+        gpus=float(gpus),
+        temp_dir=temp_dir,
+        pids=_node_pids(),
+        watchdog=watchdog,
+    )
     log.info(
         "local Ray cluster on %s (%d GPU(s), %d processes, %.1f s; files in %s)",
         cluster.address,
