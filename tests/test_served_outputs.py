@@ -53,7 +53,11 @@ async def test_a_file_dropped_into_the_output_directory_is_neither_listed_nor_re
     (out / dropped).write_text("<script>alert(1)</script>")
     server = _server(out)
     async with Client(server) as client:
-        listed = {r.name for r in (await client.list_resources()).resources}
+        listed = {
+            r.name
+            for r in (await client.list_resources()).resources
+            if str(r.uri).startswith("unison://outputs/")
+        }
         with pytest.raises(MCPError, match="only the files this server wrote"):
             await client.read_resource(f"unison://outputs/{dropped}")
     assert listed == {WRITTEN}
@@ -79,7 +83,11 @@ async def test_the_output_directory_replaced_by_a_link_to_etc_does_not_serve_etc
         with pytest.raises(MCPError) as refused:
             await client.read_resource("unison://outputs/passwd")
         kept = (await client.read_resource(f"unison://outputs/{WRITTEN}")).contents[0]
-        listed = {r.name for r in (await client.list_resources()).resources}
+        listed = {
+            r.name
+            for r in (await client.list_resources()).resources
+            if str(r.uri).startswith("unison://outputs/")
+        }
     assert "root:" not in str(refused.value)
     assert base64.b64decode(kept.blob).endswith(b"the server's video")  # still its own directory
     assert listed == {WRITTEN}
@@ -102,7 +110,11 @@ async def test_an_output_over_the_read_limit_is_refused_unread_saying_where_to_r
     monkeypatch.setattr(outdir.OutputDir, "read", counted)
     server = _server(out, transport="http", port=8765)
     async with Client(server) as client:
-        listed = {r.name: r.size for r in (await client.list_resources()).resources}
+        listed = {
+            r.name: r.size
+            for r in (await client.list_resources()).resources
+            if str(r.uri).startswith("unison://outputs/")
+        }
         with pytest.raises(MCPError) as refused:
             await client.read_resource(f"unison://outputs/{big}")
         small = await client.read_resource(f"unison://outputs/{WRITTEN}")
@@ -165,7 +177,11 @@ async def test_a_file_removed_while_resources_are_listed_is_left_out_not_an_erro
 
     monkeypatch.setattr(outdir.os, "scandir", racing)
     async with Client(_server(out)) as client:
-        listed = [r.name for r in (await client.list_resources()).resources]
+        listed = [
+            r.name
+            for r in (await client.list_resources()).resources
+            if str(r.uri).startswith("unison://outputs/")
+        ]
     assert listed == [WRITTEN]
 
 
@@ -220,7 +236,9 @@ async def test_a_generation_of_three_failing_midway_leaves_no_file_to_list(tiny_
     }
     async with Client(_tiny_server(tiny_paths, tmp_path / "outputs")) as client:
         result = await client.call_tool("generate", arguments)
-        listed = (await client.list_resources()).resources
+        listed = [
+            r for r in (await client.list_resources()).resources if str(r.uri).startswith("unison://outputs/")
+        ]
     assert result.is_error and result.content[0].text.startswith(
         "out_of_space: writing into the output directory"
     )
