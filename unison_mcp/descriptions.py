@@ -77,6 +77,9 @@ Every file given is used or named in the plan's notes; a generation plan that wo
 planned again by the rules planner, or refused with the `generate` call to make instead. A model plan that
 does not parse falls back to the rules planner (the plan's `planner` and notes say so). Sizes, lengths,
 what is kept of the sources, long videos and `count` work as in `generate`.
+When the request leaves open something that changes the result (which file is the mask, what to change,
+a duration and a frame count that disagree), the user is asked with a small form if the client supports
+elicitation; otherwise the best guess is planned and the plan's notes say so.
 dry_run=true only plans: it returns the plan (task, size, frames, inputs with roles) without running it.
 Returns the plan, then the answer (understanding) or the files as `generate` returns them. A job still
 running after {state.config.wait_s:g} s returns a job handle for the `job` tool."""
