@@ -5,6 +5,7 @@ as an ``InputRequiredResult`` on a 2026-07-28 one (tested with the SDK's in-memo
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def test_an_answered_question_sets_the_plan_and_is_noted():
 @pytest.mark.parametrize(
     ("ask", "why"),
     [
-        (None, "Not asked (the client cannot be asked: no elicitation)"),
+        (None, "Not asked (no client to answer: it has no elicitation, or the call had returned)"),
         (lambda questions: {}, "Not answered"),
         (lambda questions: {"length": "forever"}, "The answer 'forever' is not one offered"),
     ],
@@ -250,7 +251,7 @@ async def test_a_client_without_elicitation_gets_the_best_guess_with_a_note(serv
     async with Client(server, mode=mode) as client:
         result = await client.call_tool("auto", {"prompt": prompt})
     assert _roles(result) == [("photo.png", "source"), ("other.png", "mask")]
-    assert any("Not asked (the client cannot be asked" in n for n in _notes(result))
+    assert any("Not asked (no client to answer" in n for n in _notes(result))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -290,3 +291,26 @@ async def test_the_call_keeps_waiting_while_the_user_answers_mid_call(tmp_path: 
                 result = await client.call_tool("job", {"action": "wait", "job_id": job_id})
     # The answer reached the job: the call did not give up on the question after wait_s.
     assert _roles(result) == [("photo.png", "mask"), ("other.png", "source")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_question_met_after_the_call_returned_keeps_the_best_guess(tmp_path: Path, mode):
+    # The job waits in the queue past the call's wait: when it plans, nobody waits to pass a
+    # question on, so it plans its best guess (it is not stopped for answers no call collects).
+    server = make_server(tmp_path, wait_s=0)
+    fake = state_of(server).engine
+    fake.hold = threading.Event()
+    user = User({"mask": "photo.png"})
+    prompt = f"Replace the sky in ###{server.root / 'photo.png'}### ###{server.root / 'other.png'}###"
+    async with Client(server, elicitation_callback=user, mode=mode) as client:
+        await client.call_tool("understand", {"prompt": "first in the queue"})  # held
+        handle = (await client.call_tool("auto", {"prompt": prompt})).structured_content
+        assert handle["status"] == "queued"
+        fake.hold.set()
+        with anyio.fail_after(30):
+            result = await client.call_tool("job", {"action": "wait", "job_id": handle["job_id"]})
+            while result.structured_content["status"] != "done":
+                result = await client.call_tool("job", {"action": "wait", "job_id": handle["job_id"]})
+    assert user.forms == []
+    assert _roles(result) == [("photo.png", "source"), ("other.png", "mask")]
+    assert any("Not asked (no client to answer" in n for n in _notes(result))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -106,6 +107,7 @@ class Asker:
         #: The questions this call returns to the client (input required), once the job asked.
         self.needed: tuple[Ambiguity, ...] = ()
         self._token = anyio.lowlevel.current_token()
+        self._lock = threading.Lock()  # the job's thread asks while the loop may close
         self._scopes: set[anyio.CancelScope] = set()
         self._open = True
         self._asking = 0
@@ -136,11 +138,12 @@ class Asker:
         key = form_key(questions)
         if key in self.answered:
             return _answers(self.answered[key], questions)
-        if self.mode == "input_required":
-            self.needed = tuple(questions)
-            raise AnswersNeeded(questions)
-        if not self._open:
-            return None
+        with self._lock:
+            if not self._open:
+                return None  # the call has returned: nobody is waiting to pass the question on
+            if self.mode == "input_required":
+                self.needed = tuple(questions)
+                raise AnswersNeeded(questions)
         try:
             return anyio.from_thread.run(self._elicit, list(questions), token=self._token)
         except anyio.RunFinishedError:
@@ -179,7 +182,8 @@ class Asker:
 
     def close(self) -> None:
         """The call stops waiting: an open question is dropped (the job keeps its best guess)."""
-        self._open = False
+        with self._lock:
+            self._open = False
         for scope in list(self._scopes):
             scope.cancel()
 

@@ -170,7 +170,8 @@ async def run_admitted(
             await follow(job, ctx, pump, state.config.wait_s, cancel_on_abort=True)
     finally:
         asker.close()
-    if asker.needed and job.status in FINISHED:
+    if asker.needed:  # the job stopped at its questions (or is stopping): they go to the client
+        await anyio.to_thread.run_sync(job.wait, CANCEL_WAIT_S, abandon_on_cancel=True)
         return asker.input_required()
     return pending_result(job, OUTPUTS[tool], state.queue, tool)
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
 
-from .phrases import PhraseError, Piece, Syntax, alternation, compile_phrase
+from .phrases import PhraseError, Piece, Syntax, alternation, compile_phrase, literal
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -213,7 +213,7 @@ class Lexicon:
             return self._pieces[key]
         lang = self.languages[code]
         if concept == "ordinal":
-            phrases = tuple(w.replace("(", "\\(") for words in lang.ordinals.values() for w in words)
+            phrases = tuple(literal(w) for words in lang.ordinals.values() for w in words)
         else:
             phrases = tuple(
                 p[1:] if exceptions else p

@@ -76,6 +76,11 @@ class Syntax:
     captures: Mapping[str, str] | None = None  # ``{concept}`` → the name of a group capturing it
 
 
+def literal(text: str) -> str:
+    """``text`` as a phrase that matches it literally (its special characters escaped)."""
+    return "".join("\\" + c if c in _SPECIAL else c for c in text)
+
+
 def _is_word(ch: str) -> bool:
     return ch.isalnum() or ch == "_"
 

@@ -135,7 +135,7 @@ def settle(plan: Checked, request: Request, *, ask: Ask | None, check: Callable[
             notes.append(f"asked: {question.question} Answer: {shown(answer, 80)}")
             continue
         if answers is None:
-            why = "Not asked (the client cannot be asked: no elicitation)"
+            why = "Not asked (no client to answer: it has no elicitation, or the call had returned)"
         elif answer is None:
             why = "Not answered"
         else:
