@@ -10,16 +10,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from .asking import Ask
 from .errors import Cancelled
 
 ProgressFn = Callable[[int, int, str], None]
 
 
 class JobControl:
-    """Thread-safe progress and cancel flag for one job."""
+    """Thread-safe progress and cancel flag for one job.
 
-    def __init__(self, on_progress: ProgressFn | None = None):
+    ``ask`` is how the job may ask its user a question the request leaves open
+    (:mod:`engine.asking`); ``None`` (the default) when nobody can be asked: the job then plans its
+    best guess and says so in the notes. The MCP layer sets it for a client that can answer.
+    """
+
+    def __init__(self, on_progress: ProgressFn | None = None, ask: Ask | None = None):
         self._on_progress = on_progress
+        self.ask = ask
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
         self.done = 0

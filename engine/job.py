@@ -25,8 +25,9 @@ from .errors import InvalidRequest, ModelError
 from .models import Models
 from .outdir import OutputDir, expected_bytes
 from .outputs import write_generation
-from .plan import Checked, CheckedPlan, CheckedQuestion, MediaInput, check_plan, shapes_of
+from .plan import Checked, CheckedPlan, CheckedQuestion, MediaInput, Plan, check_plan, shapes_of
 from .planners import BACKENDS, PlanOutput
+from .planners.ambiguity import settle
 from .planners.route import route
 from .prepare import Prepared, PrepContext, prepare
 from .request import Request, request_for_plan
@@ -73,7 +74,9 @@ def plan_request(
 
     ``sources`` are the request's opened inputs (their headers give the source-aware defaults);
     without them the paths are planned as written and nothing is read. A model plan that does not
-    parse or check is planned by the rules planner instead (``engine.planners.route``).
+    parse or check is planned by the rules planner instead (``engine.planners.route``). What the
+    plan guesses that the request leaves open is asked through ``control.ask`` when there is one,
+    else kept as the best guess with a note (``engine.planners.ambiguity``).
     """
     config = models.config
     backend = checked_backend(backend or config.backend)
@@ -90,16 +93,22 @@ def plan_request(
                 return planner.plan(request, backend=backend, want_features=want)
 
     shapes = shapes_of(sources or {})
+
+    def check(p: Plan) -> Checked:
+        return check_plan(p, config.limits, shapes)
+
     routed = route(
         request,
         backend,
         primary=primary,
         rules=models.rules,
-        check=lambda p: check_plan(p, config.limits, shapes),
+        check=check,
         fallback=config.planner_fallback,
         want_features=want_features,
     )
-    plan = routed.plan.model_copy(update={"planner": routed.planner})
+    # What the plan guesses and the request leaves open is asked (or noted as a guess).
+    plan = settle(routed.plan, request, ask=control.ask if control is not None else None, check=check)
+    plan = plan.model_copy(update={"planner": routed.planner})
     return Planned(plan, routed.features, time.perf_counter() - t0)
 
 

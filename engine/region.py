@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .lexicon import EDIT_VERBS, STATE_VERBS
+from .lexicon import LEXICON
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -32,12 +32,12 @@ DILATE_MIN_PX = 4
 # ---------------------------------------------------------------------------------------------
 # The words: the object an edit prompt names.
 
-#: The English verbs whose object is the region (the rules planner's edit verbs, engine.lexicon),
-#: and those followed by the object's new state.
-_OBJECT_VERBS = (*EDIT_VERBS["en"].repaint, *STATE_VERBS)
+#: The English verbs whose object is the region (the rules planner's edit verbs, the lexicon's
+#: ``edit_repaint``) and those followed by the object's new state (``state_verb``).
+_STATE_VERB = LEXICON.pattern("state_verb", "full", codes=("en",))
 _VERB_RE = re.compile(
-    r"\b(?P<verb>"
-    + "|".join(re.escape(v) for v in sorted(set(_OBJECT_VERBS), key=len, reverse=True))
+    r"(?P<verb>"
+    + LEXICON.regex(("edit_repaint", "state_verb"), codes=("en",))
     + r")\s+(?:(?:the|a|an|this|that|these|those|his|her|their|its)\s+)?(?P<rest>[^,.;:!?\n]+)",
     re.IGNORECASE,
 )
@@ -58,8 +58,8 @@ def object_phrase(prompt: str, *, max_words: int = 4) -> str | None:
     """The object an edit prompt names, for grounding; ``None`` when no edit verb is found.
 
     Heuristic, in English: the words after the first edit verb whose object is the region
-    (replace, remove, change, fix, ...: :data:`engine.lexicon.EDIT_VERBS`) or a state verb (make,
-    turn, paint, recolour: :data:`~engine.lexicon.STATE_VERBS`) and an optional article, up to a
+    (replace, remove, change, fix, ...: the lexicon's English ``edit_repaint``) or a state verb (make,
+    turn, paint, recolour: ``state_verb``) and an optional article, up to a
     linking word (with, into, to, by, in, ...) or punctuation, at most ``max_words``. "colour of the X" gives X; after make/turn/paint/recolour the last word of a
     longer phrase is the new state and is dropped ("make the red car blue" → "red car").
     """
@@ -72,7 +72,7 @@ def object_phrase(prompt: str, *, max_words: int = 4) -> str | None:
         if word.lower() in _STOP_WORDS:
             break
         words.append(word)
-    if found.group("verb").lower() in STATE_VERBS and len(words) > 1:
+    if _STATE_VERB.match(found.group("verb").lower()) and len(words) > 1:
         words = words[:-1]
     words = words[:max_words]
     return " ".join(words) or None

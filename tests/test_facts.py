@@ -20,11 +20,11 @@ from engine.config import EngineConfig, Limits, SamplingDefaults
 from engine.engine import Engine
 from engine.errors import InvalidRequest, ServerConfigError
 from engine.inputs import InputPolicy
-from engine.lexicon import EDIT_VERBS, SPACED, STATE_VERBS, UNSPACED
+from engine.lexicon import LEXICON
 from engine.plan import CheckedPlan, CheckedQuestion, MediaInput, Plan, build_plan, check_plan
 from engine.planners.instruct import plan_from_json
+from engine.planners.reading import EDIT
 from engine.planners.rules import RulesPlanner
-from engine.planners.wording import EDIT
 from engine.region import object_phrase
 from engine.request import parse_request
 from engine.vocab import MediaKind, Role, Task
@@ -176,16 +176,17 @@ def test_whether_the_projector_applies_is_decided_once_by_the_config(config: Eng
 
 def test_the_edit_region_heuristic_reads_the_rules_planners_edit_verbs():
     """Before: engine/prepare.py had its own English list (no "fix", "fill", "get rid of", ...)
-    beside the rules planner's eight languages."""
-    for verb in EDIT_VERBS["en"].repaint:
+    beside the rules planner's eight languages. Now both read the lexicon's data files."""
+    for verb in LEXICON.phrases("edit_repaint", "en"):
         request = f"{verb} the red car with a blue truck"
         # After a state verb the last word is the new state ("recolour the red car blue").
-        assert object_phrase(request) == ("red" if verb in STATE_VERBS else "red car"), verb
-        assert EDIT.search(request), verb
-    for language in (*SPACED, *UNSPACED):
-        verbs = EDIT_VERBS[language]
-        assert verbs.repaint and verbs.other, language
-        assert all(EDIT.search(f"{w} " if language in SPACED else w) for w in verbs.all), language
+        state = LEXICON.says("state_verb", verb, "full")
+        assert object_phrase(request) == ("red" if state else "red car"), verb
+        assert LEXICON.says(EDIT, request), verb
+    for code, language in LEXICON.languages.items():
+        verbs = (*LEXICON.phrases("edit_repaint", code), *LEXICON.phrases("edit_other", code))
+        assert LEXICON.phrases("edit_repaint", code) and LEXICON.phrases("edit_other", code), code
+        assert all(LEXICON.says(EDIT, f"{w} " if language.spaced else w) for w in verbs), code
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ unison_mcp/ (issue 19, item 6), read with ``ast``.
 A function's lines run from its ``def`` to its last line (docstring and nested functions
 included); a module's are all its lines. A module that is mostly a data table may be longer when
 :data:`DATA_TABLES` says so, with why; none needs to today (the rules planner's words, the longest
-table, are engine/planners/wording.py, under the limit).
+table, are data files now: engine/lexicon/*.toml).
 """
 
 from __future__ import annotations

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from engine.config import Limits
 from engine.errors import InvalidRequest
-from engine.plan import Margins, Plan, check_plan
+from engine.plan import Margins, Plan, check_plan, shapes_of
 from engine.planners.rules import RulesPlanner
+from engine.prepare import PrepContext, prepare
 from engine.request import parse_request
 from engine.vocab import Task
 
@@ -365,6 +369,9 @@ def test_wording_that_only_looks_like_a_cue_does_not_change_the_task(request_tex
         ("Zoom out of ###drone.mp4###", Margins(left=104, top=60, right=104, bottom=60)),
         ("Outpaint ###portrait.jpg### to 1280x720", None),
         ("Change the aspect ratio of ###a.png### to 21:9", None),
+        # A shape asked for: no margins (the source is fitted whole), whatever sides "widen" names.
+        ("Widen ###a.png### to 16:9", None),
+        ("Extend ###a.png### to the left and right, vertical", None),
     ],
 )
 def test_outpainting_margins_follow_the_amount_and_the_sides_named(request_text, margins):
@@ -934,3 +941,66 @@ def test_several_subjects_brought_together_are_all_references_even_with_an_edit_
     )
     assert plan.task is T.IMAGE_REFERENCE and [m.role.value for m in plan.inputs] == [REF, REF]
     assert plan.notes == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Another shape of the same picture or clip: outpainted to that shape, the source kept whole.
+
+
+@pytest.mark.parametrize(
+    ("request_text", "task", "size"),
+    [
+        ("Make ###cat.png### vertical", T.IMAGE_OUTPAINT, (480, 832)),
+        ("Make it square ###cat.png###", T.IMAGE_OUTPAINT, (624, 624)),
+        ("###cat.png### 9:16 for phone", T.IMAGE_OUTPAINT, (480, 832)),
+        ("Reframe ###a.png### to 4:3", T.IMAGE_OUTPAINT, (736, 544)),
+        ("Make ###a.png### 16:9", T.IMAGE_OUTPAINT, (832, 480)),
+        ("Convert ###clip.mp4### to 1:1", T.VIDEO_OUTPAINT, (624, 624)),
+        ("Turn ###clip.mp4### into a vertical video", T.VIDEO_OUTPAINT, (480, 832)),
+        ("Hazla vertical ###foto.jpg###", T.IMAGE_OUTPAINT, (480, 832)),
+        ("Rends-la carrée ###photo.jpg###", T.IMAGE_OUTPAINT, (624, 624)),
+        ("Mach ###foto.jpg### im Hochformat", T.IMAGE_OUTPAINT, (480, 832)),
+        ("Deixe ###foto.jpg### vertical", T.IMAGE_OUTPAINT, (480, 832)),
+        ("Rendila verticale ###foto.jpg###", T.IMAGE_OUTPAINT, (480, 832)),
+        ("把###a.png###转成竖屏", T.IMAGE_OUTPAINT, (480, 832)),
+        ("###a.png###を縦長にして", T.IMAGE_OUTPAINT, (480, 832)),
+        # A shape said beside another request is that request's size.
+        ("Animate ###a.png###, vertical, 3 seconds", T.IMAGE_TO_VIDEO, (480, 832)),
+        ("Replace the sky in ###a.png###, square format", T.IMAGE_EDIT, (624, 624)),
+        ("Generate a video of ###a.png### in 16:9", T.IMAGE_TO_VIDEO, (832, 480)),
+    ],
+)
+def test_a_request_for_another_shape_outpaints_to_it_in_every_language(request_text, task, size):
+    plan = check_plan(plan_of(request_text))
+    assert plan.task is task and (plan.width, plan.height) == size
+    if task in (T.IMAGE_OUTPAINT, T.VIDEO_OUTPAINT):
+        assert plan.margins is None  # the source is fitted whole inside the new shape
+
+
+def _kept_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(left, top, width, height) of the kept (black) part of a VACE mask."""
+    ys, xs = np.nonzero(mask == 0)
+    return int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)
+
+
+def test_the_readmes_outpaint_example_keeps_the_whole_source_and_outputs_16_9(tmp_path: Path, opened):
+    """Before: "widen" named the sides, 1/8 margins were added at 832×480 and the 160×96 source
+    was cropped to 624×480 (22 % of its width lost)."""
+    line = next(
+        x for x in (Path(__file__).parents[1] / "README.md").read_text().splitlines() if "Widen ###" in x
+    )
+    request = re.search(r'"(.*?)"', line).group(1)
+    cat = shutil.copy(Path(__file__).parents[1] / "examples" / "media" / "cat.png", tmp_path / "cat.png")
+    parsed = parse_request(request.replace("examples/media/cat.png", str(cat)))
+    plan = RulesPlanner().plan(parsed)
+    sources = opened.sources(plan.inputs)
+    checked = check_plan(plan, Limits(), shapes_of(sources))
+    assert checked.task is T.IMAGE_OUTPAINT and checked.margins is None
+    assert abs(checked.width / checked.height - 16 / 9) / (16 / 9) < 0.03  # 832×480, the 16:9 of Wan
+    prepared = prepare(checked, PrepContext(limits=Limits(), sources=sources))
+    left, top, w, h = _kept_box(np.asarray(prepared.mask[0]))
+    # The whole 160×96 source, scaled, fills the output's height; the margins fill the rest.
+    assert h == checked.height and abs(w / h - 160 / 96) < 0.01
+    assert left > 0 and left + w < checked.width
+    kept = np.asarray(prepared.video[0])[top : top + h, left : left + w]
+    assert kept.std() > 10  # the picture itself, not the grey of the new area

@@ -75,6 +75,12 @@ A parameter the task does not take is refused, naming the ones it takes; so is a
   {lim.max_duration_s:g} s as a chain of windows. video_extend: num_frames/duration_s is the new part;
   the result is the whole clip, plus the new part alone.
 
+## auto
+Every file given is used or named in the plan's notes. When the request leaves open something that
+changes the result (which file is the mask, what to change, a duration and a frame count that
+disagree), the user is asked with a small form if the client supports elicitation; otherwise the
+best guess is planned and the plan's notes say so.
+
 ## What is kept
 The source is pasted back wherever the task keeps it (outside the mask, the given first/last frame,
 the outpainted source, the extended clip); preserve=false returns the generator's raw output. The

@@ -13,21 +13,23 @@ from __future__ import annotations
 import logging
 import queue as _queue
 from collections.abc import Awaitable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import anyio
 import anyio.to_thread
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, InputRequiredResult, TextContent
 
 from engine.api import Admitted, AnyRequest
+from engine.asking import AnswersNeeded
 from engine.control import JobControl
 from engine.errors import InvalidRequest
 from engine.jobs import FINISHED, JobAPI, JobQueueAPI
 from engine.results import AutoResult, GenerateResult, UnderstandResult
 
+from .asking import Asker
 from .errors import describe_error, tool_error
 from .http import gallery_url
 from .models import AutoOutput, GenerateOutput, JobOutput, JobState, Progress, UnderstandOutput
@@ -41,6 +43,7 @@ POLL_S = 0.02
 #: How long `job cancel` waits for a running job to stop before answering.
 CANCEL_WAIT_S = 10.0
 ToolName = Literal["understand", "generate", "auto"]
+R = TypeVar("R")
 #: The tools whose arguments are an engine request (and the job kinds holding a tool result).
 TOOL_KINDS: tuple[ToolName, ...] = ("understand", "generate", "auto")
 #: Each engine tool's structured output.
@@ -105,7 +108,7 @@ async def follow(
         raise
 
 
-async def as_tool_errors(tool: str, call: Awaitable[CallToolResult]) -> CallToolResult:
+async def as_tool_errors(tool: str, call: Awaitable[R]) -> R:
     """Await a tool's work; every error crosses the boundary in :func:`tool_error` (for every tool)."""
     try:
         return await call
@@ -135,27 +138,41 @@ def present_result(
 
 async def run_admitted(
     state: ServerState, tool: ToolName, admitted: Admitted, ctx: Context
-) -> CallToolResult:
+) -> CallToolResult | InputRequiredResult:
     """Run admitted work (at once when it needs no model, else on the queue) and follow it.
 
     ``EngineAPI.run`` closes the admitted inputs; the job closes them too when it ends without
-    running (cancelled while queued), and a busy queue leaves them to be closed here.
+    running (cancelled while queued), and a busy queue leaves them to be closed here. A question
+    the job asks its user goes through the call's :class:`~unison_mcp.asking.Asker`: answered
+    mid-call (the call waits while it is open), or returned as an ``InputRequiredResult``.
     """
     engine, preview_side, gallery = state.engine, state.config.preview_side, gallery_url(state.config)
+    asker = Asker.for_call(ctx)
 
     def work(control: JobControl) -> CallToolResult:
+        control.ask = asker.ask
         return present_result(engine.run(admitted, control=control), admitted.request, preview_side, gallery)
 
     try:
-        if not admitted.queued:
-            # No model work (a rules dry run): answer now instead of queueing behind GPU jobs.
-            return await anyio.to_thread.run_sync(work, JobControl())
-        pump = ProgressPump()
-        job = state.queue.submit(tool, work, on_progress=pump.push, on_finish=admitted.close)
-    except BaseException:
-        admitted.close()
-        raise
-    await follow(job, ctx, pump, state.config.wait_s, cancel_on_abort=True)
+        try:
+            if not admitted.queued:
+                # No model work (a rules dry run): answer now instead of queueing behind GPU jobs.
+                return await anyio.to_thread.run_sync(work, JobControl())
+            pump = ProgressPump()
+            job = state.queue.submit(tool, work, on_progress=pump.push, on_finish=admitted.close)
+        except AnswersNeeded:
+            return asker.input_required()
+        except BaseException:
+            admitted.close()
+            raise
+        await follow(job, ctx, pump, state.config.wait_s, cancel_on_abort=True)
+        while asker.asking and job.status not in FINISHED:  # the user is answering: keep waiting
+            await follow(job, ctx, pump, state.config.wait_s, cancel_on_abort=True)
+    finally:
+        asker.close()
+    if asker.needed:  # the job stopped at its questions (or is stopping): they go to the client
+        await anyio.to_thread.run_sync(job.wait, CANCEL_WAIT_S, abandon_on_cancel=True)
+        return asker.input_required()
     return pending_result(job, OUTPUTS[tool], state.queue, tool)
 
 

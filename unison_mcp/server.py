@@ -43,6 +43,7 @@ from mcp_types import (
     INVALID_PARAMS,
     BlobResourceContents,
     CallToolResult,
+    InputRequiredResult,
     ReadResourceRequestParams,
     ReadResourceResult,
     TextResourceContents,
@@ -136,14 +137,18 @@ class UnisonServer(MCPServer):
         if context is None:
             context = Context(mcp_server=self, subscriptions=self._subscriptions)
         result = await self.run_tool(name, parsed, context)
+        if isinstance(result, InputRequiredResult):  # questions for the user (unison_mcp/asking.py)
+            return result
         # The SDK's conversion checks the structured content against the output schema.
         return tool.fn_metadata.convert_result(result)
 
-    async def run_tool(self, name: ToolName, arguments: Mapping[str, Any], ctx: Context) -> CallToolResult:
+    async def run_tool(
+        self, name: ToolName, arguments: Mapping[str, Any], ctx: Context
+    ) -> CallToolResult | InputRequiredResult:
         """Parse, admit, queue, follow, present: one engine tool call (errors as tool errors)."""
         state = self.state
 
-        async def call() -> CallToolResult:
+        async def call() -> CallToolResult | InputRequiredResult:
             request = parse_arguments(name, state.engine.config.limits, arguments)
             # Opening and probing the inputs reads files: off the event loop.
             admitted = await anyio.to_thread.run_sync(state.engine.admit, request)

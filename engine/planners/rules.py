@@ -9,10 +9,14 @@ The generator's prompt is always ``request.prompt`` (the request without its mar
 
 Conventions
 -----------
-Languages: the words (:mod:`engine.planners.wording`; numbers, sizes and lengths:
-:mod:`engine.planners.measures`) are read in English, Spanish, French, German, Portuguese, Italian,
-Chinese and Japanese (full-width punctuation and digits as ASCII; "¿"/"¡" openings ignored).
-Numbers are digits, or number words one…ten in those languages (两/三…十 in Chinese).
+Languages: every word is data, one file per language in ``engine/lexicon/`` (concept → phrases;
+today English, Spanish, French, German, Portuguese, Italian, Chinese and Japanese), compiled once
+into one pattern per concept across the languages (:mod:`engine.lexicon`). The code reads
+concepts, never words, and is the same for every language: :mod:`engine.planners.reading` turns a
+request into facts, :data:`CANDIDATES` (rows of facts → task) picks the task, and
+:mod:`engine.planners.measures` reads numbers, sizes and lengths. Adding a language is adding its
+file. Full-width punctuation and digits are read as ASCII; "¿"/"¡" openings are ignored. Numbers
+are digits, or the number words of the language files (one…ten, 两/三…十).
 
 Output size (generation tasks only; ``None`` means the configured default, 832×480):
 
@@ -81,8 +85,13 @@ Generation with files, in order of preference (the first one the files make poss
   image_outpaint / video_outpaint. "N pixels" sets margins on the sides named (left, right, top,
   bottom and their words in each language, "sides"/"widen"/左右 = left+right, "vertically"/上下 =
   top+bottom, none named = all four); sides named without an amount get 1/8 of the output's
-  width/height; with neither, every side gets 1/8, unless a new size or aspect ratio is asked for
-  (no margins: the source is then fitted, centred, inside the output).
+  width/height; with neither, every side gets 1/8. A new size, aspect ratio or orientation
+  without an amount ("to 16:9", "make it vertical", "square", "1280x720") gives no margins: the
+  output takes that size or shape and the whole source is fitted, centred, inside it (nothing of
+  it cropped; the margins are what it leaves), whatever sides "widen" names.
+* Reshape wording with one picture or clip and nothing else asked of it ("make it vertical",
+  "make it square", "9:16 for phone", "reframe to 4:3", hazla vertical, im Hochformat…) →
+  image_outpaint / video_outpaint to that shape, the source kept whole.
 * Extension wording with a video: "continue", "extend", "keep (it) going", "N more/extra
   seconds", "make it N seconds longer", "what happens next" (continúa, prolonge, verlängere,
   allunga, 继续, 延长, 続き…) → video_extend.
@@ -104,329 +113,94 @@ the next possible reading is taken and ``plan.notes`` says why.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import PurePath
 
 from ..bounds import IMAGE_FRAMES, Bounds
 from ..config import Limits
 from ..errors import InvalidRequest
+from ..lexicon import LEXICON as LEX
 from ..plan import MediaInput, Plan, check_roles
 from ..request import Request
 from ..tasks import TASKS, understanding_task
 from ..vocab import MediaKind, Role, Task
 from . import PlanOutput, measures
-from . import wording as w
+from .reading import File, Reading, control_kind, is_understanding, read
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading a request.
+# Which tasks the wording asks for: one row per reading, most wanted first. A row is taken when
+# all its facts hold (``!fact``: does not hold; the facts are Reading.facts); the first row whose
+# task the files can serve wins. ``asked`` marks a reading asked for in so many words: when the
+# files cannot serve it, the plan's notes say so. Adding a reading is adding a row.
 
 
 @dataclass(frozen=True)
-class _File:
-    index: int
-    path: str
-    kind: MediaKind
-    name: str  # file name without extension, lowercased, separators as spaces
-    before: str  # the words of its clause before its marker
-    after: str  # … and after it
-    said: str = ""  # the clauses that name it by position ("use the first image as the mask")
+class Candidate:
+    """A task and the facts of the reading that ask for it."""
 
-    @property
-    def near(self) -> str:
-        return f"{self.before} | {self.after}"
+    task: Task
+    when: tuple[tuple[str, bool], ...]  # (fact, wanted value)
+    asked: bool = True
 
-    def named(self, name_pattern: re.Pattern, near_pattern: re.Pattern | None = None) -> bool:
-        return bool(name_pattern.search(self.name) or (near_pattern and near_pattern.search(self.near)))
+    @classmethod
+    def of(cls, task: Task, when: str, asked: bool = True) -> Candidate:
+        facts = tuple((f.removeprefix("!"), not f.startswith("!")) for f in when.split())
+        return cls(task, facts, asked)
 
-    @property
-    def said_first(self) -> bool:
-        """The words next to it (or said of it by position) make it the opening frame."""
-        return bool(
-            w.FIRST_NEAR.search(self.near)
-            or w.FIRST_VERB.search(self.before)
-            or w.SAID_FIRST.search(self.said)
-        )
-
-    @property
-    def said_last(self) -> bool:
-        return bool(
-            w.LAST_NEAR.search(self.near) or w.LAST_VERB.search(self.before) or w.SAID_LAST.search(self.said)
-        )
+    def fits(self, facts: dict[str, bool]) -> bool:
+        return all(facts[name] is wanted for name, wanted in self.when)
 
 
-@dataclass(frozen=True)
-class _Reading:
-    """What the wording of one request says, computed once."""
-
-    low: str  # planner text, lowercased, "×" as "x", files named by position as "<ref>"
-    files: tuple[_File, ...]
-    wants_video: bool
-    frame_cue: bool  # an image is said to be the first or the last frame of a clip
-    mask: _File | None
-    control: _File | None
-
-    @property
-    def images(self) -> list[_File]:
-        return [f for f in self.files if f.kind is MediaKind.IMAGE]
-
-    @property
-    def videos(self) -> list[_File]:
-        return [f for f in self.files if f.kind is MediaKind.VIDEO]
-
-    def says(self, pattern: re.Pattern) -> bool:
-        return bool(pattern.search(self.low))
-
-
-#: Full-width punctuation and digits (Chinese and Japanese input) as the patterns spell them.
-_FULL_WIDTH = str.maketrans("？！，。；：（）％＃０１２３４５６７８９", "?!,.;:()%#0123456789")
-
-
-def _read(request: Request) -> _Reading:
-    low = request.text.lower().replace("×", "x").replace("’", "'").translate(_FULL_WIDTH)
-    low = re.sub(r"^[\s¿¡]+", "", low)
-    kinds = [k for _, k in request.media]
-    low, near_text, said = _positions(low, kinds)
-    nears = _near_words(near_text, len(request.media))
-    files = tuple(
-        _File(
-            index=i,
-            path=path,
-            kind=kind,
-            name=re.sub(r"[_\-.]+", " ", PurePath(path).stem.lower()),
-            before=nears[i][0],
-            after=nears[i][1],
-            said=said[i],
-        )
-        for i, (path, kind) in enumerate(request.media)
-    )
-    mask = None
-    if len(files) >= 2:
-        # What is said of a file by position first ("use the first image as the mask" outranks a
-        # file called mask.png), then the file name, then the words near its marker.
-        mask = next(
-            (
-                f
-                for test in (
-                    lambda f: w.NEAR_MASK.search(f.said) or w.NEAR_REGION.search(f.said),
-                    lambda f: w.NAME_MASK.search(f.name),
-                    lambda f: w.NEAR_MASK.search(f.near),
-                    lambda f: w.NEAR_REGION.search(f.near),
-                )
-                for f in files
-                if test(f)
-            ),
-            None,
-        )
-    control = next(
-        (
-            f
-            for test in (
-                lambda f: w.NEAR_CONTROL.search(f.said),
-                lambda f: w.NAME_CONTROL.search(f.name),
-                lambda f: w.NEAR_CONTROL.search(f.near),
-            )
-            for f in files
-            if f is not mask and test(f)
-        ),
-        None,
-    )
-    if control is None and files and (w.CONTROL_PHRASE.search(low) or w.MOTION_CONTROL.search(low)):
-        # "follow the pose video ###p.mp4###" names the file's kind: prefer a file of that kind.
-        wanted = MediaKind.VIDEO if re.search(r"\b(?:video|videos|clip|sequence|frames)\b", low) else None
-        control = next((f for f in files if f.kind is wanted), files[0])
-    frame_cue = bool(
-        w.FIRST_FRAME_NOUN.search(low)
-        or w.LAST_FRAME_NOUN.search(low)
-        or w.BOTH_ENDS.search(low)
-        or any(f.said_first or f.said_last for f in files if f.kind is MediaKind.IMAGE)
-    )
-    wants_video = frame_cue or _wants_video(low)
-    if wants_video and not frame_cue:
-        # "###start.png###" and "###end.png###" say which end they are once a clip is wanted.
-        frame_cue = any(
-            f.named(w.NAME_FIRST) or f.named(w.NAME_LAST) for f in files if f.kind is MediaKind.IMAGE
-        )
-    return _Reading(
-        low=low, files=files, wants_video=wants_video, frame_cue=frame_cue, mask=mask, control=control
-    )
+T = Task
+CANDIDATES: tuple[Candidate, ...] = (
+    # No files: a picture, or a clip when one is asked for.
+    Candidate.of(T.TEXT_TO_VIDEO, "no_files wants_video"),
+    Candidate.of(T.TEXT_TO_IMAGE, "no_files"),
+    # A video among the files.
+    Candidate.of(T.VIDEO_EDIT, "video mask"),
+    Candidate.of(T.VIDEO_CONTROL, "video control_video"),
+    Candidate.of(T.IMAGE_CONTROL, "video control_image"),
+    Candidate.of(T.VIDEO_OUTPAINT, "video outpaint"),
+    Candidate.of(T.VIDEO_OUTPAINT, "video reshape_only"),
+    Candidate.of(T.VIDEO_EXTEND, "video extend"),
+    Candidate.of(T.VIDEO_EDIT, "video edit"),
+    # A lone video and a creation verb: a new clip shaped by it; anything else: an edit.
+    Candidate.of(T.VIDEO_CONTROL, "video one_file create", asked=False),
+    Candidate.of(T.VIDEO_EDIT, "video one_file", asked=False),
+    # Images only.
+    Candidate.of(T.IMAGE_EDIT, "images mask"),
+    Candidate.of(T.IMAGE_CONTROL, "images control_image"),
+    Candidate.of(T.FIRST_LAST_TO_VIDEO, "images ends_named several_images"),
+    Candidate.of(T.IMAGE_TO_VIDEO, "images ends_named"),
+    # Several subjects brought together: every image is a reference, before any edit reading.
+    Candidate.of(T.VIDEO_REFERENCE, "images several_images compose wants_video"),
+    Candidate.of(T.IMAGE_REFERENCE, "images several_images compose !wants_video"),
+    Candidate.of(T.IMAGE_OUTPAINT, "images outpaint"),
+    Candidate.of(T.IMAGE_OUTPAINT, "images extend_image"),
+    Candidate.of(T.IMAGE_OUTPAINT, "images reshape_only"),
+    Candidate.of(T.VIDEO_REFERENCE, "images wants_video reference"),
+    Candidate.of(T.IMAGE_TO_VIDEO, "images wants_video", asked=False),
+    Candidate.of(T.VIDEO_REFERENCE, "images wants_video", asked=False),
+    Candidate.of(T.FIRST_LAST_TO_VIDEO, "images wants_video", asked=False),
+    Candidate.of(T.IMAGE_EDIT, "images edit"),
+    Candidate.of(T.IMAGE_REFERENCE, "images reference"),
+    Candidate.of(T.IMAGE_REFERENCE, "images", asked=False),
+)
 
 
-def _positions(low: str, kinds: list[MediaKind]) -> tuple[str, str, list[str]]:
-    """Files named by position ("the second image", "image 2", "la última foto", 第二张图片).
-
-    Returns the text with each such name as ``<ref>`` (so "the first image" is no frame wording
-    and "the last video" no output noun), the text for :func:`_near_words` with each clause that
-    names a file by position blanked (what it says belongs to that file, not to the file whose
-    marker happens to be nearest), and for each file the clauses said of it, names as ``<ref>``.
-    Only with two files or more: one file needs no position.
-    """
-    said = [""] * len(kinds)
-    if len(kinds) < 2:
-        return low, low, said
-    found: list[tuple[int, int, int]] = []  # (start, end, file index)
-    last_kind: MediaKind | None = None
-    for start, end, groups in _position_matches(low):
-        if found and start < found[-1][1]:
-            continue  # overlaps a longer name found first ("the first image" / "first image")
-        if w.FRAME_ROLE_BEFORE.search(low[:start]):
-            continue  # "as the first image": the clip's first frame
-        kind = MediaKind.IMAGE if groups.get("img") else MediaKind.VIDEO if groups.get("vid") else last_kind
-        pool = [i for i, k in enumerate(kinds) if kind is None or k is kind]
-        if groups.get("num"):
-            n = groups["num"]
-            pos = (int(n) if n.isdigit() else measures.CJK_DIGITS.get(n, 0)) - 1
-        else:
-            pos = w.ORDINALS[groups["ord"]]
-        if not pool or not -len(pool) <= pos < len(pool):
-            continue
-        found.append((start, end, pool[pos]))
-        last_kind = kind
-    if not found:
-        return low, low, said
-    # Clauses end at punctuation, "and" (in each language) and file markers.
-    cuts = sorted(
-        {0, len(low)}
-        | {m.start() for m in w.POSITION_CLAUSE.finditer(low)}
-        | {m.end() for m in w.POSITION_CLAUSE.finditer(low)}
-        | {m.start() for m in w.PAD.finditer(low)}
-        | {m.end() for m in w.PAD.finditer(low)}
-    )
-    clauses: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
-    for start, end, index in found:
-        a = max(c for c in cuts if c <= start)
-        b = min(c for c in cuts if c >= end)
-        clauses.setdefault((a, b), []).append((start, end, index))
-    near_text = low
-    for (a, b), names in sorted(clauses.items(), reverse=True):
-        text = low[a:b]
-        for start, end, _ in sorted(names, reverse=True):
-            text = text[: start - a] + "<ref>" + text[end - a :]
-        for _, _, index in names:
-            said[index] = f"{said[index]} {text}".strip()
-        near_text = near_text[:a] + " . " + near_text[b:]
-    for start, end, _ in sorted(found, reverse=True):
-        low = low[:start] + "<ref>" + low[end:]
-    return low, near_text, said
+def candidates(r: Reading) -> list[tuple[Task, bool]]:
+    """The tasks the reading asks for, most wanted first, each with whether it was asked for."""
+    facts = r.facts
+    return [(c.task, c.asked) for c in CANDIDATES if c.fits(facts)]
 
 
-def _position_matches(low: str) -> list[tuple[int, int, dict[str, str]]]:
-    out = []
-    for pattern in w.POSITIONS:
-        for m in pattern.finditer(low):
-            groups = {k: v for k, v in m.groupdict().items() if v}
-            cjk = "cls" in pattern.groupindex
-            if cjk and not ({"cls", "img", "vid"} & groups.keys()):
-                continue
-            out.append((m.start(), m.end(), groups))
-    # Longest first among names starting at the same place.
-    return sorted(out, key=lambda t: (t[0], -t[1]))
-
-
-def _near_words(low: str, n: int) -> list[tuple[str, str]]:
-    """For each file, the words of its clause before and after its marker (at most 8 each side).
-
-    The text between two markers is split at the first and last clause boundary ("," "." "and"…);
-    with no boundary it belongs to the file after it ("the mask ###m.png###") unless it opens like
-    a description of the file before it ("###m.png### as the mask").
-    """
-    segments = w.PAD.split(low)
-    if len(segments) != n + 1:  # a literal placeholder typed by the user: no positions to trust
-        return [("", "")] * n
-    before = [""] * n
-    after = [""] * n
-    for k, seg in enumerate(segments):
-        prev_file, next_file = k - 1, k
-        cuts = list(w.BOUNDARY.finditer(seg))
-        if 0 < k < n and not cuts:
-            if w.ATTACHES_BACK.match(seg):
-                after[prev_file] = seg
-            else:
-                before[next_file] = seg
-            continue
-        if k > 0:
-            after[prev_file] = seg[: cuts[0].start()] if cuts else seg
-        if k < n:
-            before[next_file] = seg[cuts[-1].start() :] if cuts else seg
-    return [
-        (" ".join(before[i].split()[-w.NEAR_WORDS :]), " ".join(after[i].split()[: w.NEAR_WORDS]))
-        for i in range(n)
-    ]
-
-
-def _wants_video(low: str) -> bool:
-    """Whether the output asked for is a video: animate and durations force it (so does frame
-    wording, see ``_read``), otherwise the first output noun that does not name an input decides."""
-    if w.ANIMATE.search(low) or measures.says_length(low):
-        return True
-    for m in w.OUTPUT_NOUN.finditer(low):
-        is_video = m.group(2) is not None or m.group(4) is not None
-        before, after = low[: m.start()], low[m.end() :]
-        # "the photo ###a.png###" names its file; "a video ###a.png###" cannot, so it is the output.
-        pad = "<vidpad>" if is_video else "<imgpad>"
-        if re.match(r"\s*(?:" + pad + "|<ref>)", after) or re.search("(?:" + pad + r"|<ref>)\s*$", before):
-            continue
-        if w.INPUT_DETERMINER.search(before):
-            continue
-        return is_video
-    return False
-
-
-def _is_understanding(r: _Reading) -> bool:
-    """Whether the request asks for text rather than a picture or a clip (module docstring)."""
-    low = r.low
-    # "###m.png### is the mask, …" describes a file: its "is" does not open a question.
-    opens_with_file = bool(re.match(r"\s*" + w.ANY_PAD, low))
-    rest = w.PAD.sub(" ", low).strip()
-    while True:
-        stripped = w.POLITE.sub("", rest, count=1).strip()
-        if stripped == rest:
-            break
-        rest = stripped
-    first = re.match(r"[^\W\d_][\w'-]*", rest)
-    first_word = first.group(0) if first else ""
-    if opens_with_file and first_word in w.DESCRIBING_VERBS:
-        first_word = ""
-    if first_word in w.UNDERSTAND_FIRST or w.TEXT_OUTPUT.search(low):
-        return True
-    strong = (
-        r.mask is not None
-        or w.CREATE.search(low)
-        or w.EDIT.search(low)
-        or w.ANIMATE.search(low)
-        or w.OUTPAINT.search(low)
-        or w.EXTEND.search(low)
-        or (r.files and w.COMPOSE.search(low))
-        or r.frame_cue
-    )
-    if strong:
-        return False
-    if w.QUESTION.search(low):
-        return True
-    if not r.files:
-        return False  # a bare description is a picture (or a clip) to make
-    weak = (
-        r.control is not None
-        or w.OUTPUT_NOUN.search(low)
-        or w.REFERENCE.search(low)
-        or w.NEAR_CONTROL.search(low)
-        or w.TRANSITION.search(low)
-        or measures.says_length(low)
-    )
-    return not weak
-
-
-def _control_kind(r: _Reading) -> str | None:
-    """The control signal a request asks to follow ("follow the moves" → pose, "same depth" →
-    depth, "keep the outline" → edges, "colourise" → gray), from its words or the control file's
-    name; ``None`` when nothing says (the engine then keeps a control-looking input as it is)."""
-    said = r.low + " " + (r.control.name.lower() if r.control is not None else "")
-    return next((kind for kind, pattern in w.CONTROL_KINDS if pattern.search(said)), None)
+#: Rows of the task table the rules planner never proposes, each with the reason. None today:
+#: every row is reachable from some wording (a test holds each row to one or the other).
+NOT_PLANNED: dict[Task, str] = {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,16 +210,16 @@ def _control_kind(r: _Reading) -> str | None:
 # as a query, so check_roles refuses the files by name); only where the wording decides roles is
 # there a function here, in ``_WORDED_ROLES``. A new task needs nothing here unless its roles do.
 
-Assigner = Callable[[_Reading, Task], list[tuple[_File, Role]]]
+Assigner = Callable[[Reading, Task], list[tuple[File, Role]]]
 
 
-def _row_roles(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
+def _row_roles(r: Reading, task: Task) -> list[tuple[File, Role]]:
     roles = TASKS[task].roles
     role = roles[0].role if roles else Role.QUERY
     return [(f, role) for f in r.files]
 
 
-def _assign_edit(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
+def _assign_edit(r: Reading, task: Task) -> list[tuple[File, Role]]:
     if task is Task.IMAGE_EDIT:
         # The mask is the file named or called so, else the second one; the rest are sources
         # (more than one source then fails check_roles with the count).
@@ -456,34 +230,32 @@ def _assign_edit(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
     return [(f, Role.SOURCE if f is source else Role.MASK) for f in r.files]
 
 
-def _frame_scores(r: _Reading) -> list[int]:
+def _frame_scores(r: Reading) -> list[int]:
     """How strongly each file is said to open (+) or close (-) the clip."""
     scores = []
     for f in r.files:
         s = 0
-        if f.said_first or w.NAME_FIRST.search(f.name):
+        if f.said_first or f.named("start_name"):
             s += 2
-        if f.said_last or w.NAME_LAST.search(f.name):
+        if f.said_last or f.named("end_name"):
             s -= 2
         if len(r.images) == 2:  # "from ###a### to ###b###" only tells ends apart between two
-            s += bool(w.WEAK_FIRST.search(f.near)) - bool(w.WEAK_LAST.search(f.near))
+            s += LEX.says("weak_first", f.near) - LEX.says("weak_last", f.near)
         scores.append(s)
     return scores
 
 
-def _assign_image_to_video(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
+def _assign_image_to_video(r: Reading, task: Task) -> list[tuple[File, Role]]:
     scores = _frame_scores(r)
     out = []
     for f, s in zip(r.files, scores, strict=True):
-        if s == 0:  # nothing near the file: a global "last frame" decides
-            last = bool(w.LAST_FRAME_NOUN.search(r.low)) and not w.FIRST_FRAME_NOUN.search(r.low)
-        else:
-            last = s < 0
+        # Nothing near the file: a global "last frame" decides.
+        last = (r.says("last_frame") and not r.says("first_frame")) if s == 0 else s < 0
         out.append((f, Role.LAST_FRAME if last else Role.FIRST_FRAME))
     return out
 
 
-def _assign_first_last(r: _Reading, task: Task) -> list[tuple[_File, Role]]:
+def _assign_first_last(r: Reading, task: Task) -> list[tuple[File, Role]]:
     scores = _frame_scores(r)
     pair = [i for i, f in enumerate(r.files) if f.kind is MediaKind.IMAGE][:2]
     last_i = pair[-1] if pair else None
@@ -502,62 +274,6 @@ _WORDED_ROLES: dict[Task, Assigner] = {
     Task.IMAGE_TO_VIDEO: _assign_image_to_video,
     Task.FIRST_LAST_TO_VIDEO: _assign_first_last,
 }
-
-
-#: Rows of the task table the rules planner never proposes, each with the reason. None today:
-#: every row is reachable from some wording (a test holds each row to one or the other).
-NOT_PLANNED: dict[Task, str] = {}
-
-
-# ---------------------------------------------------------------------------------------------
-# Which tasks the wording asks for, most wanted first. ``True`` marks a reading asked for in so
-# many words (its failure is reported in the plan's notes); ``False`` a default.
-
-
-def _candidates(r: _Reading) -> list[tuple[Task, bool]]:
-    if not r.files:
-        return [(Task.TEXT_TO_VIDEO if r.wants_video else Task.TEXT_TO_IMAGE, True)]
-    edit = r.says(w.EDIT)
-    reference = r.says(w.REFERENCE) or any(w.NAME_REFERENCE.search(f.name) for f in r.files)
-    control = []
-    if r.control is not None:
-        control = [(Task.VIDEO_CONTROL if r.control.kind is MediaKind.VIDEO else Task.IMAGE_CONTROL, True)]
-    if r.videos:
-        out = [(Task.VIDEO_EDIT, True)] if r.mask is not None else []
-        out += control
-        if r.says(w.OUTPAINT):
-            out += [(Task.VIDEO_OUTPAINT, True)]
-        if r.says(w.EXTEND):
-            out += [(Task.VIDEO_EXTEND, True)]
-        if edit:
-            out += [(Task.VIDEO_EDIT, True)]
-        if len(r.files) == 1:
-            # A lone video and a creation verb: a new clip shaped by it; anything else: an edit.
-            out += [(Task.VIDEO_CONTROL, False)] if r.says(w.CREATE) else []
-            out += [(Task.VIDEO_EDIT, False)]
-        return out
-
-    out = [(Task.IMAGE_EDIT, True)] if r.mask is not None else []
-    out += control
-    if r.frame_cue or (len(r.images) == 2 and r.wants_video and r.says(w.TRANSITION)):
-        out += [(Task.FIRST_LAST_TO_VIDEO, True)] if len(r.images) >= 2 else []
-        out += [(Task.IMAGE_TO_VIDEO, True)]
-    if len(r.images) >= 2 and r.says(w.COMPOSE):
-        # Several subjects brought together: every image is a reference, before any edit reading.
-        out += [(Task.VIDEO_REFERENCE if r.wants_video else Task.IMAGE_REFERENCE, True)]
-    if r.says(w.OUTPAINT) or (r.says(w.EXTEND_IMAGE) and not r.wants_video):
-        out += [(Task.IMAGE_OUTPAINT, True)]
-    if r.wants_video:
-        if reference:
-            out += [(Task.VIDEO_REFERENCE, True)]
-        out += [
-            (Task.IMAGE_TO_VIDEO, False),
-            (Task.VIDEO_REFERENCE, False),
-            (Task.FIRST_LAST_TO_VIDEO, False),
-        ]
-    if edit:
-        out += [(Task.IMAGE_EDIT, True)]
-    return out + [(Task.IMAGE_REFERENCE, reference)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -586,8 +302,8 @@ class RulesPlanner:
 
         Raises :class:`InvalidRequest` when no task the wording allows fits the files.
         """
-        r = _read(request)
-        if _is_understanding(r):
+        r = read(request)
+        if is_understanding(r):
             task = understanding_task([f.kind for f in r.files])
             plan = Plan(task=task, prompt=request.prompt, inputs=self._inputs(r, task))
             log.debug("rules plan: %s", plan.summary())
@@ -595,7 +311,7 @@ class RulesPlanner:
 
         errors: list[InvalidRequest] = []
         skipped: dict[Task, str] = {}  # tasks asked for in so many words that the files cannot serve
-        for task, asked in _candidates(r):
+        for task, asked in candidates(r):
             plan = Plan(task=task, prompt=request.prompt, inputs=self._inputs(r, task))
             try:
                 check_roles(plan)
@@ -625,12 +341,12 @@ class RulesPlanner:
         )
 
     @staticmethod
-    def _inputs(r: _Reading, task: Task) -> list[MediaInput]:
+    def _inputs(r: Reading, task: Task) -> list[MediaInput]:
         assign = _WORDED_ROLES.get(task, _row_roles)
         pairs = sorted(assign(r, task), key=lambda p: p[0].index)
         return [MediaInput(path=f.path, kind=f.kind, role=role) for f, role in pairs]
 
-    def _shape(self, plan: Plan, r: _Reading) -> Plan:
+    def _shape(self, plan: Plan, r: Reading) -> Plan:
         """Width, height, frames and margins from the wording."""
         width, height = measures.output_size(r.low, self.limits)
         update: dict = {"width": width, "height": height}
@@ -639,7 +355,7 @@ class RulesPlanner:
         else:
             update["num_frames"] = measures.duration_frames(r.low, Bounds.of(self.limits).default_fps)
         if "control_kind" in plan.spec.params:
-            update["control_kind"] = _control_kind(r)
+            update["control_kind"] = control_kind(r)
         if "margins" in plan.spec.params:
             update["margins"] = measures.margins(
                 r.low,
