@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .config import Limits
 from .errors import InvalidRequest, PlannerError, shown
@@ -347,7 +348,17 @@ def unison_grammar(files: Sequence[tuple[str, MediaKind | str]], limits: Limits,
     content is kept only when :func:`parse_unison` reads it into a plan that ``check_plan`` takes,
     so every string the grammar lets through parses and checks.
     """
-    media: Files = [(str(p), MediaKind(k)) for p, k in files]
+    # What the grammar allows depends on the files' kinds, the limits and whether any words say
+    # what to make, not on the paths or the words themselves: built once for each such request.
+    kinds = tuple(MediaKind(k) for _, k in files)
+    return _grammar_for(kinds, limits.model_dump_json(), "-" if prompt.strip() else "")
+
+
+@lru_cache(maxsize=256)
+def _grammar_for(kinds: tuple[MediaKind, ...], limits_json: str, prompt: str) -> str:
+    limits = Limits.model_validate_json(limits_json)
+    ext = {MediaKind.IMAGE: "png", MediaKind.VIDEO: "mp4"}
+    media: Files = [(f"{i}.{ext[k]}", k) for i, k in enumerate(kinds)]
     low, high = side_range(limits)
     rules: dict[str, str] = {}
     for spec in TASKS.values():

@@ -221,3 +221,13 @@ def test_200_generated_requests_each_get_a_plan_that_parses_checks_and_runs_with
         assert routed.planner == backend
         tasks[routed.plan.task] += 1
     assert sum(tasks.values()) == len(REQUESTS) == 200
+
+
+def test_without_llguidance_the_planners_decode_freely_and_say_so(planner, monkeypatch, caplog):
+    monkeypatch.setattr("engine.planners.qwen_model.version", lambda: None)
+    monkeypatch.setattr(planner, "_warned_unconstrained", False)
+    example = EXAMPLES[2]
+    with caplog.at_level("WARNING", logger="engine.planners.qwen_model"):
+        out = planner.plan(parse_request(example.request), backend="unison", want_features=False)
+    assert out.plan.raw == example.plan  # the trained plan, unconstrained
+    assert "llguidance is not installed: planner output is not constrained" in caplog.text
