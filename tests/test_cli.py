@@ -452,7 +452,9 @@ def test_doctor_reports_missing_weights_with_the_download_hint(capsys, tmp_path:
     assert "llguidance: 1." in out and "the planners decode under their grammar" in out
 
 
-def test_doctor_warns_when_the_planners_cannot_decode_under_their_grammar(capsys, monkeypatch, tmp_path: Path):
+def test_doctor_warns_when_the_planners_cannot_decode_under_their_grammar(
+    capsys, monkeypatch, tmp_path: Path
+):
     import unison_mcp.doctor as doctor
 
     monkeypatch.setattr(doctor, "llguidance_version", lambda: None)
