@@ -199,6 +199,7 @@ def planner(tiny_paths):
     return p
 
 
+@pytest.mark.slow  # 200 plans a backend: ~20 s (unison) and ~75 s (instruct) on 2 shared cores at load 7
 @pytest.mark.parametrize("backend", ["unison", "instruct"])
 def test_200_generated_requests_each_get_a_plan_that_parses_checks_and_runs_without_fallback(
     planner, backend
