@@ -6,16 +6,24 @@ This module reads the rows: a task is found by looking its tokens up, never by a
 on which tokens appear (the shape of the reference, which is how its first/last-frame bug hid).
 What stands between a marker's tokens (edit indices, the first/last word) is read by one small
 function per marker, in :data:`_MARKERS`.
+
+:func:`unison_grammar` is the same language as a grammar the planner decodes under (Lark, as
+llguidance reads it): built per request from the rows, the marker readers and the limits, so the
+Unison planner can only write what :func:`parse_unison` reads and ``check_plan`` takes.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
+from .config import Limits
 from .errors import InvalidRequest, PlannerError, shown
-from .plan import BasePlan, MediaInput, Plan
+from .plan import BasePlan, MediaInput, Plan, check_plan
+from .planners.choices import frame_counts, offered, runs, side_range
 from .tasks import TASKS, TaskSpec, understanding_task
 from .vocab import (
     BOEDIT,
@@ -51,10 +59,13 @@ Files = list[tuple[str, MediaKind]]
 
 @dataclass(frozen=True)
 class _Marker:
-    """How a marker token's content becomes the task's inputs (parse) and back (format)."""
+    """How a marker token's content becomes the task's inputs (parse) and back (format), and what
+    may stand in it for a request (``contents(files, last_index)``: the candidates the decoding
+    grammar tries, each kept only when :func:`parse_unison` reads it; ``None``: no content)."""
 
     read: Callable[[str | None, Files, bool, int | None, str], list[tuple[int, Role]]]
     write: Callable[[BasePlan, Callable[[MediaInput], int], Files], str]
+    contents: Callable[[int, int], list[str | None]]
 
 
 def _span(text: str, start: str, end: str) -> str | None:
@@ -179,12 +190,28 @@ def _no_content(plan: BasePlan, idx: Callable[[MediaInput], int], files: Files) 
     return ""
 
 
+def _frame_index_contents(n_files: int, last_index: int) -> list[str | None]:
+    # Every word the reader takes, and the clip's last index (which depends on its length).
+    return [*sorted(_FIRST_WORDS), *sorted(_LAST_WORDS), str(last_index)]
+
+
+def _edit_contents(n_files: int, last_index: int) -> list[str | None]:
+    # Nothing, one index, or mask,source (equal indices would only spell "one index" again).
+    singles = [str(i) for i in range(n_files)]
+    pairs = [f"{a},{b}" for a in range(n_files) for b in range(n_files) if a != b]
+    return ["", *singles, *pairs]
+
+
+def _none(n_files: int, last_index: int) -> list[str | None]:
+    return [None]
+
+
 #: Marker tokens in the order they are looked for (the first present one selects the task).
 _MARKERS: dict[str, _Marker] = {
-    BOFIDX: _Marker(_read_frame_index, _write_frame_index),
-    REF: _Marker(_read_reference, _no_content),
-    CTRL: _Marker(_read_control, _no_content),
-    BOEDIT: _Marker(_read_edit, _write_edit),
+    BOFIDX: _Marker(_read_frame_index, _write_frame_index, _frame_index_contents),
+    REF: _Marker(_read_reference, _no_content, _none),
+    CTRL: _Marker(_read_control, _no_content, _none),
+    BOEDIT: _Marker(_read_edit, _write_edit, _edit_contents),
 }
 
 #: The task each (output token, marker) pair selects, read from the task table.
@@ -298,4 +325,146 @@ def format_unison(plan: BasePlan, files: Sequence[str] | None = None) -> str:
     return "".join(parts) + (" " + plan.prompt if plan.prompt else "")
 
 
-__all__ = ["DEFAULT_VIDEO_FRAMES", "Task", "format_unison", "parse_unison"]
+# ---------------------------------------------------------------------------------------------
+# The grammar the Unison planner decodes under.
+
+#: An understanding answer: free text without "<". The planning pass's answer is not the result
+#: (the question is answered again with the real media, engine.understand); "<" is left out so that
+#: no token of the grammar spelled out in pieces turns the answer into a plan that does not parse.
+#: (The 14 added tokens are special: llguidance never matches them as text.)
+_ANSWER = "/[^<]+/"
+
+
+def unison_grammar(files: Sequence[tuple[str, MediaKind | str]], limits: Limits, *, prompt: str) -> str:
+    """The Unison token language for one request, as a Lark grammar in llguidance's dialect (where
+    ``<CFI>`` is the added token itself, never its spelling).
+
+    Either an answer (free text: an understanding task) or, for each task whose row has tokens and
+    whose plan can check for these files, its output token, an optional size (within
+    :func:`~engine.planners.choices.side_range`), for a video an optional frame count n on the 4k+1
+    grid (:func:`~engine.planners.choices.frame_counts`, written n-1), and its marker holding each
+    content its reader takes for these files: only indices of the request's files, ``<BOFIDX>`` only
+    after ``<CFV>`` (the rows say so), the clip's last index only as its length makes it. Each
+    content is kept only when :func:`parse_unison` reads it into a plan that ``check_plan`` takes,
+    so every string the grammar lets through parses and checks.
+    """
+    # What the grammar allows depends on the files' kinds, the limits and whether any words say
+    # what to make, not on the paths or the words themselves: built once for each such request.
+    kinds = tuple(MediaKind(k) for _, k in files)
+    return _grammar_for(kinds, limits.model_dump_json(), "-" if prompt.strip() else "")
+
+
+@lru_cache(maxsize=256)
+def _grammar_for(kinds: tuple[MediaKind, ...], limits_json: str, prompt: str) -> str:
+    limits = Limits.model_validate_json(limits_json)
+    ext = {MediaKind.IMAGE: "png", MediaKind.VIDEO: "mp4"}
+    media: Files = [(f"{i}.{ext[k]}", k) for i, k in enumerate(kinds)]
+    low, high = side_range(limits)
+    rules: dict[str, str] = {}
+    for spec in TASKS.values():
+        if spec.grammar is not None and offered(spec, prompt):
+            rules.update(_task_rules(spec, media, limits, prompt))
+    tasks = [name for name in rules if name in {t.value for t in TASKS}]
+    lines = [
+        "start: " + " | ".join(["answer", *tasks]),
+        "answer: ANSWER?",
+        f"ANSWER: {_ANSWER}",
+        f"SIDE: /{_int_regex(low, high)}/",
+        f'size: {BORES} SIDE "," SIDE {EORES}',
+        *(f"{name}: {body}" for name, body in rules.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _task_rules(spec: TaskSpec, files: Files, limits: Limits, prompt: str) -> dict[str, str]:
+    """One task's rule (named by the task) with the contents that parse and check, and the rule of
+    the contents every length shares; nothing when no content fits these files."""
+    out, marker = spec.grammar or (CFI, None)
+    name = spec.task.value
+    counts = frame_counts(spec, limits)
+    lengths: list[int | None] = [None, *counts]  # None: no <BONF> (the parser's default length)
+    candidates = {
+        n: _MARKERS[marker].contents(len(files), (n or DEFAULT_VIDEO_FRAMES) - 1) if marker else [None]
+        for n in lengths
+    }
+    # Contents that do not depend on the length are read once; the others at their own length.
+    shared = set.intersection(*(set(c) for c in candidates.values()))
+    common = [c for c in candidates[None] if c in shared and _reads(spec, files, limits, prompt, None, c)]
+    own = {
+        n: [c for c in cs if c not in shared and _reads(spec, files, limits, prompt, n, c)]
+        for n, cs in candidates.items()
+    }
+    if not common and not any(own.values()):
+        return {}
+    if not any(own.values()):
+        frames = f" ({BONF} {_strings(str(n - 1) for n in counts)} {EONF})?" if counts else ""
+        return {name: f"{out} size?{frames}{_marker_part(marker, common)}"}
+    # A content that names the clip's length (<BOFIDX>'s last index) follows that length.
+    rules = {f"{name}_any": _strings(c or "" for c in common)} if common else {}
+    branches = []
+    for n in lengths:
+        if common or own[n]:
+            inner = " | ".join([*([f"{name}_any"] if common else []), *(json.dumps(c) for c in own[n])])
+            frames = "" if n is None else f'{BONF} "{n - 1}" {EONF} '
+            branches.append(f"{frames}{marker} ({inner}) {_END_OF[marker or '']}")
+    return {name: f"{out} size? ({' | '.join(branches)})", **rules}
+
+
+def _reads(
+    spec: TaskSpec, files: Files, limits: Limits, prompt: str, n: int | None, content: str | None
+) -> bool:
+    """Whether these tokens parse into ``spec``'s task with inputs and a length ``check_plan`` takes,
+    as a plan the route runs (:func:`~engine.planners.choices.runs`)."""
+    out, marker = spec.grammar or (CFI, None)
+    text = out + (f"{BONF}{n - 1}{EONF}" if n is not None else "")
+    if marker is not None:
+        text += marker + (f"{content or ''}{_END_OF[marker]}" if marker in _END_OF else "")
+    try:
+        plan = parse_unison(text, files, prompt=prompt)
+        check_plan(plan, limits)
+    except (PlannerError, InvalidRequest):
+        return False
+    return plan.task is spec.task and runs(spec, len(plan.inputs), len(files))
+
+
+def _marker_part(marker: str | None, contents: list[str | None]) -> str:
+    if marker is None:
+        return ""
+    if marker not in _END_OF:
+        return f" {marker}"
+    words = [c for c in contents if c]
+    inner = (_strings(words) + ("?" if "" in contents else "")) if words else ""
+    return f" {marker} {inner} {_END_OF[marker]}".replace("  ", " ")
+
+
+def _strings(values: Iterable[str]) -> str:
+    return "(" + " | ".join(json.dumps(v) for v in values) + ")"
+
+
+def _int_regex(low: int, high: int) -> str:
+    """A regular expression of the whole numbers ``low``..``high`` written without leading zeros."""
+    parts = []
+    for digits in range(len(str(low)), len(str(high)) + 1):
+        a = max(low, 10 ** (digits - 1) if digits > 1 else 0)
+        b = min(high, 10**digits - 1)
+        if a <= b:
+            parts += _same_length(str(a), str(b))
+    return "(" + "|".join(parts) + ")"
+
+
+def _same_length(a: str, b: str) -> list[str]:
+    """Patterns for the numbers a..b, both of the same number of digits."""
+    if not a:
+        return [""]
+    rest = len(a) - 1
+    if a[0] == b[0]:
+        return [a[0] + p for p in _same_length(a[1:], b[1:])]
+    if a[1:] == "0" * rest and b[1:] == "9" * rest:
+        return [f"[{a[0]}-{b[0]}]" + "[0-9]" * rest]
+    parts = [a[0] + p for p in _same_length(a[1:], "9" * rest)]
+    if int(b[0]) - int(a[0]) > 1:
+        parts.append(f"[{int(a[0]) + 1}-{int(b[0]) - 1}]" + "[0-9]" * rest)
+    return parts + [b[0] + p for p in _same_length("0" * rest, b[1:])]
+
+
+__all__ = ["DEFAULT_VIDEO_FRAMES", "Task", "format_unison", "parse_unison", "unison_grammar"]

@@ -34,7 +34,7 @@ from .request import Request, request_for_plan
 from .results import AutoResult, GenerateResult, Sampling, UnderstandResult
 from .sampling import ResolvedSampling, resolve_sampling
 from .source import Source, source_for
-from .vocab import Role
+from .vocab import Role, Task
 from .windows import Chain, Made
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ def plan_request(
     config = models.config
     backend = checked_backend(backend or config.backend)
     t0 = time.perf_counter()
-    primary = None
+    primary = reach = None
     if backend != "rules":
         if backend == "unison" and not config.adapter:
             raise ModelError("the unison planner needs the Unison adapter (set adapter / --adapter)")
@@ -91,6 +91,11 @@ def plan_request(
         def primary(request: Request, want: bool) -> PlanOutput:
             with models.lock, oom_guard("planning"):
                 return planner.plan(request, backend=backend, want_features=want)
+
+        def reach(request: Request, want: bool, tasks: frozenset[Task]) -> PlanOutput:
+            # The tasks the Unison grammar cannot write: the instruct backend, narrowed to them.
+            with models.lock, oom_guard("planning"):
+                return planner.plan(request, backend="instruct", want_features=want, tasks=tasks)
 
     shapes = shapes_of(sources or {})
 
@@ -105,6 +110,7 @@ def plan_request(
         check=check,
         fallback=config.planner_fallback,
         want_features=want_features,
+        reach=reach,
     )
     # What the plan guesses and the request leaves open is asked (or noted as a guess).
     plan = settle(routed.plan, request, ask=control.ask if control is not None else None, check=check)

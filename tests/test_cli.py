@@ -449,6 +449,18 @@ def test_doctor_reports_missing_weights_with_the_download_hint(capsys, tmp_path:
     assert "FAIL projector: ali-vilab/Unison: projector.pth is not in the hub cache" in out
     assert "unison-mcp download --only generator" in out
     assert "transformers:" in out and "diffusers:" in out and "flash-attn" in out
+    assert "llguidance: 1." in out and "the planners decode under their grammar" in out
+
+
+def test_doctor_warns_when_the_planners_cannot_decode_under_their_grammar(
+    capsys, monkeypatch, tmp_path: Path
+):
+    import unison_mcp.doctor as doctor
+
+    monkeypatch.setattr(doctor, "llguidance_version", lambda: None)
+    code, out, err = cli(capsys, "doctor", "--preset", "tiny", "--output-dir", str(tmp_path / "out"))
+    assert "llguidance: not installed: the model planners' output is not constrained" in out
+    assert "pip install llguidance" in out
 
 
 def test_doctor_as_json_is_all_good_for_the_tiny_preset(capsys, tiny_paths, monkeypatch, tmp_path: Path):

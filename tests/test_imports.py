@@ -295,6 +295,8 @@ HEAVY = frozenset(
         # Ray (the `serve` extra, only for --pool ray), and the MCP SDK with its web stack (~0.4 s,
         # only to serve).
         *("ray", "mcp", "starlette", "uvicorn"),
+        # Constrained decoding of the model planners (a compiled library, only with a planner model).
+        "llguidance",
     }
 )
 

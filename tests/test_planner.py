@@ -42,7 +42,7 @@ def planner(tiny_paths) -> QwenPlanner:
 def base_planner(tiny_paths) -> QwenPlanner:
     """The tiny Qwen without the adapter: the instruct backend."""
     p = QwenPlanner(_tiny(tiny_paths.root, adapter=None))
-    p.instruct_max_new_tokens = 12  # a random model never closes its JSON: keep the two tries short
+    p.instruct_max_new_tokens = 12  # a JSON answer cut at 12 tokens cannot parse: both tries fail, fast
     p.load()
     return p
 

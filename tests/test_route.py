@@ -226,3 +226,266 @@ def test_whatever_the_tiny_planner_writes_for_an_unseen_request_the_plan_keeps_i
     assert {m.path for m in out.plan.inputs} & {p for p, _ in req.media}
     if out.planner == "rules":
         assert out.features is None and out.plan.notes[0].startswith("planned by the rules planner: ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks beyond the Unison grammar: the instruct backend, narrowed to them
+
+
+def reaches(
+    text: str, asked: list[frozenset[Task]]
+) -> Callable[[Request, bool, frozenset[Task]], PlanOutput]:
+    """An instruct planner narrowed to the tasks it is given, answering ``text`` (JSON)."""
+    from engine.planners.instruct import plan_from_json
+
+    def reach(request: Request, want_features: bool, tasks: frozenset[Task]) -> PlanOutput:
+        asked.append(tasks)
+        plan = plan_from_json(text, request.media, prompt=request.prompt)
+        return PlanOutput(plan=plan, features=FEATURES if want_features else None)
+
+    return reach
+
+
+def never(request: Request, want_features: bool) -> PlanOutput:
+    raise AssertionError("the Unison planner was asked for a task its grammar cannot write")
+
+
+OUTPAINT_JSON = '{"task": "image_outpaint", "width": 832, "height": 464, "num_frames": null, "inputs": [{"index": 0, "role": "source"}]}'
+
+
+def test_a_request_read_as_a_task_beyond_the_unison_grammar_is_planned_by_the_narrowed_instruct_backend():
+    from engine.planners.route import BEYOND_GRAMMAR
+
+    asked: list[frozenset[Task]] = []
+    out = route(
+        parse_request("Widen ###cat.png### to 16:9"),
+        "unison",
+        primary=never,
+        rules=RulesPlanner(),
+        check=check,
+        fallback=True,
+        want_features=True,
+        reach=reaches(OUTPAINT_JSON, asked),
+    )
+    assert asked == [BEYOND_GRAMMAR]
+    assert {
+        Task.IMAGE_OUTPAINT,
+        Task.VIDEO_OUTPAINT,
+        Task.VIDEO_EXTEND,
+        Task.FIRST_LAST_TO_VIDEO,
+    } == BEYOND_GRAMMAR
+    assert out.planner == "instruct" and out.fallback_reason is None and out.features is FEATURES
+    assert out.plan.task is Task.IMAGE_OUTPAINT and (out.plan.width, out.plan.height) == (832, 464)
+    assert out.plan.notes[0] == (
+        "planned by the instruct planner: the request reads as image_outpaint, which the Unison grammar "
+        "has no tokens for"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Edit ###photo.png### with the mask ###m.png###: a hat",  # in the grammar
+        "Draw a cat",
+        "What is in ###a.png###?",
+        "###a.png### ###b.png### ###c.png### ###d.png### ###e.mp4###",  # no reading fits: the model may find one
+    ],
+)
+def test_a_request_the_unison_grammar_can_plan_stays_with_the_unison_planner(text):
+    asked: list[frozenset[Task]] = []
+    out = route(
+        parse_request(text),
+        "unison",
+        primary=writes("<CFI><BOEDIT>1,0<EOEDIT>" if "mask" in text else "Fine."),
+        rules=RulesPlanner(),
+        check=check,
+        fallback=True,
+        want_features=False,
+        reach=reaches(OUTPAINT_JSON, asked),
+    )
+    assert asked == [] and out.planner in {"unison", "rules"}
+
+
+def test_the_instruct_backend_plans_every_task_itself_so_nothing_is_narrowed():
+    asked: list[frozenset[Task]] = []
+    out = route(
+        parse_request("Widen ###cat.png### to 16:9"),
+        "instruct",
+        primary=answers(plan_json(OUTPAINT_JSON, "Widen ###cat.png### to 16:9")),
+        rules=RulesPlanner(),
+        check=check,
+        fallback=True,
+        want_features=False,
+        reach=reaches(OUTPAINT_JSON, asked),
+    )
+    assert asked == [] and out.planner == "instruct" and out.plan.notes == []
+
+
+def plan_json(text: str, request: str) -> Plan:
+    from engine.planners.instruct import plan_from_json
+
+    req = parse_request(request)
+    return plan_from_json(text, req.media, prompt=req.prompt)
+
+
+def test_a_narrowed_instruct_plan_that_does_not_check_is_planned_by_the_rules_planner():
+    bad = '{"task": "image_outpaint", "width": 9000, "height": 464, "num_frames": null, "inputs": [{"index": 0, "role": "source"}]}'
+    out = route(
+        parse_request("Widen ###cat.png### to 16:9"),
+        "unison",
+        primary=never,
+        rules=RulesPlanner(),
+        check=check,
+        fallback=True,
+        want_features=True,
+        reach=reaches(bad, []),
+    )
+    assert out.planner == "rules" and out.features is None and out.plan.task is Task.IMAGE_OUTPAINT
+    assert out.fallback_reason.startswith("the instruct planner's plan ")
+    with pytest.raises(InvalidRequest, match="width=9000"):
+        route(
+            parse_request("Widen ###cat.png### to 16:9"),
+            "unison",
+            primary=never,
+            rules=RulesPlanner(),
+            check=check,
+            fallback=False,
+            want_features=False,
+            reach=reaches(bad, []),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The same decision on the tiny models, with a scripted fake at the model seam
+
+
+class _Force:
+    """The last logits processor: the scripted tokens, one a step, then the end of the turn. A
+    scripted token the grammar has masked is not forced: it is recorded, and from there the
+    model's own best allowed token is taken (as a real model's would be)."""
+
+    def __init__(self, script: list[int], start: int, end: int, refused: list[int]):
+        self.script, self.start, self.end, self.refused = script, start, end, refused
+        self.free = False
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        step = input_ids.shape[1] - self.start
+        want = self.script[step] if step < len(self.script) else self.end
+        if self.free or torch.isinf(scores[0, want]):
+            self.free = self.free or step < len(self.script)
+            if step < len(self.script):
+                self.refused.append(want)
+            return scores
+        forced = torch.full_like(scores, float("-inf"))
+        forced[0, want] = 0.0
+        return forced
+
+
+class Script:
+    """Scripts the tiny planner's answers: ``model.generate`` runs (prompt, cache, the grammar's
+    processor) but its scores become ``unison`` when the Unison planner is asked and ``instruct``
+    when the JSON question is. ``asked`` lists which, in order; ``refused`` the scripted tokens
+    the request's grammar did not allow."""
+
+    def __init__(self, planner, monkeypatch: pytest.MonkeyPatch, *, unison: str, instruct: str):
+        from transformers import LogitsProcessorList
+
+        self.asked: list[str] = []
+        self.refused: list[int] = []
+        real = planner.model.generate
+
+        def generate(*args, logits_processor=None, **kwargs):
+            ids = kwargs["input_ids"]
+            kind = (
+                "instruct"
+                if "Reply with only one JSON object" in planner.tokenizer.decode(ids[0])
+                else "unison"
+            )
+            self.asked.append(kind)
+            script = planner.token_ids(unison if kind == "unison" else instruct)
+            end = planner.tokenizer.convert_tokens_to_ids("<|im_end|>")
+            force = _Force(script, ids.shape[1], end, self.refused)
+            return real(
+                *args, logits_processor=LogitsProcessorList([*(logits_processor or []), force]), **kwargs
+            )
+
+        monkeypatch.setattr(planner.model, "generate", generate)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_paths):
+    """The tiny engine with the Unison planner configured (the adapter merged)."""
+    from engine.engine import Engine
+
+    eng = Engine(EngineConfig.tiny(tiny_paths.root, planner_backend="unison"))
+    eng.planner.load()
+    return eng
+
+
+def _json(task: str, inputs: list[tuple[int, str]], *, frames: int | None = None) -> str:
+    items = ", ".join(f'{{"index": {i}, "role": "{r}"}}' for i, r in inputs)
+    n = "null" if frames is None else str(frames)
+    return f'{{"task": "{task}", "width": 64, "height": 48, "num_frames": {n}, "inputs": [{items}]}}'
+
+
+@pytest.mark.parametrize(
+    ("text", "answer", "task", "roles_"),
+    [
+        (
+            "Widen ###cat.png### to 16:9",
+            _json("image_outpaint", [(0, "source")]),
+            Task.IMAGE_OUTPAINT,
+            [("cat.png", "source")],
+        ),
+        (
+            "Zoom out of ###clip.mp4###",
+            _json("video_outpaint", [(0, "source")], frames=17),
+            Task.VIDEO_OUTPAINT,
+            [("clip.mp4", "source")],
+        ),
+        (
+            "Keep ###surf.mp4### going for 2 more seconds",
+            _json("video_extend", [(0, "source")], frames=33),
+            Task.VIDEO_EXTEND,
+            [("surf.mp4", "source")],
+        ),
+        (
+            "Make a video from ###a.png### to ###b.png###",
+            _json("first_last_to_video", [(0, "first_frame"), (1, "last_frame")]),
+            Task.FIRST_LAST_TO_VIDEO,
+            [("a.png", "first_frame"), ("b.png", "last_frame")],
+        ),
+    ],
+)
+def test_auto_reaches_each_task_beyond_the_unison_grammar_through_the_instruct_backend(
+    engine, monkeypatch, text, answer, task, roles_
+):
+    # The Unison planner would write an edit; it is not asked.
+    script = Script(engine.planner, monkeypatch, unison="<CFI><BOEDIT><EOEDIT>", instruct=answer)
+    plan = engine.plan(text)
+    assert script.asked == ["instruct"] and script.refused == []
+    assert plan.task is task and plan.planner == "instruct" and roles(plan) == roles_
+    assert (plan.width, plan.height) == (64, 48)  # the scripted answer's
+    assert plan.notes[0].startswith(f"planned by the instruct planner: the request reads as {task.value}")
+    # Under planner_backend 'unison' the plain model is not in memory: the plan says which model ran.
+    assert any("Unison adapter merged" in n for n in plan.notes)
+
+
+def test_a_request_within_the_grammar_is_planned_by_the_unison_planner(engine, monkeypatch):
+    script = Script(engine.planner, monkeypatch, unison="<CFI><BOEDIT>1,0<EOEDIT>", instruct=OUTPAINT_JSON)
+    plan = engine.plan("Edit ###photo.png### using the mask ###mask.png###: put a hat on the dog.")
+    assert script.asked == ["unison"] and script.refused == []
+    assert plan.planner == "unison" and plan.task is Task.IMAGE_EDIT
+    assert roles(plan) == [("photo.png", "source"), ("mask.png", "mask")]
+
+
+def test_the_narrowed_schema_keeps_the_instruct_backend_from_writing_a_task_of_the_grammar(
+    engine, monkeypatch
+):
+    # Scripted to answer an edit: the schema has no such branch, so the model writes an outpaint.
+    script = Script(
+        engine.planner, monkeypatch, unison="<CFI>", instruct=_json("image_edit", [(0, "source")])
+    )
+    plan = engine.plan("Widen ###cat.png### to 16:9")
+    assert script.asked == ["instruct"] and script.refused
+    assert plan.planner == "instruct" and plan.task is Task.IMAGE_OUTPAINT

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from engine.accelerator import resolve_device
 from engine.errors import UnisonError
 from engine.hub import raft_cache_file
+from engine.planners.constrain import version as llguidance_version
 from engine.quantize import TORCHAO_HINT, fp8_unavailable
 
 from .config import ServerConfig
@@ -118,6 +119,20 @@ def _check_packages(report: DoctorReport) -> None:
             report.add("packages", dist, "fail", "not installed", f"pip install {dist}")
         else:
             report.add("packages", dist, "ok", v)
+    # A dependency the server runs without: the model planners then decode freely (the rules
+    # planner replaces what does not parse), so it warns rather than fails.
+    constrained = llguidance_version()
+    if constrained is None:
+        report.add(
+            "packages",
+            "llguidance",
+            "warn",
+            "not installed: the model planners' output is not constrained to their grammar (what does "
+            "not parse is planned by the rules planner)",
+            "pip install llguidance",
+        )
+    else:
+        report.add("packages", "llguidance", "ok", f"{constrained} (the planners decode under their grammar)")
     for dist, module, why in OPTIONAL:
         v = _version(dist)
         present = v is not None and importlib.util.find_spec(module) is not None

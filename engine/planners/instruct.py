@@ -9,7 +9,9 @@ the plan's notes say so.
 :func:`instruct_prompt` asks for one JSON object (task, size, frames, a role per numbered file),
 listing the tasks from the task table; :func:`plan_from_json` turns the answer into a plan (pure,
 lenient where the meaning is clear); :func:`plan_with_retry` asks once more with the error when
-the first answer cannot be used. :class:`InstructBackend` runs them on the loaded model.
+the first answer cannot be used. :class:`InstructBackend` runs them on the loaded model, decoding
+under :func:`plan_schema`, the JSON schema of the plans this request can have (every task of the
+table whose roles its files can fill, each file by index), so the answer is one object that parses.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from ..plan import MediaInput, Plan, check_roles
 from ..tasks import TASKS, understanding_task
 from ..vocab import IMGPAD, VIDPAD, MediaKind, Role, Task
 from . import PlanOutput
+from .choices import Assignment, frame_counts, side_range, tasks_for
+from .constrain import Grammar
 
 if TYPE_CHECKING:
+    from ..config import Limits
     from ..request import Request
     from .qwen_model import QwenModel
 
@@ -149,8 +154,70 @@ def plan_from_json(text: str, media: Sequence[tuple[str, MediaKind | str]], *, p
     return plan
 
 
-def instruct_prompt(request: Request) -> str:
-    """The instruct backend's question: the schema, the tasks, the numbered files, the request."""
+def plan_schema(request: Request, limits: Limits, tasks: frozenset[Task] | None = None) -> dict[str, Any]:
+    """The JSON schema of the plans this request can have: one branch per task (``tasks``: among
+    those) whose roles its files can fill, with every key of :func:`instruct_prompt`'s form.
+
+    Sizes are whole numbers within the side bound or null; a video's frame count is 4k+1 within the
+    task's bounds or null (an image's is null); ``inputs`` is one of the ways the files fill the
+    task's roles (:func:`~engine.planners.choices.role_choices`), each file by its index, so an
+    answer that fits the schema always parses (:func:`plan_from_json`) and checks. Raises
+    :class:`PlannerError` when no task of ``tasks`` fits the files.
+    """
+    files = [(p, MediaKind(k)) for p, k in request.media]
+    low, high = side_range(limits)
+    null = {"type": "null"}
+    branches = []
+    for task, choices in tasks_for(files, request.prompt, tasks).items():
+        spec = TASKS[task]
+        side = (
+            null
+            if spec.understanding
+            else {"anyOf": [{"type": "integer", "minimum": low, "maximum": high}, null]}
+        )
+        counts = frame_counts(spec, limits)
+        frames = {"anyOf": [{"enum": counts}, null]} if counts else null
+        properties = {
+            "task": {"const": task.value},
+            "width": side,
+            "height": side,
+            "num_frames": frames,
+            # Understanding reads every file whatever the answer lists (plan_from_json): none.
+            "inputs": _inputs_schema(())
+            if spec.understanding
+            else {"anyOf": [_inputs_schema(a) for a in choices]},
+        }
+        branches.append(
+            {
+                "type": "object",
+                "properties": properties,
+                "required": list(properties),
+                "additionalProperties": False,
+            }
+        )
+    if not branches:
+        wanted = ", ".join(sorted(t.value for t in tasks or ()))
+        raise PlannerError(f"no task among {wanted} fits the request's files ({len(files)})")
+    return {"anyOf": branches}
+
+
+def _inputs_schema(assignment: Assignment) -> dict[str, Any]:
+    items = [
+        {
+            "type": "object",
+            "properties": {"index": {"const": i}, "role": {"const": role.value}},
+            "required": ["index", "role"],
+            "additionalProperties": False,
+        }
+        for i, role in assignment
+    ]
+    n = len(items)
+    return {"type": "array", "prefixItems": items, "items": False, "minItems": n, "maxItems": n}
+
+
+def instruct_prompt(request: Request, tasks: frozenset[Task] | None = None) -> str:
+    """The instruct backend's question: the schema, the tasks (``tasks``: only those), the numbered
+    files, the request."""
     kinds = [k for _, k in request.media]
     counter = iter(range(len(kinds)))
 
@@ -159,29 +226,34 @@ def instruct_prompt(request: Request) -> str:
         return match.group(0) if i is None else f"[file {i}: {kinds[i].value}]"
 
     text = re.sub(f"{re.escape(IMGPAD)}|{re.escape(VIDPAD)}", label, request.text)
-    tasks = []
+    lines = []
     for spec in TASKS.values():
+        if tasks is not None and spec.task not in tasks:
+            continue
         roles = ", ".join(f"{r.role.value} ({'/'.join(k.value for k in r.kinds)})" for r in spec.roles)
-        tasks.append(f"- {spec.task.value}: {spec.summary}" + (f"; inputs: {roles}" if roles else ""))
+        lines.append(f"- {spec.task.value}: {spec.summary}" + (f"; inputs: {roles}" if roles else ""))
     files = "\n".join(f"- file {i}: {k.value}" for i, k in enumerate(kinds)) or "- none"
     return (
         "You plan requests for an image and video generator. Choose the task, the output size and "
         "the role of each input file. Reply with only one JSON object of this form:\n"
         '{"task": "<task>", "width": <pixels or null>, "height": <pixels or null>, '
         '"num_frames": <4k+1 frames for video, or null>, "inputs": [{"index": <file number>, "role": "<role>"}]}\n'
-        "Tasks:\n" + "\n".join(tasks) + "\n"
+        "Tasks:\n" + "\n".join(lines) + "\n"
         f"Input files:\n{files}\n"
         f"Request: {text}"
     )
 
 
-def plan_with_retry(ask: Callable[[list[dict]], str], request: Request) -> Plan:
+def plan_with_retry(
+    ask: Callable[[list[dict]], str], request: Request, tasks: frozenset[Task] | None = None
+) -> Plan:
     """Ask for a JSON plan; on a bad answer ask once more with the error, then give up.
 
-    ``ask(messages)`` returns the model's reply to a chat. Raises :class:`PlannerError` naming
-    what was wrong with both answers.
+    ``ask(messages)`` returns the model's reply to a chat (under the schema, an answer is
+    usable unless ``check_plan`` refuses it later). Raises :class:`PlannerError` naming what was
+    wrong with both answers.
     """
-    messages: list[dict] = [{"role": "user", "content": instruct_prompt(request)}]
+    messages: list[dict] = [{"role": "user", "content": instruct_prompt(request, tasks)}]
     first = ask(messages)
     try:
         return plan_from_json(first, request.media, prompt=request.prompt)
@@ -210,22 +282,28 @@ class InstructBackend:
 
     name = "instruct"
 
-    def __init__(self, qwen: QwenModel):
+    def __init__(self, qwen: QwenModel, *, constrained: bool = True):
         self.qwen = qwen
+        #: Decode under the request's schema (off only to measure what it costs: benchmarks).
+        self.constrained = constrained
 
-    def __call__(self, request: Request, *, want_features: bool = False) -> PlanOutput:
+    def __call__(
+        self, request: Request, *, want_features: bool = False, tasks: frozenset[Task] | None = None
+    ) -> PlanOutput:
+        """Plan ``request``; ``tasks`` narrows the schema (and the prompt's list) to those tasks."""
         q = self.qwen
         q.load()
+        grammar = Grammar(schema=plan_schema(request, q.config.limits, tasks)) if self.constrained else None
 
         def ask(messages: list[dict]) -> str:
-            return q.reply(messages, q.instruct_max_new_tokens)
+            return q.reply(messages, q.instruct_max_new_tokens, grammar=grammar)
 
         if q.base_available:
             with q.using(adapter=False):
-                plan = plan_with_retry(ask, request)
+                plan = plan_with_retry(ask, request, tasks)
         else:
             log.warning("instruct plan on the Unison-merged model: the plain model is not loaded")
-            plan = plan_with_retry(ask, request)
+            plan = plan_with_retry(ask, request, tasks)
             plan.notes.append(
                 "the instruct planner ran on Qwen2.5-VL with the Unison adapter merged "
                 "(planner_backend 'unison' merges it): set planner_backend 'instruct' to plan with "

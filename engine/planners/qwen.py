@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ..request import Request
     from ..source import Source
     from ..understand import Box
+    from ..vocab import Task
 
 
 class QwenPlanner(QwenModel):
@@ -47,18 +48,29 @@ class QwenPlanner(QwenModel):
 
     # ------------------------------------------------------------------ planning
 
-    def plan(self, request: Request, *, backend: str, want_features: bool) -> PlanOutput:
+    def plan(
+        self, request: Request, *, backend: str, want_features: bool, tasks: frozenset[Task] | None = None
+    ) -> PlanOutput:
         """Plan a request with the ``unison`` (LoRA grammar) or ``instruct`` (JSON) backend.
 
         With ``want_features`` the projector's input comes back too: from the same forward pass
-        for ``unison``, from one extra forward for ``instruct``.
+        for ``unison``, from one extra forward for ``instruct``. ``tasks`` narrows the instruct
+        backend's schema to those tasks (the route's way to the tasks beyond the Unison grammar).
         """
         run = self.backends.get(backend)
         if run is None:
             raise InvalidRequest.for_field("backend", backend, "the Qwen planner runs 'unison' or 'instruct'")
+        if tasks is not None and not isinstance(run, InstructBackend):
+            raise InvalidRequest.for_field(
+                "tasks", sorted(t.value for t in tasks), "only the instruct backend narrows its tasks"
+            )
         self.load()
         started = time.perf_counter()
-        out = run(request, want_features=want_features)
+        out = (
+            run(request, want_features=want_features)
+            if tasks is None
+            else run(request, want_features=want_features, tasks=tasks)
+        )
         out.timings["plan_s"] = time.perf_counter() - started
         return out
 

@@ -54,6 +54,7 @@ from ..accelerator import resolve_device, resolve_dtype
 from ..errors import ModelError
 from ..hub import LoadFailures, planner_weights
 from .adapter import attach_adapter, looks_local, merge_adapter
+from .constrain import Constrainer, Grammar, version
 
 if TYPE_CHECKING:
     import torch
@@ -125,6 +126,9 @@ class QwenModel:
         #: (processor, tokenizer) of the plain model (False) and of the Unison planner (True).
         self._tokenizers: dict[bool, tuple[Any, Any]] = {}
         self._adapter_active = False
+        #: llguidance's view of each tokenizer (by id: the plain model's and the Unison planner's).
+        self._constrainers: dict[int, Constrainer] = {}
+        self._warned_unconstrained = False
 
     # ------------------------------------------------------------------ loading
 
@@ -350,11 +354,41 @@ class QwenModel:
             kwargs.update(cache_implementation="static", disable_compile=not on_cuda)
         return GenerationConfig(**kwargs)
 
-    def generate(self, inputs: dict[str, Any], gen: Any, control: JobControl | None = None) -> Any:
-        """``model.generate``; with ``control``, progress after each token and a cancel check."""
-        import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+    def constrainer(self) -> Constrainer | None:
+        """llguidance's view of the active tokenizer (built once per tokenizer), or ``None``
+        without llguidance: the planners then decode freely and parse after the fact."""
+        if version() is None:
+            if not self._warned_unconstrained:
+                log.warning(
+                    "llguidance is not installed: planner output is not constrained (pip install llguidance)"
+                )
+                self._warned_unconstrained = True
+            return None
+        key = id(self.tokenizer)
+        if key not in self._constrainers:
+            eos = self.model.generation_config.eos_token_id or self.tokenizer.convert_tokens_to_ids(
+                "<|im_end|>"
+            )
+            width = int(self.model.get_output_embeddings().weight.shape[0])  # the logits' (padded) width
+            self._constrainers[key] = Constrainer(self.tokenizer, width, eos)
+        return self._constrainers[key]
 
+    def generate(
+        self,
+        inputs: dict[str, Any],
+        gen: Any,
+        control: JobControl | None = None,
+        grammar: Grammar | None = None,
+    ) -> Any:
+        """``model.generate``; with ``control``, progress after each token and a cancel check; with
+        ``grammar``, only what it allows (:mod:`~engine.planners.constrain`)."""
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+        processors = LogitsProcessorList()
+        constrainer = self.constrainer() if grammar is not None else None
+        if constrainer is not None and grammar is not None:
+            processors.append(constrainer.processor(grammar))
         criteria = StoppingCriteriaList()
         if control is not None:
             start = inputs["input_ids"].shape[1]
@@ -367,17 +401,21 @@ class QwenModel:
 
             criteria.append(_Progress())
         with torch.inference_mode():
-            return self.model.generate(**inputs, generation_config=gen, stopping_criteria=criteria)
+            return self.model.generate(
+                **inputs, generation_config=gen, stopping_criteria=criteria, logits_processor=processors
+            )
 
     def decode(self, ids: Any) -> str:
         """Decoded answer with special tokens kept (Unison's are the plan) and the chat end stripped."""
         return _strip_chat_end(self.tokenizer.decode(ids, skip_special_tokens=False)).strip()
 
-    def reply(self, messages: list[dict], max_new_tokens: int) -> str:
-        """The model's greedy answer to a text-only chat."""
+    def reply(self, messages: list[dict], max_new_tokens: int, grammar: Grammar | None = None) -> str:
+        """The model's greedy answer to a text-only chat (only what ``grammar`` allows, when given)."""
         ids = self.token_ids(self.chat_text(messages, generation_prompt=True))
         out = self.generate(
-            self.text_inputs(ids), self.generation_config(max_new_tokens, 0.0, plain_greedy=True)
+            self.text_inputs(ids),
+            self.generation_config(max_new_tokens, 0.0, plain_greedy=True),
+            grammar=grammar,
         )
         return self.decode(out[0, len(ids) :])
 

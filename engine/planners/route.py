@@ -2,6 +2,14 @@
 
 :func:`route` is the one place that decides which planner's plan runs:
 
+0. Tasks beyond the Unison grammar. Its tokens cannot write image or video outpainting, video
+   extension or a first-and-last-frame video, so under ``backend`` ``unison`` the request is first
+   read by the rules planner (no model, about a millisecond): when that reading is one of those
+   tasks (:data:`BEYOND_GRAMMAR`, from the wording or the files: "widen", "keep it going", two
+   images as a clip's ends), the model plan comes from ``reach``, the instruct backend decoding
+   the JSON plan's schema narrowed to those tasks, instead of the Unison planner (which could only
+   write another task). Its notes say so; the projector's input still comes from the Unison
+   planner. Any other reading, or none, leaves the request to the Unison planner.
 1. ``backend`` ``rules``: the rules planner plans. Otherwise the primary (model) planner does; when
    its output does not parse (:class:`~engine.errors.PlannerError`) or its plan does not check
    (:class:`~engine.errors.InvalidRequest` from ``check``), the rules planner plans instead if
@@ -28,7 +36,7 @@ from typing import TYPE_CHECKING
 from ..errors import InvalidRequest, ModelError, PlannerError, shown
 from ..plan import BasePlan, Checked, MediaInput, Plan, check_roles
 from ..tasks import TASKS
-from ..vocab import Role
+from ..vocab import Role, Task
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +49,14 @@ log = logging.getLogger(__name__)
 
 #: How much of a planner's raw output a note quotes.
 _RAW_CHARS = 80
+
+#: The generation tasks the Unison grammar has no tokens for (their rows name none).
+BEYOND_GRAMMAR: frozenset[Task] = frozenset(
+    t for t, s in TASKS.items() if s.grammar is None and not s.understanding
+)
+
+#: A model planner: the request and whether the projector's input is wanted.
+ModelPlanner = Callable[["Request", bool], "PlanOutput"]
 
 
 @dataclass(frozen=True)
@@ -57,16 +73,19 @@ def route(
     request: Request,
     backend: str,
     *,
-    primary: Callable[[Request, bool], PlanOutput] | None,
+    primary: ModelPlanner | None,
     rules: RulesPlanner,
     check: Callable[[Plan], Checked],
     fallback: bool,
     want_features: bool,
+    reach: Callable[[Request, bool, frozenset[Task]], PlanOutput] | None = None,
 ) -> Routed:
     """Plan ``request`` with ``backend``, check the plan, and make sure it uses the request's files.
 
     ``primary(request, want_features)`` runs the model backend (``unison`` or ``instruct``); it is
-    not called for ``backend == "rules"`` and must be given otherwise. ``check`` is
+    not called for ``backend == "rules"`` and must be given otherwise. ``reach(request,
+    want_features, tasks)`` runs the instruct backend narrowed to ``tasks``, for the requests the
+    Unison grammar cannot plan (step 0; without it they stay with the Unison planner). ``check`` is
     :func:`~engine.plan.check_plan` with the engine's limits. See the module docstring for the
     order of things; raises :class:`InvalidRequest`, :class:`PlannerError` (fallback off) or
     :class:`ModelError` (no primary for a model backend).
@@ -77,10 +96,50 @@ def route(
         return Routed(plan=_note_unused(plan, request), features=None, planner="rules", fallback_reason=None)
     if primary is None:
         raise ModelError(f"the {backend} planner is not available: no planner model is configured")
+    # 0. A task the Unison grammar cannot write: the instruct backend, narrowed to those tasks.
+    beyond = _beyond_grammar(request, rules) if backend == "unison" and reach is not None else None
+    if beyond is not None and reach is not None:
+        why = (
+            f"planned by the instruct planner: the request reads as {beyond.value}, which the Unison "
+            "grammar has no tokens for"
+        )
+        log.info("%s", why)
+        return _model_route(
+            request,
+            "instruct",
+            lambda r, w: reach(r, w, BEYOND_GRAMMAR),
+            rules,
+            check,
+            fallback,
+            want_features,
+            why,
+        )
+    return _model_route(request, backend, primary, rules, check, fallback, want_features, None)
 
-    # 1. The primary planner; on an output that does not parse or check, the rules planner.
+
+def _beyond_grammar(request: Request, rules: RulesPlanner) -> Task | None:
+    """The rules planner's reading of ``request`` when it is a task the Unison grammar cannot write."""
     try:
-        out = primary(request, want_features)
+        task = rules(request).plan.task
+    except InvalidRequest:  # no reading fits the files: the Unison planner may still find one
+        return None
+    return task if task in BEYOND_GRAMMAR else None
+
+
+def _model_route(
+    request: Request,
+    backend: str,
+    planner: ModelPlanner,
+    rules: RulesPlanner,
+    check: Callable[[Plan], Checked],
+    fallback: bool,
+    want_features: bool,
+    note: str | None,
+) -> Routed:
+    """Steps 1-3 for the model planner ``backend``: its checked plan (with ``note``), or the rules'."""
+    # 1. The model planner; on an output that does not parse or check, the rules planner.
+    try:
+        out = planner(request, want_features)
     except PlannerError as e:
         if not fallback:
             raise
@@ -104,7 +163,9 @@ def route(
         except InvalidRequest as e:
             # The rules planner failed too (or also dropped the files): say how to call generate.
             raise _ignored_files_error(plan, request, backend, rules_failed=str(e)) from e
-    # 3. Features belong to the plan that runs: here, the primary's.
+    if note is not None:
+        plan = plan.model_copy(update={"notes": [note, *plan.notes]})
+    # 3. Features belong to the plan that runs: here, the model planner's.
     features = out.features if want_features else None
     return Routed(plan=_note_unused(plan, request), features=features, planner=backend, fallback_reason=None)
 
@@ -245,4 +306,4 @@ def _call_text(task: str, inputs: list[MediaInput]) -> str:
     return f"generate({', '.join(args)})"
 
 
-__all__ = ["Routed", "route"]
+__all__ = ["BEYOND_GRAMMAR", "Routed", "route"]

@@ -14,8 +14,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..errors import ModelError
-from ..grammar import parse_unison
+from ..grammar import parse_unison, unison_grammar
 from . import PlanOutput
+from .constrain import Grammar
 
 if TYPE_CHECKING:
     from ..request import Request
@@ -29,8 +30,10 @@ class UnisonBackend:
 
     name = "unison"
 
-    def __init__(self, qwen: QwenModel):
+    def __init__(self, qwen: QwenModel, *, constrained: bool = True):
         self.qwen = qwen
+        #: Decode under the request's grammar (off only to measure what it costs: benchmarks).
+        self.constrained = constrained
 
     def __call__(self, request: Request, *, want_features: bool = False) -> PlanOutput:
         q = self.qwen
@@ -52,7 +55,11 @@ class UnisonBackend:
                 output_hidden_states=shared,
                 return_dict_in_generate=True,
             )
-            out = q.generate(q.text_inputs(ids), gen)
+            grammar = None
+            if self.constrained:
+                lark = unison_grammar(request.media, q.config.limits, prompt=request.prompt)
+                grammar = Grammar(lark=lark)
+            out = q.generate(q.text_inputs(ids), gen, grammar=grammar)
             text = q.decode(out.sequences[0, len(ids) :])
         log.info("unison plan for %r: %r", request.text[:80], text)
         features = None
