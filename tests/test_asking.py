@@ -205,7 +205,7 @@ def _roles(result) -> list[tuple[str, str]]:
 
 
 def _notes(result) -> list[str]:
-    return result.structured_content["plan"]["notes"]
+    return result.structured_content["notes"]
 
 
 MODES = ["auto", "legacy"]  # 2026-07-28 (input required), and 2025-11-25 (mid-call)
