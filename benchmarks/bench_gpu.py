@@ -38,7 +38,7 @@ User LoRAs switched per call (``run_loras``) need a real file, ``--user-lora PAT
 random toy one); without it their rows say "not run".
 
     python benchmarks/bench_gpu.py --out gpu_h100.md           # on a CUDA GPU (docs/performance.md: the one command)
-    python benchmarks/bench_gpu.py --toy --out /tmp/toy.md     # scaled-down configs on a CPU, ~2 min idle
+    python benchmarks/bench_gpu.py --toy --out /tmp/toy.md     # scaled-down configs on a CPU, ~2 min
 """
 
 from __future__ import annotations
@@ -1655,6 +1655,12 @@ def main(argv: list[str] | None = None) -> int:
     # Everything is built here: the hub is never needed (and the GPU machine cannot reach it).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    if args.toy and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        # Toy sizes on a CPU: a second thread costs more than it saves, and on a machine shared
+        # with other work two threads ran the toy rows 10-40x slower (waiting on each other).
+        torch.set_num_threads(1)
     bench = Bench(args)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="unison-bench-"))
     root.mkdir(parents=True, exist_ok=True)
