@@ -30,6 +30,7 @@ from .config import EngineConfig, PerformanceOptions
 from .control import JobControl
 from .errors import InvalidRequest, ModelError
 from .hub import LoadFailures, generator_weights
+from .imports import heavy_imports
 from .loras import LoraSpec
 from .perf import Applied
 from .projector import resolve_weights_file
@@ -425,8 +426,8 @@ class Generator:
         return new
 
     def _load_pipeline(self) -> Any:
-        # Lazy: diffusers' pipelines import transformers (seconds).
-        from diffusers import WanVACEPipeline, WanVACETransformer3DModel
+        with heavy_imports():  # lazy: diffusers' pipelines import transformers and peft (seconds)
+            from diffusers import WanVACEPipeline, WanVACETransformer3DModel
 
         cfg = self.config
         common: dict[str, Any] = {"local_files_only": cfg.local_files_only}

@@ -20,6 +20,7 @@ from .config import TINY_BUILD_STAGE, EngineConfig, tiny_paths
 from .control import JobControl
 from .errors import ModelError
 from .hub import LoadFailures, generator_weights, planner_weights
+from .imports import heavy_imports
 from .planners.qwen import QwenPlanner
 from .planners.rules import RulesPlanner
 
@@ -121,7 +122,8 @@ class Models:
                     # Before importing torch (seconds): a remembered failure, or weights that are
                     # neither here nor fetchable, fail at once; so does a device this machine lacks.
                     with self.load_failures.guard(generator_weights(self.config)):
-                        from .generator import Generator  # lazy: torch and diffusers
+                        with heavy_imports():
+                            from .generator import Generator  # lazy: torch and diffusers
 
                         self._generator = Generator(self.config, failures=self.load_failures)
         return self._generator

@@ -8,16 +8,18 @@ weights live, so changing it means loading the pipeline again.
 - ``attention_backend``: diffusers' ``set_attention_backend`` on the DiT (``None``: PyTorch SDPA).
 - ``compile``: regional ``torch.compile`` of the repeated DiT blocks.
 - ``batch_cfg``: the conditional and unconditional DiT passes of a step as one batch of two
-  (:class:`BatchedCFGHook`).
+  (:class:`engine.hooks.BatchedCFGHook`).
 - ``cache``: diffusers' First-Block cache or MagCache on the DiT blocks, with a fix for VACE (see
-  :class:`_PinHook`); MagCache calibrates its ratios on the first run (:class:`MagProbe`).
+  :class:`engine.hooks.PinHook`); MagCache calibrates its ratios on the first run (:class:`MagProbe`).
 - ``vae_tiling``: ``vae.enable_tiling()``.
 - ``offload``: model CPU offload, group offload, or umT5 kept on the CPU (:func:`place_pipeline`);
   on a machine without CUDA there is nothing to offload to and the mode is a logged no-op.
 
 What a switch costs in quality (PSNR/SSIM) and the compute floor (FLOP counts) are the
-benchmarks' business: ``benchmarks/metrics.py``. This module imports torch and diffusers at the
-top: import it lazily (the generator does).
+benchmarks' business: ``benchmarks/metrics.py``. This module imports torch at the top (import it
+lazily: the generator does); diffusers' hooks, whose package imports peft (over a second), only
+when a switch that installs one is used: :mod:`engine.hooks` (batched CFG, a step cache, group
+offload). A test checks that importing this module imports neither diffusers nor peft.
 """
 
 from __future__ import annotations
@@ -26,20 +28,16 @@ import importlib.util
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
-from diffusers.hooks import (
-    FirstBlockCacheConfig,
-    HookRegistry,
-    MagCacheConfig,
-    ModelHook,
-    apply_group_offloading,
-)
 
 from .config import PerformanceOptions
 from .errors import InvalidRequest, ModelError
+
+if TYPE_CHECKING:
+    from .hooks import CacheStats
 
 log = logging.getLogger(__name__)
 
@@ -158,83 +156,6 @@ def compiled_blocks(transformer: Any) -> int:
 BATCH_CFG_HOOK = "unison_batch_cfg"
 
 
-@dataclass
-class _Pending:
-    hidden_states: torch.Tensor
-    timestep: torch.Tensor
-    output: Any
-
-
-class BatchedCFGHook(ModelHook):
-    """One forward of batch 2B instead of two of batch B for each denoising step.
-
-    ``WanVACEPipeline`` calls the DiT twice per step with the same ``hidden_states`` and
-    ``timestep`` tensors: first with ``prompt_embeds`` (under ``cache_context("cond")``), then with
-    ``negative_prompt_embeds`` (``"uncond"``); see the loop in ``pipeline_wan_vace.py``. On the
-    conditional call this hook runs both contexts as one batch, returns the conditional half and
-    keeps the unconditional half; the unconditional call that follows, recognised by the very same
-    latents and timestep objects and the negative context, gets the kept half without running the
-    model. Any other call (no CFG, a different caller) runs unchanged, so the hook is exact: the
-    result equals the unbatched one up to floating-point summation order.
-    """
-
-    def __init__(self, positive: torch.Tensor, negative: torch.Tensor):
-        super().__init__()
-        self.positive = positive
-        self.negative = negative
-        self.pending: _Pending | None = None
-        self.batched = 0  # batched forwards run
-        self.served = 0  # unconditional calls answered from the batch
-
-    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        forward = self.fn_ref.original_forward
-        pending, self.pending = self.pending, None
-        context = kwargs.get("encoder_hidden_states")
-        x = kwargs.get("hidden_states")
-        t = kwargs.get("timestep")
-        if args or context is None or x is None or t is None:
-            return forward(*args, **kwargs)
-        if (
-            pending is not None
-            and _same(context, self.negative)
-            and x is pending.hidden_states
-            and t is pending.timestep
-        ):
-            self.served += 1
-            return pending.output
-        if not _same(context, self.positive) or self.negative.shape[1:] != context.shape[1:]:
-            return forward(*args, **kwargs)
-        n = x.shape[0]
-        batched = dict(kwargs)
-        batched["hidden_states"] = torch.cat([x, x])  # (2B, C, F, H, W)
-        batched["timestep"] = torch.cat([t, t])  # (2B,)
-        batched["encoder_hidden_states"] = torch.cat(
-            [context, self.negative.expand_as(context)]
-        )  # (2B, L, D)
-        control = kwargs.get("control_hidden_states")
-        if control is not None:
-            batched["control_hidden_states"] = torch.cat([control, control])  # (2B, 96, F, H, W)
-        out = forward(**batched)
-        self.batched += 1
-        cond, uncond = _split_output(out, n)
-        self.pending = _Pending(hidden_states=x, timestep=t, output=uncond)
-        return cond
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    # The pipeline only casts the contexts (a no-op when the dtype already matches), so identity,
-    # or at worst the same storage, recognises them without comparing values.
-    return a is b or (a.shape == b.shape and a.data_ptr() == b.data_ptr() and a.dtype == b.dtype)
-
-
-def _split_output(out: Any, n: int) -> tuple[Any, Any]:
-    if isinstance(out, tuple):
-        first, second = out[0][:n], out[0][n:]
-        return (first, *out[1:]), (second, *out[1:])
-    sample = out.sample
-    return type(out)(sample=sample[:n]), type(out)(sample=sample[n:])
-
-
 @contextmanager
 def batched_cfg(transformer: Any, positive: torch.Tensor, negative: torch.Tensor | None) -> Iterator[Any]:
     """Install the batched-CFG hook on ``transformer`` for one pipeline call (yields it, or None).
@@ -245,9 +166,10 @@ def batched_cfg(transformer: Any, positive: torch.Tensor, negative: torch.Tensor
     if negative is None:  # no classifier-free guidance: one pass per step already
         yield None
         return
-    registry = HookRegistry.check_if_exists_or_initialize(transformer)
-    hook = BatchedCFGHook(positive, negative)
-    registry.register_hook(hook, BATCH_CFG_HOOK)
+    from . import hooks  # lazy: diffusers' hooks (their package imports peft)
+
+    hook = hooks.BatchedCFGHook(positive, negative)
+    registry = hooks.register(transformer, hook, BATCH_CFG_HOOK)
     installed = transformer.forward
     try:
         yield hook
@@ -266,50 +188,6 @@ def batched_cfg(transformer: Any, positive: torch.Tensor, negative: torch.Tensor
 PIN_HOOK = "unison_cache_pin"
 
 
-@dataclass
-class CacheStats:
-    """What a cache did during one run: DiT passes through the blocks, and how many it skipped."""
-
-    passes: int = 0
-    skipped: int = 0
-    head_output: torch.Tensor | None = field(default=None, repr=False)
-
-
-class _PinHook(ModelHook):
-    """Keep a skipped pass equal to what the cache meant: ``head output + cached residual``.
-
-    diffusers' First-Block cache and MagCache skip a pass by returning the cached result from the
-    first block and letting every later block hand its input through. In Wan-VACE the transformer
-    adds a VACE hint after each block listed in ``vace_layers``, outside the blocks; those hints
-    are already inside the cached residual, so handing inputs through adds them a second time (with
-    identical inputs a skipped pass then differs from the computed one by the sum of the hints).
-    This hook, outermost on each block, records the first block's output and, when a later block
-    hands its input back unchanged (the cache's "skip"), returns that recorded output instead, so
-    the hints added in between are dropped. Passes that compute are untouched.
-    """
-
-    def __init__(self, stats: CacheStats, *, head: bool, tail: bool):
-        super().__init__()
-        self.stats = stats
-        self.head = head
-        self.tail = tail
-
-    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        out = self.fn_ref.original_forward(*args, **kwargs)
-        stats = self.stats
-        if self.head:
-            stats.head_output = out
-            return out
-        x = args[0] if args else kwargs.get("hidden_states")
-        skipped = out is x
-        if self.tail:
-            stats.passes += 1
-            stats.skipped += int(skipped)
-        if skipped and stats.head_output is not None:
-            return stats.head_output
-        return out
-
-
 def _blocks(transformer: Any) -> list[torch.nn.Module]:
     return list(transformer.blocks)
 
@@ -322,35 +200,34 @@ def enable_cache(
     steps: int | None = None,
     mag_ratios: list[float] | None = None,
 ) -> CacheStats:
-    """Apply diffusers' ``first_block`` cache or ``mag`` cache to the DiT (plus the VACE pin)."""
-    if mode == "first_block":
-        config: Any = FirstBlockCacheConfig(threshold=threshold)
-    elif mode == "mag":
-        if not mag_ratios or not steps:
-            raise ModelError("cache='mag' needs calibrated ratios and the step count")
-        config = MagCacheConfig(threshold=threshold, num_inference_steps=steps, mag_ratios=list(mag_ratios))
-    else:
+    """Apply diffusers' ``first_block`` cache or ``mag`` cache to the DiT (plus the VACE pin,
+    :class:`engine.hooks.PinHook`)."""
+    if mode not in ("first_block", "mag"):
         raise InvalidRequest.for_field("cache", mode, "must be none, first_block or mag")
-    transformer.enable_cache(config)
-    stats = CacheStats()
+    if mode == "mag" and (not mag_ratios or not steps):
+        raise ModelError("cache='mag' needs calibrated ratios and the step count")
+    from . import hooks  # lazy: diffusers' hooks (their package imports peft)
+
+    transformer.enable_cache(hooks.cache_config(mode, threshold, steps=steps, mag_ratios=mag_ratios))
+    stats = hooks.CacheStats()
     blocks = _blocks(transformer)
     for i, block in enumerate(blocks):
-        HookRegistry.check_if_exists_or_initialize(block).register_hook(
-            _PinHook(stats, head=i == 0, tail=i == len(blocks) - 1), PIN_HOOK
-        )
-    HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
+        hooks.register(block, hooks.PinHook(stats, head=i == 0, tail=i == len(blocks) - 1), PIN_HOOK)
+    hooks.invalidate(transformer)
     return stats
 
 
 def disable_cache(transformer: Any) -> None:
     """Remove every cache hook (and the pins); the DiT computes every pass again."""
+    from . import hooks  # lazy: diffusers' hooks (their package imports peft)
+
     for block in _blocks(transformer):
         registry = getattr(block, "_diffusers_hook", None)
         if registry is not None and registry.get_hook(PIN_HOOK) is not None:
             registry.remove_hook(PIN_HOOK, recurse=False)
     if getattr(transformer, "is_cache_enabled", False):
         transformer.disable_cache()
-    HookRegistry.check_if_exists_or_initialize(transformer).invalidate_child_registries_cache()
+    hooks.invalidate(transformer)
 
 
 def cache_hook_count(transformer: Any) -> int:
@@ -465,6 +342,8 @@ def group_offload(pipe: Any, *, onload: torch.device, offload: torch.device) -> 
         num_blocks_per_group=1,
         use_stream=stream,
     )
+    from diffusers.hooks import apply_group_offloading  # lazy: the package imports peft
+
     # umT5's layers sit below encoder.block, which block level does not look into: leaf level.
     apply_group_offloading(
         pipe.text_encoder,

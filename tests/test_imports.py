@@ -319,6 +319,12 @@ LAZY_MODULES: dict[str, Lazy] = {
         "(its package's __getattr__) nor by `unison-mcp --help` (tests/test_cli.py)",
     ),
     "engine.generator": Lazy("torch", "the Wan pipeline: loaded on the first generation"),
+    "engine.hooks": Lazy(
+        "diffusers",
+        "diffusers' hooks, whose package imports peft and transformers' modelling code (over a "
+        "second): only batched CFG and the step caches install one (tests/test_startup.py: "
+        "`import engine.perf` imports neither diffusers nor peft)",
+    ),
     "engine.projector": Lazy("torch", "a torch module: loaded with the models, built by engine.tiny"),
     "engine.tiny": Lazy(
         None,

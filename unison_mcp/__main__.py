@@ -1,5 +1,5 @@
 """``python -m unison_mcp``: the same as the ``unison-mcp`` command."""
 
-from .cli import main
+from .cli import entry
 
-raise SystemExit(main())
+entry()

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from engine.api import parse_arguments, request_model
 from engine.config import Limits, default_tiny_dir
 from engine.errors import InvalidRequest, UnisonError
+from engine.imports import settle_before_exit
 from engine.plan import Margins
 from engine.results import Sampling
 from engine.tasks import GENERATION_TASKS, TASKS
@@ -584,6 +585,17 @@ def setup_logging(verbose: int) -> None:
     ours = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 else logging.WARNING
     for name in ("engine", "unison_mcp"):
         logging.getLogger(name).setLevel(ours)
+
+
+def entry() -> None:
+    """The ``unison-mcp`` command and ``python -m unison_mcp``: :func:`main`, then the process ends.
+
+    :func:`main` is also called in-process (the tests); only here, with nothing left to run, are
+    the objects put out of the collector's sight first (:func:`engine.imports.settle_before_exit`).
+    """
+    status = main()
+    settle_before_exit()
+    raise SystemExit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
+from ..imports import heavy_imports
 
 if TYPE_CHECKING:
     from ..config import EngineConfig
@@ -247,7 +248,8 @@ def _restore_base_embeddings(peft_model: Any, base: Any) -> None:
 
 def _load_lora(model: Any, adapter_dir: Path, *, where: str, model_id: str) -> Any:
     """The PEFT model with the adapter's weights loaded, every LoRA weight matched to a layer."""
-    from peft import PeftConfig, PeftModel
+    with heavy_imports():  # lazy: peft (imported by diffusers too, when the generator loaded first)
+        from peft import PeftConfig, PeftModel
 
     try:
         peft_config = PeftConfig.from_pretrained(str(adapter_dir))

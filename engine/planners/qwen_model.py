@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 from ..accelerator import resolve_device, resolve_dtype
 from ..errors import ModelError
 from ..hub import LoadFailures, planner_weights
+from ..imports import heavy_imports
 from .adapter import attach_adapter, looks_local, merge_adapter
 from .constrain import Constrainer, Grammar, version
 
@@ -199,8 +200,9 @@ class QwenModel:
         )
 
     def _load(self) -> None:
-        import torch
-        from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
+        with heavy_imports():  # lazy: torch and transformers (seconds)
+            import torch
+            from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
         if self.config.planner_device is not None:
             device = resolve_device(self.config.planner_device, setting="planner_device")
