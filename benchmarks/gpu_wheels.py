@@ -58,6 +58,7 @@ WHEELS = (
     Wheel("wcwidth", "0.9.5", "an ftfy dependency"),
     Wheel("av", "18.1.1", "PyAV: the MP4 the project's rows write"),
     Wheel("torchao", "0.18.0", "the fp8 rows (built for torch >= 2.11)"),
+    Wheel("llguidance", "1.9.1", "the planners' constrained decoding (the planning rows)"),
     Wheel("peft", "0.22.0", "the machine has peft, version not known; LoRA loading needs >= 0.17"),
 )
 
@@ -71,6 +72,8 @@ ON_THE_MACHINE = frozenset(
 
 #: pip matches manylinux tags exactly: the usual ones, newest first (docs of the device tool).
 PLATFORMS = (
+    "manylinux_2_34_x86_64",
+    "manylinux_2_31_x86_64",  # llguidance's abi3 wheel
     "manylinux_2_28_x86_64",
     "manylinux_2_27_x86_64",
     "manylinux_2_17_x86_64",

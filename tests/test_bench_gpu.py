@@ -18,7 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH_FILES = ("bench_gpu.py", "gpu_models.py", "metrics.py", "_common.py")
 
 #: Imported somewhere in the engine modules the benchmark reaches, but on a path no row runs.
-NOT_RUN = {"kornia": "the edges annotator (engine.annotators.edges): no benchmark row extracts edges"}
+NOT_RUN = {
+    "kornia": "the edges annotator (engine.annotators.edges): no benchmark row extracts edges",
+    "tomli": "tomllib's backport, imported on Python < 3.11 only (the GPU machine has 3.12)",
+}
 
 
 def _imports_of(path: Path) -> set[str]:
