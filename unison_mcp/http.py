@@ -41,6 +41,7 @@ from starlette.responses import JSONResponse, Response
 from engine.inputs import InputPolicy
 
 from .config import ConfigError
+from .events import RETRY_MS, BoundedEventStore, SessionScope
 from .gallery import GALLERY_PATH, Gallery
 from .state import state_of
 from .wire import MAX_MESSAGE_BYTES, refusal, too_large
@@ -278,7 +279,11 @@ def http_app(server: MCPServer, config: ServerConfig) -> ASGIApp:
         transport_security=security,
         host=config.host,
         max_request_body_size=MAX_MESSAGE_BYTES,  # never reached: MessageRules refuses first
+        # Streams that resume: a stream dropped during a long call is replayed from its last event.
+        event_store=BoundedEventStore(),
+        retry_interval=RETRY_MS,
     )
+    app = SessionScope(app)  # whose each stored event is
     app = MessageRules(app, security)
     if config.auth_token:
         app = BearerTokenMiddleware(app, config.auth_token)
