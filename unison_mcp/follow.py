@@ -102,8 +102,6 @@ class ProgressPump:
         self._events: _queue.SimpleQueue[_Event] = _queue.SimpleQueue()
         self._labels = labels
         self._closed = False
-        #: Whether any event came (the call's first note is only needed before the job speaks).
-        self.heard = False
         self._words: str | None = None  # the current stage's words
         self._stage: str | None = None
         self._done = 0
@@ -113,7 +111,6 @@ class ProgressPump:
     def push(self, done: int, total: int, stage: str) -> None:  # worker thread
         if self._closed:
             return
-        self.heard = True
         label = self._label(stage) if done == 0 else None
         self._events.put(_Event(done, total, stage, label))
 

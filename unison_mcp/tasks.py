@@ -110,15 +110,15 @@ def task_fields(state: ServerState, job: JobAPI) -> dict[str, Any]:
         p = job.progress()
         label = stage_label(state.engine.config, p["stage"])
         fields["statusMessage"] = progress_words(p["stage"], p["done"], p["total"], label)
-    elif status == "done":
-        result = job.outcome()
-        fields["statusMessage"] = "done"
+    elif status in ("done", "failed"):
+        # Exactly what the call would have returned: its result, or its error as a tool error.
+        try:
+            result, words = job.outcome(), "done"
+        except Exception as exc:  # a failed job's error (or a pool job whose result is lost)
+            words = describe_error(exc, tool=job.kind)
+            result = CallToolResult(content=[TextContent(type="text", text=words)], is_error=True)
+        fields["statusMessage"] = words
         fields["result"] = result.model_dump(mode="json", by_alias=True, exclude_none=True)
-    elif status == "failed":
-        text = describe_error(job.error or RuntimeError("failed"), tool=job.kind)
-        fields["statusMessage"] = text
-        error = CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
-        fields["result"] = error.model_dump(mode="json", by_alias=True, exclude_none=True)
     else:
         fields["statusMessage"] = describe_error(job.error, tool=job.kind) if job.error else "cancelled"
     return fields
