@@ -253,10 +253,15 @@ def _conformance() -> tuple[Path, Path] | None:
     return (node, suite) if (node / "node").is_file() and suite.is_file() else None
 
 
+needs_suite = pytest.mark.skipif(
+    _conformance() is None,
+    reason="Node 22 and @modelcontextprotocol/conformance are not installed (.ci/run installs them)",
+)
+
+
 def _run_suite(url: str, scenario: str, out: Path) -> list[dict[str, Any]]:
     found = _conformance()
-    if found is None:
-        pytest.skip("Node 22 and @modelcontextprotocol/conformance are not installed (.ci/run installs them)")
+    assert found is not None
     node, suite = found
     done = subprocess.run(
         [str(node / "node"), str(suite), "server", "--url", url, "--scenario", scenario, "-o", str(out)],
@@ -270,6 +275,7 @@ def _run_suite(url: str, scenario: str, out: Path) -> list[dict[str, Any]]:
     return json.loads(checks.read_text())
 
 
+@needs_suite
 def test_the_conformance_suites_sse_polling_passes_without_warnings(served, tmp_path):
     url, _ = served
     checks = _run_suite(url, "server-sse-polling", tmp_path / "conformance")
@@ -299,6 +305,7 @@ TASK_CHECKS = {
 }
 
 
+@needs_suite
 @pytest.mark.parametrize("scenario", sorted(TASK_CHECKS))
 def test_the_conformance_suites_task_checks_that_need_no_fixture_tool_pass(served, tmp_path, scenario):
     url, _ = served
