@@ -1,8 +1,12 @@
 """Progress and cancellation for one job: the bridge between a model's step loop and its caller.
 
-The generator calls :meth:`JobControl.step` once per denoising step; the step raises
-:class:`~engine.errors.Cancelled` when someone called :meth:`cancel`, so a cancelled job stops
-within one step and never reaches the point where files are written.
+Each stage of a job (a model loading, an annotator, the denoising loop, decoding, writing) begins
+with :meth:`JobControl.set_stage`, and a stage with steps reports each one with
+:meth:`JobControl.step`. The listener hears both: a stage's beginning as ``(0, total, stage)``
+(``total`` 0 when the stage has no steps), then each step as ``(done, total, stage)`` with
+``done`` from 1, so a caller can say what a job is doing from its first second, a model loading
+included. Both raise :class:`~engine.errors.Cancelled` when someone called :meth:`cancel`, so a
+cancelled job stops within one step and never reaches the point where files are written.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Callable
 from .asking import Ask
 from .errors import Cancelled
 
+#: ``(done, total, stage)``: a stage begins with ``done`` 0, each of its steps counts from 1.
 ProgressFn = Callable[[int, int, str], None]
 
 
@@ -50,10 +55,14 @@ class JobControl:
             raise Cancelled()
 
     def set_stage(self, stage: str, total: int | None = None) -> None:
+        """A stage begins (``total``: its steps, when it counts any); the listener hears it at once,
+        since its first step (or its end, for a model loading) may be a long way off."""
         with self._lock:
             self.stage = stage
             if total is not None:
                 self.total, self.done = total, 0
+        if self._on_progress is not None:
+            self._on_progress(0, total or 0, stage)
         self.check()
 
     def step(self, done: int, total: int) -> None:

@@ -645,6 +645,7 @@ class _StepReport:
     def __init__(self, control: JobControl | None, stage: str, steps: int, progress: tuple[int, int] | None):
         self.control = control
         self.stage = stage
+        self.steps = steps
         self.before, self.overall = progress if progress is not None else (0, steps)
 
     def start(self) -> None:
@@ -655,4 +656,6 @@ class _StepReport:
         """diffusers' ``callback_on_step_end``: one report per step (a cancel raises here)."""
         if self.control is not None:
             self.control.step(self.before + i + 1, self.overall)
+            if i + 1 == self.steps:  # the VAE decode follows the run's last step: its own stage
+                self.control.set_stage("decoding")
         return callback_kwargs

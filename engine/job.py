@@ -87,6 +87,12 @@ def plan_request(
             raise ModelError("the unison planner needs the Unison adapter (set adapter / --adapter)")
         models.ensure_tiny(control)
         planner = models.require_planner(f"the {backend} planner")
+        if control is not None and not planner.loaded:
+            # Its own stage, named with its size: a cold planner takes most of a first call.
+            control.set_stage("loading planner")
+            with models.lock, oom_guard("loading the planner"):
+                planner.load()
+            control.set_stage("planning")
 
         def primary(request: Request, want: bool) -> PlanOutput:
             with models.lock, oom_guard("planning"):
@@ -215,8 +221,9 @@ class Job:
         max_new_tokens = request.max_new_tokens if isinstance(request, UnderstandRequest) else None
         t0 = time.perf_counter()
         with self.models.lock, oom_guard("understanding"):
-            self.control.set_stage("loading planner")
-            planner.load()
+            if not planner.loaded:  # a warm call does not say it loads
+                self.control.set_stage("loading planner")
+                planner.load()
             t1 = time.perf_counter()
             self.control.set_stage("understanding")
             answer = planner.understand(
@@ -316,9 +323,12 @@ class Job:
     def load(self) -> tuple[Generator, Projector | None]:
         """The generator, loaded, and the projector where it applies."""
         t = time.perf_counter()
-        self.control.set_stage("loading models")
+        if not self.models.loaded("generator"):  # a warm call does not say it loads
+            self.control.set_stage("loading models")
         generator = self.models.generator
         generator.load()
+        if self.config.projector_off is None and not self.models.loaded("planner"):
+            self.control.set_stage("loading planner")  # the projector's input: the planner's states
         projector = self.models.projector()
         self.timings["load_s"] = time.perf_counter() - t
         return generator, projector

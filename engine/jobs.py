@@ -377,13 +377,19 @@ class JobKeeper:
             while len(self._finished_ids) > self.keep_jobs:
                 self._kept.pop(self._finished_ids.popleft(), None)
 
-    def _attempt(self, job: Job[Any]) -> tuple[JobStatus, Any, BaseException | None]:
+    def _attempt(
+        self, job: Job[Any], *, starting: bool = False
+    ) -> tuple[JobStatus, Any, BaseException | None]:
         """Run a job that was taken: ``done`` with its result, else ``cancelled`` or ``failed`` with
         its error, recorded and not raised (the caller reads it from the job; the worker serves on).
 
-        Once closing with a reason, a cancelled job's error says why (:class:`ShuttingDown`).
+        ``starting``: the job leaves the queue now, and its listeners hear it (a "starting" stage)
+        before its first own stage. Once closing with a reason, a cancelled job's error says why
+        (:class:`ShuttingDown`).
         """
         try:
+            if starting:
+                job.control.set_stage("starting")  # checks for a cancel too
             job.control.check()  # cancelled between being taken and starting
             return "done", job.fn(job.control), None
         except Cancelled as exc:
@@ -551,7 +557,7 @@ class JobQueue(JobKeeper):
 
     def _run(self, job: Job[Any]) -> None:
         log.info("running %s", job)
-        status, result, error = self._attempt(job)
+        status, result, error = self._attempt(job, starting=True)
         with self._cond:
             self._running = None
             self._record_finished(job)

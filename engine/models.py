@@ -246,12 +246,13 @@ class Models:
         log.info("unloaded %s (the next call loads them again)", ", ".join(dropped))
         return True
 
+    def loaded(self, role: Literal["planner", "generator"]) -> bool:
+        """Whether ``role``'s weights are loaded now (nothing is built or imported to find out)."""
+        component = getattr(self, f"_{role}")
+        return component not in (UNSET, None) and bool(getattr(component, "loaded", False))
+
     def status(self) -> dict[str, Any]:
         """What is configured and loaded, and the loads that failed."""
-
-        def loaded(obj: Any) -> bool:
-            return obj not in (UNSET, None) and bool(getattr(obj, "loaded", False))
-
         config = self.config
         return {
             "planner": config.planner_model,
@@ -263,8 +264,8 @@ class Models:
             "device": config.device,
             "dtype": config.dtype,
             "loaded": {
-                "planner": loaded(self._planner),
-                "generator": loaded(self._generator),
+                "planner": self.loaded("planner"),
+                "generator": self.loaded("generator"),
                 "projector": self._projector not in (UNSET, None),
             },
             "preset": config.preset,

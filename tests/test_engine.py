@@ -112,7 +112,8 @@ def test_every_task_writes_a_decodable_file_of_the_requested_shape_with_its_side
     assert sidecar["task"] == task and sidecar["seed"] == 7 and sidecar["steps"] == 2
     assert sidecar["plan"]["inputs"] == [m.model_dump(mode="json") for m in plan.inputs]
     assert result.projector is True and sidecar["projector"] is True
-    assert [s for s in steps if s[1] == 2] == [(1, 2), (2, 2)]  # one progress report per step
+    # The denoising stage heard as it begins (step 0), then one progress report per step.
+    assert [s for s in steps if s[1] == 2] == [(0, 2), (1, 2), (2, 2)]
 
 
 def test_auto_uses_the_planning_pass_features_and_does_not_run_the_planner_twice(
@@ -291,6 +292,7 @@ def test_the_tiny_preset_builds_missing_models_on_first_load_as_a_stage_of_the_j
     plan = build_plan("text_to_image", "a cat", limits=config.limits)
     result = eng.generate(plan, Sampling(steps=1), control=control)
     assert built == [root] and Path(result.outputs[0].path).exists()
-    assert seen[:2] == [("building tiny models", 1, 2), ("building tiny models", 2, 2)]
+    building = "building tiny models"
+    assert seen[:3] == [(building, 0, 0), (building, 1, 2), (building, 2, 2)]  # begun, then each model
     eng.generate(plan, Sampling(steps=1))
     assert built == [root]  # once

@@ -297,8 +297,10 @@ def test_progress_fires_once_per_step_in_the_generating_stage(generator: Generat
         sampling=_sampling(steps=3),
         control=control,
     )
-    assert seen == [(1, 3, "generating"), (2, 3, "generating"), (3, 3, "generating")]
-    assert control.snapshot() == {"stage": "generating", "done": 3, "total": 3}
+    # The stage heard as it begins (step 0), one report per step, then the decode's own stage.
+    steps = [(k, 3, "generating") for k in range(4)]
+    assert seen == [*steps, (0, 0, "decoding")]
+    assert control.snapshot() == {"stage": "decoding", "done": 3, "total": 3}  # after the last step
 
 
 def test_the_tiny_projector_file_feeds_the_generator_its_four_tokens(
@@ -339,12 +341,13 @@ def test_a_cancel_mid_run_stops_before_decoding_and_the_next_run_still_works(
 
     def cancel_on_first_step(done: int, total: int, stage: str) -> None:
         seen.append(done)
-        control.cancel()
+        if done:  # not as the stage begins (step 0): at its first step
+            control.cancel()
 
     control = JobControl(on_progress=cancel_on_first_step)
     with pytest.raises(Cancelled):
         generator.run(prepared, PROMPT, extra_tokens=_tokens(), sampling=_sampling(steps=3), control=control)
-    assert seen == [1]
+    assert seen == [0, 1]
     assert decodes == []
 
     after = generator.run(

@@ -140,7 +140,7 @@ def test_cancelling_a_running_job_stops_it_at_its_next_step(queue: JobQueue):
     assert job.result is None
 
 
-def test_progress_reaches_the_listener_given_at_submit_for_every_step(queue: JobQueue):
+def test_progress_reaches_the_listener_given_at_submit_for_every_stage_and_step(queue: JobQueue):
     seen: list[tuple[int, int, str]] = []
 
     def fn(control: JobControl) -> None:
@@ -150,7 +150,8 @@ def test_progress_reaches_the_listener_given_at_submit_for_every_step(queue: Job
 
     job = queue.submit("t", fn, on_progress=lambda d, t, s: seen.append((d, t, s)))
     assert job.wait(5)
-    assert seen == [(1, 4, "denoising"), (2, 4, "denoising"), (3, 4, "denoising"), (4, 4, "denoising")]
+    # The job leaving the queue, the stage beginning (done 0), then each step.
+    assert seen == [(0, 0, "starting"), (0, 4, "denoising")] + [(i, 4, "denoising") for i in range(1, 5)]
     assert job.progress() == {"stage": "denoising", "done": 4, "total": 4}
 
 

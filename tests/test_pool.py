@@ -207,13 +207,16 @@ def _outputs(out: Path) -> set[str]:
 async def test_two_concurrent_jobs_run_on_two_replicas_and_a_third_waits_then_runs(pool_server):
     url = pool_server["url"]
     results: dict[str, dict[str, Any]] = {}
-    progress: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    steps: dict[str, list[int]] = {"a": [], "b": [], "c": []}
 
     async def run(name: str, delay: float) -> None:
         await anyio.sleep(delay)
 
         async def on_progress(value: float, total: float | None, message: str | None) -> None:
-            progress[name].append(value)
+            # "generating 3/40" (or "generating, window 1/2 3/40"): the denoising step reached.
+            last = (message or "").rsplit(" ", 1)[-1]
+            if (message or "").startswith("generating") and "/" in last:
+                steps[name].append(int(last.split("/")[0]))
 
         async with _Client(url) as client:
             first = await client.call_tool(
@@ -249,8 +252,8 @@ async def test_two_concurrent_jobs_run_on_two_replicas_and_a_third_waits_then_ru
         assert Path(video["path"]).is_file() and video["kind"] == "video" and video["path"].endswith(".mp4")
     # Progress came from the replicas, in order, to the call and then to `job wait`.
     for name in ("a", "b", "c"):
-        assert progress[name], name
-        assert progress[name] == sorted(progress[name])
+        assert steps[name], name
+        assert steps[name] == sorted(steps[name])
 
 
 async def test_a_cancelled_job_writes_nothing_and_frees_its_replica(pool_server):

@@ -77,10 +77,10 @@ async def test_understand_answers_about_an_image_with_the_real_planner(real):
 
 
 async def test_text_to_image_reports_one_progress_notification_per_step_and_returns_a_png(real):
-    seen: list[tuple[float, float | None]] = []
+    seen: list[tuple[float, float | None, str | None]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        seen.append((progress, total))
+        seen.append((progress, total, message))
 
     async with Client(_server(real)) as client:
         result = await client.call_tool(
@@ -91,7 +91,12 @@ async def test_text_to_image_reports_one_progress_notification_per_step_and_retu
     data = _data(result)
     (out,) = data["outputs"]
     assert data["steps"] == 3 and data["seed"] == 7 and data["projector"] is True
-    assert [p for p, _ in seen] == [1, 2, 3] and all(t == 3 for _, t in seen)
+    steps = [(p, t) for p, t, m in seen if m and m.startswith("generating ")]
+    assert [m for _, _, m in seen if m and m.startswith("generating ")] == [
+        f"generating {k}/3" for k in (1, 2, 3)
+    ]
+    assert len({t for _, t in steps}) == 1 and steps[-1][0] == steps[-1][1]  # counted to its total
+    assert [p for p, _, _ in seen] == sorted({p for p, _, _ in seen})
     with Image.open(out["path"]) as img:
         assert img.format == "PNG" and img.size == (64, 48)
     assert any(c.type == "image" for c in result.content)

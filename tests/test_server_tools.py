@@ -358,9 +358,13 @@ async def test_progress_notifications_count_equals_steps_and_always_increase(dir
             "generate", {"task": "text_to_image", "prompt": "x", "steps": 5}, progress_callback=on_progress
         )
     assert _data(result)["steps"] == 5
-    assert [p for p, _, _ in seen] == [1, 2, 3, 4, 5]
-    assert all(t == 5 for _, t, _ in seen)
-    assert seen[-1][2] == "denoising 5/5"
+    values = [p for p, _, _ in seen]
+    assert values == sorted(set(values)) and all(message for _, _, message in seen)
+    steps = [(p, t, m) for p, t, m in seen if m is not None and m.startswith("denoising ")]
+    # One notification per step, counted against the stage's total; the job's start before them.
+    assert [m for _, _, m in steps] == [f"denoising {k}/5" for k in range(1, 6)]
+    assert len({t for _, t, _ in steps}) == 1 and steps[-1][0] == steps[-1][1]
+    assert seen[0][2] == "starting" and ("denoising" in [m for _, _, m in seen])
 
 
 async def test_a_client_cancel_stops_the_job_mid_way_and_nothing_is_written(dirs):
@@ -407,10 +411,10 @@ async def test_a_job_outliving_wait_s_returns_a_handle_that_the_job_tool_follows
         early = _data(await client.call_tool("job", {"action": "result", "job_id": job_id}))
         assert early["status"] == "running" and early["job_id"] == job_id
 
-        seen: list[float] = []
+        seen: list[tuple[float, str | None]] = []
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            seen.append(progress)
+            seen.append((progress, message))
 
         async def release_soon() -> None:
             await anyio.sleep(0.2)  # the wait below is listening by then
@@ -427,7 +431,9 @@ async def test_a_job_outliving_wait_s_returns_a_handle_that_the_job_tool_follows
         data = _data(final)
         assert data["plan"]["task"] == "text_to_video" and data["outputs"][0]["kind"] == "video"
         assert any(c.type == "image" for c in final.content)
-        assert seen == [1, 2, 3, 4]  # the wait relays the job's steps too
+        # The wait relays the job's steps too, always increasing.
+        assert [m for _, m in seen if m and "/" in m] == [f"denoising {k}/4" for k in range(1, 5)]
+        assert [p for p, _ in seen] == sorted({p for p, _ in seen})
         again = await client.call_tool("job", {"action": "result", "job_id": job_id})
         assert again.structured_content == data
         done = _data(await client.call_tool("job", {"action": "status", "job_id": job_id}))

@@ -133,9 +133,12 @@ def test_over_stdio_stdout_carries_only_json_rpc_while_models_load_and_generate(
         (out,) = result["structuredContent"]["outputs"]
         assert Path(out["path"]).is_file() and out["kind"] == "image" and out["path"].endswith(".png")
         progress = [n["params"] for n in notes if n.get("method") == "notifications/progress"]
-        assert [p["progress"] for p in progress] == [1, 2] and {p["progressToken"] for p in progress} == {
-            "p3"
-        }
+        # From the first second (starting, each model loading), each step, decoding, writing;
+        # always increasing, all under the call's token.
+        steps = [p["message"] for p in progress if p["message"].startswith("generating ")]
+        assert steps == ["generating 1/2", "generating 2/2"] and progress[-1]["message"] == "writing"
+        values = [p["progress"] for p in progress]
+        assert values == sorted(set(values)) and {p["progressToken"] for p in progress} == {"p3"}
     finally:
         assert proc.stdin is not None
         proc.stdin.close()  # EOF: the server exits

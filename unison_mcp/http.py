@@ -45,6 +45,7 @@ from starlette.responses import JSONResponse, Response
 from engine.inputs import InputPolicy
 
 from .config import ConfigError
+from .events import RETRY_MS, BoundedEventStore, SessionScope
 from .gallery import GALLERY_PATH, Gallery
 from .state import state_of
 from .wire import MAX_MESSAGE_BYTES, refusal, too_large
@@ -286,7 +287,11 @@ def http_app(server: MCPServer, config: ServerConfig) -> ASGIApp:
         max_request_body_size=MAX_MESSAGE_BYTES,  # never reached: MessageRules refuses first
         session_idle_timeout=config.http_session_idle_s,
         max_sessions=config.http_max_sessions,
+        # Streams that resume: a stream dropped during a long call is replayed from its last event.
+        event_store=BoundedEventStore(),
+        retry_interval=RETRY_MS,
     )
+    app = SessionScope(app)  # whose each stored event is
     app = MessageRules(app, security)
     if config.auth_token:
         app = BearerTokenMiddleware(app, config.auth_token)

@@ -1,7 +1,7 @@
 """Progress a person can see, on stderr, for the CLI's long commands.
 
 :class:`Progress` is fed by the engine's :class:`~engine.control.JobControl`: each stage as it
-begins (:meth:`~engine.control.JobControl.set_stage`) and each step; a small thread keeps the
+begins (:meth:`~engine.control.JobControl.set_stage`, heard as a step 0) and each step; a small thread keeps the
 clock going while a stage reports no step (a model loading):
 
 - on a terminal, one line per stage redrawn in place: the stage, a bar with ``done/total`` when
@@ -157,16 +157,9 @@ class Progress:
     # ------------------------------------------------------------------ feeding
 
     def control(self) -> JobControl:
-        """A ``JobControl`` whose steps and stages are shown here."""
-        progress = self
-
-        class _Shown(JobControl):
-            # The engine names a stage without a step (a model loading): show it as it begins.
-            def set_stage(self, stage: str, total: int | None = None) -> None:
-                progress.begin(stage)
-                super().set_stage(stage, total)
-
-        return _Shown(on_progress=self.update)
+        """A ``JobControl`` whose stages (as each begins: a model loading has no step) and steps are
+        shown here."""
+        return JobControl(on_progress=self.update)
 
     def begin(self, stage: str) -> None:
         """A stage begins (before its first step, which may be a long way off)."""
@@ -175,7 +168,10 @@ class Progress:
                 self._show(stage, 0, 0)
 
     def update(self, done: int, total: int, stage: str) -> None:
-        """One step of ``stage`` (the engine calls this on its thread)."""
+        """One step of ``stage``, or (``done`` 0) the stage beginning (the engine calls this on its thread)."""
+        if done == 0:
+            self.begin(stage)
+            return
         with self._lock:
             self._show(stage, done, total)
 

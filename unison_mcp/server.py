@@ -28,6 +28,7 @@ import base64
 import inspect
 import logging
 import sys
+import time
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -84,6 +85,7 @@ from .schema import portable
 from .service import Stopper, log_ready
 from .state import ServerState, state_of
 from .stdio import serve_stdio
+from .tasks import TasksExtension
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +149,13 @@ class UnisonServer(MCPServer):
     ) -> CallToolResult | InputRequiredResult:
         """Parse, admit, queue, follow, present: one engine tool call (errors as tool errors)."""
         state = self.state
+        since = time.perf_counter()  # the result's call_s counts from here
 
         async def call() -> CallToolResult | InputRequiredResult:
             request = parse_arguments(name, state.engine.config.limits, arguments)
             # Opening and probing the inputs reads files: off the event loop.
             admitted = await anyio.to_thread.run_sync(state.engine.admit, request)
-            return await run_admitted(state, name, admitted, ctx)
+            return await run_admitted(state, name, admitted, ctx, since=since)
 
         state.active_calls += 1  # on the event loop's thread only
         try:
@@ -301,6 +304,8 @@ def build_server(
         lifespan=lifespan,
         # The SDK's own errors and log lines repeat what a client sent: cut like ours.
         middleware=[short_rpc_errors],
+        # Background tasks for the clients that negotiate them (the `job` tool for the others).
+        extensions=[TasksExtension(state)],
     )
     shorten_sdk_logs()
     _add_tools(server, state)

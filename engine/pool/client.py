@@ -290,6 +290,8 @@ class Pool(JobKeeper):
                         job.status = "running"
                         job.replica = event["replica"]
                     control.set_stage("starting")
+                elif kind == "progress" and event["done"] == 0:  # a stage began on the replica
+                    control.set_stage(event["stage"], event["total"] or None)
                 elif kind == "progress":
                     if event["stage"] != control.stage or event["done"] < control.done:
                         control.set_stage(event["stage"])
