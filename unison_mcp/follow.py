@@ -134,12 +134,14 @@ def present_result(
 
 
 async def run_admitted(
-    state: ServerState, tool: ToolName, admitted: Admitted, ctx: Context
+    state: ServerState, tool: ToolName, admitted: Admitted, ctx: Context, *, wait_s: float | None = None
 ) -> CallToolResult:
     """Run admitted work (at once when it needs no model, else on the queue) and follow it.
 
     ``EngineAPI.run`` closes the admitted inputs; the job closes them too when it ends without
-    running (cancelled while queued), and a busy queue leaves them to be closed here.
+    running (cancelled while queued), and a busy queue leaves them to be closed here. ``wait_s``
+    (default: the server's) is how long the call follows the job before returning its handle;
+    the job is noted under its call (``ServerState.calls``), where the call's viewer finds it.
     """
     engine, preview_side, gallery = state.engine, state.config.preview_side, gallery_url(state.config)
 
@@ -155,7 +157,8 @@ async def run_admitted(
     except BaseException:
         admitted.close()
         raise
-    await follow(job, ctx, pump, state.config.wait_s, cancel_on_abort=True)
+    state.calls.add(job.id, state.calls.digest(tool, admitted.request))
+    await follow(job, ctx, pump, state.config.wait_s if wait_s is None else wait_s, cancel_on_abort=True)
     return pending_result(job, OUTPUTS[tool], state.queue, tool)
 
 
