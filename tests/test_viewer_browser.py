@@ -7,6 +7,9 @@ extension's spec: it reads the view's HTML from the server (``resources/read`` o
 resource), renders it in a sandboxed frame under the CSP the resource declares, and passes the
 view's ``tools/call`` and ``resources/read`` to the client, as a desktop host's own client would.
 The tool calls "the model" makes are the client's; the ones the view makes go through the page.
+Once, the page speaks through the official host side instead (``AppBridge`` from
+``@modelcontextprotocol/ext-apps``, bundled from ``tests/apps_host`` when npm installed it there),
+since the view's side of the protocol is written by hand.
 
 Each state is shown and checked, and saved as a screenshot in ``$UNISON_TEST_ARTIFACTS/viewer``
 (default ``test-artifacts/viewer``; the README's pictures in docs/images are copies of these): an
@@ -47,6 +50,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("UNISON_TEST_ARTIFACTS") or REPO / "test-artifacts") / "viewer"
 HOST_PAGE = Path(__file__).with_name("viewer_host.html")
+#: The official host side (@modelcontextprotocol/ext-apps' AppBridge), when npm installed it here.
+APPS_HOST = Path(__file__).with_name("apps_host")
+ESBUILD = APPS_HOST / "node_modules" / ".bin" / "esbuild"
 TOKEN = "viewer-test-token"
 VIEWER_URI = "ui://unison/viewer.html"
 START_TIMEOUT_S = 90
@@ -68,15 +74,21 @@ def _dump(result: Any) -> dict:
 
 
 class _HostPage(http.server.BaseHTTPRequestHandler):
-    """Serves the host page at /host.html and nothing else."""
+    """Serves the host page at /host.html, the official bridge's bundle at /app-bridge.js (when
+    built), and nothing else."""
+
+    bridge: Path | None = None
 
     def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
-        if self.path != "/host.html":
+        path = self.path.split("?", 1)[0]
+        files = {"/host.html": (HOST_PAGE, "text/html"), "/app-bridge.js": (self.bridge, "text/javascript")}
+        found, kind = files.get(path, (None, ""))
+        if found is None:
             self.send_error(404)
             return
-        body = HOST_PAGE.read_bytes()
+        body = found.read_bytes()
         self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Type", f"{kind}; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -92,6 +104,7 @@ class Host:
         self.page, self.portal, self.client, self.out = page, portal, client, out
         self.view: str | None = None
         self.scene = ""
+        self.page_url = ""
         tools = portal.call(client.list_tools).tools
         self.tools = {t.name: _dump(t) for t in tools}
         self.visibility = {
@@ -119,6 +132,12 @@ class Host:
         await anyio.to_thread.run_sync(self.page.evaluate, reply)
 
     # ------------------------------------------------------------------ what a test does
+
+    def use_bridge(self, which: str) -> None:
+        """Reload the host page speaking through ``which`` host side: "spec" (the page's own) or
+        "official" (@modelcontextprotocol/ext-apps' AppBridge)."""
+        self.page.navigate(self.page_url + ("?bridge=official" if which == "official" else ""))
+        self.page.wait_for(f"document.documentElement.dataset.ready === {json.dumps(which)}")
 
     def call(self, tool: str, arguments: dict) -> Any:
         """A call the model makes."""
@@ -218,6 +237,11 @@ def host(tiny_paths, tmp_path_factory):
     proc = subprocess.Popen(
         serve, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=server_log, env=env, cwd=REPO
     )
+    if ESBUILD.exists():  # the official host bridge, bundled for the browser
+        bundle = [str(ESBUILD), "entry.js", "--bundle", "--format=esm", "--platform=browser"]
+        bundle += [f"--outfile={base / 'app-bridge.js'}", "--log-level=warning"]
+        subprocess.run(bundle, cwd=APPS_HOST, check=True, timeout=120)
+        _HostPage.bridge = base / "app-bridge.js"
     pages = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HostPage)
     threading.Thread(target=pages.serve_forever, daemon=True).start()
     browser = None
@@ -244,7 +268,8 @@ def host(tiny_paths, tmp_path_factory):
             test_host = Host(page, portal, client, out)
             test_host.scene = str(root / "scene.png")
             _scene(root / "scene.png")
-            page.navigate(f"http://127.0.0.1:{pages.server_address[1]}/host.html")
+            test_host.page_url = f"http://127.0.0.1:{pages.server_address[1]}/host.html"
+            test_host.use_bridge("spec")
             yield test_host
     finally:
         if browser is not None:
@@ -489,6 +514,28 @@ def test_a_host_that_drops_structured_content_still_gets_the_result(host, pictur
     host.wait(f"document.getElementById('facts').textContent.includes('seed {out['seed']}')")
     host.wait("document.getElementById('plan').textContent.includes('image_outpaint')")
     assert host.js("document.querySelector('#frame img.main').naturalWidth") == 192
+
+
+@pytest.mark.skipif(
+    not ESBUILD.exists(),
+    reason="the official MCP Apps host bridge is not installed: npm ci --prefix tests/apps_host (.ci/run does)",
+)
+def test_the_view_works_behind_the_official_apps_host_bridge_too(host, picture):
+    # The view's side of the protocol is written out by hand: the reference host side must take it.
+    args, result = picture
+    first = result.structured_content["outputs"][0]
+    host.use_bridge("official")
+    try:
+        host.open("generate", args, result)
+        assert host.main_media("img") == first["name"]
+        assert "seed 11" in host.js("document.getElementById('facts').textContent")
+        host.click("#again")  # tools/call and resources/read through AppBridge
+        host.done(2)
+        name = host.main_media("img")
+        assert name != first["name"] and (host.out / name).is_file()
+        host.shot("official-bridge")
+    finally:
+        host.use_bridge("spec")
 
 
 def test_no_frame_asked_anything_of_another_origin(host):
