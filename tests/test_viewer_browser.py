@@ -433,7 +433,7 @@ def test_a_call_in_flight_shows_its_progress_and_is_cancelled_from_the_view(host
 # The next step, through the server
 
 
-def test_again_with_a_new_seed_makes_a_new_output_through_the_server(host, picture):
+def test_again_more_steps_and_animate_make_new_outputs_through_the_server(host, picture):
     args, result = picture
     first = result.structured_content["outputs"][0]
     host.open("generate", args, result)
@@ -451,6 +451,19 @@ def test_again_with_a_new_seed_makes_a_new_output_through_the_server(host, pictu
     )
     assert host.js("document.querySelectorAll('#runs button').length") == 2
     host.shot("again")
+    # More steps: the same seed, twice the steps.
+    host.click("#more-steps")
+    host.done(3)
+    longer = json.loads((host.out / f"{host.main_media('img')}.json").read_text())
+    assert longer["steps"] == 4 and longer["seed"] == sidecar["seed"]
+    # Use as input: this image animated.
+    shown = host.main_media("img")
+    host.click('#follow-ups button[data-follow-up="animate"]')
+    host.done(4)
+    video = json.loads((host.out / f"{host.main_media('video')}.json").read_text())
+    assert video["task"] == "image_to_video" and video["width"] == 192 and video["height"] == 128
+    assert [i["role"] for i in video["plan"]["inputs"]] == ["first_frame"]
+    assert Path(video["plan"]["inputs"][0]["path"]).name == shown
 
 
 def _dilated(mask: np.ndarray, radius: int) -> np.ndarray:
