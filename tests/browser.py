@@ -3,7 +3,8 @@
 Chromium is Debian's ``chromium`` (``.ci/run`` installs it; ``UNISON_TEST_CHROMIUM`` names another).
 It is driven through ``--remote-debugging-pipe``: the protocol's JSON messages, each ended by a NUL
 byte, on the child's file descriptors 3 (commands in) and 4 (answers and events out), so there is
-no debugging port and no extra package. :class:`Browser` sends commands and dispatches events on
+no debugging port and no extra package (a short ``python -c`` puts the pipes there and becomes
+Chromium). :class:`Browser` sends commands and dispatches events on
 its own threads; :class:`Page` is one tab with its frames: the out-of-process frames a page embeds
 (a sandboxed ``srcdoc`` frame is one) are attached as they appear, paused until their network log
 is on, so every request any of them makes is seen.
@@ -18,6 +19,7 @@ import os
 import queue
 import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +42,18 @@ FLAGS = (
 )
 
 
+#: Run as ``python -c`` with (read end, write end, program, args...): the ends on fds 3 and 4, then
+#: the program in its place. Each end is first moved to 10 or above, so neither move overwrites the
+#: other whatever numbers they came with.
+_AT_3_AND_4 = (
+    "import fcntl, os, sys\n"
+    "ends = [fcntl.fcntl(int(fd), fcntl.F_DUPFD, 10) for fd in sys.argv[1:3]]\n"
+    "os.dup2(ends[0], 3)\n"
+    "os.dup2(ends[1], 4)\n"
+    "os.execv(sys.argv[3], sys.argv[3:])\n"
+)
+
+
 def find_chromium() -> str | None:
     for name in (os.environ.get("UNISON_TEST_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
         if name and shutil.which(name):
@@ -57,17 +71,13 @@ class Browser:
     def __init__(self, executable: str, profile: Path, stderr: Path):
         commands_r, commands_w = os.pipe()  # we write, Chromium reads on fd 3
         events_r, events_w = os.pipe()  # Chromium writes on fd 4, we read
-
-        def on_fds() -> None:  # in the child: the two ends at 3 and 4, whatever numbers they had
-            a, b = os.dup(commands_r), os.dup(events_w)
-            os.dup2(a, 3)
-            os.dup2(b, 4)
-
         self._stderr = stderr.open("wb")
+        # The two ends go to 3 and 4 in a small Python that then becomes Chromium: Popen's
+        # preexec_fn could do it, but it may deadlock in a process with threads (a test suite).
         self.proc = subprocess.Popen(
-            [executable, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            preexec_fn=on_fds,
-            close_fds=False,
+            [sys.executable, "-c", _AT_3_AND_4, str(commands_r), str(events_w), executable, *FLAGS]
+            + [f"--user-data-dir={profile}", "about:blank"],
+            pass_fds=(commands_r, events_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,

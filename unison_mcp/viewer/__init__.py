@@ -41,9 +41,7 @@ from .tools import ToolRunner, app_tools
 
 #: The view's address: the one ``ui://`` resource every linked tool names.
 VIEWER_URI = "ui://unison/viewer.html"
-#: The tools whose results the view shows.
-LINKED_TOOLS = ("generate", "auto", "job")
-#: The ``_meta`` of a linked tool.
+#: The ``_meta`` that links a tool's results to the view (generate, auto and job carry it).
 LINK: dict[str, Any] = {"ui": {"resourceUri": VIEWER_URI}}
 _APP_ONLY: dict[str, Any] = {"ui": {"resourceUri": VIEWER_URI, "visibility": ["app"]}}
 #: Where ``app.html`` takes the server's limits (the bounds of its "more steps" and candidates).
@@ -79,15 +77,14 @@ def extension(state: ServerState) -> Apps:
     return apps
 
 
-def add_app_tools(server: Any) -> None:
-    """Register the view's own tools on ``server`` (a :class:`ToolRunner`: the Unison server)."""
-    runner: ToolRunner = server
+def add_app_tools(server: ToolRunner) -> None:
+    """Register the view's own tools on ``server`` (the Unison server)."""
     titles = {
         "viewer_mask": "Store a mask painted in the viewer",
         "viewer_run": "Start a call from the viewer",
         "viewer_jobs": "The running jobs of a call",
     }
-    for fn in app_tools(runner):
+    for fn in app_tools(server):
         # Only viewer_run changes anything beyond adding a file; none reaches outside the server.
         read_only = fn.__name__ == "viewer_jobs"
         server.add_tool(
@@ -160,7 +157,6 @@ async def for_client(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -
 
 __all__ = [
     "LINK",
-    "LINKED_TOOLS",
     "VIEWER_URI",
     "add_app_tools",
     "app_only",

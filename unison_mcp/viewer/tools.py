@@ -48,13 +48,16 @@ _DATA_URL_PREFIX = "data:image/png;base64,"
 
 
 class ToolRunner(Protocol):
-    """What ``viewer_run`` needs of the server: its engine-tool call, with a wait of its own."""
+    """What the viewer's tools need of the server: its state, its engine-tool call with a wait of
+    its own (``viewer_run``), and the SDK's ``add_tool`` to register them."""
 
     state: ServerState
 
     def run_tool(
         self, name: Any, arguments: Mapping[str, Any], ctx: Context, *, wait_s: float | None = None
     ) -> Awaitable[CallToolResult]: ...
+
+    def add_tool(self, fn: Any, *args: Any, **kwargs: Any) -> None: ...
 
 
 # ---------------------------------------------------------------------------------------------
