@@ -239,17 +239,25 @@ TASK_OFFER: ContextVar[TaskOffer | None] = ContextVar("unison_task_offer", defau
 
 
 async def run_admitted(
-    state: ServerState, tool: ToolName, admitted: Admitted, ctx: Context, *, since: float | None = None
+    state: ServerState,
+    tool: ToolName,
+    admitted: Admitted,
+    ctx: Context,
+    *,
+    since: float | None = None,
+    wait_s: float | None = None,
 ) -> CallToolResult | InputRequiredResult:
     """Run admitted work (at once when it needs no model, else on the queue) and follow it.
 
     ``since``: when the call began (``time.perf_counter``; default now), for the result's
-    ``call_s``. ``EngineAPI.run`` closes the admitted inputs; the job closes them too when it ends
-    without running (cancelled while queued), and a busy queue leaves them to be closed here. A
-    question the job asks its user goes through the call's :class:`~unison_mcp.asking.Asker`:
-    answered mid-call (the call waits while it is open), or returned as an ``InputRequiredResult``.
-    A call from a client that negotiated tasks (:data:`TASK_OFFER`) hands its job over as a task
-    once it runs past the offer's time.
+    ``call_s``. ``wait_s`` (default: the server's) is how long the call follows the job before
+    returning its handle; the job is noted under its call (``ServerState.calls``), where the
+    call's viewer finds it. ``EngineAPI.run`` closes the admitted inputs; the job closes them too
+    when it ends without running (cancelled while queued), and a busy queue leaves them to be
+    closed here. A question the job asks its user goes through the call's
+    :class:`~unison_mcp.asking.Asker`: answered mid-call (the call waits while it is open), or
+    returned as an ``InputRequiredResult``. A call from a client that negotiated tasks
+    (:data:`TASK_OFFER`) hands its job over as a task once it runs past the offer's time.
     """
     engine, preview_side, gallery = state.engine, state.config.preview_side, gallery_url(state.config)
     since = time.perf_counter() if since is None else since
@@ -268,7 +276,9 @@ async def run_admitted(
         return present_result(result, admitted.request, preview_side, gallery)
 
     offer = TASK_OFFER.get()
-    wait = min(offer.after_s, state.config.wait_s) if offer is not None else state.config.wait_s
+    wait = state.config.wait_s if wait_s is None else wait_s
+    if offer is not None:
+        wait = min(offer.after_s, wait)
     try:
         try:
             if not admitted.queued:
@@ -282,6 +292,7 @@ async def run_admitted(
         except BaseException:
             admitted.close()
             raise
+        state.calls.add(job.id, state.calls.digest(tool, admitted.request))
         try:
             await follow(job, ctx, pump, wait, cancel_on_abort=True, queue=state.queue)
             while asker.asking and job.status not in FINISHED:  # the user is answering: keep waiting

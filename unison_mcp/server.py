@@ -86,6 +86,8 @@ from .service import Stopper, log_ready
 from .state import ServerState, state_of
 from .stdio import serve_stdio
 from .tasks import TasksExtension
+from .viewer import LINK, add_app_tools, callable_by, for_client
+from .viewer import extension as viewer_extension
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +124,9 @@ class UnisonServer(MCPServer):
         the SDK's refusals repeat the value whole or cut it without saying its length).
         """
         tool = self._tool_manager.get_tool(name)
-        if tool is None:
-            known = ", ".join(t.name for t in self._tool_manager.list_tools())
+        # The viewer's own tools exist only for hosts that render it (unison_mcp.viewer).
+        if tool is None or not callable_by(tool.meta, context):
+            known = ", ".join(t.name for t in self._tool_manager.list_tools() if callable_by(t.meta, context))
             raise tool_error(InvalidRequest.for_field("name", name, f"no such tool; the tools are {known}"))
         # As the SDK does: a list or object sent as a JSON string (some clients do) is parsed first;
         # a string too long to be a valid one is left to validation, which refuses it.
@@ -145,9 +148,17 @@ class UnisonServer(MCPServer):
         return tool.fn_metadata.convert_result(result)
 
     async def run_tool(
-        self, name: ToolName, arguments: Mapping[str, Any], ctx: Context
+        self,
+        name: ToolName,
+        arguments: Mapping[str, Any],
+        ctx: Context,
+        *,
+        wait_s: float | None = None,
     ) -> CallToolResult | InputRequiredResult:
-        """Parse, admit, queue, follow, present: one engine tool call (errors as tool errors)."""
+        """Parse, admit, queue, follow, present: one engine tool call (errors as tool errors).
+
+        ``wait_s``: how long to follow the job before returning its handle (default: the server's;
+        the viewer's ``viewer_run`` asks for 0, to follow it with ``job``)."""
         state = self.state
         since = time.perf_counter()  # the result's call_s counts from here
 
@@ -155,7 +166,7 @@ class UnisonServer(MCPServer):
             request = parse_arguments(name, state.engine.config.limits, arguments)
             # Opening and probing the inputs reads files: off the event loop.
             admitted = await anyio.to_thread.run_sync(state.engine.admit, request)
-            return await run_admitted(state, name, admitted, ctx, since=since)
+            return await run_admitted(state, name, admitted, ctx, since=since, wait_s=wait_s)
 
         state.active_calls += 1  # on the event loop's thread only
         try:
@@ -302,13 +313,16 @@ def build_server(
         version=__version__,
         instructions=INSTRUCTIONS,
         lifespan=lifespan,
-        # The SDK's own errors and log lines repeat what a client sent: cut like ours.
-        middleware=[short_rpc_errors],
-        # Background tasks for the clients that negotiate them (the `job` tool for the others).
-        extensions=[TasksExtension(state)],
+        # Background tasks for the clients that negotiate them (the `job` tool for the others),
+        # and the result viewer (MCP Apps), offered to the hosts that render it.
+        extensions=[TasksExtension(state), viewer_extension(state)],
+        # The SDK's own errors and log lines repeat what a client sent: cut like ours. A client
+        # without MCP Apps lists the tools and resources as if the viewer did not exist.
+        middleware=[short_rpc_errors, for_client],
     )
     shorten_sdk_logs()
     _add_tools(server, state)
+    add_app_tools(server)
     return server
 
 
@@ -373,6 +387,7 @@ def _add_tools(server: "UnisonServer", state: ServerState) -> None:
     )
     server.add_tool(
         _engine_tool(server, "generate", generate_description(state)),
+        meta=LINK,  # the result viewer (unison_mcp.viewer), for hosts that render MCP Apps
         annotations=ToolAnnotations(
             title="Generate or edit an image or video",
             readOnlyHint=False,
@@ -383,6 +398,7 @@ def _add_tools(server: "UnisonServer", state: ServerState) -> None:
     )
     server.add_tool(
         _engine_tool(server, "auto", auto_description(state)),
+        meta=LINK,
         annotations=ToolAnnotations(
             title="Plan and run a request (Unison)",
             readOnlyHint=False,
@@ -393,6 +409,7 @@ def _add_tools(server: "UnisonServer", state: ServerState) -> None:
     )
     server.add_tool(
         job,
+        meta=LINK,
         annotations=ToolAnnotations(
             title="Follow a long job",
             readOnlyHint=False,  # `cancel` changes the job

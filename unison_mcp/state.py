@@ -8,9 +8,13 @@ the transports, imports them all without any of them importing it back.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel
 
 from engine.api import EngineAPI
 from engine.control import JobControl
@@ -21,6 +25,34 @@ from engine.jobs import JobQueueAPI
 from .config import ServerConfig
 
 log = logging.getLogger(__name__)
+
+
+class JobCalls:
+    """Which call queued each recent job, by a digest of the tool and its checked request.
+
+    The result viewer of a call still running finds its job here from the call's arguments (which
+    the host gives it), and so its progress and its cancel. A job id is a capability (it can cancel
+    the job), so nothing lists jobs without knowing what they were asked to do. Only the last
+    ``keep`` jobs are remembered.
+    """
+
+    def __init__(self, keep: int = 256):
+        self.keep = keep
+        self._by_job: OrderedDict[str, str] = OrderedDict()
+
+    @staticmethod
+    def digest(tool: str, request: BaseModel) -> str:
+        """The same for the same tool and checked request, however its arguments were spelled."""
+        return hashlib.sha256(f"{tool}\0{request.model_dump_json()}".encode()).hexdigest()
+
+    def add(self, job_id: str, digest: str) -> None:
+        self._by_job[job_id] = digest
+        while len(self._by_job) > self.keep:
+            self._by_job.popitem(last=False)
+
+    def matching(self, digest: str) -> list[str]:
+        """The ids of the jobs queued by calls with this digest, oldest first."""
+        return [job_id for job_id, d in self._by_job.items() if d == digest]
 
 
 @dataclass
@@ -35,6 +67,8 @@ class ServerState:
     handle_signals: bool = False
     #: Engine tool calls in progress: a stop lets their answers out before the process exits.
     active_calls: int = field(default=0, init=False)
+    #: The call that queued each job (the viewer's ``viewer_jobs`` finds a call's job by it).
+    calls: JobCalls = field(default_factory=JobCalls, init=False)
     _preloading: bool = field(default=False, init=False, repr=False)
 
     @property
@@ -73,4 +107,4 @@ def state_of(server: Any) -> ServerState:
     return state
 
 
-__all__ = ["ServerState", "state_of"]
+__all__ = ["JobCalls", "ServerState", "state_of"]
