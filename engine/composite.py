@@ -103,6 +103,7 @@ def composite(
     *,
     feather_px: int,
     color_match: bool,
+    in_place: bool = False,
 ) -> Composited:
     """Paste the source back into the generated ``frames`` wherever ``mask`` keeps it.
 
@@ -114,9 +115,11 @@ def composite(
             is kept (the pipeline reads a missing mask as "generate everything").
         feather_px: width in pixels of the blended band outside the mask (0 = hard edge).
         color_match: correct a measurable colour shift of the generated area (see the module).
+        in_place: write into ``frames`` itself (the generator's output, which nothing else holds)
+            instead of a copy: no second 100 MB array for an 81-frame 832×480 video.
 
     Returns:
-        :class:`Composited`; ``frames`` itself is not modified.
+        :class:`Composited`; ``frames`` itself is not modified unless ``in_place``.
 
     Raises:
         ValueError: ``frames``, ``video`` and ``mask`` disagree on the frame count or size, or
@@ -147,7 +150,7 @@ def composite(
         shift, shift_note = _color_shift(frames, plans, source)
 
     # 3. The output, frame by frame.
-    out = _pasted(frames, plans, source, shift)
+    out = _pasted(frames, plans, source, shift, in_place=in_place)
 
     kept = [p.kept for p in plans]
     result = Composited(frames=out, kept=kept, feather_px=feather_px, color_shift=shift)
@@ -161,12 +164,14 @@ def _pasted(
     plans: Sequence[_MaskPlan],
     source: Callable[[int], np.ndarray],
     shift: tuple[float, float, float] | None,
+    *,
+    in_place: bool,
 ) -> np.ndarray:
-    """A copy of ``frames`` with each frame's kept area from ``source(i)`` and its band blended;
-    only the band is computed in floating point."""
+    """``frames`` (or a copy) with each frame's kept area from ``source(i)`` and its band
+    blended; only the band is computed in floating point."""
     import numpy as np
 
-    out = frames.copy()
+    out = frames if in_place else frames.copy()
     flat = out.reshape(len(frames), -1, 3)
     for i, plan in enumerate(plans):
         if plan.kind == "generate":
@@ -175,12 +180,16 @@ def _pasted(
         if plan.kind == "keep":
             flat[i] = src
             continue
-        gen = frames[i].reshape(-1, 3)
+        # The generated pixels still needed, taken (fancy indexing copies) before the source
+        # is laid over the frame.
+        gen = flat[i]
+        inside = _corrected(gen[plan.inside], shift)
+        band = gen[plan.band] if plan.band is not None and plan.band.size else None
         flat[i] = src
-        flat[i, plan.inside] = _corrected(gen[plan.inside], shift)
-        if plan.band is not None and plan.band.size:
+        flat[i, plan.inside] = inside
+        if band is not None:
             s = src[plan.band].astype(np.float32)
-            g = _corrected(gen[plan.band], shift).astype(np.float32)
+            g = _corrected(band, shift).astype(np.float32)
             flat[i, plan.band] = np.clip(np.rint(s + plan.alpha * (g - s)), 0, 255).astype(np.uint8)
     return out
 

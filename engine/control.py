@@ -8,6 +8,7 @@ within one step and never reaches the point where files are written.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from .errors import Cancelled
@@ -25,6 +26,9 @@ class JobControl:
         self.done = 0
         self.total = 0
         self.stage = "queued"
+        #: When the job was made (``time.perf_counter()``): a queued job's control is made when it
+        #: is submitted, so the job's timings count its wait in the queue (engine.timings).
+        self.created = time.perf_counter()
 
     @property
     def cancelled(self) -> bool:

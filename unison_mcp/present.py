@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from mcp_types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 
-from engine.results import AutoResult, GenerateResult, OutputFile, UnderstandResult
+from engine.results import AutoResult, GenerateResult, OutputFile, Preview, UnderstandResult
 
 from .models import AutoOutput, GenerateOutput, OutputInfo, UnderstandOutput
 
@@ -78,10 +78,19 @@ def _first_frame(path: Path):
         return img.copy()
 
 
-def preview(path: Path, side: int) -> ImageContent | None:
-    """A small JPEG of the output (a video's first frame), or ``None`` if it cannot be made."""
+def preview(path: Path, side: int, made: Preview | None = None) -> ImageContent | None:
+    """A small JPEG of the output, or ``None`` if it cannot be made.
+
+    ``made``: the preview the engine made from the frames in memory when it wrote the file (a
+    picture scaled down, a video's contact sheet): used as it is, a picture's scaled to ``side``
+    if it is larger. Without it (a result from elsewhere), the file is read: a video's first frame.
+    """
+    if made is not None and (made.frames != [0] or max(made.width, made.height) <= side):
+        return ImageContent(
+            type="image", data=base64.b64encode(made.data).decode("ascii"), mime_type=made.mime_type
+        )
     try:
-        img = _first_frame(path).convert("RGB")
+        img = _picture(made) if made is not None else _first_frame(path).convert("RGB")
         img.thumbnail((side, side))
         for quality in (85, 60, 40):
             buf = io.BytesIO()
@@ -94,6 +103,15 @@ def preview(path: Path, side: int) -> ImageContent | None:
         log.warning("no preview for %s", path, exc_info=True)
         return None
     return ImageContent(type="image", data=data, mime_type="image/jpeg")
+
+
+def _picture(made: Preview):
+    """The engine's preview of a picture (a JPEG), decoded."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(made.data))
+    img.load()
+    return img.convert("RGB")
 
 
 #: How a file that is not the result itself is titled.
@@ -126,7 +144,7 @@ def _output_blocks(outputs: list[OutputFile], preview_side: int, gallery: str | 
                 size=out.size_bytes,
             )
         )
-        image = preview(Path(out.path), preview_side)
+        image = preview(Path(out.path), preview_side, out.preview)
         if image is not None:
             blocks.append(image)
     return blocks
