@@ -107,7 +107,9 @@ def test_a_videos_preview_is_a_contact_sheet_of_six_evenly_spaced_frames(tmp_pat
     tile_h = (made.height - preview.GAP) // 2
     for k, index in enumerate(made.frames):
         row, column = divmod(k, 3)
-        centre = sheet[row * (tile_h + preview.GAP) + tile_h // 2, column * (tile_w + preview.GAP) + tile_w // 2]
+        centre = sheet[
+            row * (tile_h + preview.GAP) + tile_h // 2, column * (tile_w + preview.GAP) + tile_w // 2
+        ]
         assert np.abs(centre - 20 * index).max() <= 3, (index, centre)
     # Made from memory, not read back, and never in the sidecar.
     assert "preview" not in json.loads(Path(out.sidecar).read_text())["file"]
@@ -154,7 +156,9 @@ def test_a_stalled_write_fails_with_output_stalled_after_the_limit_and_leaves_no
 ):
     t0 = time.perf_counter()
     with pytest.raises(OutputStalled, match=r"did not answer within 0.5 s .*nothing was written"):
-        write_output(_frames(9), output_dir=tmp_path, task="text_to_video", fps=16.0, metadata={}, timeout_s=0.5)
+        write_output(
+            _frames(9), output_dir=tmp_path, task="text_to_video", fps=16.0, metadata={}, timeout_s=0.5
+        )
     took = time.perf_counter() - t0
     assert stalled_disk.is_set() and took < 3.0, took
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".tmp-")] == []
