@@ -98,8 +98,8 @@ class _MaskPlan:
 
 def composite(
     frames: np.ndarray,
-    video: Sequence[Image.Image] | None,
-    mask: Sequence[Image.Image] | None,
+    video: Sequence[Image.Image] | np.ndarray | None,
+    mask: Sequence[Image.Image] | np.ndarray | None,
     *,
     feather_px: int,
     color_match: bool,
@@ -109,10 +109,12 @@ def composite(
 
     Args:
         frames: the decoded output, ``(F, H, W, 3)`` uint8 RGB.
-        video: the F source frames the generator was given (PIL RGB at (W, H); inside the mask
+        video: the F source frames the generator was given (PIL RGB at (W, H), or their
+            ``(F, H, W, 3)`` uint8 array: :meth:`engine.prepare.Prepared.arrays`; inside the mask
             they are grey and never used), or ``None`` for a task that keeps nothing.
-        mask: the F masks (PIL "L" at (W, H), 255 = regenerate, 0 = keep), or ``None``: nothing
-            is kept (the pipeline reads a missing mask as "generate everything").
+        mask: the F masks (PIL "L" at (W, H), or their ``(F, H, W, 1)`` uint8 array; 255 =
+            regenerate, 0 = keep), or ``None``: nothing is kept (the pipeline reads a missing
+            mask as "generate everything").
         feather_px: width in pixels of the blended band outside the mask (0 = hard edge).
         color_match: correct a measurable colour shift of the generated area (see the module).
         in_place: write into ``frames`` itself (the generator's output, which nothing else holds)
@@ -141,7 +143,9 @@ def composite(
     plans = _plans(mask, reach=reach, feather_px=feather_px, ring=color_match)
 
     # 2. The colour shift, pooled over every partly masked frame.
-    def source(i: int) -> np.ndarray:  # (H*W, 3) uint8: converted when needed, never all held
+    def source(i: int) -> np.ndarray:  # (H*W, 3) uint8: a view of an array, else converted when needed
+        if isinstance(video, np.ndarray):
+            return video[i].reshape(-1, 3)
         im = video[i] if video[i].mode == "RGB" else video[i].convert("RGB")
         return np.asarray(im, dtype=np.uint8).reshape(-1, 3)
 
@@ -213,6 +217,11 @@ def _check_frames(frames: np.ndarray, feather_px: int) -> None:
 def _check_sequence(name: str, items: Sequence[Any], count: int, size: tuple[int, int]) -> None:
     if len(items) != count:
         raise ValueError(f"{name}: {len(items)} frames for {count} generated frames")
+    if hasattr(items, "shape"):  # an array: (F, H, W, C)
+        shape = tuple(items.shape)  # type: ignore[attr-defined]
+        if shape[1:3] != (size[1], size[0]) or len(shape) != 4 or shape[3] not in (1, 3):
+            raise ValueError(f"{name}: array of shape {shape}, the output is {size[0]}x{size[1]}")
+        return
     for i, im in enumerate(items):
         if tuple(im.size) != size:
             raise ValueError(
@@ -220,7 +229,9 @@ def _check_sequence(name: str, items: Sequence[Any], count: int, size: tuple[int
             )
 
 
-def _plans(masks: Sequence[Image.Image], *, reach: int, feather_px: int, ring: bool) -> list[_MaskPlan]:
+def _plans(
+    masks: Sequence[Image.Image] | np.ndarray, *, reach: int, feather_px: int, ring: bool
+) -> list[_MaskPlan]:
     """One plan per frame; frames with the same mask object or the same mask bytes share one."""
     import numpy as np
 
@@ -230,12 +241,16 @@ def _plans(masks: Sequence[Image.Image], *, reach: int, feather_px: int, ring: b
     for m in masks:
         plan = by_object.get(id(m))
         if plan is None:
-            arr = np.asarray(m.convert("L") if m.mode != "L" else m, dtype=np.uint8)
+            if isinstance(m, np.ndarray):  # a row of an (F, H, W, 1) array
+                arr = m[..., 0]
+            else:
+                arr = np.asarray(m.convert("L") if m.mode != "L" else m, dtype=np.uint8)
             digest = hashlib.blake2b(arr.tobytes(), digest_size=16).digest()
             plan = by_bytes.get(digest)
             if plan is None:
                 plan = by_bytes[digest] = _plan(arr >= 128, reach=reach, feather_px=feather_px, ring=ring)
-            by_object[id(m)] = plan
+            if not isinstance(m, np.ndarray):  # a view's id is reused once it is freed
+                by_object[id(m)] = plan
         plans.append(plan)
     return plans
 

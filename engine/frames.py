@@ -6,8 +6,9 @@ a 2-core machine); at the end it copies the decoded float video to the host and 
 there. This module hands the pipeline uint8 tensors instead, already on the execution device, and
 gives it back uint8 frames made on the device, so one uint8 copy crosses to the host:
 
-- :func:`uint8_frames` turns a prepared frame list into one ``(F, H, W, C)`` uint8 array, each
-  distinct image converted once (a grey filler or a mask repeated on every frame is one object).
+- :func:`device_frames` puts a prepared input's ``(F, H, W, C)`` uint8 frames
+  (:meth:`engine.prepare.Prepared.arrays`) on the device as the ``(1, F, C, H, W)`` tensor the
+  pipeline's ``video`` and ``mask`` take.
 - :class:`FramesProcessor` is the pipeline's ``video_processor``: for a uint8 tensor it does the
   stock arithmetic (``x / 255``, then ``2x - 1``) on the tensor's device, for anything else it is
   diffusers' own; ``output_type="uint8"`` gives ``(B, F, H, W, 3)`` uint8 on the device, frame by
@@ -34,33 +35,11 @@ import numpy as np
 import torch
 from diffusers.video_processor import VideoProcessor
 
+from .geometry import uint8_frames
 from .timings import Laps
 
 #: The ``output_type`` that gives uint8 frames on the device.
 UINT8 = "uint8"
-
-
-def uint8_frames(images: Sequence[Any] | np.ndarray) -> np.ndarray:
-    """``(F, H, W, C)`` uint8 (C = 3 for RGB, 1 for "L" masks) from PIL images or arrays.
-
-    Each distinct object is converted once: prepared frames repeat one image (grey filler, a
-    mask on every frame), and converting it once per frame is most of the stock cost.
-    """
-    if isinstance(images, np.ndarray):
-        return images if images.ndim == 4 else images[..., None]
-    seen: dict[int, np.ndarray] = {}
-    out: np.ndarray | None = None
-    for i, image in enumerate(images):
-        arr = seen.get(id(image))
-        if arr is None:
-            arr = np.asarray(image, dtype=np.uint8)
-            seen[id(image)] = arr = arr if arr.ndim == 3 else arr[..., None]  # (H, W, C)
-        if out is None:
-            out = np.empty((len(images), *arr.shape), dtype=np.uint8)
-        out[i] = arr
-    if out is None:
-        raise ValueError("no frames to convert")
-    return out
 
 
 def device_frames(images: Sequence[Any] | np.ndarray | None, device: Any) -> torch.Tensor | None:

@@ -619,8 +619,9 @@ class Generator:
         broadcast = broadcast_conditions(pipe.transformer) if batched else contextlib.nullcontext()
         steps.start()
         device = pipe._execution_device
-        video = frames.device_frames(prepared.video, device)  # (1, F, 3, H, W) uint8
-        mask = frames.device_frames(prepared.mask, device)  # (1, F, 1, H, W) uint8
+        video_u8, mask_u8 = prepared.arrays()  # converted once, shared with the composite
+        video = frames.device_frames(video_u8, device)  # (1, F, 3, H, W) uint8
+        mask = frames.device_frames(mask_u8, device)  # (1, F, 1, H, W) uint8
         pipe.video_processor.laps = steps.laps
         with broadcast, applied.running(steps=sampling.steps, positive=positive, negative=negative) as stats:
             output = pipe(

@@ -219,3 +219,16 @@ def test_pasting_in_place_gives_the_same_frames_as_pasting_into_a_copy():
     assert done.frames is mine
     assert np.array_equal(done.frames, copied.frames)
     assert done.color_shift == copied.color_shift and done.kept == copied.kept
+
+
+def test_the_generators_uint8_arrays_give_the_same_result_as_the_images():
+    from engine.geometry import uint8_frames
+
+    frames = _frames(3)
+    sources, masks = [_source(), _source(), _source()], [_square_mask(), _flat(0), _square_mask()]
+    from_images = composite(frames, sources, masks, feather_px=4, color_match=True)
+    from_arrays = composite(
+        frames, uint8_frames(sources), uint8_frames(masks), feather_px=4, color_match=True
+    )
+    assert np.array_equal(from_arrays.frames, from_images.frames)
+    assert from_arrays.kept == from_images.kept and from_arrays.color_shift == from_images.color_shift

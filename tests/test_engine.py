@@ -16,10 +16,10 @@ from engine.config import EngineConfig
 from engine.control import JobControl
 from engine.engine import Engine
 from engine.errors import Cancelled, InputRefused, InvalidRequest, ModelError, OutOfMemory
+from engine.jobs import JobQueue
 from engine.media import encode_mp4, encode_png
 from engine.plan import Margins, build_plan
 from engine.request import request_for_plan
-from engine.jobs import JobQueue
 from engine.results import Sampling
 from engine.timings import GENERATION
 from engine.video import probe_video
