@@ -53,11 +53,15 @@ def device_frames(images: Sequence[Any] | np.ndarray | None, device: Any) -> tor
 
 def scaled(frames: torch.Tensor) -> torch.Tensor:
     """``(B, F, C, H, W)`` uint8 -> ``(B, C, F, H, W)`` float32 in [-1, 1] on the same device:
-    diffusers' ``x / 255`` then ``2x - 1``, in place on one new tensor."""
+    diffusers' ``x / 255`` then ``2x - 1``, frame by frame into one new tensor (each frame's
+    passes stay in the cache instead of streaming the whole video four times)."""
     b, f, c, h, w = frames.shape
     out = torch.empty((b, c, f, h, w), dtype=torch.float32, device=frames.device)
-    out.copy_(frames.permute(0, 2, 1, 3, 4))  # one pass: uint8 -> float32, channels before frames
-    return out.div_(255.0).mul_(2.0).sub_(1.0)
+    for k in range(f):
+        frame = out[:, :, k]  # (B, C, H, W)
+        frame.copy_(frames[:, k])  # uint8 -> float32
+        frame.div_(255.0).mul_(2.0).sub_(1.0)
+    return out
 
 
 def to_uint8_frames(video: torch.Tensor) -> torch.Tensor:
