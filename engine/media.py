@@ -197,10 +197,10 @@ class VideoEncoder:
 
 
 #: The H.264 encoders, tried in this order once per process (:func:`video_encoder`). libx264's
-#: settings were chosen by measurement (docs/performance.md): veryfast at CRF 15 gives the
-#: PSNR of the old medium at CRF 18 (within 0.05 dB) in 0.6-0.7 of the time, for a file ~15 %
-#: larger; x264 picks its own thread count (``threads`` 0: one thread took 2.4× as long on 2
-#: cores). NVENC's settings are its constant-quality mode at a middle preset (not measured here:
+#: settings were chosen by measurement (benchmarks/bench_encode.py, docs/performance.md):
+#: veryfast at CRF 14 gives at least the PSNR of the old medium at CRF 18 (+0.05 to +0.08 dB) in
+#: 0.4-0.65 of the time, for a larger file (+17 % to +50 %); x264 picks its own thread count
+#: (``threads`` 0: one thread was 1.3-2.4× as slow on 2 cores). NVENC's settings are its constant-quality mode at a middle preset (not measured here:
 #: no GPU), which PyAV's wheel has compiled in and which opens only where the NVIDIA driver is.
 H264_ENCODERS: tuple[VideoEncoder, ...] = (
     VideoEncoder(
@@ -210,8 +210,8 @@ H264_ENCODERS: tuple[VideoEncoder, ...] = (
     ),
     VideoEncoder(
         "libx264",
-        {"preset": "veryfast", "crf": "15", "threads": "0"},
-        "libx264 (CRF 15, preset veryfast, threads auto)",
+        {"preset": "veryfast", "crf": "14", "threads": "0"},
+        "libx264 (CRF 14, preset veryfast, threads auto)",
     ),
 )
 

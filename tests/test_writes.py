@@ -80,7 +80,7 @@ def test_the_encoder_is_chosen_once_and_is_libx264_without_an_nvidia_driver():
     assert chosen.codec in {e.codec for e in H264_ENCODERS}
     if not Path("/dev/nvidia0").exists():
         assert chosen.codec == "libx264"
-        assert chosen.options["preset"] == "veryfast" and chosen.options["crf"] == "15"
+        assert chosen.options["preset"] == "veryfast" and chosen.options["crf"] == "14"
 
 
 def test_a_png_is_written_at_the_chosen_compression_level_and_reads_back_exactly(tmp_path: Path):
