@@ -20,7 +20,9 @@ mask through ``self.video_processor.preprocess_video`` and the output through
 its batch, 1, for video and mask alike) and ``get_default_height_width`` reads a ``(F, C, H, W)``
 tensor's height and width where they are. Replacing the one object keeps every other line of the
 pipeline (conditioning latents, masks, reference images, decode) diffusers' own. Reference images
-stay PIL: ``check_inputs`` requires it, and they are one to three images, not a video.
+stay PIL: ``check_inputs`` requires it, and they are one to three images, not a video. Two small
+wrappers on the pipeline instance (:func:`install`) time the end of the conditioning and give a
+call without a mask (text-to-video) a one-channel all-ones mask instead of three equal channels.
 
 The results are equal to the stock conversion's, bit for bit on the CPU (tests/test_frames.py).
 This module imports torch and diffusers at the top: import it lazily (the generator does).
@@ -121,6 +123,18 @@ def install(pipe: Any) -> None:
         return
     settings = {k: v for k, v in current.config.items() if not k.startswith("_")}
     pipe.video_processor = processor = FramesProcessor(**settings)
+    conditions = pipe.preprocess_conditions
+
+    def preprocess_conditions(video: Any = None, mask: Any = None, *args: Any, **kwargs: Any) -> Any:
+        scaled_video, scaled_mask, references = conditions(video, mask, *args, **kwargs)
+        if mask is None and scaled_mask.shape[1] > 1:
+            # No mask: diffusers makes ones in every channel of the video. One channel says the
+            # same (the kept/regenerated split broadcasts it, prepare_masks reads channel 0) and
+            # spares the binarising and the split two thirds of their work on a text-to-video.
+            scaled_mask = scaled_mask[:, :1]
+        return scaled_video, scaled_mask, references
+
+    pipe.preprocess_conditions = preprocess_conditions
     original = pipe.prepare_masks
 
     def prepare_masks(*args: Any, **kwargs: Any) -> torch.Tensor:
