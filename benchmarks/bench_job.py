@@ -379,6 +379,9 @@ def the_stock_way(engine: Any):
     generator = engine.models.generator
     saved = (generator.run, job_module.write_generation, job_module.composite)
     generator.run = stock_run(generator)
+    # diffusers' own conditioning: without engine.frames' one-channel mask for a maskless call.
+    pipe = generator.pipeline
+    ours = pipe.__dict__.pop("preprocess_conditions", None)
 
     def copying(*args: Any, in_place: bool = False, **kwargs: Any) -> Any:
         return composite(*args, in_place=False, **kwargs)
@@ -389,6 +392,8 @@ def the_stock_way(engine: Any):
         yield
     finally:
         generator.run, job_module.write_generation, job_module.composite = saved
+        if ours is not None:
+            pipe.preprocess_conditions = ours
 
 
 # ---------------------------------------------------------------------------------------------

@@ -198,9 +198,9 @@ class VideoEncoder:
 
 #: The H.264 encoders, tried in this order once per process (:func:`video_encoder`). libx264's
 #: settings were chosen by measurement (benchmarks/bench_encode.py, docs/performance.md):
-#: veryfast at CRF 14 gives at least the PSNR of the old medium at CRF 18 (+0.05 to +0.08 dB) in
-#: 0.4-0.65 of the time, for a larger file (+17 % to +50 %); x264 picks its own thread count
-#: (``threads`` 0: one thread was 1.3-2.4× as slow on 2 cores). NVENC's settings are its constant-quality mode at a middle preset (not measured here:
+#: veryfast at CRF 14 gives at least the PSNR of the old medium at CRF 18 (+0.05 to +0.09 dB) in
+#: 0.43-0.54 of the time, for a larger file (+17 % to +51 %); x264 picks its own thread count
+#: (``threads`` 0: one thread was up to 1.2× as slow on 2 quiet cores, 2.4× on loaded ones). NVENC's settings are its constant-quality mode at a middle preset (not measured here:
 #: no GPU), which PyAV's wheel has compiled in and which opens only where the NVIDIA driver is.
 H264_ENCODERS: tuple[VideoEncoder, ...] = (
     VideoEncoder(
