@@ -100,15 +100,16 @@ def test_a_videos_preview_is_a_contact_sheet_of_six_evenly_spaced_frames(tmp_pat
     made = out.preview
     assert made is not None and made.mime_type == "image/jpeg"
     assert made.frames == [0, 2, 4, 6, 8, 10]
-    assert made.width <= preview.SHEET_WIDTH and len(made.data) <= preview.MAX_BYTES
+    assert made.width <= preview.SHEET_WIDTH and len(made.data) <= preview.PREVIEW_MAX_BYTES
     sheet = np.asarray(Image.open(io.BytesIO(made.data)).convert("RGB")).astype(int)
     assert sheet.shape[1] == made.width and sheet.shape[0] == made.height
-    tile_w = (made.width - 2 * preview.GAP) // 3
-    tile_h = (made.height - preview.GAP) // 2
+    tile_w = (made.width - 2 * preview.SHEET_GAP) // 3
+    tile_h = (made.height - preview.SHEET_GAP) // 2
     for k, index in enumerate(made.frames):
         row, column = divmod(k, 3)
         centre = sheet[
-            row * (tile_h + preview.GAP) + tile_h // 2, column * (tile_w + preview.GAP) + tile_w // 2
+            row * (tile_h + preview.SHEET_GAP) + tile_h // 2,
+            column * (tile_w + preview.SHEET_GAP) + tile_w // 2,
         ]
         assert np.abs(centre - 20 * index).max() <= 3, (index, centre)
     # Made from memory, not read back, and never in the sidecar.
