@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import engine.outdir as outdir
-from engine import media
+from engine import writes
 from engine.config import EngineConfig
 from engine.engine import Engine
 from engine.errors import InputRefused, OutOfSpace, OutputUnavailable
@@ -254,11 +254,11 @@ def test_a_full_disk_while_writing_is_out_of_space_naming_the_directory_and_leav
 def test_a_write_failing_on_the_disk_is_the_servers_error_and_leaves_nothing(
     tmp_path: Path, monkeypatch, code, error, words
 ):
-    def failing(path: Path, frame: np.ndarray) -> None:
+    def failing(path: Path, data: bytes) -> None:
         Path(path).write_bytes(b"part")
         raise OSError(code, os.strerror(code))
 
-    monkeypatch.setattr(media, "encode_png", failing)
+    monkeypatch.setattr(writes, "_write_all", failing)
     with pytest.raises(error, match=words) as caught:
         write_output(_frames(1), output_dir=tmp_path, task="t", fps=None, metadata={})
     assert str(tmp_path) in str(caught.value)
@@ -275,16 +275,16 @@ def test_a_generation_of_three_failing_at_the_third_removes_the_two_it_wrote(
 ):
     out = tmp_path / "outputs"
     engine = Engine(EngineConfig.tiny(tiny_paths.root, output_dir=out))
-    real = media.encode_png
+    real = writes._write_all
     calls = []
 
-    def third_fails(path: Path, frame: np.ndarray) -> None:
+    def third_fails(path: Path, data: bytes) -> None:
         calls.append(path)
         if len(calls) == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, frame)
+        real(path, data)
 
-    monkeypatch.setattr(media, "encode_png", third_fails)
+    monkeypatch.setattr(writes, "_write_all", third_fails)
     with pytest.raises(OutOfSpace):
         engine.generate(
             Plan(task=Task.TEXT_TO_IMAGE, prompt="a red cube", width=32, height=32),

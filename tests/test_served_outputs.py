@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import numpy as np
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 import engine.outdir as outdir
-from engine import media
+from engine import writes
 from engine.config import EngineConfig
 from unison_mcp.config import ServerConfig
 from unison_mcp.server import build_server
@@ -216,16 +215,16 @@ async def test_no_room_for_a_job_is_the_servers_out_of_space_before_any_model_wo
 
 
 async def test_a_generation_of_three_failing_midway_leaves_no_file_to_list(tiny_paths, tmp_path, monkeypatch):
-    real = media.encode_png
+    real = writes._write_all
     calls: list[Path] = []
 
-    def third_fails(path: Path, frame: np.ndarray) -> None:
+    def third_fails(path: Path, data: bytes) -> None:
         calls.append(path)
         if len(calls) == 3:
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, frame)
+        real(path, data)
 
-    monkeypatch.setattr(media, "encode_png", third_fails)
+    monkeypatch.setattr(writes, "_write_all", third_fails)
     arguments = {
         "task": "text_to_image",
         "prompt": "a cube",

@@ -19,19 +19,19 @@ REPO = Path(__file__).resolve().parents[1]
 OLD = time.time() - STALE_TEMP_AGE_S - 60
 
 #: A writer that stops for good in the middle of an MP4 (its first 48 bytes written), as a process
-#: killed there would: the real write_output, its encoder made to stall.
+#: killed there would: the real write_output, its write to the disk made to stall.
 STALLED_WRITER = """
 import sys, time
 import numpy as np
-from engine import media, outputs
+from engine import outputs, writes
 
-def stall(path, frames, fps, **kw):
+def stall(path, data):
     with open(path, "wb") as f:
-        f.write(b"\\0" * 48)
+        f.write(bytes(data[:48]))
     print("writing", flush=True)
     time.sleep(120)
 
-media.encode_mp4 = stall
+writes._write_all = stall
 outputs.write_output(np.zeros((5, 16, 16, 3), np.uint8), output_dir=sys.argv[1], task="t", fps=8.0, metadata={})
 """
 
