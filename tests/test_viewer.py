@@ -234,8 +234,23 @@ async def test_a_painted_mask_is_stored_as_a_two_level_png_output_with_its_sidec
         ),
         (_png(np.full((8, 8), 255, np.uint8)), "unison://outputs/../inputs/photo.png", "is not valid"),
         (_png(np.full((8, 8), 255, np.uint8)), "unison://outputs/missing.png", "no output named"),
+        (
+            _png(np.full((8, 8), 255, np.uint8)),
+            "unison://outputs/20260101T000000Z-text_to_image-0123abcd.png.json",
+            "must name an image or video output",
+        ),
     ],
-    ids=["not-base64", "not-png", "too-many-pixels", "all-black", "corrupt", "a-path", "escape", "missing"],
+    ids=[
+        "not-base64",
+        "not-png",
+        "too-many-pixels",
+        "all-black",
+        "corrupt",
+        "a-path",
+        "escape",
+        "missing",
+        "a-sidecar",
+    ],
 )
 async def test_a_mask_that_is_not_a_usable_png_is_refused_and_nothing_is_written(made, png, painted_on, says):
     args = {"png": png} | ({"painted_on": painted_on} if painted_on else {})
