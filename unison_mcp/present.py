@@ -139,7 +139,7 @@ def _previews(outputs: list[OutputFile], side: int) -> list[ContentBlock]:
 # Results
 
 
-#: How a file that is not the result itself is titled (after its role: ``mask: the edit region…``).
+#: How a file that is not the result itself is titled.
 _ROLE_TITLES = {
     "new_part": "the new part alone",
     "mask": "the edit region found (white = regenerated)",
