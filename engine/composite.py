@@ -98,25 +98,30 @@ class _MaskPlan:
 
 def composite(
     frames: np.ndarray,
-    video: Sequence[Image.Image] | None,
-    mask: Sequence[Image.Image] | None,
+    video: Sequence[Image.Image] | np.ndarray | None,
+    mask: Sequence[Image.Image] | np.ndarray | None,
     *,
     feather_px: int,
     color_match: bool,
+    in_place: bool = False,
 ) -> Composited:
     """Paste the source back into the generated ``frames`` wherever ``mask`` keeps it.
 
     Args:
         frames: the decoded output, ``(F, H, W, 3)`` uint8 RGB.
-        video: the F source frames the generator was given (PIL RGB at (W, H); inside the mask
+        video: the F source frames the generator was given (PIL RGB at (W, H), or their
+            ``(F, H, W, 3)`` uint8 array: :meth:`engine.prepare.Prepared.arrays`; inside the mask
             they are grey and never used), or ``None`` for a task that keeps nothing.
-        mask: the F masks (PIL "L" at (W, H), 255 = regenerate, 0 = keep), or ``None``: nothing
-            is kept (the pipeline reads a missing mask as "generate everything").
+        mask: the F masks (PIL "L" at (W, H), or their ``(F, H, W, 1)`` uint8 array; 255 =
+            regenerate, 0 = keep), or ``None``: nothing is kept (the pipeline reads a missing
+            mask as "generate everything").
         feather_px: width in pixels of the blended band outside the mask (0 = hard edge).
         color_match: correct a measurable colour shift of the generated area (see the module).
+        in_place: write into ``frames`` itself (the generator's output, which nothing else holds)
+            instead of a copy: no second 100 MB array for an 81-frame 832×480 video.
 
     Returns:
-        :class:`Composited`; ``frames`` itself is not modified.
+        :class:`Composited`; ``frames`` itself is not modified unless ``in_place``.
 
     Raises:
         ValueError: ``frames``, ``video`` and ``mask`` disagree on the frame count or size, or
@@ -138,7 +143,9 @@ def composite(
     plans = _plans(mask, reach=reach, feather_px=feather_px, ring=color_match)
 
     # 2. The colour shift, pooled over every partly masked frame.
-    def source(i: int) -> np.ndarray:  # (H*W, 3) uint8: converted when needed, never all held
+    def source(i: int) -> np.ndarray:  # (H*W, 3) uint8: a view of an array, else converted when needed
+        if isinstance(video, np.ndarray):
+            return video[i].reshape(-1, 3)
         im = video[i] if video[i].mode == "RGB" else video[i].convert("RGB")
         return np.asarray(im, dtype=np.uint8).reshape(-1, 3)
 
@@ -147,7 +154,7 @@ def composite(
         shift, shift_note = _color_shift(frames, plans, source)
 
     # 3. The output, frame by frame.
-    out = _pasted(frames, plans, source, shift)
+    out = _pasted(frames, plans, source, shift, in_place=in_place)
 
     kept = [p.kept for p in plans]
     result = Composited(frames=out, kept=kept, feather_px=feather_px, color_shift=shift)
@@ -161,12 +168,14 @@ def _pasted(
     plans: Sequence[_MaskPlan],
     source: Callable[[int], np.ndarray],
     shift: tuple[float, float, float] | None,
+    *,
+    in_place: bool,
 ) -> np.ndarray:
-    """A copy of ``frames`` with each frame's kept area from ``source(i)`` and its band blended;
-    only the band is computed in floating point."""
+    """``frames`` (or a copy) with each frame's kept area from ``source(i)`` and its band
+    blended; only the band is computed in floating point."""
     import numpy as np
 
-    out = frames.copy()
+    out = frames if in_place else frames.copy()
     flat = out.reshape(len(frames), -1, 3)
     for i, plan in enumerate(plans):
         if plan.kind == "generate":
@@ -175,12 +184,16 @@ def _pasted(
         if plan.kind == "keep":
             flat[i] = src
             continue
-        gen = frames[i].reshape(-1, 3)
+        # The generated pixels still needed, taken (fancy indexing copies) before the source
+        # is laid over the frame.
+        gen = flat[i]
+        inside = _corrected(gen[plan.inside], shift)
+        band = gen[plan.band] if plan.band is not None and plan.band.size else None
         flat[i] = src
-        flat[i, plan.inside] = _corrected(gen[plan.inside], shift)
-        if plan.band is not None and plan.band.size:
+        flat[i, plan.inside] = inside
+        if band is not None:
             s = src[plan.band].astype(np.float32)
-            g = _corrected(gen[plan.band], shift).astype(np.float32)
+            g = _corrected(band, shift).astype(np.float32)
             flat[i, plan.band] = np.clip(np.rint(s + plan.alpha * (g - s)), 0, 255).astype(np.uint8)
     return out
 
@@ -204,6 +217,11 @@ def _check_frames(frames: np.ndarray, feather_px: int) -> None:
 def _check_sequence(name: str, items: Sequence[Any], count: int, size: tuple[int, int]) -> None:
     if len(items) != count:
         raise ValueError(f"{name}: {len(items)} frames for {count} generated frames")
+    if hasattr(items, "shape"):  # an array: (F, H, W, C)
+        shape = tuple(items.shape)  # type: ignore[attr-defined]
+        if shape[1:3] != (size[1], size[0]) or len(shape) != 4 or shape[3] not in (1, 3):
+            raise ValueError(f"{name}: array of shape {shape}, the output is {size[0]}x{size[1]}")
+        return
     for i, im in enumerate(items):
         if tuple(im.size) != size:
             raise ValueError(
@@ -211,7 +229,9 @@ def _check_sequence(name: str, items: Sequence[Any], count: int, size: tuple[int
             )
 
 
-def _plans(masks: Sequence[Image.Image], *, reach: int, feather_px: int, ring: bool) -> list[_MaskPlan]:
+def _plans(
+    masks: Sequence[Image.Image] | np.ndarray, *, reach: int, feather_px: int, ring: bool
+) -> list[_MaskPlan]:
     """One plan per frame; frames with the same mask object or the same mask bytes share one."""
     import numpy as np
 
@@ -221,12 +241,16 @@ def _plans(masks: Sequence[Image.Image], *, reach: int, feather_px: int, ring: b
     for m in masks:
         plan = by_object.get(id(m))
         if plan is None:
-            arr = np.asarray(m.convert("L") if m.mode != "L" else m, dtype=np.uint8)
+            if isinstance(m, np.ndarray):  # a row of an (F, H, W, 1) array
+                arr = m[..., 0]
+            else:
+                arr = np.asarray(m.convert("L") if m.mode != "L" else m, dtype=np.uint8)
             digest = hashlib.blake2b(arr.tobytes(), digest_size=16).digest()
             plan = by_bytes.get(digest)
             if plan is None:
                 plan = by_bytes[digest] = _plan(arr >= 128, reach=reach, feather_px=feather_px, ring=ring)
-            by_object[id(m)] = plan
+            if not isinstance(m, np.ndarray):  # a view's id is reused once it is freed
+                by_object[id(m)] = plan
         plans.append(plan)
     return plans
 

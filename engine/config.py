@@ -138,6 +138,12 @@ class ResultDefaults(BaseModel):
         9, ge=1, le=80, description="frames of each window a chained window continues from"
     )
     audio: bool = Field(True, description="copy a source video's audio into outputs that span its time")
+    write_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="seconds a file write may take before the job fails with output_stalled (a stalled disk)",
+    )
 
 
 class AnnotatorSettings(BaseModel):

@@ -12,6 +12,7 @@ cancelled job stops within one step and never reaches the point where files are 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from .asking import Ask
@@ -37,6 +38,9 @@ class JobControl:
         self.done = 0
         self.total = 0
         self.stage = "queued"
+        #: When the job was made (``time.perf_counter()``): a queued job's control is made when it
+        #: is submitted, so the job's timings count its wait in the queue (engine.timings).
+        self.created = time.perf_counter()
 
     @property
     def cancelled(self) -> bool:

@@ -248,6 +248,13 @@ class WorkerLost(UnisonError):
         super().__init__(message)
 
 
+class OutputStalled(UnisonError):
+    """Writing into the output directory took longer than ``results.write_timeout_s``: the disk
+    (often a network mount) is not answering. Nothing of the job was written; the server serves on."""
+
+    code = "output_stalled"
+
+
 class ShuttingDown(Cancelled):
     """The server is stopping: the job was cancelled (running) or never started (queued)."""
 

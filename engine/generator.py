@@ -24,7 +24,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import hf_hub_download
 
-from . import loras, perf, quantize, textcache
+from . import frames, loras, perf, quantize, textcache
 from .accelerator import free_memory, is_oom, oom_guard, resolve_device, resolve_dtype
 from .config import EngineConfig, PerformanceOptions
 from .control import JobControl
@@ -36,6 +36,7 @@ from .perf import Applied
 from .projector import resolve_weights_file
 from .sampling import ResolvedSampling
 from .textcache import EncodingKey, TextCache
+from .timings import Laps, Timings
 
 if TYPE_CHECKING:
     from .prepare import Prepared
@@ -178,11 +179,6 @@ def build_text_context(
 
 
 # --- the generator ------------------------------------------------------------------------------
-
-
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """``(F, H, W, 3)`` floats in [0, 1] -> uint8."""
-    return (np.clip(frames, 0.0, 1.0) * 255.0).round().astype(np.uint8)
 
 
 @contextlib.contextmanager
@@ -363,6 +359,8 @@ class Generator:
                 self._install(self._load_pipeline())
 
     def _install(self, pipe: Any) -> None:
+        # Frames in and out as uint8 on the device (engine.frames), whoever built the pipeline.
+        frames.install(pipe)
         # LoRAs go in before the speed switches: compiled or hooked blocks then already hold them.
         if not getattr(pipe, "_unison_loras_loaded", False):
             self._turbo_loaded, self._user_loras = loras.load_all(pipe, self.config)
@@ -507,6 +505,7 @@ class Generator:
         seeds: Sequence[int] | None = None,
         progress: tuple[int, int] | None = None,
         stage: str = "generating",
+        timings: Timings | None = None,
     ) -> np.ndarray:
         """Generate ``prepared.num_frames`` frames: ``(F, H, W, 3)`` uint8, or with ``seeds``
         one batch of candidates ``(B, F, H, W, 3)``, one per seed (one pass over the batch).
@@ -525,8 +524,11 @@ class Generator:
                 of several (windows of a chain, candidates one after another), so progress
                 counts across all of them.
             stage: the progress stage's name.
+            timings: where this run's stages are added (``encode_prompt``, ``vace_encode``,
+                ``denoise``, ``vae_decode``, ``postprocess``; see :mod:`engine.timings`).
         """
         pipe = self._ready(sampling)
+        laps = Laps(timings if timings is not None else Timings())
         size = f"{prepared.width}x{prepared.height}, {prepared.num_frames} frames"
         self.last_run = {}
         try:
@@ -537,11 +539,16 @@ class Generator:
                 # 2. Text context: umT5 over the prompt's real tokens, the projector's 4 tokens,
                 #    zeros up to text_len (the negative without the 4 tokens).
                 embeds = self._text_context(pipe, prompt, extra_tokens, sampling)
+                laps.lap("encode_prompt")
                 # 3. Scheduler: flow-matching UniPC with this request's shift.
                 pipe.scheduler = flow_scheduler(pipe.scheduler, sampling.flow_shift)
-                # 4. Denoise, then VAE-decode, with progress and cancel in the step callback.
-                steps = _StepReport(control, stage, sampling.steps, progress)
+                # 4. VACE's inputs scaled on the device, denoise with progress and cancel in the
+                #    step callback, VAE-decode, frames made uint8 on the device (engine.frames).
+                steps = _StepReport(control, stage, sampling.steps, progress, laps)
                 output = self._denoise(pipe, prepared, embeds, generators, latents, sampling, steps)
+                # 5. Frames: (B, F, H, W, 3) uint8, one copy to the host.
+                video = output.frames.cpu().numpy()
+                laps.lap("postprocess")
         except BaseException:
             # The pipeline only releases offload hooks (and resets cache state) at its normal end.
             pipe.maybe_free_model_hooks()
@@ -550,10 +557,8 @@ class Generator:
             # A run left by an exception (cancel, OOM) must not leak into the next one.
             pipe._current_timestep = None
             pipe._interrupt = False
-
-        # 5. Frames: (B, F, H, W, 3) floats in [0, 1] -> uint8.
-        frames = to_uint8(np.asarray(output.frames))
-        return frames[0] if seeds is None else frames
+            pipe.video_processor.laps = None
+        return video[0] if seeds is None else video
 
     def _ready(self, sampling: ResolvedSampling) -> Any:
         """The loaded pipeline (loads on first use) with this run's adapters, and only those, on."""
@@ -614,12 +619,17 @@ class Generator:
         batched = len(generators) > 1
         broadcast = broadcast_conditions(pipe.transformer) if batched else contextlib.nullcontext()
         steps.start()
+        device = pipe._execution_device
+        video_u8, mask_u8 = prepared.arrays()  # converted once, shared with the composite
+        video = frames.device_frames(video_u8, device)  # (1, F, 3, H, W) uint8
+        mask = frames.device_frames(mask_u8, device)  # (1, F, 1, H, W) uint8
+        pipe.video_processor.laps = steps.laps
         with broadcast, applied.running(steps=sampling.steps, positive=positive, negative=negative) as stats:
             output = pipe(
                 prompt_embeds=positive,
                 negative_prompt_embeds=negative,
-                video=prepared.video,
-                mask=prepared.mask,
+                video=video,
+                mask=mask,
                 reference_images=prepared.reference_images,
                 conditioning_scale=sampling.conditioning_scale,
                 height=prepared.height,
@@ -629,7 +639,7 @@ class Generator:
                 guidance_scale=sampling.guidance,
                 generator=generators[0],
                 latents=latents,
-                output_type="np",
+                output_type=frames.UINT8,
                 callback_on_step_end=steps.on_step_end,
                 max_sequence_length=sampling.max_sequence_length,
             )
@@ -642,10 +652,18 @@ class _StepReport:
     in all runs)`` when the run is one of several (windows of a chain, candidates one after
     another), so the count goes on across them."""
 
-    def __init__(self, control: JobControl | None, stage: str, steps: int, progress: tuple[int, int] | None):
+    def __init__(
+        self,
+        control: JobControl | None,
+        stage: str,
+        steps: int,
+        progress: tuple[int, int] | None,
+        laps: Laps,
+    ):
         self.control = control
         self.stage = stage
         self.steps = steps
+        self.laps = laps
         self.before, self.overall = progress if progress is not None else (0, steps)
 
     def start(self) -> None:
@@ -654,6 +672,7 @@ class _StepReport:
 
     def on_step_end(self, _pipe: Any, i: int, _t: Any, callback_kwargs: dict) -> dict:
         """diffusers' ``callback_on_step_end``: one report per step (a cancel raises here)."""
+        self.laps.lap("denoise")
         if self.control is not None:
             self.control.step(self.before + i + 1, self.overall)
             if i + 1 == self.steps:  # the VAE decode follows the run's last step: its own stage

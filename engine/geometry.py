@@ -7,9 +7,11 @@ need it so importing this module stays cheap.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import numpy as np
     from PIL import Image
 
 #: Grey used for "unknown" pixels: 128 is VACE's mask colour and ≈ 0 in the pipeline's [-1, 1].
@@ -76,6 +78,31 @@ def letterbox(
 def binarize(mask: Image.Image, threshold: int = 128) -> Image.Image:
     """An "L" mask with only 0 and 255: pixels at or above ``threshold`` become 255."""
     return mask.convert("L").point(lambda v: 255 if v >= threshold else 0)
+
+
+def uint8_frames(images: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """``(F, H, W, C)`` uint8 (C = 3 for RGB, 1 for "L" masks) from PIL images or arrays.
+
+    Each distinct object is converted once: prepared frames repeat one image (a grey filler, a
+    mask on every frame), and converting it once per frame would be most of the cost.
+    """
+    import numpy as np
+
+    if isinstance(images, np.ndarray):
+        return images if images.ndim == 4 else images[..., None]
+    seen: dict[int, np.ndarray] = {}
+    out: np.ndarray | None = None
+    for i, image in enumerate(images):
+        arr = seen.get(id(image))
+        if arr is None:
+            arr = np.asarray(image, dtype=np.uint8)
+            seen[id(image)] = arr = arr if arr.ndim == 3 else arr[..., None]  # (H, W, C)
+        if out is None:
+            out = np.empty((len(images), *arr.shape), dtype=np.uint8)
+        out[i] = arr
+    if out is None:
+        raise ValueError("no frames to convert")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

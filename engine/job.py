@@ -34,6 +34,7 @@ from .request import Request, request_for_plan
 from .results import AutoResult, GenerateResult, Sampling, UnderstandResult
 from .sampling import ResolvedSampling, resolve_sampling
 from .source import Source, source_for
+from .timings import GENERATION, Timings
 from .vocab import Role, Task
 from .windows import Chain, Made
 
@@ -162,8 +163,8 @@ class Job:
         self.outputs = outputs if outputs is not None else OutputDir(self.config.output_dir)
         #: What happened on the way (adjustments, fallbacks, what was extracted), for the result.
         self.notes: list[str] = []
-        #: Seconds per step (``plan_s``, ``prepare_s``, ``load_s``, ...), for the result.
-        self.timings: dict[str, float] = {}
+        #: Seconds per stage (engine.timings), counted from the job's submission to the queue.
+        self.timings = Timings(started=self.control.created)
 
     @property
     def parsed(self) -> Request:
@@ -187,9 +188,11 @@ class Job:
     def run(self) -> AnyResult:
         """The request's work, in the order it happens."""
         tool = self.admitted.tool
+        self.timings.waited()
         # 1. Models: missing weights fail now, not after the inputs are decoded (the tiny preset
         #    builds its models now, as a stage of this job).
-        self.models.check(tool, backend=self.backend, control=self.control)
+        with self.timings.measure("load"):
+            self.models.check(tool, backend=self.backend, control=self.control)
 
         # 2. Answer: an understand call is a question about its files.
         if tool == "understand":
@@ -219,24 +222,24 @@ class Job:
         planner = self.models.require_planner("understanding")
         request = self.admitted.request
         max_new_tokens = request.max_new_tokens if isinstance(request, UnderstandRequest) else None
-        t0 = time.perf_counter()
         with self.models.lock, oom_guard("understanding"):
             if not planner.loaded:  # a warm call does not say it loads
                 self.control.set_stage("loading planner")
+            with self.timings.measure("load"):
                 planner.load()
-            t1 = time.perf_counter()
             self.control.set_stage("understanding")
-            answer = planner.understand(
-                prompt,
-                inputs,
-                max_new_tokens=max_new_tokens,
-                temperature=self.temperature,
-                control=self.control,
-                sources=self.sources,
-            )
-        t2 = time.perf_counter()
-        self.timings.update(load_s=t1 - t0, answer_s=t2 - t1, total_s=t2 - t0)
-        return UnderstandResult(answer=answer, model=planner.name, timings=dict(self.timings))
+            with self.timings.measure("answer"):
+                answer = planner.understand(
+                    prompt,
+                    inputs,
+                    max_new_tokens=max_new_tokens,
+                    temperature=self.temperature,
+                    control=self.control,
+                    sources=self.sources,
+                )
+        self.timings.finish()
+        timings = self.timings.as_dict(("queue", "load", "answer", "total"))
+        return UnderstandResult(answer=answer, model=planner.name, timings=timings)
 
     def plan(self) -> Checked:
         """An ``auto`` call's plan, checked once with its inputs' headers. The planning pass's
@@ -252,7 +255,7 @@ class Job:
             control=self.control,
         )
         self.features, self.seen = planned.features, self.parsed
-        self.timings["plan_s"] = planned.seconds
+        self.timings.add("plan", planned.seconds)
         return planned.plan
 
     # ------------------------------------------------------------------ generation
@@ -269,7 +272,6 @@ class Job:
             self.outputs.check_room(
                 expected_bytes(plan.width, plan.height, plan.num_frames, len(sampling.seeds))
             )
-            t_start = time.perf_counter()
             # 4. Sources: the opened inputs decoded into the generator's video, mask and references
             #    (for a chain: its first window).
             chain, prepared = self.prepare(plan)
@@ -280,10 +282,10 @@ class Job:
             # 7. Generate every candidate, window after window; paste the kept source back.
             sampling = dataclasses.replace(sampling, umt5_prompt=self.umt5_prompt(plan, tokens))
             made = self.make(chain, prepared, generator, tokens, sampling)
-            # 8. Write, unless a cancel landed after the last step (then nothing is written).
+            # 8. Write, unless a cancel landed after the last step (then nothing is written):
+            #    every file, then the sidecars with the finished timings.
             self.control.set_stage("writing")
             self.control.check()
-            self.timings["total_s"] = time.perf_counter() - t_start
             outputs = write_generation(
                 made,
                 plan,
@@ -301,15 +303,16 @@ class Job:
                 steps=sampling.steps,
                 guidance=sampling.guidance,
                 projector=tokens is not None,
-                timings=self.timings,
+                timings=self.timings.as_dict(GENERATION),
                 notes=self.notes,
             )
 
     def prepare(self, plan: CheckedPlan) -> tuple[Chain, Prepared]:
         """The plan's windows and its first window's inputs. The tiny preset builds its models
         first (on first use); masks and control signals are extracted here (``annotate``)."""
-        t = time.perf_counter()
-        self.models.ensure_tiny(self.control)
+        with self.timings.measure("load"):
+            self.models.ensure_tiny(self.control)
+        t, annotated = time.perf_counter(), self.timings.get("annotate")
         self.control.set_stage("preparing inputs")
         chain = Chain.of(plan, self.config)
         prepared = prepare(chain.first_plan(plan), self.prep_context())
@@ -317,20 +320,20 @@ class Job:
         self.notes.extend(prepared.notes)
         if len(chain.windows) > 1:
             self.notes.append(chain.note())
-        self.timings["prepare_s"] = time.perf_counter() - t
+        # The annotators ran inside: their time is theirs (annotate), not the decoding's.
+        self.timings.add("prepare", time.perf_counter() - t - (self.timings.get("annotate") - annotated))
         return chain, prepared
 
     def load(self) -> tuple[Generator, Projector | None]:
         """The generator, loaded, and the projector where it applies."""
-        t = time.perf_counter()
         if not self.models.loaded("generator"):  # a warm call does not say it loads
             self.control.set_stage("loading models")
-        generator = self.models.generator
-        generator.load()
-        if self.config.projector_off is None and not self.models.loaded("planner"):
-            self.control.set_stage("loading planner")  # the projector's input: the planner's states
-        projector = self.models.projector()
-        self.timings["load_s"] = time.perf_counter() - t
+        with self.timings.measure("load"):
+            generator = self.models.generator
+            generator.load()
+            if self.config.projector_off is None and not self.models.loaded("planner"):
+                self.control.set_stage("loading planner")  # the projector's input: the planner's states
+            projector = self.models.projector()
         return generator, projector
 
     def project(self, plan: CheckedPlan, projector: Projector | None) -> torch.Tensor | None:
@@ -341,16 +344,15 @@ class Job:
             off = self.config.projector_off or "no projector given"
             self.notes.append(f"{off}; ran as plain Wan-VACE (512-position text context)")
             return None
-        t = time.perf_counter()
-        features = self.features
-        if features is None:
-            self.control.set_stage("planner features")
-            features = self.models.require_planner("the projector").features(self.seen_request(plan))
         import torch  # lazy: torch loads with the models, not with the engine
 
-        with torch.no_grad():
-            tokens = projector(features.float().to(_module_device(projector)))  # (1, 4, text_dim)
-        self.timings["projector_s"] = time.perf_counter() - t
+        with self.timings.measure("project"):
+            features = self.features
+            if features is None:
+                self.control.set_stage("planner features")
+                features = self.models.require_planner("the projector").features(self.seen_request(plan))
+            with torch.no_grad():
+                tokens = projector(features.float().to(_module_device(projector)))  # (1, 4, text_dim)
         return tokens
 
     def seen_request(self, plan: CheckedPlan) -> Request:
@@ -375,7 +377,6 @@ class Job:
     ) -> Made:
         """Every candidate through every window of the chain (one batch where it fits), the kept
         source pasted back unless ``preserve`` is off."""
-        t = time.perf_counter()
         preserve = self.config.results.preserve
         if self.sampling is not None and self.sampling.preserve is not None:
             preserve = self.sampling.preserve
@@ -386,9 +387,22 @@ class Job:
             extra_tokens=tokens,
             sampling=sampling,
             control=self.control,
+            timings=self.timings,
         )
         results = self.config.results
-        paste = partial(composite, feather_px=results.feather_px, color_match=results.color_match)
+
+        def paste(frames: Any, video: Any, mask: Any) -> Any:
+            with self.timings.measure("composite"):
+                # In place: the generator's output is this job's alone.
+                return composite(
+                    frames,
+                    video,
+                    mask,
+                    feather_px=results.feather_px,
+                    color_match=results.color_match,
+                    in_place=True,
+                )
+
         made = chain.make(
             run,
             sampling.seeds,
@@ -396,7 +410,6 @@ class Job:
             composite=paste if preserve else None,
             steps=sampling.steps,
         )
-        self.timings["generate_s"] = time.perf_counter() - t
         if not preserve:
             self.notes.append("preserve is off: the generator's raw output, nothing pasted back")
         self.notes.extend(made.notes)
@@ -423,7 +436,7 @@ class Job:
         """A control signal from plain frames, as its own stage of the job (cancel between frames)."""
         annotator = self.models.annotator(kind)
         self.control.set_stage(f"extracting {kind}", total=1)
-        with oom_guard(f"extracting {kind}"):
+        with self.timings.measure("annotate"), oom_guard(f"extracting {kind}"):
             annotator.load()
             try:
                 out = annotator(frames, control=self.control)
@@ -436,7 +449,7 @@ class Job:
         """The masks of what ``phrase`` names, tracked through the frames (an edit without a mask)."""
         segmenter = self.models.annotator("segment")
         self.control.set_stage("finding the edit region", total=1)
-        with oom_guard("segmenting"):
+        with self.timings.measure("annotate"), oom_guard("segmenting"):
             segmenter.load()
             try:
                 masks = segmenter(frames, phrase, control=self.control)

@@ -13,9 +13,12 @@ Heavy imports (PyAV, Pillow, numpy) happen inside functions so ``import engine``
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
+import io
 import logging
 import math
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -162,22 +165,147 @@ def _check_frames(name: str, arr: np.ndarray, shapes: tuple[str, ...]) -> None:
         raise InvalidRequest.for_field(name, tuple(arr.shape), f"must have the shape {wanted}")
 
 
-def encode_png(path: Path, frame: np.ndarray) -> None:
-    """Write one (H, W, 3) uint8 RGB frame (or an (H, W) uint8 grey one) as PNG."""
+#: PNG's zlib level, chosen by measurement (docs/performance.md): level 1 wrote an 832×480 frame
+#: in ~75 ms against ~115 ms at Pillow's default 6, and no larger.
+PNG_COMPRESS_LEVEL = 1
+
+
+def png_bytes(frame: np.ndarray) -> bytes:
+    """One (H, W, 3) uint8 RGB frame (or an (H, W) uint8 grey one) as PNG, in memory."""
     from PIL import Image
 
     _check_frames("frame", frame, ("HW3", "HW"))
-    Image.fromarray(frame, mode="L" if frame.ndim == 2 else "RGB").save(path, format="PNG")
+    buffer = io.BytesIO()
+    image = Image.fromarray(frame, mode="L" if frame.ndim == 2 else "RGB")
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
 
 
-def encode_mp4(path: Path, frames: np.ndarray, fps: float, *, crf: int = 18) -> None:
-    """Write (F, H, W, 3) uint8 RGB frames as an H.264 (libx264, yuv420p) MP4 at ``fps``.
+def encode_png(path: Path, frame: np.ndarray) -> None:
+    """Write one (H, W, 3) uint8 RGB frame (or an (H, W) uint8 grey one) as PNG (not atomic:
+    for test media and examples; outputs go through :mod:`engine.outputs`)."""
+    Path(path).write_bytes(png_bytes(frame))
+
+
+@dataclass(frozen=True)
+class VideoEncoder:
+    """One H.264 encoder PyAV may have, with the settings the project uses it with."""
+
+    codec: str
+    options: dict[str, str]
+    summary: str
+
+
+#: The H.264 encoders, tried in this order once per process (:func:`video_encoder`). libx264's
+#: settings were chosen by measurement (benchmarks/bench_encode.py, docs/performance.md):
+#: veryfast at CRF 14 gives at least the PSNR of the old medium at CRF 18 (+0.05 to +0.09 dB) in
+#: 0.43-0.54 of the time, for a larger file (+17 % to +51 %); x264 picks its own thread count
+#: (``threads`` 0: one thread was up to 1.2× as slow on 2 quiet cores, 2.4× on loaded ones). NVENC's settings are its constant-quality mode at a middle preset (not measured here:
+#: no GPU), which PyAV's wheel has compiled in and which opens only where the NVIDIA driver is.
+H264_ENCODERS: tuple[VideoEncoder, ...] = (
+    VideoEncoder(
+        "h264_nvenc",
+        {"preset": "p4", "tune": "hq", "rc": "vbr", "cq": "19", "b": "0"},
+        "NVIDIA's hardware H.264 encoder (constant quality 19, preset p4)",
+    ),
+    VideoEncoder(
+        "libx264",
+        {"preset": "veryfast", "crf": "14", "threads": "0"},
+        "libx264 (CRF 14, preset veryfast, threads auto)",
+    ),
+)
+
+
+def _opens(encoder: VideoEncoder) -> bool:
+    """Whether ``encoder`` encodes two small frames here (a hardware encoder compiled into the
+    wheel fails to open without its driver)."""
+    import numpy as np
+
+    try:
+        _encode_video(np.zeros((2, 256, 256, 3), np.uint8), Fraction(16), encoder, io.BytesIO())
+    except Exception as exc:  # any failure means "not this one": the next is tried
+        log.debug("video encoder %s does not open here: %s", encoder.codec, exc)
+        return False
+    return True
+
+
+@functools.cache
+def video_encoder() -> VideoEncoder:
+    """The H.264 encoder outputs use: the first of :data:`H264_ENCODERS` that opens, chosen once
+    (``unison-mcp doctor`` reports it)."""
+    for encoder in H264_ENCODERS:
+        if _opens(encoder):
+            log.info("video encoder: %s", encoder.summary)
+            return encoder
+    raise RuntimeError("no H.264 encoder opens in PyAV (libx264 is in the PyPI wheel: reinstall av)")
+
+
+#: The boxes on the way from ``moov`` to the chunk offset tables (ISO/IEC 14496-12).
+_INDEX_PATH = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl"})
+
+
+def _boxes(data: bytes | bytearray, start: int, end: int) -> Iterator[tuple[bytes, int, int, int]]:
+    """The boxes in ``data[start:end]``: (type, box start, payload start, box end)."""
+    at = start
+    while at + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, at)
+        head = 8
+        if size == 1:  # a 64-bit size follows the type
+            (size,) = struct.unpack_from(">Q", data, at + 8)
+            head = 16
+        elif size == 0:  # to the end
+            size = end - at
+        if size < head or at + size > end:
+            raise ValueError(f"MP4 box {kind!r} at {at}: size {size} out of bounds")
+        yield kind, at, at + head, at + size
+        at += size
+
+
+def _shift_offsets(moov: bytearray, start: int, end: int, shift: int) -> None:
+    """Add ``shift`` to every chunk offset (``stco``, ``co64``) under ``moov[start:end]``."""
+    for kind, _, payload, box_end in _boxes(moov, start, end):
+        if kind in _INDEX_PATH:
+            _shift_offsets(moov, payload, box_end, shift)
+        elif kind in (b"stco", b"co64"):
+            (count,) = struct.unpack_from(">I", moov, payload + 4)  # after version and flags
+            width, fmt = (4, ">I") if kind == b"stco" else (8, ">Q")
+            for k in range(count):
+                at = payload + 8 + k * width
+                (offset,) = struct.unpack_from(fmt, moov, at)
+                if kind == b"stco" and offset + shift >= 1 << 32:
+                    raise ValueError("chunk offset past 4 GiB in a 32-bit table")
+                struct.pack_into(fmt, moov, at, offset + shift)
+
+
+def moov_first(data: bytes) -> bytes:
+    """``data`` (an MP4 written with its index, ``moov``, after its media, ``mdat``) with the index
+    moved before the media and every chunk offset moved with it: what FFmpeg's ``+faststart``
+    does by reopening the file, done in memory, so players can start before the download ends.
+    A file already in that order is returned as it is."""
+    boxes = list(_boxes(data, 0, len(data)))
+    kinds = [kind for kind, *_ in boxes]
+    if b"moov" not in kinds or b"mdat" not in kinds or kinds.index(b"moov") < kinds.index(b"mdat"):
+        return data
+    _, m_start, _, m_end = boxes[kinds.index(b"moov")]
+    moov = bytearray(data[m_start:m_end])
+    _shift_offsets(moov, 0, len(moov), len(moov))
+    parts: list[bytes | bytearray] = []
+    for kind, start, _, end in boxes:
+        if kind == b"mdat" and moov is not None:
+            parts.append(moov)
+            moov = None  # type: ignore[assignment]
+        if kind != b"moov":
+            parts.append(data[start:end])
+    return b"".join(parts)
+
+
+def mp4_bytes(frames: np.ndarray, fps: float, *, encoder: VideoEncoder | None = None) -> bytes:
+    """(F, H, W, 3) uint8 RGB frames as an H.264 (yuv420p) MP4 at ``fps``, encoded in memory.
 
     Width and height must be even (yuv420p halves the colour planes). The index is placed at the
-    start of the file so players can start before the download ends.
+    start of the file (room reserved there: ``+faststart`` needs a file it can reopen) so players
+    can start before the download ends. ``encoder``: default :func:`video_encoder`.
     """
-    import av
-
     _check_frames("frames", frames, ("FHW3",))
     _, h, w, _ = frames.shape
     if w % 2 or h % 2:
@@ -186,25 +314,30 @@ def encode_mp4(path: Path, frames: np.ndarray, fps: float, *, crf: int = 18) -> 
         )
     if not (math.isfinite(fps) and fps > 0):
         raise InvalidRequest.for_field("fps", fps, "must be a finite number above 0")
-    if not 0 <= crf <= 51:
-        raise InvalidRequest.for_field("crf", crf, "must be between 0 and 51")
+    buffer = io.BytesIO()
     rate = Fraction(fps).limit_denominator(1001)
-    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        stream.options = {"crf": str(crf)}
-        for frame in _iter_frames(frames):
-            for packet in stream.encode(frame):
+    _encode_video(frames, rate, encoder or video_encoder(), buffer)
+    return moov_first(buffer.getvalue())
+
+
+def encode_mp4(path: Path, frames: np.ndarray, fps: float, *, encoder: VideoEncoder | None = None) -> None:
+    """Write :func:`mp4_bytes` to ``path`` (not atomic: for test media and examples; outputs go
+    through :mod:`engine.outputs`)."""
+    Path(path).write_bytes(mp4_bytes(frames, fps, encoder=encoder))
+
+
+def _encode_video(frames: np.ndarray, rate: Fraction, encoder: VideoEncoder, out: Any) -> None:
+    import av
+
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream(encoder.codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = dict(encoder.options)
+        for arr in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-
-
-def _iter_frames(frames: np.ndarray) -> Iterator[Any]:
-    import av
-
-    for arr in frames:
-        yield av.VideoFrame.from_ndarray(arr, format="rgb24")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,18 +379,29 @@ class AudioMuxed:
 
 
 def mux_audio(video: Path, span: AudioSpan, out: Path) -> AudioMuxed | None:
-    """Write ``out``: the MP4 ``video``'s stream copied as it is, plus ``span`` of a source's audio.
+    """Write ``out``: the MP4 ``video`` with ``span`` of a source's audio (:func:`muxed_audio`,
+    from a file to a file; outputs use :func:`muxed_audio` in memory)."""
+    done = muxed_audio(Path(video).read_bytes(), span)
+    if done is None:
+        return None
+    data, muxed = done
+    Path(out).write_bytes(data)
+    return muxed
+
+
+def muxed_audio(video: bytes, span: AudioSpan) -> tuple[bytes, AudioMuxed] | None:
+    """The MP4 ``video`` (bytes) with its stream copied as it is, plus ``span`` of a source's
+    audio, muxed in memory: the new file's bytes and what was put in.
 
     The audio packets in ``[start_s, start_s + duration_s)`` are copied with their timestamps
     rebased to 0 when the codec fits MP4 (:data:`MP4_AUDIO_CODECS`), else decoded and encoded as
     AAC. Packets are whole (AAC: 1024 samples), so the audio spans the request to within one
-    packet. Returns ``None``, writing nothing, when the source has no audio stream.
+    packet. Returns ``None`` when the source has no audio stream.
 
     Raises:
         InputRefused: the source cannot be read as a video.
         InvalidRequest: ``start_s`` below 0 or ``duration_s`` not above 0.
-        av.error.FFmpegError, OSError, ValueError: the audio cannot be copied or encoded; ``out``
-            may then hold a partial file, which the caller removes.
+        av.error.FFmpegError, OSError, ValueError: the audio cannot be copied or encoded.
     """
     import av
 
@@ -273,17 +417,17 @@ def mux_audio(video: Path, span: AudioSpan, out: Path) -> AudioMuxed | None:
         codec = codec_name(container.streams.audio[0])
         if codec in MP4_AUDIO_CODECS:
             try:
-                return _write_with_audio(video, container, span, out, copy=True)
+                return _write_with_audio(video, container, span, copy=True)
             except (av.error.FFmpegError, ValueError) as e:
                 # The MP4 muxer refused this stream's parameters: encode it instead.
                 log.info("copying %s audio from %s failed (%s); re-encoding as AAC", codec, source.name, e)
-        return _write_with_audio(video, container, span, out, copy=False)
+        return _write_with_audio(video, container, span, copy=False)
     finally:
         container.close()
 
 
-def _write_with_audio(video: Path, source: Any, span: AudioSpan, out: Path, *, copy: bool) -> AudioMuxed:
-    """One attempt of :func:`mux_audio`: video and audio packets interleaved by time into ``out``."""
+def _write_with_audio(video: bytes, source: Any, span: AudioSpan, *, copy: bool) -> tuple[bytes, AudioMuxed]:
+    """One attempt of :func:`muxed_audio`: video and audio packets interleaved by time, in memory."""
     import av
 
     audio_in = source.streams.audio[0]
@@ -295,38 +439,40 @@ def _write_with_audio(video: Path, source: Any, span: AudioSpan, out: Path, *, c
         origin = float(v.start_time * v.time_base)
     start, end = origin + span.start_s, origin + span.start_s + span.duration_s
     source_codec = codec_name(audio_in)
-    with (
-        av.open(str(video), "r") as picture,
-        av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"}) as output,
-    ):
+    out = io.BytesIO()
+    with av.open(io.BytesIO(video), "r") as picture:
         video_in = picture.streams.video[0]
-        video_out = output.add_stream_from_template(video_in)
-        if copy:
-            audio_out = output.add_stream_from_template(audio_in)
-        else:
-            rate = audio_in.codec_context.sample_rate or 48000
-            audio_out = output.add_stream("aac", rate=rate if rate in _AAC_RATES else 48000)
-            audio_out.layout = "mono" if (audio_in.codec_context.channels or 2) == 1 else "stereo"
-        with contextlib.suppress(av.error.FFmpegError):
-            # To the packet at or before the start (also rewinding after a failed first attempt);
-            # the filter below drops the packets before it. A file that cannot seek is read on.
-            source.seek(max(0, int(start / tb)), stream=audio_in, backward=True, any_frame=False)
-        packets = (_audio_copied if copy else _audio_encoded)(source, audio_in, audio_out, start, end)
-        pictures = _video_packets(picture, video_in, video_out)
-        for _, packet in heapq.merge(pictures, packets, key=lambda item: item[0]):
-            output.mux(packet)
-        if not copy:
-            for packet in audio_out.encode(None):
+        with av.open(out, "w", format="mp4") as output:
+            video_out = output.add_stream_from_template(video_in)
+            if copy:
+                audio_out = output.add_stream_from_template(audio_in)
+            else:
+                rate = audio_in.codec_context.sample_rate or 48000
+                audio_out = output.add_stream("aac", rate=rate if rate in _AAC_RATES else 48000)
+                audio_out.layout = "mono" if (audio_in.codec_context.channels or 2) == 1 else "stereo"
+            with contextlib.suppress(av.error.FFmpegError):
+                # To the packet at or before the start (also rewinding after a failed first
+                # attempt); the filter below drops the packets before it. A file that cannot
+                # seek is read on.
+                source.seek(max(0, int(start / tb)), stream=audio_in, backward=True, any_frame=False)
+            packets = (_audio_copied if copy else _audio_encoded)(source, audio_in, audio_out, start, end)
+            pictures = _video_packets(picture, video_in, video_out)
+            for _, packet in heapq.merge(pictures, packets, key=lambda item: item[0]):
                 output.mux(packet)
-        codec = source_codec if copy else "aac"
-    return AudioMuxed(source_codec=source_codec, codec=codec, copied=copy, duration_s=_audio_seconds(out))
+            if not copy:
+                for packet in audio_out.encode(None):
+                    output.mux(packet)
+    codec = source_codec if copy else "aac"
+    data = moov_first(out.getvalue())
+    muxed = AudioMuxed(source_codec=source_codec, codec=codec, copied=copy, duration_s=_audio_seconds(data))
+    return data, muxed
 
 
-def _audio_seconds(path: Path) -> float:
+def _audio_seconds(data: bytes) -> float:
     """The audio length of a written file, as a reader sees it (the muxer's own count)."""
     import av
 
-    with av.open(str(path)) as container:
+    with av.open(io.BytesIO(data)) as container:
         stream = container.streams.audio[0]
         if stream.duration is not None and stream.time_base is not None:
             return float(stream.duration * stream.time_base)

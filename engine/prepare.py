@@ -22,7 +22,7 @@ from .bounds import layout
 from .config import Limits
 from .control import JobControl
 from .errors import InvalidRequest, shown
-from .geometry import GREY, Size, binarize, even_indices, fit_box, letterbox, resize_cover
+from .geometry import GREY, Size, binarize, even_indices, fit_box, letterbox, resize_cover, uint8_frames
 from .media import open_image
 from .region import Box, box_mask, clean_boxes, interpolate_boxes, object_phrase
 from .source import source_for
@@ -58,6 +58,19 @@ class Prepared:
     #: reuse it: ``("control", frames)`` (a control signal), ``("mask", frames)`` (a mask found
     #: from words, white = regenerated). Frames at the output size.
     extras: list[tuple[str, list[Image.Image]]] = field(default_factory=list)
+    #: ``video`` and ``mask`` as ``(F, H, W, 3)`` and ``(F, H, W, 1)`` uint8 arrays, made once
+    #: (:meth:`arrays`) or given by a preparer that had them (the generator and the composite
+    #: read these, never converting the images again).
+    video_u8: np.ndarray | None = field(default=None, repr=False)
+    mask_u8: np.ndarray | None = field(default=None, repr=False)
+
+    def arrays(self) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(video, mask)`` as uint8 arrays (``None`` where there is none), converted once."""
+        if self.video is not None and self.video_u8 is None:
+            self.video_u8 = uint8_frames(self.video)
+        if self.mask is not None and self.mask_u8 is None:
+            self.mask_u8 = uint8_frames(self.mask)
+        return self.video_u8, self.mask_u8
 
 
 @dataclass
@@ -172,6 +185,21 @@ def _crop_note(role: Role, src: Size, out: Size) -> list[str]:
     if abs(sa - oa) / oa <= 0.02:
         return []
     return [f"{role}: {src[0]}×{src[1]} centre-cropped to the {out[0]}×{out[1]} output's aspect"]
+
+
+def binary_masks(frames: np.ndarray) -> list[Image.Image]:
+    """``(F, H, W, 3)`` uint8 RGB frames as "L" masks of only 0 and 255: Pillow's own grey
+    (``convert("L")``: ITU-R 601 luma in 16-bit fixed point) thresholded at
+    :data:`MASK_THRESHOLD`, computed on the arrays frame by frame instead of image by image."""
+    import numpy as np
+    from PIL import Image
+
+    masks = []
+    for f in frames:
+        r, g, b = (f[..., c].astype(np.uint32) for c in range(3))
+        luma = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16
+        masks.append(Image.fromarray(np.where(luma >= MASK_THRESHOLD, 255, 0).astype(np.uint8)))
+    return masks
 
 
 def _align_mask(mask: Image.Image, source: Size, out: Size) -> Image.Image:
@@ -349,8 +377,6 @@ def prepare_video_edit(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
     native = (info.width, info.height)
     notes.extend(_crop_note(Role.SOURCE, native, size))
     clip = _read(plan, ctx, src_in, notes, size=size)
-    frames = clip.images()
-    n = len(frames)
     given = plan.by_role(Role.MASK)
     extras: list[tuple[str, list[Image.Image]]] = []
     if given:
@@ -362,17 +388,34 @@ def prepare_video_edit(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
                 "has no white (≥128) pixels in the output area: nothing would be edited",
             )
     else:
-        mask = _mask_from_words(plan, ctx, frames, notes)
+        mask = _mask_from_words(plan, ctx, clip.images(), notes)
         extras.append(("mask", mask))
+    video, video_u8, mask_u8 = _greyed_out(clip.frames, mask)
     return Prepared(
         width=size[0],
         height=size[1],
-        num_frames=n,
-        video=[_grey_out(f, m) for f, m in zip(frames, mask, strict=True)],
+        num_frames=len(video),
+        video=video,
         mask=mask,
         notes=notes,
         extras=extras,
+        video_u8=video_u8,
+        mask_u8=mask_u8,
     )
+
+
+def _greyed_out(
+    frames: np.ndarray, mask: list[Image.Image]
+) -> tuple[list[Image.Image], np.ndarray, np.ndarray]:
+    """The decoded ``(F, H, W, 3)`` frames with the area to regenerate grey (as :func:`_grey_out`
+    does to one image; the masks hold only 0 and 255), in place on the decoded array: the frames
+    as images, and the arrays the generator and the composite read (:meth:`Prepared.arrays`)."""
+    import numpy as np
+    from PIL import Image
+
+    masks = uint8_frames(mask)  # (F, H, W, 1), each distinct mask converted once
+    np.copyto(frames, np.uint8(GREY), where=masks >= MASK_THRESHOLD)  # frames: this clip's own
+    return [Image.fromarray(f) for f in frames], frames, masks
 
 
 def _given_mask(
@@ -397,7 +440,7 @@ def _given_mask(
         # Read straight at the output size by the same cover-crop as the source: already aligned.
         # (Stretching these frames back to the source size and cropping again would crop twice.)
         clip = _read(plan, ctx, m, notes, size=size)
-        return [binarize(Image.fromarray(f).convert("L"), MASK_THRESHOLD) for f in clip.frames]
+        return binary_masks(clip.frames)
     clip = _read(plan, ctx, m, notes, size=None)
     return [_align_mask(Image.fromarray(f).convert("L"), native, size) for f in clip.frames]
 

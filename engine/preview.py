@@ -4,8 +4,9 @@ A video's first frame says nothing of its motion, so its preview is a sheet of e
 frames (:data:`SHEET_FRAMES` at most, first and last included), tiled in reading order, each
 labelled with its time, at most :data:`SHEET_WIDTH` pixels wide and :data:`PREVIEW_MAX_BYTES` as a
 JPEG. The functions take frames in memory (uint8 ``(H, W, 3)`` arrays), so the writer can make the
-preview from the frames it encodes, without reading the file back; the MCP layer reads them back
-from the file meanwhile (``unison_mcp.present``).
+preview from the frames it encodes, without reading the file back (:func:`make_preview`, called by
+``engine.outputs`` for every file it writes); the MCP layer reads a file back only for a result
+that carries no preview.
 
 numpy and Pillow are imported inside the functions: importing the engine's light modules (the CLI's
 help, the server's start) stays free of them.
@@ -18,10 +19,14 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .results import Preview
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
+#: A picture's preview: its longest side at most this (the MCP layer scales it further down).
+MAX_SIDE = 1024
 #: Frames a video's sheet shows at most (4-6 let a model judge the motion; more get too small).
 SHEET_FRAMES = 6
 #: Widest sheet, in pixels.
@@ -88,6 +93,21 @@ def contact_sheet(
     return jpeg(sheet, max_bytes)
 
 
+def make_preview(frames: np.ndarray, fps: float | None = None) -> Preview:
+    """The preview of an output's ``(F, H, W, 3)`` uint8 frames, made when it is written: the
+    picture scaled down (F = 1), or a video's contact sheet labelled with times at ``fps``."""
+    from PIL import Image
+
+    if len(frames) == 1:
+        indices, data = [0], image_preview(frames[0], MAX_SIDE)
+    else:
+        indices = sheet_indices(len(frames))
+        data = contact_sheet([frames[i] for i in indices], labels=frame_labels(indices, fps))
+    with Image.open(io.BytesIO(data)) as img:  # reads the header only
+        width, height = img.size
+    return Preview(data=data, width=width, height=height, frames=indices)
+
+
 def image_preview(image: np.ndarray | Image.Image, side: int, max_bytes: int = PREVIEW_MAX_BYTES) -> bytes:
     """An image (``(H, W, 3)`` uint8 or PIL) as a JPEG whose longest side is at most ``side``."""
     from PIL import Image
@@ -112,6 +132,7 @@ def jpeg(img: Image.Image, max_bytes: int = PREVIEW_MAX_BYTES) -> bytes:
 
 
 __all__ = [
+    "MAX_SIDE",
     "PREVIEW_MAX_BYTES",
     "SHEET_FRAMES",
     "SHEET_GAP",
@@ -119,6 +140,7 @@ __all__ = [
     "contact_sheet",
     "frame_labels",
     "image_preview",
+    "make_preview",
     "jpeg",
     "sheet_indices",
     "video_sheet",

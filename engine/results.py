@@ -16,6 +16,18 @@ def _shown_plan(value: Any) -> Any:
     return value.model_dump() if isinstance(value, BasePlan) and not isinstance(value, Plan) else value
 
 
+class Preview(BaseModel):
+    """A small JPEG of an output, made from its frames in memory when it was written
+    (:mod:`engine.preview`): the picture scaled down, or a video's contact sheet."""
+
+    data: bytes
+    mime_type: str = "image/jpeg"
+    width: int
+    height: int
+    #: The output's frames it shows (a contact sheet's tiles, left to right, top to bottom).
+    frames: list[int] = Field(default_factory=list)
+
+
 class OutputFile(BaseModel):
     """One file the engine wrote into the output directory."""
 
@@ -33,6 +45,8 @@ class OutputFile(BaseModel):
     #: What the file is: "result"; "new_part" (video_extend: the new frames alone); "mask" (an edit
     #: region found from words, white = regenerated) or "control" (the extracted control signal).
     role: str = "result"
+    #: Its preview, carried with the result (never in a sidecar or a JSON dump: ``exclude``).
+    preview: Preview | None = Field(None, exclude=True)
 
 
 class GenerateResult(BaseModel):

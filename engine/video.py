@@ -406,7 +406,11 @@ def _to_array(frame: Any, size: Size | None) -> np.ndarray:
     """A decoded frame as an upright (H, W, 3) uint8 RGB array, scaled to cover ``size``."""
     import numpy as np
 
-    img = _upright(frame.to_image(), _quarter_turns(frame))
+    turns = _quarter_turns(frame)
+    if turns == 0 and (size is None or (frame.width, frame.height) == tuple(size)):
+        # Straight to numpy (the same conversion to_image makes, without the image between).
+        return frame.to_ndarray(format="rgb24")
+    img = _upright(frame.to_image(), turns)
     if size is not None:
         img = resize_cover(img, size)
     return np.asarray(img, dtype=np.uint8)

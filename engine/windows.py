@@ -178,7 +178,7 @@ class Chain:
     ) -> tuple[np.ndarray, dict[str, Any]]:
         if composite is None or prep.mask is None or prep.video is None:
             return out, {"preserved": False}
-        done = composite(out, prep.video, prep.mask)
+        done = composite(out, *prep.arrays())  # the uint8 arrays the generator was given
         return done.frames, done.metadata()
 
 

@@ -476,6 +476,11 @@ def test_doctor_as_json_is_all_good_for_the_tiny_preset(capsys, tiny_paths, monk
     assert report["ok"] is (code == 0)
     failed = [c for c in report["checks"] if c["status"] == "fail"]
     assert failed == [] and code == 0, failed
+    # The video encoder chosen once for this process: NVENC only where NVIDIA's driver is.
+    (encoder,) = [c for c in report["checks"] if c["name"] == "H.264 encoder"]
+    assert encoder["status"] == "ok", encoder
+    if not Path("/dev/nvidia0").exists():
+        assert encoder["detail"].startswith("libx264 (CRF 14, preset veryfast"), encoder
 
 
 def test_doctor_on_a_new_machine_says_the_tiny_models_will_be_built_on_first_use(

@@ -208,3 +208,27 @@ def test_the_metadata_says_what_was_kept():
 def test_sources_that_disagree_with_the_frames_are_refused(video, mask, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         composite(_frames(1), video, mask, feather_px=4, color_match=False)
+
+
+def test_pasting_in_place_gives_the_same_frames_as_pasting_into_a_copy():
+    frames = _frames(2)
+    sources, masks = [_source(), _source()], [_square_mask(), _flat(0)]
+    copied = composite(frames, sources, masks, feather_px=4, color_match=True)
+    mine = frames.copy()
+    done = composite(mine, sources, masks, feather_px=4, color_match=True, in_place=True)
+    assert done.frames is mine
+    assert np.array_equal(done.frames, copied.frames)
+    assert done.color_shift == copied.color_shift and done.kept == copied.kept
+
+
+def test_the_generators_uint8_arrays_give_the_same_result_as_the_images():
+    from engine.geometry import uint8_frames
+
+    frames = _frames(3)
+    sources, masks = [_source(), _source(), _source()], [_square_mask(), _flat(0), _square_mask()]
+    from_images = composite(frames, sources, masks, feather_px=4, color_match=True)
+    from_arrays = composite(
+        frames, uint8_frames(sources), uint8_frames(masks), feather_px=4, color_match=True
+    )
+    assert np.array_equal(from_arrays.frames, from_images.frames)
+    assert from_arrays.kept == from_images.kept and from_arrays.color_shift == from_images.color_shift

@@ -5,6 +5,8 @@ cancellation and failures leave nothing in the output directory."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +16,12 @@ from engine.config import EngineConfig
 from engine.control import JobControl
 from engine.engine import Engine
 from engine.errors import Cancelled, InputRefused, InvalidRequest, ModelError, OutOfMemory
+from engine.jobs import JobQueue
 from engine.media import encode_mp4, encode_png
 from engine.plan import Margins, build_plan
 from engine.request import request_for_plan
 from engine.results import Sampling
+from engine.timings import GENERATION
 from engine.video import probe_video
 from engine.vocab import Task
 
@@ -114,6 +118,12 @@ def test_every_task_writes_a_decodable_file_of_the_requested_shape_with_its_side
     assert result.projector is True and sidecar["projector"] is True
     # The denoising stage heard as it begins (step 0), then one progress report per step.
     assert [s for s in steps if s[1] == 2] == [(0, 2), (1, 2), (2, 2)]
+    # Timings: every stage, the write included, the same in the result and in the sidecar
+    # (written after the media files), and the stages add up to no more than the total.
+    assert {f"{stage}_s" for stage in GENERATION} <= set(result.timings)
+    assert sidecar["timings"] == result.timings and result.timings["write_s"] > 0
+    assert result.timings["denoise_s"] > 0 and result.timings["postprocess_s"] > 0
+    assert sum(v for k, v in result.timings.items() if k != "total_s") <= result.timings["total_s"] + 0.01
 
 
 def test_auto_uses_the_planning_pass_features_and_does_not_run_the_planner_twice(
@@ -296,3 +306,18 @@ def test_the_tiny_preset_builds_missing_models_on_first_load_as_a_stage_of_the_j
     assert seen[:3] == [(building, 0, 0), (building, 1, 2), (building, 2, 2)]  # begun, then each model
     eng.generate(plan, Sampling(steps=1))
     assert built == [root]  # once
+
+
+def test_a_job_that_waited_in_the_queue_counts_its_wait_in_its_timings(engine: Engine):
+    queue = JobQueue(capacity=2)
+    plan = build_plan("text_to_image", "a fox", limits=engine.config.limits)
+    gate = threading.Event()
+    queue.submit("block", lambda control: gate.wait(10))
+    job = queue.submit("generate", lambda control: engine.generate(plan, Sampling(steps=1), control=control))
+    time.sleep(0.5)
+    gate.set()
+    assert job.wait(60)
+    timings = job.outcome().timings
+    assert timings["queue_s"] >= 0.45
+    assert timings["total_s"] >= timings["queue_s"] + timings["load_s"] + timings["write_s"]
+    queue.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import threading
 from pathlib import Path
@@ -13,10 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import media
 from engine.config import EngineConfig, Limits, SamplingDefaults
 from engine.control import JobControl
-from engine.errors import Cancelled, InvalidRequest, ModelError, OutOfMemory
+from engine.errors import Cancelled, InvalidRequest, ModelError, OutOfMemory, OutOfSpace
 from engine.generator import Generator, build_text_context
 from engine.outputs import write_output
 from engine.prepare import Prepared
@@ -576,13 +577,16 @@ def test_a_task_name_never_puts_a_path_in_the_file_name(tmp_path: Path) -> None:
     assert "/" not in result.name and ".." not in result.name
 
 
-def test_a_failing_encoder_leaves_no_file_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def half_written(path: Path, frames: np.ndarray, fps: float) -> None:
-        Path(path).write_bytes(b"\x00" * 100)
-        raise OSError("No space left on device")
+def test_a_failing_write_leaves_no_file_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = os.write
 
-    monkeypatch.setattr(media, "encode_mp4", half_written)
-    with pytest.raises(OSError, match="No space left"):
+    def half_written(fd: int, data) -> int:
+        real_write(fd, bytes(data[:100]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_written)
+    # A full disk is the server's own problem, named (issue 22): no longer a bare OSError.
+    with pytest.raises(OutOfSpace, match="no space left"):
         write_output(_frames(5), output_dir=tmp_path, task="text_to_video", fps=16.0, metadata={})
     assert list(tmp_path.iterdir()) == []
 

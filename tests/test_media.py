@@ -324,7 +324,9 @@ def test_bytes_that_are_not_a_video_are_refused(tmp_path: Path, opened):
 def test_a_truncated_video_is_refused(tmp_path: Path, opened):
     path = write_video(tmp_path / "v.mp4", 30, 16)
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    # Cut in the middle of the frames' data (the index is at the start, ~1.2 kB of this 2.4 kB file).
+    mdat = data.index(b"mdat") - 4
+    path.write_bytes(data[: (mdat + len(data)) // 2])
     with pytest.raises(InputRefused, match="v.mp4: corrupt"):
         read_video(opened(path), num_frames=29)
 

@@ -507,3 +507,21 @@ def test_a_cancelled_job_stops_before_decoding(files, prepare_opened):
         prepare_opened(
             make_plan(Task.VIDEO_CONTROL, [(files["video"], Role.CONTROL)], num_frames=9), control=control
         )
+
+
+def test_masks_made_from_rgb_arrays_equal_pillows_grey_thresholded():
+    from engine.geometry import binarize
+    from engine.prepare import MASK_THRESHOLD, binary_masks
+
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 256, (3, 17, 23, 3), dtype=np.uint8)
+    frames[0, 0, :4] = [
+        [127, 128, 128],
+        [128, 127, 128],
+        [128, 128, 127],
+        [128, 128, 128],
+    ]  # at the threshold
+    got = binary_masks(frames)
+    for f, m in zip(frames, got, strict=True):
+        want = binarize(Image.fromarray(f).convert("L"), MASK_THRESHOLD)
+        assert m.mode == "L" and np.array_equal(np.asarray(m), np.asarray(want))

@@ -354,6 +354,71 @@ def test_sigterm_stops_an_idle_stdio_server_with_exit_status_143(tiny_paths, tmp
     assert "SIGTERM: stopped" in (tmp_path / "err").read_text()
 
 
+#: A disk that stops answering, for a real server: ``os.write`` on an output's temporary file
+#: blocks for good (sleeping, as a write blocked in the kernel waits, without the interpreter lock),
+#: after touching the flag file named by UNISON_TEST_STUCK_FLAG.
+_STUCK_DISK = """
+import os, time
+_write = os.write
+def _stuck(fd, data):
+    try:
+        name = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        name = ""
+    if os.path.basename(name).startswith(".tmp-"):
+        open(os.environ["UNISON_TEST_STUCK_FLAG"], "w").close()
+        while True:
+            time.sleep(3600)
+    return _write(fd, data)
+os.write = _stuck
+"""
+
+
+def test_with_a_write_stuck_on_the_disk_the_server_answers_and_sigterm_still_stops_it_within_2_s(
+    tiny_paths, tmp_path: Path
+):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_STUCK_DISK)
+    flag = tmp_path / "stuck"
+    env = _env(
+        tmp_path,
+        UNISON_TINY_DIR=str(tiny_paths.root),
+        UNISON_TEST_STUCK_FLAG=str(flag),
+        PYTHONPATH=os.pathsep.join([str(hook), str(REPO)]),
+    )
+    peer = _Peer(_tiny_serve(tmp_path), env, tmp_path / "err")
+    try:
+        peer.start()
+        args = {
+            "task": "text_to_video",
+            "prompt": "a cat",
+            "steps": 1,
+            "width": 64,
+            "height": 64,
+            "num_frames": 5,
+        }
+        peer.call(1, "generate", args)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not flag.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert flag.exists(), (tmp_path / "err").read_text()[-2000:]
+        # The writer is stuck: the server still answers at once.
+        t0 = time.perf_counter()
+        peer.send({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+        listed = peer.answer(2)
+        answered = time.perf_counter() - t0
+        assert listed["result"]["tools"] and answered < 2.0, answered
+        t0 = time.perf_counter()
+        peer.proc.send_signal(signal.SIGTERM)
+        code = peer.proc.wait(10)
+        took = time.perf_counter() - t0
+    finally:
+        peer.close()
+    assert (code, took < 2.0) == (128 + signal.SIGTERM, True), took
+    assert [p for p in _outputs(tmp_path) if not p.startswith(".tmp-")] == []
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

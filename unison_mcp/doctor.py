@@ -19,6 +19,7 @@ from typing import Any, Literal
 from engine.accelerator import resolve_device
 from engine.errors import UnisonError
 from engine.hub import raft_cache_file
+from engine.media import video_encoder
 from engine.planners.constrain import version as llguidance_version
 from engine.quantize import TORCHAO_HINT, fp8_unavailable
 
@@ -144,16 +145,19 @@ def _check_packages(report: DoctorReport) -> None:
             None if present else why,
         )
     try:
-        import av
-
-        av.codec.Codec("libx264", "w")
-        report.add("packages", "H.264 encoder", "ok", "libx264 available in PyAV (video outputs)")
+        encoder = video_encoder()
+        report.add(
+            "packages",
+            "H.264 encoder",
+            "ok",
+            f"{encoder.summary}: video outputs (chosen once, the first that opens)",
+        )
     except Exception as exc:  # any failure here means no mp4 output; say why
         report.add(
             "packages",
             "H.264 encoder",
             "fail",
-            f"libx264 not usable through PyAV ({exc})",
+            f"no H.264 encoder usable through PyAV ({exc})",
             "install the PyAV wheel from PyPI (it bundles FFmpeg with libx264)",
         )
 

@@ -31,6 +31,7 @@ from engine.errors import (
     ModelError,
     OutOfMemory,
     OutOfSpace,
+    OutputStalled,
     OutputUnavailable,
     PlannerError,
     ServerConfigError,
@@ -87,6 +88,12 @@ _HINTS: dict[type[UnisonError], tuple[str, str]] = {
         "Run it again.",
     ),
     ShuttingDown: ("Call again when the server is back.", ""),
+    OutputStalled: (
+        "The server's output disk did not answer in time: this is the server's storage, not the call; "
+        "retry later (nothing was written).",
+        "The output directory's disk did not answer in time (a network mount?): check it, or give "
+        "writes longer with --write-timeout-s.",
+    ),
     InvalidRequest: ("Fix that argument and call again.", ""),  # the CLI's message names the flag
     InputRefused: (
         "Pass a file the server may read, or the unison://outputs/<name> URI of an earlier result.",

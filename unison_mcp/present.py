@@ -20,6 +20,7 @@ returns, so a finished job holds exactly what the call returns.
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import mimetypes
 from pathlib import Path
@@ -34,9 +35,10 @@ from engine.preview import (
     contact_sheet,
     frame_labels,
     image_preview,
+    jpeg,
     sheet_indices,
 )
-from engine.results import AutoResult, GenerateResult, OutputFile, UnderstandResult
+from engine.results import AutoResult, GenerateResult, OutputFile, Preview, UnderstandResult
 
 from .models import AutoOutput, GenerateOutput, OutputInfo, UnderstandOutput, plan_json
 
@@ -111,11 +113,12 @@ def preview(out: OutputFile, side: int, max_bytes: int = PREVIEW_MAX_BYTES) -> I
     from PIL import Image
 
     path = Path(out.path)
+    width = min(SHEET_WIDTH, 3 * side)  # a sheet: three frames a row at most, each within ``side``
     try:
-        if _is_video(out):
+        if out.preview is not None:
+            data = _fitted(out.preview, side if not _is_video(out) else width, max_bytes)
+        elif _is_video(out):
             frames, found = _video_frames(path, sheet_indices(out.num_frames))
-            # Three frames a row at most, each no larger than an image's preview.
-            width = min(SHEET_WIDTH, 3 * side)
             data = contact_sheet(
                 frames, labels=frame_labels(found, out.fps), width=width, max_bytes=max_bytes
             )
@@ -137,6 +140,20 @@ def _previews(outputs: list[OutputFile], side: int) -> list[ContentBlock]:
 
 # ---------------------------------------------------------------------------------------------
 # Results
+
+
+def _fitted(made: Preview, side: int, max_bytes: int) -> bytes:
+    """The engine's preview (made from the frames when the file was written) as it is when it fits
+    ``side`` and ``max_bytes``, else decoded and made smaller."""
+    from PIL import Image
+
+    if max(made.width, made.height) <= side and len(made.data) <= max_bytes:
+        return made.data
+    with Image.open(io.BytesIO(made.data)) as img:
+        img.load()
+        img = img.convert("RGB")
+    img.thumbnail((side, side))
+    return jpeg(img, max_bytes)
 
 
 #: How a file that is not the result itself is titled.
