@@ -23,11 +23,12 @@ import numpy as np
 import pytest
 from mcp import Client
 from mcp.client.extension import advertise
-from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID
+from mcp.server.apps import APP_MIME_TYPE, EXTENSION_ID, Apps
 from PIL import Image
 from test_server_tools import FakeEngine
 
 from engine.config import EngineConfig, Limits, SamplingDefaults
+from unison_mcp import server as server_module
 from unison_mcp.config import ServerConfig
 from unison_mcp.server import build_server
 from unison_mcp.state import JobCalls
@@ -72,6 +73,11 @@ def _png(array: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+def _name(output: dict) -> str:
+    """An output's file name: the last part of its ``unison://outputs/`` URI."""
+    return output["uri"].rpartition("/")[2]
+
+
 def _files(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir()) if out.exists() else []
 
@@ -80,43 +86,83 @@ def _files(out: Path) -> list[str]:
 # Clients with and without MCP Apps
 
 
-async def test_a_client_without_apps_lists_what_it_listed_before_the_viewer(made):
-    async with Client(made["server"]) as plain, Client(made["server"], extensions=[APPS]) as host:
+def _without_viewer(monkeypatch: pytest.MonkeyPatch, made: dict[str, Any]) -> Any:
+    """The same server built as it was before the viewer: no MCP Apps resource, no ``_meta.ui``
+    links, no app-only tools, no listing middleware."""
+
+    async def unchanged(ctx: Any, call_next: Any) -> Any:
+        return await call_next(ctx)
+
+    monkeypatch.setattr(server_module, "viewer_extension", lambda state: Apps())
+    monkeypatch.setattr(server_module, "add_app_tools", lambda server: None)
+    monkeypatch.setattr(server_module, "for_client", unchanged)
+    monkeypatch.setattr(server_module, "LINK", None)
+    config = made["server"].state.config
+    return build_server(config, engine=FakeEngine(config.engine))
+
+
+async def test_a_client_without_apps_lists_what_it_listed_before_the_viewer(made, monkeypatch):
+    before = _without_viewer(monkeypatch, made)
+    async with (
+        Client(made["server"]) as plain,
+        Client(made["server"], extensions=[APPS]) as host,
+        Client(before) as old,
+    ):
         plain_tools, host_tools = _wire(await plain.list_tools()), _wire(await host.list_tools())
         plain_resources = _wire(await plain.list_resources())
         host_resources = _wire(await host.list_resources())
+        old_tools, old_resources = _wire(await old.list_tools()), _wire(await old.list_resources())
+    # Exactly what the server listed without the viewer (the guide resource included).
+    assert json.dumps(plain_tools) == json.dumps(old_tools)
+    assert json.dumps(plain_resources) == json.dumps(old_resources)
     assert [t["name"] for t in plain_tools] == ["understand", "generate", "auto", "job"]
-    assert all("_meta" not in t for t in plain_tools)
-    # The only differences a host sees: the links, and the app-only tools after the others.
-    unlinked = [
-        {k: v for k, v in t.items() if k != "_meta"} for t in host_tools if t["name"] not in APP_TOOLS
-    ]
+    assert all("ui" not in t.get("_meta", {}) for t in plain_tools)
+    # The only differences a host sees: the links, the app-only tools after the others, the view.
+    unlinked = [_without_link(t) for t in host_tools if t["name"] not in APP_TOOLS]
     assert json.dumps(unlinked) == json.dumps(plain_tools)
     assert [t["name"] for t in host_tools[4:]] == ["viewer_mask", "viewer_run", "viewer_jobs"]
-    assert plain_resources == [] and [r["uri"] for r in host_resources] == [VIEWER_URI]
+    assert [r for r in host_resources if r["uri"] != VIEWER_URI] == plain_resources
+    assert [r["uri"] for r in host_resources].count(VIEWER_URI) == 1
+
+
+def _without_link(tool: dict) -> dict:
+    meta = {k: v for k, v in tool.get("_meta", {}).items() if k != "ui"}
+    return {k: v for k, v in tool.items() if k != "_meta"} | ({"_meta": meta} if meta else {})
 
 
 async def test_a_host_with_apps_sees_the_links_and_the_app_only_tools(made):
     async with Client(made["server"], extensions=[APPS]) as host:
         tools = {t.name: t for t in (await host.list_tools()).tools}
-        (resource,) = (await host.list_resources()).resources
+        resources = {str(r.uri): r for r in (await host.list_resources()).resources}
     for name in ("generate", "auto", "job"):
         assert tools[name].meta == {"ui": {"resourceUri": VIEWER_URI}}
     assert tools["understand"].meta is None  # an answer is text: no view
     for name in APP_TOOLS:
         assert tools[name].meta == {"ui": {"resourceUri": VIEWER_URI, "visibility": ["app"]}}
-    assert resource.mime_type == APP_MIME_TYPE
+    assert resources[VIEWER_URI].mime_type == APP_MIME_TYPE
 
 
 async def test_the_results_are_the_same_for_a_client_with_or_without_apps(made):
     args = {"task": "text_to_image", "prompt": "a red square", "seed": 3, "steps": 2}
     async with Client(made["server"]) as plain, Client(made["server"], extensions=[APPS]) as host:
         results = [await client.call_tool("generate", args) for client in (plain, host)]
-    names = [r.structured_content["outputs"][0]["name"] for r in results]
-    first, second = (r.model_dump_json(by_alias=True, exclude_none=True) for r in results)
-    assert first.replace(names[0], "NAME") == second.replace(names[1], "NAME")
-    # The same blocks for both (the SDK's own result stamp aside, nothing of the viewer's).
-    assert "ui" not in (json.loads(first).get("_meta") or {}) and "resource_link" in first
+    names = [_name(r.structured_content["outputs"][0]) for r in results]
+    first, second = (_timeless(r).replace(name, "NAME") for r, name in zip(results, names, strict=True))
+    assert first == second
+    # The same blocks for both (the SDK's own result stamp aside, nothing of the viewer's): the
+    # text naming the file's URI, and its preview.
+    data = json.loads(first)
+    assert "ui" not in (data.get("_meta") or {})
+    assert [b["type"] for b in data["content"]] == ["text", "image"]
+    assert "unison://outputs/NAME " in data["content"][0]["text"]
+
+
+def _timeless(result: Any) -> str:
+    """A result's JSON with its timings' values left out (two calls take their own time)."""
+    data = result.model_dump(mode="json", by_alias=True, exclude_none=True)
+    timings = data["structuredContent"].get("timings") or {}
+    data["structuredContent"]["timings"] = sorted(timings)
+    return json.dumps(data)
 
 
 async def test_an_app_only_tool_does_not_exist_for_a_client_without_apps(made):
@@ -188,8 +234,23 @@ async def test_a_painted_mask_is_stored_as_a_two_level_png_output_with_its_sidec
         ),
         (_png(np.full((8, 8), 255, np.uint8)), "unison://outputs/../inputs/photo.png", "is not valid"),
         (_png(np.full((8, 8), 255, np.uint8)), "unison://outputs/missing.png", "no output named"),
+        (
+            _png(np.full((8, 8), 255, np.uint8)),
+            "unison://outputs/20260101T000000Z-text_to_image-0123abcd.png.json",
+            "must name an image or video output",
+        ),
     ],
-    ids=["not-base64", "not-png", "too-many-pixels", "all-black", "corrupt", "a-path", "escape", "missing"],
+    ids=[
+        "not-base64",
+        "not-png",
+        "too-many-pixels",
+        "all-black",
+        "corrupt",
+        "a-path",
+        "escape",
+        "missing",
+        "a-sidecar",
+    ],
 )
 async def test_a_mask_that_is_not_a_usable_png_is_refused_and_nothing_is_written(made, png, painted_on, says):
     args = {"png": png} | ({"painted_on": painted_on} if painted_on else {})

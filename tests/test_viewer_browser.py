@@ -69,6 +69,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _name(output: dict) -> str:
+    """An output's file name: the last part of its ``unison://outputs/`` URI."""
+    return output["uri"].rpartition("/")[2]
+
+
 def _dump(result: Any) -> dict:
     return result.model_dump(mode="json", by_alias=True, exclude_none=True)
 
@@ -166,6 +171,19 @@ class Host:
         if drop_structured:
             data.pop("structuredContent", None)
         self.page.evaluate(f"deliverResult({json.dumps(data)})")
+
+    def read_both(self, result: Any) -> tuple[dict, dict]:
+        """What the view reads of ``result`` (its ``readResult``): with its structured content,
+        and from its content alone (as behind a host that drops the former). The text says a
+        file's size and duration rounded: those are left out."""
+        data = _dump(result)
+        dropped = {k: v for k, v in data.items() if k != "structuredContent"}
+        keep = "{outputs, seed, steps, guidance, status, jobId}"
+        read = [self.js(f"(({keep}) => ({keep}))(readResult({json.dumps(d)}))") for d in (data, dropped)]
+        for facts in read:
+            for out in facts["outputs"]:
+                del out["size"], out["duration"]
+        return read[0], read[1]
 
     def js(self, expression: str) -> Any:
         return self.page.evaluate(expression, self.view)
@@ -313,7 +331,7 @@ def test_an_image_is_shown_at_its_size_and_zooms(host, picture):
     args, result = picture
     host.open("generate", args, result)
     name = host.main_media("img")
-    assert name == result.structured_content["outputs"][0]["name"]
+    assert name == _name(result.structured_content["outputs"][0])
     size = host.js(
         "(() => { const m = document.querySelector('#frame img.main'); const r = m.getBoundingClientRect(); "
         "return [m.naturalWidth, m.naturalHeight, r.width, r.height]; })()"
@@ -334,7 +352,8 @@ def test_an_image_is_shown_at_its_size_and_zooms(host, picture):
 def test_a_video_plays_in_the_player_and_steps_frame_by_frame(host):
     args = {"task": "image_to_video", "prompt": "the kite flies off", "first_frame": host.scene}
     args |= {"width": 128, "height": 128, "num_frames": 17, "steps": 2, "seed": 5}
-    host.open("generate", args, host.call("generate", args))
+    result = host.call("generate", args)
+    host.open("generate", args, result)
     host.main_media("video")
     first = host.js("document.querySelector('#frame video.main').currentTime")
     # It plays: its time moves on by itself (looping 17 frames at 16 fps).
@@ -342,6 +361,8 @@ def test_a_video_plays_in_the_player_and_steps_frame_by_frame(host):
         f"(() => {{ const v = document.querySelector('#frame video.main'); return !v.paused && v.currentTime !== {first}; }})()"
     )
     assert host.js("document.getElementById('frame-label').textContent").endswith("/ 17")
+    full, from_text = host.read_both(result)
+    assert from_text == full and full["outputs"][0]["frames"] == 17 and full["outputs"][0]["kind"] == "video"
     host.shot("video")
     host.click("#play")  # pause
     host.js(
@@ -364,7 +385,7 @@ def test_two_candidates_are_side_by_side_and_one_is_enlarged_by_a_click(host):
     args |= {"width": 192, "height": 128, "margins": {"left": 32, "top": 0, "right": 32, "bottom": 0}}
     args |= {"seed": 21, "count": 2}
     result = host.call("generate", args)
-    names = [o["name"] for o in result.structured_content["outputs"]]
+    names = [_name(o) for o in result.structured_content["outputs"]]
     host.open("generate", args, result)
     host.wait(
         "document.querySelectorAll('#candidates .tile img').length === 2 && "
@@ -388,7 +409,7 @@ def test_an_extracted_control_signal_is_a_layer_to_toggle_or_lay_over_the_result
     args = {"task": "image_control", "prompt": "the same hills at dusk", "control": host.scene}
     args |= {"control_kind": "edges", "width": 128, "height": 128, "steps": 2, "seed": 4}
     result = host.call("generate", args)
-    roles = {o["role"]: o["name"] for o in result.structured_content["outputs"]}
+    roles = {o["role"]: _name(o) for o in result.structured_content["outputs"]}
     assert set(roles) == {"result", "control"}
     host.open("generate", args, result)
     assert host.main_media("img") == roles["result"]
@@ -441,7 +462,7 @@ def test_again_more_steps_and_animate_make_new_outputs_through_the_server(host, 
     host.click("#again")
     host.done(2)
     name = host.main_media("img")
-    assert name != first["name"] and (host.out / name).is_file()
+    assert name != _name(first) and (host.out / name).is_file()
     sidecar = json.loads((host.out / f"{name}.json").read_text())
     assert sidecar["seed"] != first["seed"] and sidecar["prompt"] == args["prompt"]
     assert (
@@ -509,7 +530,7 @@ def test_a_painted_mask_makes_an_image_edit_that_keeps_every_untouched_pixel(hos
     mask = np.asarray(Image.open(host.out / mask_name).convert("L")) >= 128  # (H, W)
     assert mask.shape == (128, 192)
     assert all(mask[y, x] for x, y in stroke) and not mask[5, 5] and not mask[120, 185]
-    before = np.asarray(Image.open(host.out / source["name"]).convert("RGB"))
+    before = np.asarray(Image.open(host.out / _name(source)).convert("RGB"))
     after = np.asarray(Image.open(host.out / edited).convert("RGB"))
     kept = ~_dilated(mask, 8)  # beyond the feathered band (4 px by default)
     assert kept.mean() > 0.6
@@ -522,11 +543,20 @@ def test_a_host_that_drops_structured_content_still_gets_the_result(host, pictur
     args, result = picture
     out = result.structured_content["outputs"][0]
     host.open("generate", args, result, drop_structured=True)
-    assert host.main_media("img") == out["name"]
+    assert host.main_media("img") == _name(out)
     # The seed, steps and plan come from the output's sidecar, read through the host.
     host.wait(f"document.getElementById('facts').textContent.includes('seed {out['seed']}')")
     host.wait("document.getElementById('plan').textContent.includes('image_outpaint')")
     assert host.js("document.querySelector('#frame img.main').naturalWidth") == 192
+    # Before any sidecar: the text alone names each file, its kind, size, role and seed.
+    full, from_text = host.read_both(result)
+    assert from_text == full and full["seed"] == 11 and full["steps"] == 2
+    candidates = {"task": "image_control", "prompt": "two dusks", "control": host.scene, "count": 2}
+    candidates |= {"control_kind": "edges", "width": 128, "height": 128, "steps": 2, "seed": 30}
+    full, from_text = host.read_both(host.call("generate", candidates))
+    assert from_text == full
+    made = [(o["role"], o["seed"]) for o in full["outputs"]]
+    assert made == [("result", 30), ("result", 31), ("control", None)]
 
 
 @pytest.mark.skipif(
@@ -540,12 +570,12 @@ def test_the_view_works_behind_the_official_apps_host_bridge_too(host, picture):
     host.use_bridge("official")
     try:
         host.open("generate", args, result)
-        assert host.main_media("img") == first["name"]
+        assert host.main_media("img") == _name(first)
         assert "seed 11" in host.js("document.getElementById('facts').textContent")
         host.click("#again")  # tools/call and resources/read through AppBridge
         host.done(2)
         name = host.main_media("img")
-        assert name != first["name"] and (host.out / name).is_file()
+        assert name != _name(first) and (host.out / name).is_file()
         host.shot("official-bridge")
     finally:
         host.use_bridge("spec")

@@ -159,7 +159,7 @@ def _fitted(made: Preview, side: int, max_bytes: int) -> bytes:
 #: How a file that is not the result itself is titled.
 _ROLE_TITLES = {
     "new_part": "the new part alone",
-    "mask": "the edit region found (mask: white = regenerated)",
+    "mask": "the edit region found (white = regenerated)",
     "control": "the extracted control signal",
 }
 
@@ -173,10 +173,14 @@ def _preview_text(out: OutputFile) -> str:
 
 def _generation_text(gen: GenerateResult, gallery: str | None) -> str:
     lines = [f"{gen.plan.task.value}: wrote {len(gen.outputs)} file(s)."]
+    # One line a file, in a fixed form the viewer reads when a host drops structuredContent
+    # (unison_mcp/viewer/app.html): "- <uri> → <path> (<mime>, <W>×<H>[, <N> frames at <fps> fps =
+    # <s> s], <size>[, <role>: <title>][, seed <n>]; preview below…)".
     for out in gen.outputs:
+        title = _ROLE_TITLES.get(out.role, "an extra file")
         extra = "".join(
             (
-                f", {_ROLE_TITLES.get(out.role, out.role)}" if out.role != "result" else "",
+                f", {out.role}: {title}" if out.role != "result" else "",
                 f", seed {out.seed}" if out.seed is not None and len(gen.outputs) > 1 else "",
             )
         )

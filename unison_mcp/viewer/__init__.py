@@ -18,8 +18,9 @@ What a server gets from here (:func:`extension`, :func:`add_app_tools`, :func:`f
 - for a client that did not negotiate the extension, exactly what it saw before: tools/list
   without the links and the app-only tools, resources/list without the view, and the app-only
   tools refused as unknown (:func:`callable_by`). The tools' results are the same for every
-  client: a view that gets no ``structuredContent`` reads the links in the content and the
-  outputs' sidecars instead.
+  client: a view that gets no ``structuredContent`` reads the result's text (one line a file, in
+  the form :mod:`unison_mcp.present` writes: URI, media type, size, role, seed) and the outputs'
+  sidecars instead.
 """
 
 import json

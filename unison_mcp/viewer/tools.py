@@ -2,8 +2,8 @@
 view through its host.
 
 - ``viewer_mask``: a mask the user painted on an image, stored as an output (a PNG and its sidecar,
-  written by :func:`engine.outputs.write_output`, so it gets the usual name, atomic write and
-  listing) and returned as its ``unison://outputs/`` URI, ready to be ``image_edit``'s ``mask``.
+  written by :func:`engine.outputs.write_output`, so it gets a generated name the output directory
+  serves (:mod:`engine.outdir`), an atomic write and a place in the listing) and returned as its ``unison://outputs/`` URI, ready to be ``image_edit``'s ``mask``.
 - ``viewer_run``: a ``generate`` or ``auto`` call that returns its job handle at once instead of
   after the server's ``wait_s``, so the view can show the job's progress and cancel it (``job``).
 - ``viewer_jobs``: the unfinished jobs of a call, found by the call's tool and arguments (which
@@ -24,14 +24,15 @@ from typing import Annotated, Any, Literal, Protocol
 import anyio
 import anyio.to_thread
 from mcp.server.mcpserver import Context
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import BaseModel, Field
 
 from engine.api import parse_arguments
 from engine.config import Limits
 from engine.errors import InvalidRequest
-from engine.inputs import MAX_PATH_CHARS, OUTPUT_URI_PREFIX, InputPolicy, output_uri
+from engine.inputs import MAX_PATH_CHARS, OUTPUT_URI_PREFIX, InputPolicy, check_output_name, output_uri
 from engine.jobs import FINISHED
+from engine.outdir import output_type
 from engine.outputs import write_output
 
 from ..errors import tool_error
@@ -55,7 +56,7 @@ class ToolRunner(Protocol):
 
     def run_tool(
         self, name: Any, arguments: Mapping[str, Any], ctx: Context, *, wait_s: float | None = None
-    ) -> Awaitable[CallToolResult]: ...
+    ) -> Awaitable[CallToolResult | InputRequiredResult]: ...
 
     def add_tool(self, fn: Any, *args: Any, **kwargs: Any) -> None: ...
 
@@ -89,18 +90,22 @@ def _png_bytes(png: str) -> bytes:
 
 def _painted_on_size(policy: InputPolicy, painted_on: str) -> tuple[int, int] | None:
     """The size of the output the mask was painted on (``None`` for a video: any frame size is
-    checked when the edit runs)."""
+    checked when the edit runs). Read through the output directory's handle
+    (:class:`engine.outdir.OutputDir`): only a file this server wrote, by its generated name."""
     from PIL import Image  # heavy: Pillow only when a mask is stored
 
     if not painted_on.startswith(OUTPUT_URI_PREFIX):
         raise InvalidRequest.for_field("painted_on", painted_on, f"must be a {OUTPUT_URI_PREFIX}<name> URI")
-    name = painted_on[len(OUTPUT_URI_PREFIX) :]
-    path = policy.output_file(name)  # InputRefused when it is no output of this server
-    if path.suffix.lower() != ".png":
-        return None
-    _, data = policy.read_output(name)  # read through one checked descriptor
-    with Image.open(io.BytesIO(data)) as image:
-        return image.size
+    name = check_output_name(painted_on[len(OUTPUT_URI_PREFIX) :])  # InputRefused: not a plain name
+    kind = output_type(name)
+    if kind not in ("image/png", "video/mp4"):
+        raise InvalidRequest.for_field("painted_on", painted_on, "must name an image or video output")
+    f, _ = policy.outputs.open_file(name)  # InputRefused when it is no output of this server
+    with f:
+        if kind != "image/png":
+            return None
+        with Image.open(f) as image:  # the header alone: nothing is decoded
+            return image.size
 
 
 def store_mask(policy: InputPolicy, limits: Limits, png: str, painted_on: str | None) -> StoredMask:
@@ -229,8 +234,10 @@ def app_tools(server: ToolRunner) -> list[Any]:
         arguments: Annotated[
             dict[str, Any], Field(description="its arguments, exactly as the tool takes them")
         ],
-    ) -> Annotated[CallToolResult, JobOutput]:
+    ) -> Annotated[CallToolResult, JobOutput] | InputRequiredResult:
         """Start a generate or auto call and return its job handle at once (follow it with `job`)."""
+        # An auto call's questions for the user (unison_mcp.asking) go back as they are: the host's
+        # client asks and makes the same call again with the answers.
         return await server.run_tool(tool, arguments, ctx, wait_s=0.0)
 
     async def viewer_jobs(
