@@ -59,6 +59,17 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _cmdlines(pids: set[int]) -> dict[int, bytes]:
+    """What each of ``pids`` still alive runs (for a failure's message); one gone meanwhile is left out."""
+    found = {}
+    for pid in _alive(pids):
+        try:
+            found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes()[:80]
+        except OSError:
+            continue
+    return found
+
+
 def _alive(pids: set[int]) -> set[int]:
     alive = set()
     for pid in pids:
@@ -421,12 +432,15 @@ def test_sigterm_stops_the_ingress_the_replicas_and_the_local_cluster(pool_serve
     pool_server["pids"].update(pids)
     assert len(pids) >= 4  # the GCS, the raylet, the two replicas and Serve's controller at least
     proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
-    deadline = time.monotonic() + 15
+    # Generous limits: on a loaded 2-core CI machine Ray's own shutdown takes tens of seconds.
+    proc.wait(90)
+    deadline = time.monotonic() + 45
     while _alive(pids) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _alive(pids) == set()
-    assert "local Ray cluster stopped" in pool_server["stderr"].read_text(errors="replace")
+    stderr = pool_server["stderr"].read_text(errors="replace")
+    left = _cmdlines(pids)
+    assert left == {}, (left, stderr[-3000:])
+    assert "local Ray cluster stopped" in stderr, stderr[-3000:]
 
 
 def test_kill_9_of_the_ingress_takes_every_process_of_its_local_cluster_with_it(tiny_paths, tmp_path):
@@ -446,7 +460,7 @@ def test_kill_9_of_the_ingress_takes_every_process_of_its_local_cluster_with_it(
         deadline = time.monotonic() + 20
         while _alive(pids) and time.monotonic() < deadline:
             time.sleep(0.2)
-        left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in _alive(pids)}
+        left = _cmdlines(pids)
         assert left == {}, left
     finally:
         _stop_server(server)
