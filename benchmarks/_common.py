@@ -51,6 +51,8 @@ class Table:
         self.rows: list[list[str]] = []
 
     def add(self, *cells: object) -> None:
+        if len(cells) > len(self.headers):  # a cell without its column shifts the whole row
+            raise ValueError(f"{len(cells)} cells for {len(self.headers)} columns: {cells!r}")
         row = [c if isinstance(c, str) else fmt(c) for c in cells]  # type: ignore[arg-type]
         row += [""] * (len(self.headers) - len(row))
         self.rows.append(row)
