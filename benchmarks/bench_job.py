@@ -327,18 +327,18 @@ def stock_write(made: Any, plan: Any, sampling: Any, *, config: Any, timings: An
             else:
                 Image.fromarray(frames[0]).save(path)
             Path(f"{path}.json").write_text(json.dumps({"task": plan.task.value, "seed": sampling.seed}))
-            preview(path, 384)  # the old preview: the file opened again, its first frame
-            outputs.append(
-                OutputFile(
-                    path=str(path),
-                    name=path.name,
-                    mime_type="video/mp4" if len(frames) > 1 else "image/png",
-                    size_bytes=path.stat().st_size,
-                    width=int(frames.shape[2]),
-                    height=int(frames.shape[1]),
-                    num_frames=len(frames),
-                )
+            written = OutputFile(
+                path=str(path),
+                name=path.name,
+                mime_type="video/mp4" if len(frames) > 1 else "image/png",
+                size_bytes=path.stat().st_size,
+                width=int(frames.shape[2]),
+                height=int(frames.shape[1]),
+                num_frames=len(frames),
+                fps=FPS if len(frames) > 1 else None,
             )
+            preview(written, 384)  # the old preview: no frames kept, so the file is opened again
+            outputs.append(written)
     timings.finish()
     return outputs
 
