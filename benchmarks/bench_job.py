@@ -45,21 +45,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import Table, describe_machine, fmt, write_report  # noqa: E402
 
+from engine.timings import GENERATION  # noqa: E402
+
 log = logging.getLogger("bench_job")
 
 W, H, FPS = 832, 480, 16.0
 STEPS = 8
-STAGES_SHOWN = (
-    "load",
-    "prepare",
-    "encode_prompt",
-    "vace_encode",
-    "denoise",
-    "vae_decode",
-    "postprocess",
-    "composite",
-    "write",
-)
+#: The job's own stages, as every result carries them (no queue here; the total has its own row).
+STAGES_SHOWN = tuple(stage for stage in GENERATION if stage not in ("queue", "total"))
 
 
 @dataclass(frozen=True)
