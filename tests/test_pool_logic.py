@@ -37,6 +37,7 @@ from engine.inputs import InputPolicy
 from engine.pool.book import JobBook
 from engine.pool.client import Pool
 from engine.pool.settings import PoolSettings
+from engine.pool.watchdog import MARKER_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -327,15 +328,43 @@ def test_a_replica_that_dies_mid_job_is_worker_lost_telling_the_caller_to_retry(
 
 
 WATCHED = """
-import os, subprocess, sys, time
+import os, shlex, signal, subprocess, sys, tempfile, time
+from pathlib import Path
 from engine.pool.cluster import _start_watchdog
 from engine.pool.watchdog import MARKER_ENV
 
 watchdog = _start_watchdog("c0ffee")
 marked = {**os.environ, MARKER_ENV: "c0ffee"}
-children = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], env=env, start_new_session=True)
-            for env in (marked, marked, os.environ)]
-print(" ".join(str(c.pid) for c in children), flush=True)
+# Not the owner's children (a shell starts each in the background and ends), as the raylet's agents
+# are not. The first loses its mark from /proc/<pid>/environ after 2 s (it execs itself without
+# it), as Ray's agents do once they set their process title.
+# The second starts a child without the mark, as the raylet starts Ray's agents.
+SLEEP = "import time; time.sleep(120)"
+CLEAN = "env = {k: v for k, v in os.environ.items() if k != %r}" % MARKER_ENV
+UNMARK = "import os, sys, time; time.sleep(2); %s; os.execve(sys.executable, [sys.executable, '-c', %r], env)" % (
+    CLEAN, SLEEP)
+UNDER = Path(tempfile.mkdtemp()) / "under"
+PARENT = ("import os, subprocess, sys, time; %s; child = subprocess.Popen([sys.executable, '-c', %r], env=env); "
+          "open(%r, 'w').write(str(child.pid)); time.sleep(120)" % (CLEAN, SLEEP, str(UNDER)))
+pids = [
+    subprocess.run(["sh", "-c", f"{sys.executable} -c {shlex.quote(code)} >/dev/null 2>&1 & echo $!"],
+                   env=env, capture_output=True, text=True, timeout=30).stdout.strip()
+    for code, env in ((UNMARK, marked), (PARENT, marked), (SLEEP, os.environ))
+]
+while not UNDER.exists() or not UNDER.read_text():
+    time.sleep(0.05)
+print(" ".join([*pids, UNDER.read_text()]), flush=True)
+time.sleep(4)  # the watchdog has seen them all; the first has lost its mark since
+print("ready", flush=True)
+if sys.argv[1:] == ["kill-children"]:
+    # What Ray's core worker does when it exits on its own: every child of this process killed.
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid():
+                os.kill(int(entry.name), signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(1)
 time.sleep(120)
 """
 
@@ -348,26 +377,33 @@ def _gone(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="the watchdog reads /proc")
-def test_the_processes_of_a_cluster_end_when_its_owner_is_killed_and_only_those():
+@pytest.mark.parametrize("end", ["kill -9", "kill-children"])
+def test_the_processes_of_a_cluster_end_when_its_owner_is_killed_and_only_those(end: str):
+    """``kill -9`` of the owner; or the owner killing every child of its own and exiting, as Ray's
+    core worker does when it ends the process inside ``ray.shutdown`` (the watchdog is no child)."""
     owner = subprocess.Popen(
-        [sys.executable, "-c", WATCHED],
+        [sys.executable, "-c", WATCHED, *([end] if end == "kill-children" else [])],
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert owner.stdout is not None
-    first, second, unmarked = (int(p) for p in owner.stdout.readline().split())
+    first, second, unmarked, under = (int(p) for p in owner.stdout.readline().split())
     try:
-        assert not any(_gone(p) for p in (first, second, unmarked))
-        owner.send_signal(signal.SIGKILL)  # no stop, no cleanup of its own
+        assert owner.stdout.readline().strip() == "ready"
+        assert not any(_gone(p) for p in (first, second, unmarked, under))
+        assert MARKER_ENV.encode() not in Path(f"/proc/{first}/environ").read_bytes()  # unmarked since
+        assert MARKER_ENV.encode() not in Path(f"/proc/{under}/environ").read_bytes()  # never marked
+        if end == "kill -9":
+            owner.send_signal(signal.SIGKILL)  # no stop, no cleanup of its own
         owner.wait(10)
         deadline = time.monotonic() + 15
-        while not (_gone(first) and _gone(second)) and time.monotonic() < deadline:
+        while not (_gone(first) and _gone(second) and _gone(under)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _gone(first) and _gone(second)
+        assert _gone(first) and _gone(second) and _gone(under)
         assert not _gone(unmarked)
     finally:
-        for pid in (first, second, unmarked):
+        for pid in (first, second, unmarked, under):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)

@@ -4,9 +4,9 @@ A local cluster (no ``--ray-address``) is this process's: it listens on 127.0.0.
 ports lie outside Ray's worker range, its session files live under the server's own state
 directory, token authentication is on with a token only this process and its children know, and
 :meth:`Cluster.stop` ends its processes by process id (``ray stop`` kills by name, which would
-take any other Ray on the machine with it). Its processes also end when this process ends any
-other way, ``kill -9`` included: a watchdog (:mod:`engine.pool.watchdog`) holding a pipe from
-this process ends every process marked as this cluster's once the pipe closes. Joining a cluster
+take any other Ray on the machine with it): a watchdog (:mod:`engine.pool.watchdog`, detached)
+holding a pipe from this process ends every process of the cluster once the pipe closes, so they
+also end when this process ends any other way, ``kill -9`` included. Joining a cluster
 first checks that something listens at the address: ``ray.init`` to an address where nothing does
 hangs for minutes. Both must run on the main thread (Ray's driver connection breaks when made
 from another).
@@ -21,20 +21,24 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from ..errors import ServerConfigError
 from . import NAMESPACE, RAY_VERSION, require_ray
 from .settings import RAY_WORKER_PORTS, PoolSettings
-from .watchdog import GRACE_S, MARKER_ENV, end_marked
+from .watchdog import GRACE_S, MARKER_ENV
 
 log = logging.getLogger(__name__)
 
 #: The local cluster's object store: jobs pass paths and metadata, never file bytes.
 OBJECT_STORE_BYTES = 256 << 20
 LOOPBACK = "127.0.0.1"
+#: Seconds a stop waits for the driver to disconnect from its ended local cluster.
+DISCONNECT_S = 2.0
 
 
 def default_temp_dir() -> Path:
@@ -67,72 +71,119 @@ class Cluster:
     #: Process ids of the local cluster's processes, read when it started.
     pids: list[int] = field(default_factory=list)
     #: The local cluster's watchdog (ends the cluster when this process ends, however it ends).
-    watchdog: subprocess.Popen[bytes] | None = None
+    watchdog: Watchdog | None = None
     #: The mark every process of the local cluster carries (:mod:`engine.pool.watchdog`).
     marker: str | None = None
     stopped: bool = False
 
     def stop(self) -> None:
-        """Disconnect; a local cluster's processes are then ended: every process carrying its
-        marker, and any of the ids read at its start still left (where there is no ``/proc``)."""
+        """End a local cluster's processes, then disconnect (a joined cluster: disconnect only).
+
+        A local cluster's processes are ended first: by its watchdog, told through its pipe and
+        waited for (it has remembered every process of the cluster since it started, which one
+        look at ``/proc`` from here no longer finds: see :class:`engine.pool.watchdog.Watch`), or
+        by the ids read at its start where there is no watchdog. Only then the driver
+        disconnects: ``ray.shutdown`` called first let Ray's own threads (Serve's router) touch
+        the closed driver, and Ray then ended the whole process on the spot (seen in CI), before
+        anything was ended. Disconnecting from a cluster that is gone waits on Ray's timeouts
+        (5-30 s here), so it gets :data:`DISCONNECT_S` on a thread of its own; the process is
+        ending anyway.
+        """
         if self.stopped:
             return
         self.stopped = True
-        import ray
-
-        t0 = time.perf_counter()
-        with contextlib.suppress(Exception):
-            ray.shutdown()
         if not self.local:
+            _disconnect()
             return
-        if self.marker is not None and Path("/proc").is_dir():
-            # Every process of the cluster, the agents the raylet started after ``pids`` was read
-            # included, ended here and now (TERM, then KILL after the grace). Left to the watchdog,
-            # which ``_release`` gives 5 s, the dashboard and runtime-env agents outlived a stop
-            # by more than 45 s once, in CI on a loaded 2-core machine.
-            end_marked(self.marker)
+        t0 = time.perf_counter()
+        if self.watchdog is not None:
+            _release(self.watchdog)
+        else:
+            self._end_processes()
+        log.info("local Ray cluster stopped (%.1f s)", time.perf_counter() - t0)
+        thread = threading.Thread(target=_disconnect, name="unison-ray-disconnect", daemon=True)
+        thread.start()
+        thread.join(DISCONNECT_S)
+
+    def _end_processes(self) -> None:
+        """Without a watchdog: the ids read at the cluster's start, SIGTERM then SIGKILL."""
         left = [pid for pid in self.pids if _alive(pid)]
         for pid in left:
             with contextlib.suppress(OSError):
                 os.kill(pid, 15)
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + GRACE_S
         while left and time.monotonic() < deadline:
             left = [pid for pid in left if _alive(pid)]
             time.sleep(0.05)
         for pid in left:
             with contextlib.suppress(OSError):
                 os.kill(pid, 9)
-        _release(self.watchdog)  # and whatever the cluster started besides (its agents)
-        log.info("local Ray cluster stopped (%.1f s)", time.perf_counter() - t0)
 
 
-def _start_watchdog(marker: str) -> subprocess.Popen[bytes] | None:
-    """The watchdog of the cluster ``marker`` (:mod:`engine.pool.watchdog`), or ``None`` where
-    it cannot run (no ``/proc``): then a killed server leaves the cluster to Ray's own timeouts."""
+@dataclass
+class Watchdog:
+    """A running watchdog: its process id (no child of this process) and the pipe it watches."""
+
+    pid: int
+    pipe: IO[bytes]
+
+
+def _start_watchdog(marker: str) -> Watchdog | None:
+    """The watchdog of the cluster ``marker`` (:mod:`engine.pool.watchdog`), detached from this
+    process, or ``None`` where it cannot run (no ``/proc``): then a killed server leaves the
+    cluster to Ray's own timeouts."""
     if not Path("/proc/self/environ").exists():
         log.warning("no /proc here: a killed server's local Ray cluster ends only by Ray's own timeouts")
         return None
     # Its own session: a Ctrl-C meant for the server must not stop the one that cleans up after it.
-    return subprocess.Popen(
+    launcher = subprocess.Popen(
         [sys.executable, "-I", str(Path(__file__).with_name("watchdog.py")), marker],
         stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    assert launcher.stdin is not None and launcher.stdout is not None
+    with launcher.stdout:
+        said = launcher.stdout.readline()
+    launcher.wait()  # it forks the watchdog, says its id and ends at once
+    if not said.strip().isdigit():
+        launcher.stdin.close()
+        log.warning(
+            "the local Ray cluster's watchdog did not start: a killed server leaves the cluster running"
+        )
+        return None
+    return Watchdog(pid=int(said), pipe=launcher.stdin)
 
 
-def _release(watchdog: subprocess.Popen[bytes] | None) -> None:
-    """Close the watchdog's pipe (it ends what is left of the cluster) and wait for it."""
+def _release(watchdog: Watchdog | None) -> None:
+    """Close the watchdog's pipe (it ends every process of the cluster) and wait for it to end."""
     if watchdog is None:
         return
     with contextlib.suppress(OSError):
-        if watchdog.stdin is not None:
-            watchdog.stdin.close()
+        watchdog.pipe.close()
+    deadline = time.monotonic() + GRACE_S + 5.0  # its last look, the grace, a loaded machine
+    while _running(watchdog.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _running(watchdog.pid):
+        with contextlib.suppress(OSError):
+            os.kill(watchdog.pid, 9)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (not ended, not a zombie): for a process that is not our child."""
     try:
-        watchdog.wait(GRACE_S + 2.0)
-    except subprocess.TimeoutExpired:
-        watchdog.kill()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _disconnect() -> None:
+    import ray
+
+    with contextlib.suppress(Exception):
+        ray.shutdown()
 
 
 def _alive(pid: int) -> bool:
