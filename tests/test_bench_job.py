@@ -1,0 +1,42 @@
+"""bench_job run as its users run it (one case, one run; the report's shape, never its times):
+the benchmark went stale once after a refactor with no test noticing."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def test_bench_job_measures_both_ways_and_writes_its_tables(tiny_paths, tmp_path: Path):
+    out = tmp_path / "job.md"
+    env = {**os.environ, "UNISON_TINY_DIR": str(tiny_paths.root), "HF_ENDPOINT": "http://127.0.0.1:9"}
+    command = [sys.executable, "benchmarks/bench_job.py", "--runs", "1", "--threads", "1"]
+    done = subprocess.run(
+        [*command, "--cases", "image_edit", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = out.read_text()
+    lines = [line for line in report.splitlines() if line.startswith("|")]
+    summary = _cells(lines[0])
+    (case,) = [_cells(line) for line in lines if line.startswith("| image_edit")]
+    assert len(case) == len(summary)  # every cell under its column
+    ours, mcp, stock = (float(re.fullmatch(r"([\d.]+) s", cell).group(1)) for cell in case[1:4])
+    assert ours > 0 and mcp > 0 and stock > 0
+    stages = {_cells(line)[0]: _cells(line) for line in lines}
+    for stage in ("prepare", "write", "total (the job's own clock)"):
+        assert float(stages[stage][1]) >= 0, stage
+    assert float(stages["write"][1]) > 0 and float(stages["write"][4]) > 0  # both ways wrote a file
