@@ -75,3 +75,34 @@ def opened(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Opener]:
     opener = Opener(tmp_path_factory.getbasetemp())
     yield opener
     opener.close()
+
+
+@pytest.fixture()
+def vanish_before_stat(monkeypatch: pytest.MonkeyPatch):
+    """``vanish_before_stat(directory, name)``: from then on, the output directory's listing
+    (``engine.outdir``'s ``os.scandir``) finds ``name`` and it is removed just before its stat,
+    as another cleanup racing the listing would."""
+    import contextlib
+
+    import engine.outdir as outdir
+
+    real_scandir = os.scandir
+
+    def arrange(directory: Path, name: str) -> None:
+        class Vanishing:
+            def __init__(self, entry: os.DirEntry[str]):
+                self.entry, self.name = entry, entry.name
+
+            def stat(self, **kw: object) -> os.stat_result:
+                if self.name == name:
+                    os.unlink(directory / name)
+                return self.entry.stat(**kw)  # type: ignore[arg-type]
+
+        @contextlib.contextmanager
+        def racing(fd: int) -> Iterator[list[Vanishing]]:
+            with real_scandir(fd) as entries:
+                yield [Vanishing(e) for e in entries]
+
+        monkeypatch.setattr(outdir.os, "scandir", racing)
+
+    return arrange

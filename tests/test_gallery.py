@@ -327,33 +327,9 @@ def test_the_output_directory_swapped_for_a_link_while_serving_serves_nothing_fr
     assert planted not in {e["name"] for e in client.get("/gallery/api/outputs").json()["outputs"]}
 
 
-def test_a_file_removed_while_the_outputs_are_listed_is_left_out_not_a_500(outputs, monkeypatch):
-    import engine.outdir
-
-    real_scandir = os.scandir
-    gone = outputs["part"]
-
-    class Vanishing:
-        def __init__(self, entry: os.DirEntry[str]):
-            self.entry, self.name = entry, entry.name
-
-        def stat(self, **kw: Any) -> os.stat_result:
-            if self.name == gone:
-                os.unlink(outputs["dir"] / gone)  # another cleanup, between the scan and the stat
-            return self.entry.stat(**kw)
-
-    class Racing:
-        def __init__(self, fd: int):
-            self.scan = real_scandir(fd)
-
-        def __enter__(self) -> list[Vanishing]:
-            return [Vanishing(e) for e in self.scan.__enter__()]
-
-        def __exit__(self, *exc: object) -> None:
-            self.scan.__exit__(*exc)
-
+def test_a_file_removed_while_the_outputs_are_listed_is_left_out_not_a_500(outputs, vanish_before_stat):
     client = _signed_in(outputs)
-    monkeypatch.setattr(engine.outdir.os, "scandir", Racing)
+    vanish_before_stat(outputs["dir"], outputs["part"])  # another cleanup, between the scan and the stat
     answer = client.get("/gallery/api/outputs")
     assert answer.status_code == 200
     listed = answer.json()["outputs"]

@@ -152,27 +152,11 @@ def test_a_directory_removed_and_made_again_is_taken_again_but_never_a_link(out:
     assert outputs.read(VIDEO, 10**9)[0] == b"new"
 
 
-def test_a_file_removed_between_the_scan_and_its_stat_is_left_out_of_the_listing(out: Path, monkeypatch):
+def test_a_file_removed_between_the_scan_and_its_stat_is_left_out_of_the_listing(
+    out: Path, vanish_before_stat
+):
     (out / VIDEO).write_bytes(b"video")
-    real_scandir = os.scandir
-
-    class Vanishing:
-        """A directory entry whose file is removed just before its stat (another cleanup)."""
-
-        def __init__(self, entry: os.DirEntry[str]):
-            self.entry, self.name = entry, entry.name
-
-        def stat(self, **kw: object) -> os.stat_result:
-            if self.name == VIDEO:
-                os.unlink(out / VIDEO)
-            return self.entry.stat(**kw)  # type: ignore[arg-type]
-
-    @contextlib.contextmanager
-    def racing(fd: int) -> Iterator[list[Vanishing]]:
-        with real_scandir(fd) as entries:
-            yield [Vanishing(e) for e in entries]
-
-    monkeypatch.setattr(outdir.os, "scandir", racing)
+    vanish_before_stat(out, VIDEO)
     assert {e.name for e in OutputDir(out).listing()} == {IMAGE, IMAGE + ".json"}
 
 

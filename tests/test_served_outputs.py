@@ -8,7 +8,6 @@ server's own error (code and hint) with nothing left behind by a generation that
 from __future__ import annotations
 
 import base64
-import contextlib
 import errno
 import os
 import threading
@@ -155,26 +154,12 @@ async def test_while_an_output_is_read_and_encoded_another_request_is_answered(o
     assert order == ["ping", "read"]
 
 
-async def test_a_file_removed_while_resources_are_listed_is_left_out_not_an_error(out: Path, monkeypatch):
+async def test_a_file_removed_while_resources_are_listed_is_left_out_not_an_error(
+    out: Path, vanish_before_stat
+):
     gone = "20260101T000003Z-text_to_image-00112233.png"
     (out / gone).write_bytes(b"png")
-    real_scandir = os.scandir
-
-    class Vanishing:
-        def __init__(self, entry: os.DirEntry[str]):
-            self.entry, self.name = entry, entry.name
-
-        def stat(self, **kw: Any) -> os.stat_result:
-            if self.name == gone:
-                os.unlink(out / gone)  # another cleanup, between the scan and the stat
-            return self.entry.stat(**kw)
-
-    @contextlib.contextmanager
-    def racing(fd: int) -> Any:
-        with real_scandir(fd) as entries:
-            yield [Vanishing(e) for e in entries]
-
-    monkeypatch.setattr(outdir.os, "scandir", racing)
+    vanish_before_stat(out, gone)  # another cleanup, between the scan and the stat
     async with Client(_server(out)) as client:
         listed = [
             r.name
