@@ -363,6 +363,10 @@ def stock_encoder_name() -> str:
     return "PyAV libx264 preset medium, CRF 18 (the previous encoder; imageio not installed)"
 
 
+#: engine.frames' wrappers on the pipeline instance that the stock way goes without.
+CONDITIONING = ("preprocess_conditions", "prepare_video_latents")
+
+
 @contextmanager
 def the_stock_way(engine: Any):
     """Run ``engine``'s jobs the stock way (see :func:`stock_run`, :func:`stock_write`)."""
@@ -372,9 +376,9 @@ def the_stock_way(engine: Any):
     generator = engine.models.generator
     saved = (generator.run, job_module.write_generation, job_module.composite)
     generator.run = stock_run(generator)
-    # diffusers' own conditioning: without engine.frames' one-channel mask for a maskless call.
+    # diffusers' own conditioning: without engine.frames' (uint8 inputs, blank clips encoded once).
     pipe = generator.pipeline
-    ours = pipe.__dict__.pop("preprocess_conditions", None)
+    ours = {name: pipe.__dict__.pop(name) for name in CONDITIONING if name in pipe.__dict__}
 
     def copying(*args: Any, in_place: bool = False, **kwargs: Any) -> Any:
         return composite(*args, in_place=False, **kwargs)
@@ -385,8 +389,7 @@ def the_stock_way(engine: Any):
         yield
     finally:
         generator.run, job_module.write_generation, job_module.composite = saved
-        if ours is not None:
-            pipe.preprocess_conditions = ours
+        pipe.__dict__.update(ours)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,23 +14,25 @@ gives it back uint8 frames made on the device, so one uint8 copy crosses to the 
   diffusers' own; ``output_type="uint8"`` gives ``(B, F, H, W, 3)`` uint8 on the device, frame by
   frame, with the stock arithmetic (``(x·0.5 + 0.5)`` clamped, ``·255``, rounded half to even).
 
-Why a processor and not a pipeline subclass: ``WanVACEPipeline.__call__`` already routes video and
-mask through ``self.video_processor.preprocess_video`` and the output through
-``postprocess_video(video, output_type)``; a 5-D tensor passes ``check_inputs`` (its length is
-its batch, 1, for video and mask alike) and ``get_default_height_width`` reads a ``(F, C, H, W)``
-tensor's height and width where they are. Replacing the one object keeps every other line of the
-pipeline (conditioning latents, masks, reference images, decode) diffusers' own. Reference images
-stay PIL: ``check_inputs`` requires it, and they are one to three images, not a video. Two small
-wrappers on the pipeline instance (:func:`install`) time the end of the conditioning and give a
-call without a mask (text-to-video) a one-channel all-ones mask instead of three equal channels.
+Why a processor and wrappers, not a pipeline subclass: ``WanVACEPipeline.__call__`` routes its
+inputs through ``preprocess_conditions``, ``prepare_video_latents`` and ``prepare_masks`` and its
+output through ``self.video_processor.postprocess_video(video, output_type)``; a 5-D tensor
+passes ``check_inputs`` (its length is its batch, 1, for video and mask alike). :func:`install`
+replaces those three methods on the pipeline instance for uint8 inputs only
+(:class:`Conditioning`: the conditioning made frame by frame, a blank clip's latents kept) and
+keeps every other line of the pipeline (checks, references' letterboxing, denoising, decode)
+diffusers' own; anything else (PIL lists) takes diffusers' path unchanged. Reference images stay
+PIL: ``check_inputs`` requires it, and they are one to three images, not a video.
 
-The results are equal to the stock conversion's, bit for bit on the CPU (tests/test_frames.py).
+The results are equal to the stock conversion's and conditioning's, bit for bit on the CPU
+(tests/test_frames.py).
 This module imports torch and diffusers at the top: import it lazily (the generator does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -114,33 +116,224 @@ class FramesProcessor(VideoProcessor):
         return to_uint8_frames(video)
 
 
+def _scale_into(out: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+    """A uint8 frame into ``out`` as diffusers scales it (``x / 255``, then ``2x - 1``), in float32
+    and then ``out``'s dtype (diffusers converts the scaled video to the VAE's dtype)."""
+    work = (
+        out if out.dtype == torch.float32 else torch.empty(out.shape, dtype=torch.float32, device=out.device)
+    )
+    work.copy_(frame).div_(255.0).mul_(2.0).sub_(1.0)
+    if work is not out:
+        out.copy_(work)
+    return out
+
+
+def _mask_levels(device: Any) -> torch.Tensor:
+    """For each uint8 level, the float diffusers' ``preprocess_conditions`` makes of a mask pixel
+    (``clamp((m + 1) / 2, 0, 1)`` of the scaled value), by the same operations: a lookup table."""
+    levels = torch.arange(256, dtype=torch.uint8, device=device).view(1, 1, 1, 1, 256)
+    return scaled(levels).add_(1.0).div_(2.0).clamp_(0.0, 1.0).flatten()
+
+
+@dataclass(frozen=True)
+class _Made:
+    """VACE's inputs as :func:`install`'s ``preprocess_conditions`` leaves them: still uint8, on the
+    device, for the same call's ``prepare_video_latents`` and ``prepare_masks`` (which receive this
+    object in place of the float video and mask diffusers would have made)."""
+
+    video: torch.Tensor | None  # (1, F, 3, H, W) uint8; None: no video (a blank clip)
+    mask: torch.Tensor | None  # (1, F, 1, H, W) uint8; None: regenerate everything
+    shape: tuple[int, int, int]  # (F, H, W)
+    dtype: torch.dtype  # the dtype diffusers would have made the video and mask in
+    device: Any
+
+
+class Conditioning:
+    """VACE's conditioning latents and masks from uint8 inputs, without diffusers' whole-video
+    arithmetic and with the same results (tests/test_frames.py).
+
+    diffusers scales the video and the mask to float over the whole clip, binarises the mask and
+    multiplies the video by ``1 - mask`` and by ``mask``: several passes over fresh 100-400 MB
+    tensors (about half of an 81-frame video edit's conditioning time on 2 cores, much of it the
+    kernel handing out new pages). Here each frame is scaled and masked in one buffer while it is
+    in the cache, the buffer is encoded, then filled again with the other half; the mask VACE's
+    DiT reads (``prepare_masks``: 8×8 pixel blocks as 64 channels, every fourth frame) is taken
+    from the uint8 mask at the frames and blocks it keeps, through a table of the 256 levels.
+    Without a video (text-to-video, references only) both halves are the VAE's latents of a blank
+    clip: encoded once per size and kept, since VACE's conditioning of an empty canvas does not
+    depend on the request.
+    """
+
+    #: Blank clips' latents kept, keyed by shape, dtype, device and the VAE's tiling switch.
+    BLANKS = 2
+
+    def __init__(self, pipe: Any):
+        self.pipe = pipe
+        self.blanks: dict[tuple[Any, ...], tuple[Any, torch.Tensor]] = {}
+
+    def _encode(self, x: torch.Tensor, generator: Any) -> torch.Tensor:
+        """``x`` through the VAE (the mode of its distribution), normalised as VACE's latents are."""
+        from diffusers.pipelines.wan.pipeline_wan_vace import retrieve_latents
+
+        vae = self.pipe.vae
+        z_dim = vae.config.z_dim
+        mean = torch.tensor(vae.config.latents_mean, device=x.device, dtype=torch.float32)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std, device=x.device, dtype=torch.float32)
+        latents = retrieve_latents(vae.encode(x), generator, sample_mode="argmax")
+        return ((latents.float() - mean.view(1, z_dim, 1, 1, 1)) * inv_std.view(1, z_dim, 1, 1, 1)).to(
+            vae.dtype
+        )
+
+    def _blank(self, made: _Made, generator: Any) -> torch.Tensor:
+        vae = self.pipe.vae
+        shape = (1, 3, *made.shape)
+        key = (shape, vae.dtype, str(made.device), id(vae), getattr(vae, "use_tiling", None))
+        kept = self.blanks.get(key)
+        if kept is not None and kept[0] is vae:
+            return kept[1]
+        latents = self._encode(torch.zeros(shape, dtype=vae.dtype, device=made.device), generator)
+        if len(self.blanks) >= self.BLANKS:
+            self.blanks.pop(next(iter(self.blanks)))
+        self.blanks[key] = (vae, latents)
+        return latents
+
+    def _regenerated(self, made: _Made) -> Callable[[int], torch.Tensor]:
+        """Frame ``k``'s binarised mask, ``(1, 1, H, W)`` of 1.0 (regenerate) and 0.0 (keep), as
+        diffusers' ``torch.where(mask > 0.5, 1.0, 0.0)`` gives it, in the VAE's dtype."""
+        dtype = self.pipe.vae.dtype
+        if made.mask is None:
+            ones = torch.ones((1, 1, *made.shape[1:]), dtype=dtype, device=made.device)
+            return lambda _k: ones
+        above = _mask_levels(made.device) > 0.5  # which of the 256 levels binarise to 1
+        threshold = int(torch.nonzero(above)[0]) if bool(above.any()) else 256  # the levels rise
+        return lambda k: made.mask[:, k].ge(threshold).to(dtype)
+
+    def latents(self, made: _Made, references: list[list[torch.Tensor]], generator: Any) -> torch.Tensor:
+        """diffusers' ``prepare_video_latents`` of the video and mask ``made`` holds."""
+        dtype = self.pipe.vae.dtype
+        if made.video is None:
+            blank = self._blank(made, generator)  # zeros · (1 - mask) and zeros · mask
+            latents = torch.cat([blank, blank], dim=1)
+        else:
+            regenerated = self._regenerated(made)
+            half = torch.empty((1, 3, *made.shape), dtype=dtype, device=made.device)
+            encoded = []
+            for kept in (True, False):  # inactive = video · (1 - mask), then reactive = video · mask
+                for k in range(made.shape[0]):
+                    frame = _scale_into(half[:, :, k], made.video[:, k])
+                    m = regenerated(k)
+                    frame.mul_(1 - m if kept else m)
+                encoded.append(self._encode(half, generator))
+            latents = torch.cat(encoded, dim=1)
+        batches = []
+        for latent, refs in zip(latents, references, strict=True):
+            for ref in refs:  # each reference's latents (and zeros for its reactive half) before the clip
+                z = self._encode(ref.to(dtype)[None, :, None], generator).squeeze(0)
+                latent = torch.cat([torch.cat([z, torch.zeros_like(z)], dim=0), latent], dim=1)
+            batches.append(latent)
+        return torch.stack(batches)
+
+    def masks(self, made: _Made, references: list[list[torch.Tensor]]) -> torch.Tensor:
+        """diffusers' ``prepare_masks`` of the mask ``made`` holds: ``(1, 64, F', H/8, W/8)``."""
+        pipe = self.pipe
+        transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
+        patch = transformer.config.patch_size[1]
+        s, t = pipe.vae_scale_factor_spatial, pipe.vae_scale_factor_temporal
+        f, h, w = made.shape
+        nf, nh, nw = (f + t - 1) // t, h // (s * patch) * patch, w // (s * patch) * patch
+        if made.mask is None:
+            out = torch.ones((s * s, nf, nh, nw), dtype=made.dtype, device=made.device)
+        else:
+            # The frames diffusers' nearest-exact resampling keeps: asked of torch itself.
+            index = torch.arange(f, dtype=torch.float32, device=made.device).view(1, 1, f, 1, 1)
+            index = torch.nn.functional.interpolate(index, size=(nf, 1, 1), mode="nearest-exact")
+            kept = made.mask[0, index.flatten().long(), 0]  # (F', H, W) uint8
+            blocks = kept.view(nf, nh, s, nw, s).permute(2, 4, 0, 1, 3).flatten(0, 1)  # (64, F', nh, nw)
+            out = _mask_levels(made.device)[blocks.long()].to(made.dtype)
+        n_refs = len(references[0])
+        if n_refs:  # one zero frame per reference (diffusers 0.42 pads at most F': pad_reference_masks)
+            out = torch.cat([out.new_zeros((out.shape[0], n_refs, *out.shape[2:])), out], dim=1)
+        return out.unsqueeze(0)
+
+
+def _ours(video: Any, mask: Any, batch_size: int) -> bool:
+    """Inputs :class:`Conditioning` takes: uint8 tensors (a mask only with a video) or nothing."""
+    if batch_size != 1:
+        return False
+    u8 = [x for x in (video, mask) if x is not None]
+    if not all(isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.ndim == 5 for x in u8):
+        return False
+    return mask is None or video is not None
+
+
 def install(pipe: Any) -> None:
-    """Give ``pipe`` a :class:`FramesProcessor` (once) with its processor's settings, and time
-    the end of its conditioning (``vace_encode``: ``prepare_masks`` runs right after the VAE
-    encoded VACE's inputs, before the first step)."""
+    """Give ``pipe`` a :class:`FramesProcessor` (once) with its processor's settings, VACE's
+    conditioning from uint8 inputs (:class:`Conditioning`), and time the end of its conditioning
+    (``vace_encode``: ``prepare_masks`` runs right after the VAE encoded VACE's inputs, before
+    the first step). Inputs of any other kind take diffusers' own path."""
     current = pipe.video_processor
     if isinstance(current, FramesProcessor):
         return
     settings = {k: v for k, v in current.config.items() if not k.startswith("_")}
     pipe.video_processor = processor = FramesProcessor(**settings)
-    conditions = pipe.preprocess_conditions
+    pipe.vace_conditioning = conditioning = Conditioning(pipe)
+    conditions, video_latents, masks = (
+        pipe.preprocess_conditions,
+        pipe.prepare_video_latents,
+        pipe.prepare_masks,
+    )
 
-    def preprocess_conditions(video: Any = None, mask: Any = None, *args: Any, **kwargs: Any) -> Any:
-        scaled_video, scaled_mask, references = conditions(video, mask, *args, **kwargs)
-        if mask is None and scaled_mask.shape[1] > 1:
-            # No mask: diffusers makes ones in every channel of the video. One channel says the
-            # same (the kept/regenerated split broadcasts it, prepare_masks reads channel 0) and
-            # spares the binarising and the split two thirds of their work on a text-to-video.
-            scaled_mask = scaled_mask[:, :1]
-        return scaled_video, scaled_mask, references
+    def preprocess_conditions(
+        video: Any = None,
+        mask: Any = None,
+        reference_images: Any = None,
+        batch_size: int = 1,
+        height: int = 480,
+        width: int = 832,
+        num_frames: int = 81,
+        dtype: torch.dtype | None = None,
+        device: Any = None,
+    ) -> Any:
+        if not _ours(video, mask, batch_size):
+            return conditions(
+                video, mask, reference_images, batch_size, height, width, num_frames, dtype, device
+            )
+        for name, x in (("video", video), ("mask", mask)):
+            if x is not None and tuple(x.shape[-2:]) != (height, width):
+                raise ValueError(
+                    f"{name}: a uint8 tensor must be (B, F, C, H, W) at {height}x{width}, got {tuple(x.shape)}"
+                )
+        # The references: diffusers' own handling, beside a one-frame blank that is not used.
+        _, _, references = conditions(
+            None, None, reference_images, batch_size, height, width, 1, dtype, device
+        )
+        frames = num_frames if video is None else video.shape[1]
+        made = _Made(
+            None if video is None else video.to(device),
+            None if mask is None else mask.to(device),
+            (frames, height, width),
+            dtype or torch.float32,
+            device,
+        )
+        return made, made, references
 
-    pipe.preprocess_conditions = preprocess_conditions
-    original = pipe.prepare_masks
+    def prepare_video_latents(
+        video: Any, mask: Any, reference_images: Any = None, generator: Any = None, device: Any = None
+    ) -> torch.Tensor:
+        if isinstance(video, _Made):
+            return conditioning.latents(video, reference_images, generator)
+        return video_latents(video, mask, reference_images, generator, device)
 
-    def prepare_masks(*args: Any, **kwargs: Any) -> torch.Tensor:
-        masks = original(*args, **kwargs)
+    def prepare_masks(mask: Any, reference_images: Any = None, generator: Any = None) -> torch.Tensor:
+        out = (
+            conditioning.masks(mask, reference_images)
+            if isinstance(mask, _Made)
+            else masks(mask, reference_images, generator)
+        )
         if processor.laps is not None:
             processor.laps.lap("vace_encode")
-        return masks
+        return out
 
+    pipe.preprocess_conditions = preprocess_conditions
+    pipe.prepare_video_latents = prepare_video_latents
     pipe.prepare_masks = prepare_masks

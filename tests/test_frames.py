@@ -153,3 +153,75 @@ def test_a_text_only_run_takes_the_pipelines_own_grey_video(generator: Generator
     ours = generator.run(prepared, "a fox", extra_tokens=None, sampling=sampling, control=None)
     stock = _stock_run(generator, prepared, seed=2)
     assert np.abs(ours.astype(np.int16) - stock.astype(np.int16)).max() <= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# VACE's conditioning from uint8 inputs (engine.frames.Conditioning) against diffusers' own methods
+
+
+def _conditioning(pipe, video, mask, refs, num_frames: int = F, *, stock: bool):
+    """The pipeline's steps 5a-5c (conditions, video latents, masks) with the installed wrappers,
+    or with the class's own methods (diffusers' code, PIL inputs)."""
+    cls = type(pipe)
+    conditions, latents, masks = (
+        (
+            lambda *a: cls.preprocess_conditions(pipe, *a),
+            lambda *a: cls.prepare_video_latents(pipe, *a),
+            lambda *a: cls.prepare_masks(pipe, *a),
+        )
+        if stock
+        else (pipe.preprocess_conditions, pipe.prepare_video_latents, pipe.prepare_masks)
+    )
+    v, m, r = conditions(video, mask, refs, 1, H, W, num_frames, torch.float32, torch.device("cpu"))
+    return latents(v, m, r, None, torch.device("cpu")), masks(m, r, None)
+
+
+def _grey_masks() -> list[Image.Image]:
+    """Masks with values between 0 and 255 (a feathered edge), where binarising matters."""
+    ramp = np.tile(np.linspace(0, 255, W).astype(np.uint8), (H, 1))
+    return [Image.fromarray(ramp)] * F
+
+
+@pytest.mark.parametrize("masks", [_masks, _grey_masks], ids=["binary", "grey levels"])
+@pytest.mark.parametrize("with_reference", [False, True], ids=["no reference", "a reference"])
+def test_conditioning_from_uint8_equals_diffusers_own_bit_for_bit(
+    generator: Generator, masks, with_reference
+):
+    pipe = generator.pipeline
+    video, mask = _video(4), masks()
+    refs = [Image.fromarray(np.full((H // 2, W, 3), 90, np.uint8))] if with_reference else None
+    want = _conditioning(pipe, video, mask, refs, stock=True)
+    got = _conditioning(pipe, device_frames(video, "cpu"), device_frames(mask, "cpu"), refs, stock=False)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and torch.equal(g, w)
+    assert want[0].abs().sum() > 0  # real latents, not zeros on both sides
+
+
+def test_a_blank_clips_conditioning_is_encoded_once_per_size_and_equals_diffusers(generator: Generator):
+    pipe = generator.pipeline
+    pipe.vace_conditioning.blanks.clear()
+    encoded: list[tuple[int, ...]] = []
+    encode = pipe.vae.encode
+
+    def counting(x, *a, **k):
+        encoded.append(tuple(x.shape))
+        return encode(x, *a, **k)
+
+    pipe.vae.encode = counting
+    try:
+        want = _conditioning(pipe, None, None, None, 5, stock=True)
+        encoded.clear()
+        first = _conditioning(pipe, None, None, None, 5, stock=False)
+        again = _conditioning(pipe, None, None, None, 5, stock=False)
+        other = _conditioning(pipe, None, None, None, 9, stock=False)
+    finally:
+        del pipe.vae.encode
+    assert encoded == [(1, 3, 5, H, W), (1, 3, 9, H, W)]  # once per size, one half for both
+    for got in (first, again):
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert other[0].shape[2] == 3  # 9 frames: 3 latent frames
+    # References on a blank clip (reference-to-video): the kept blank and the references' latents.
+    refs = [Image.fromarray(np.full((H, W // 2, 3), 200, np.uint8))]
+    want = _conditioning(pipe, None, None, refs, 5, stock=True)
+    got = _conditioning(pipe, None, None, refs, 5, stock=False)
+    assert got[0].shape[2] == 3 and torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
