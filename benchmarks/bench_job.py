@@ -272,12 +272,16 @@ def stock_run(generator: Any) -> Callable[..., Any]:
         pipe.scheduler = flow_scheduler(pipe.scheduler, sampling.flow_shift)
         steps = _StepReport(control, "generating", sampling.steps, kw.get("progress"), laps)
         pipe.video_processor.laps = laps  # times the end of VACE's encode (prepare_masks)
+        # The stock pipeline takes PIL lists: a preparer that kept its frames as one array
+        # (engine.geometry.ArrayFrames) has them made here, in the stock way's vace_encode.
+        video = None if prepared.video is None else list(prepared.video)
+        mask = None if prepared.mask is None else list(prepared.mask)
         try:
             out = pipe(
                 prompt_embeds=positive,
                 negative_prompt_embeds=negative,
-                video=prepared.video,
-                mask=prepared.mask,
+                video=video,
+                mask=mask,
                 reference_images=prepared.reference_images,
                 conditioning_scale=sampling.conditioning_scale,
                 height=prepared.height,

@@ -80,6 +80,30 @@ def binarize(mask: Image.Image, threshold: int = 128) -> Image.Image:
     return mask.convert("L").point(lambda v: 255 if v >= threshold else 0)
 
 
+class ArrayFrames(Sequence["Image.Image"]):
+    """``(F, H, W, C)`` uint8 frames (C = 3 RGB, 1 a mask) read as a sequence of PIL images, each
+    made when it is read. A preparer that decoded or computed its frames as one array hands them
+    on like this: the generator and the composite take the array itself (:func:`uint8_frames`),
+    and only a reader that wants images (a control signal's annotator, diffusers' stock PIL path)
+    pays for them."""
+
+    def __init__(self, array: np.ndarray):
+        if array.ndim != 4 or array.shape[-1] not in (1, 3) or str(array.dtype) != "uint8":
+            raise ValueError(f"frames: want (F, H, W, 1 or 3) uint8, got {array.shape} {array.dtype}")
+        self.array = array
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        from PIL import Image
+
+        frame = self.array[index]
+        return Image.fromarray(frame[..., 0] if frame.shape[-1] == 1 else frame)
+
+
 def uint8_frames(images: Sequence[Any] | np.ndarray) -> np.ndarray:
     """``(F, H, W, C)`` uint8 (C = 3 for RGB, 1 for "L" masks) from PIL images or arrays.
 
@@ -88,6 +112,8 @@ def uint8_frames(images: Sequence[Any] | np.ndarray) -> np.ndarray:
     """
     import numpy as np
 
+    if isinstance(images, ArrayFrames):
+        return images.array
     if isinstance(images, np.ndarray):
         return images if images.ndim == 4 else images[..., None]
     seen: dict[int, np.ndarray] = {}

@@ -22,7 +22,17 @@ from .bounds import layout
 from .config import Limits
 from .control import JobControl
 from .errors import InvalidRequest, shown
-from .geometry import GREY, Size, binarize, even_indices, fit_box, letterbox, resize_cover, uint8_frames
+from .geometry import (
+    GREY,
+    ArrayFrames,
+    Size,
+    binarize,
+    even_indices,
+    fit_box,
+    letterbox,
+    resize_cover,
+    uint8_frames,
+)
 from .media import open_image
 from .region import Box, box_mask, clean_boxes, interpolate_boxes, object_phrase
 from .source import source_for
@@ -46,8 +56,9 @@ class Prepared:
     width: int
     height: int
     num_frames: int
-    video: list[Image.Image] | None = None  # num_frames RGB frames at (width, height)
-    mask: list[Image.Image] | None = None  # num_frames "L" frames at (width, height)
+    #: num_frames RGB frames at (width, height): a list, or :class:`ArrayFrames` over an array
+    video: Sequence[Image.Image] | None = None
+    mask: Sequence[Image.Image] | None = None  # num_frames "L" frames at (width, height), the same
     reference_images: list[Image.Image] | None = None  # each letterboxed on white at (width, height)
     notes: list[str] = field(default_factory=list)
     #: Frames that precede this window in the output (video_extend: the source clip at the
@@ -176,6 +187,8 @@ def _grey_out(frame: Image.Image, mask: Image.Image) -> Image.Image:
 
 
 def _has_white(masks: Sequence[Image.Image]) -> bool:
+    if isinstance(masks, ArrayFrames):
+        return bool(masks.array.max() >= MASK_THRESHOLD)
     return any(m.getextrema()[1] >= MASK_THRESHOLD for m in masks)
 
 
@@ -187,19 +200,24 @@ def _crop_note(role: Role, src: Size, out: Size) -> list[str]:
     return [f"{role}: {src[0]}×{src[1]} centre-cropped to the {out[0]}×{out[1]} output's aspect"]
 
 
-def binary_masks(frames: np.ndarray) -> list[Image.Image]:
-    """``(F, H, W, 3)`` uint8 RGB frames as "L" masks of only 0 and 255: Pillow's own grey
-    (``convert("L")``: ITU-R 601 luma in 16-bit fixed point) thresholded at
-    :data:`MASK_THRESHOLD`, computed on the arrays frame by frame instead of image by image."""
-    import numpy as np
-    from PIL import Image
+def binary_masks(frames: np.ndarray) -> ArrayFrames:
+    """``(F, H, W, 3)`` uint8 RGB frames as masks of only 0 and 255: Pillow's own grey
+    (``convert("L")``: ITU-R 601 luma in 16-bit fixed point, ``(19595 R + 38470 G + 7471 B +
+    2^15) >> 16``) thresholded at :data:`MASK_THRESHOLD`, computed on the arrays frame by frame.
 
-    masks = []
-    for f in frames:
-        r, g, b = (f[..., c].astype(np.uint32) for c in range(3))
-        luma = (r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16
-        masks.append(Image.fromarray(np.where(luma >= MASK_THRESHOLD, 255, 0).astype(np.uint8)))
-    return masks
+    The weighted sum is taken in float32, where it is exact: each product and every partial sum
+    is a whole number below 2^24 (at most 255 · 65536), so comparing it with the threshold in the
+    same units gives Pillow's answer for every pixel, at a third of the cost of 32-bit integers.
+    """
+    import numpy as np
+
+    weights = np.array([19595, 38470, 7471], np.float32)
+    at_least = float((MASK_THRESHOLD << 16) - 0x8000)  # luma >= threshold, before the shift
+    out = np.empty((*frames.shape[:3], 1), np.uint8)
+    for i, frame in enumerate(frames):
+        luma = frame.reshape(-1, 3).astype(np.float32) @ weights
+        np.multiply(luma >= at_least, 255, out=out[i].reshape(-1), casting="unsafe")
+    return ArrayFrames(out)
 
 
 def _align_mask(mask: Image.Image, source: Size, out: Size) -> Image.Image:
@@ -405,22 +423,23 @@ def prepare_video_edit(plan: CheckedPlan, ctx: PrepContext) -> Prepared:
 
 
 def _greyed_out(
-    frames: np.ndarray, mask: list[Image.Image]
-) -> tuple[list[Image.Image], np.ndarray, np.ndarray]:
+    frames: np.ndarray, mask: Sequence[Image.Image]
+) -> tuple[ArrayFrames, np.ndarray, np.ndarray]:
     """The decoded ``(F, H, W, 3)`` frames with the area to regenerate grey (as :func:`_grey_out`
     does to one image; the masks hold only 0 and 255), in place on the decoded array: the frames
-    as images, and the arrays the generator and the composite read (:meth:`Prepared.arrays`)."""
-    import numpy as np
-    from PIL import Image
+    as :class:`ArrayFrames`, and the arrays the generator and the composite read
+    (:meth:`Prepared.arrays`)."""
+    import torch  # lazy: loaded with the generator; its fill is threaded (0.06 s, numpy's 0.18 s)
 
     masks = uint8_frames(mask)  # (F, H, W, 1), each distinct mask converted once
-    np.copyto(frames, np.uint8(GREY), where=masks >= MASK_THRESHOLD)  # frames: this clip's own
-    return [Image.fromarray(f) for f in frames], frames, masks
+    regenerated = torch.from_numpy(masks).ge(MASK_THRESHOLD)  # broadcast over the 3 channels
+    torch.from_numpy(frames).masked_fill_(regenerated, GREY)  # in place: frames are this clip's own
+    return ArrayFrames(frames), frames, masks
 
 
 def _given_mask(
     plan: CheckedPlan, ctx: PrepContext, m: MediaInput, native: Size, size: Size, notes: list[str]
-) -> list[Image.Image]:
+) -> Sequence[Image.Image]:
     from PIL import Image
 
     n = plan.num_frames

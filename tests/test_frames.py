@@ -14,6 +14,7 @@ from PIL import Image
 from engine.config import EngineConfig, SamplingDefaults
 from engine.frames import FramesProcessor, device_frames, to_uint8_frames, uint8_frames
 from engine.generator import Generator, build_text_context
+from engine.geometry import ArrayFrames
 from engine.prepare import Prepared
 from engine.results import Sampling
 from engine.sampling import resolve_sampling
@@ -45,6 +46,17 @@ def test_repeated_frames_are_converted_once_and_equal_to_each_image():
     assert arr.shape == (F, H, W, 1) and arr.dtype == np.uint8
     for i, m in enumerate(masks):
         assert np.array_equal(arr[i, ..., 0], np.asarray(m))
+
+
+def test_array_frames_read_as_images_and_hand_over_their_array_uncopied():
+    rgb = np.stack([np.asarray(im) for im in _video()])
+    frames, masks = ArrayFrames(rgb), ArrayFrames(uint8_frames(_masks()))
+    assert len(frames) == F and uint8_frames(frames) is rgb
+    assert frames[2].mode == "RGB" and np.array_equal(np.asarray(frames[2]), rgb[2])
+    assert masks[0].mode == "L" and np.array_equal(np.asarray(masks[0]), np.asarray(_masks()[0]))
+    assert [np.asarray(im).sum() for im in frames[1:3]] == [rgb[1].sum(), rgb[2].sum()]
+    with pytest.raises(ValueError, match="uint8"):
+        ArrayFrames(rgb.astype(np.float32))
 
 
 def test_video_and_mask_scaled_from_uint8_equal_diffusers_preprocessing_bit_for_bit():

@@ -515,6 +515,9 @@ def test_masks_made_from_rgb_arrays_equal_pillows_grey_thresholded():
 
     rng = np.random.default_rng(5)
     frames = rng.integers(0, 256, (3, 17, 23, 3), dtype=np.uint8)
+    # Many pixels whose luma lies on either side of the threshold, where rounding would show.
+    near = rng.integers(96, 160, (2, 17, 23, 3), dtype=np.uint8)
+    frames = np.concatenate([frames, near])
     frames[0, 0, :4] = [
         [127, 128, 128],
         [128, 127, 128],
