@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .accelerator import oom_guard
 from .annotators import looks_like_control
 from .api import Admitted, AnyResult, AutoRequest, UnderstandRequest
-from .composite import composite
+from .composite import AnalysisAhead, composite
 from .control import JobControl
 from .errors import InvalidRequest, ModelError
 from .models import Models
@@ -390,6 +390,13 @@ class Job:
             timings=self.timings,
         )
         results = self.config.results
+        ahead = None
+        if preserve and prepared.video is not None and prepared.mask is not None:
+            # The masks analysed while the model runs; the arrays made here, once, are the ones
+            # the generator and the composite are given.
+            ahead = AnalysisAhead(
+                prepared.arrays()[1], feather_px=results.feather_px, color_match=results.color_match
+            )
 
         def paste(frames: Any, video: Any, mask: Any) -> Any:
             with self.timings.measure("composite"):
@@ -401,6 +408,7 @@ class Job:
                     feather_px=results.feather_px,
                     color_match=results.color_match,
                     in_place=True,
+                    analysed=None if ahead is None else ahead.result(),
                 )
 
         made = chain.make(

@@ -232,3 +232,43 @@ def test_the_generators_uint8_arrays_give_the_same_result_as_the_images():
     )
     assert np.array_equal(from_arrays.frames, from_images.frames)
     assert from_arrays.kept == from_images.kept and from_arrays.color_shift == from_images.color_shift
+
+
+def test_masks_analysed_ahead_give_the_same_result_and_are_used_only_for_their_own_masks(monkeypatch):
+    import engine.composite as composite_module
+    from engine.composite import AnalysisAhead, analyse
+    from engine.geometry import uint8_frames
+
+    frames = _frames(3)
+    sources = uint8_frames([_source(), _source(), _source()])
+    masks = uint8_frames([_square_mask(), _flat(0), _square_mask()])
+    want = composite(frames, sources, masks, feather_px=4, color_match=True)
+    ahead = AnalysisAhead(masks, feather_px=4, color_match=True)
+    analysed = ahead.result()
+    assert analysed is not None and analysed.mask is masks
+
+    calls: list[object] = []
+    monkeypatch.setattr(composite_module, "analyse", lambda m, **kw: calls.append(m) or analyse(m, **kw))
+    got = composite(frames, sources, masks, feather_px=4, color_match=True, analysed=analysed)
+    assert calls == []  # pasted from the analysis made ahead
+    assert np.array_equal(got.frames, want.frames)
+    assert got.kept == want.kept and got.color_shift == want.color_shift
+    # Another mask object (equal bytes or not) or other settings: analysed again, not trusted.
+    other = masks.copy()
+    composite(frames, sources, other, feather_px=4, color_match=True, analysed=analysed)
+    composite(frames, sources, masks, feather_px=2, color_match=True, analysed=analysed)
+    assert calls == [other, masks]
+
+
+def test_an_analysis_ahead_that_fails_leaves_the_error_to_composite():
+    from engine.composite import AnalysisAhead
+
+    assert AnalysisAhead(np.zeros((2, 8, 8, 1), np.uint8), feather_px=-1, color_match=False).result() is None
+    with pytest.raises(ValueError, match="feather_px"):
+        composite(
+            _frames(2)[:, :8, :8].copy(),
+            np.zeros((2, 8, 8, 3), np.uint8),
+            np.zeros((2, 8, 8, 1), np.uint8),
+            feather_px=-1,
+            color_match=False,
+        )

@@ -321,3 +321,29 @@ def test_a_job_that_waited_in_the_queue_counts_its_wait_in_its_timings(engine: E
     assert timings["queue_s"] >= 0.45
     assert timings["total_s"] >= timings["queue_s"] + timings["load_s"] + timings["write_s"]
     queue.close()
+
+
+def test_an_edits_masks_are_analysed_once_while_the_model_runs_for_every_candidate(
+    engine: Engine, media: dict[str, str], monkeypatch
+):
+    """The composite's mask analysis starts before the model runs (engine.composite.AnalysisAhead)
+    and serves each candidate: one analysis for two candidates, the kept pixels still the source's."""
+    import engine.composite as composite_module
+
+    calls: list[tuple[int, ...]] = []
+    analyse = composite_module.analyse
+    monkeypatch.setattr(
+        composite_module, "analyse", lambda mask, **kw: calls.append(np.shape(mask)) or analyse(mask, **kw)
+    )
+    plan = build_plan(
+        "video_edit",
+        "a small test scene",
+        [(media["clip.mp4"], "source"), (media["mask.mp4"], "mask")],
+        limits=engine.config.limits,
+        num_frames=5,
+    )
+    result = engine.generate(plan, Sampling(steps=1, seed=3, count=2))
+    results = [o for o in result.outputs if o.role == "result"]
+    assert len(results) == 2 and calls == [(5, plan.height, plan.width, 1)]
+    for o in results:  # each candidate's sidecar says what was kept from the source
+        assert json.loads(Path(str(o.sidecar)).read_text())["preserved"]["preserved"] is True
