@@ -145,11 +145,14 @@ class Chain:
                     done += steps
                     frames, info = self._finish(prep, out, composite)
                     kept.append(info)
-                    if self.reverse:
-                        acc = [*frames[w.extra : w.extra + w.new], *acc]
-                    else:
-                        acc.extend(frames[w.context : w.context + w.new])
-                made.frames.append(np.stack(acc))
+                    new = (
+                        frames[w.extra : w.extra + w.new]
+                        if self.reverse
+                        else frames[w.context : w.context + w.new]
+                    )
+                    acc = [*new, *acc] if self.reverse else [*acc, *new]
+                # One window and nothing before it: its frames as they are, not a 100 MB copy.
+                made.frames.append(new if len(acc) == len(new) else np.stack(acc))
                 made.preserved.append(_joined(kept))
         first = made.preserved[0] if made.preserved else {}
         if first.get("summary"):

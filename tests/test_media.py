@@ -541,3 +541,60 @@ def test_a_bad_audio_span_is_refused(tmp_path: Path, start: float, duration: flo
         mux_audio(
             picture, AudioSpan(opened(picture), start_s=start, duration_s=duration), tmp_path / "with.mp4"
         )
+
+
+def _encoded_plainly(frames: np.ndarray, fps: float) -> bytes:
+    """The MP4 as the encoder makes it when handed each RGB frame to convert itself."""
+    import io
+    from fractions import Fraction
+
+    import av
+
+    from engine.media import moov_first, video_encoder
+
+    encoder, buffer = video_encoder(), io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream(encoder.codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = dict(encoder.options)
+        for arr in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return moov_first(buffer.getvalue())
+
+
+@pytest.mark.parametrize("shape", [(9, 48, 64), (17, 64, 96)])
+def test_frames_converted_ahead_of_the_encoder_give_the_same_file_byte_for_byte(shape):
+    from engine.media import mp4_bytes
+
+    rng = np.random.default_rng(shape[0])
+    base = rng.integers(0, 256, (*shape[1:], 3), dtype=np.uint8)
+    frames = np.stack([np.roll(base, 3 * i, axis=1) for i in range(shape[0])])  # content that moves
+    assert mp4_bytes(frames, 16.0) == _encoded_plainly(frames, 16.0)
+
+
+def test_the_conversion_thread_stops_with_its_reader_and_hands_over_its_errors():
+    import threading
+    from types import SimpleNamespace
+
+    from engine import media
+
+    stream = SimpleNamespace(
+        width=16, height=16, pix_fmt="yuv420p", codec_context=SimpleNamespace(thread_count=0)
+    )
+
+    def converting() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "unison-encode-convert"]
+
+    frames = np.zeros((40, 16, 16, 3), np.uint8)
+    ahead = media._converted(frames, stream)
+    first = next(ahead)
+    assert (first.width, first.height, first.format.name) == (16, 16, "yuv420p")
+    ahead.close()  # the encoder stopped after one frame (it failed): the thread ends with it
+    assert not converting()
+    broken = np.zeros((3, 16, 16, 4), np.uint8)  # not RGB: the conversion itself fails
+    with pytest.raises(ValueError):
+        list(media._converted(broken, stream))
+    assert not converting()
