@@ -18,6 +18,11 @@ back from the written file. Per stage: the median time of the interleaved runs a
 resident memory above the job's start (Linux ``VmHWM``, reset at each stage's end).
 
     python benchmarks/bench_job.py [--runs 5] [--threads 1] [--cases t2v81,edit81,...] [--out FILE]
+                                   [--device cuda] [--no-mcp]
+
+``--device cuda`` runs the same on a GPU (the stand-in's frames and latents on it, float32): what
+a video job costs around the model there (the goal: ≤ 0.5 s). ``--no-mcp`` leaves out the MCP
+column (and the MCP SDK, which the lent GPU machine lacks).
 
 Cases (``--cases``): t2v81, t2v161 (text_to_video), i2v81 (image_to_video from an 832×480
 picture), edit81 and edit161 (video_edit of a 5 s / 10 s 832×480 source with an AAC track and a
@@ -35,8 +40,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -424,7 +429,7 @@ class Measured:
         return statistics.median(self.wall) if self.wall else float("nan")
 
 
-def build_engine(tiny_wan: Path, output_dir: Path, inputs_root: Path) -> Any:
+def build_engine(tiny_wan: Path, output_dir: Path, inputs_root: Path, device: str = "cpu") -> Any:
     from standin import as_decoded, standin_pipeline
 
     from engine.config import EngineConfig
@@ -436,17 +441,17 @@ def build_engine(tiny_wan: Path, output_dir: Path, inputs_root: Path) -> Any:
         adapter=None,
         projector=None,
         generator_model=str(tiny_wan),
-        device="cpu",
+        device=device,
         dtype="float32",
         local_files_only=True,
         output_dir=output_dir,
         allowed_roots=[inputs_root],
     )
     generator = Generator(config)
-    pipe = standin_pipeline(tiny_wan)
+    pipe = standin_pipeline(tiny_wan).to(device)
     generator._install(pipe)
     for frames, seed in ((1, 4), (81, 5), (161, 6)):
-        pipe.vae.outputs[frames] = as_decoded(scene(frames, seed=seed, tint=3))
+        pipe.vae.outputs[frames] = as_decoded(scene(frames, seed=seed, tint=3)).to(device)
     return Engine(config, generator=generator)
 
 
@@ -510,28 +515,23 @@ async def run_mcp(client: Any, case: Case, files: dict[str, str]) -> tuple[dict,
 
 
 async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Measured]]:
-    from mcp import Client
-
     from engine.tiny import ensure_tiny
-    from unison_mcp.config import ServerConfig
-    from unison_mcp.server import build_server
 
     inputs = tmp / "inputs"
     inputs.mkdir()
     files = make_inputs(inputs)
-    engine = build_engine(ensure_tiny().wan, tmp / "out", inputs)
-    server = build_server(ServerConfig(engine=engine.config, allowed_roots=[inputs], wait_s=600), engine)
+    engine = build_engine(ensure_tiny().wan, tmp / "out", inputs, args.device)
     cases = [CASES[name] for name in args.cases.split(",")]
     results = {c.name: {"ours": Measured(), "stock": Measured(), "mcp": Measured()} for c in cases}
     memory = StageMemory()
-    async with Client(server) as client:
+    async with _mcp_client(engine, inputs, enabled=not args.no_mcp) as client:
         for run in range(args.runs + 1):  # run 0 warms every path
             for case in cases:
                 log.info("run %d: %s", run, case.name)
                 ours = run_direct(engine, case, files, memory)
                 with the_stock_way(engine):
                     stock = run_direct(engine, case, files, memory)
-                m_timings, m_wall = await run_mcp(client, case, files)
+                mcp = None if client is None else await run_mcp(client, case, files)
                 if run == 0:
                     continue
                 for key, (t, p, c, w) in (("ours", ours), ("stock", stock)):
@@ -539,9 +539,27 @@ async def measure(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Me
                     results[case.name][key].peaks.append(p)
                     results[case.name][key].cpu.append(c)
                     results[case.name][key].wall.append(w)
-                results[case.name]["mcp"].timings.append(m_timings)
-                results[case.name]["mcp"].wall.append(m_wall)
+                if mcp is not None:
+                    results[case.name]["mcp"].timings.append(mcp[0])
+                    results[case.name]["mcp"].wall.append(mcp[1])
     return results
+
+
+@asynccontextmanager
+async def _mcp_client(engine: Any, inputs: Path, *, enabled: bool) -> AsyncIterator[Any]:
+    """An in-memory MCP client of a server on ``engine`` (``None`` with ``--no-mcp``: the SDK is
+    not imported)."""
+    if not enabled:
+        yield None
+        return
+    from mcp import Client
+
+    from unison_mcp.config import ServerConfig
+    from unison_mcp.server import build_server
+
+    server = build_server(ServerConfig(engine=engine.config, allowed_roots=[inputs], wait_s=600), engine)
+    async with Client(server) as client:
+        yield client
 
 
 # ---------------------------------------------------------------------------------------------
@@ -571,7 +589,7 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Measured]], st
         summary.add(
             case.label,
             f"{fmt(ours.total())} s",
-            f"{fmt(mcp.total())} s",
+            f"{fmt(mcp.total())} s" if mcp.wall else "–",
             f"{fmt(stock.total())} s",
             f"{stock.total() / ours.total():.2f}×",
             f"{fmt(ours.cpu_s('total'))} / {fmt(stock.cpu_s('total'))}",
@@ -611,10 +629,10 @@ def report(args: argparse.Namespace, results: dict[str, dict[str, Measured]], st
         )
         sections.append(f"### {case.label}\n\n{table.markdown()}")
     head = [
-        "# bench_job: a whole job at full size, everything but the model (CPU)",
+        f"# bench_job: a whole job at full size, everything but the model ({'CPU' if args.device == 'cpu' else 'GPU: ' + args.device})",
         "",
         f"The model is a stand-in whose forward costs nothing (benchmarks/standin.py); {args.runs} runs per path "
-        f"after one warm-up, interleaved (ours, stock, MCP per case), medians; torch threads {args.threads}; "
+        f"after one warm-up, interleaved (ours, stock{'' if args.no_mcp else ', MCP'} per case), medians; torch threads {args.threads}; "
         f"{STEPS} steps, guidance 1. Stock encoder: {stock_encoder_name()}.",
         f"Load average at the start: {os.getloadavg()[0]:.1f} (1 min); the run took {time.perf_counter() - started:.0f} s.",
         "",
@@ -635,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
     parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
+    parser.add_argument("--device", default="cpu", help="where the stand-in model runs: cpu, cuda, cuda:1")
+    parser.add_argument("--no-mcp", action="store_true", help="leave out the MCP column (no MCP SDK needed)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)

@@ -85,7 +85,8 @@ class StandInVAE(torch.nn.Module):
 
     def encode(self, video: torch.Tensor) -> SimpleNamespace:
         b, _, f, h, w = video.shape
-        return SimpleNamespace(latents=torch.zeros(b, self.config.z_dim, (f - 1) // 4 + 1, h // 8, w // 8))
+        shape = (b, self.config.z_dim, (f - 1) // 4 + 1, h // 8, w // 8)
+        return SimpleNamespace(latents=torch.zeros(shape, dtype=video.dtype, device=video.device))
 
     def decode(self, latents: torch.Tensor, return_dict: bool = False) -> tuple[torch.Tensor]:
         frames = (latents.shape[2] - 1) * 4 + 1

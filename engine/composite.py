@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .geometry import uint8_frames
+
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
@@ -159,7 +161,9 @@ def composite(
     """Paste the source back into the generated ``frames`` wherever ``mask`` keeps it.
 
     Args:
-        frames: the decoded output, ``(F, H, W, 3)`` uint8 RGB.
+        frames: the decoded output, ``(F, H, W, 3)`` uint8 RGB: an array, or the generator's
+            output left on its device as a torch tensor (a GPU), pasted there in place and then
+            copied to the host once (the result's frames are an array either way).
         video: the F source frames the generator was given (PIL RGB at (W, H), or their
             ``(F, H, W, 3)`` uint8 array: :meth:`engine.prepare.Prepared.arrays`; inside the mask
             they are grey and never used), or ``None`` for a task that keeps nothing.
@@ -186,7 +190,10 @@ def composite(
     count, height, width = frames.shape[:3]
     if video is None or mask is None:
         return Composited(
-            frames=frames, kept=[0.0] * count, feather_px=feather_px, notes=["nothing kept from a source"]
+            frames=_on_host(frames),
+            kept=[0.0] * count,
+            feather_px=feather_px,
+            notes=["nothing kept from a source"],
         )
     _check_sequence("video", video, count, (width, height))
     _check_sequence("mask", mask, count, (width, height))
@@ -207,12 +214,14 @@ def composite(
         im = video[i] if video[i].mode == "RGB" else video[i].convert("RGB")
         return np.asarray(im, dtype=np.uint8).reshape(-1, 3)
 
-    shift, shift_note = None, None
-    if color_match:
-        shift, shift_note = _color_shift(frames, plans, source)
-
-    # 3. The output, frame by frame.
-    out = _pasted(frames, plans, source, shift, in_place=in_place)
+    if _is_tensor(frames):  # the generator's output, still on its device (a GPU)
+        out, shift, shift_note = _on_device(frames, plans, video, color_match)
+    else:
+        shift, shift_note = None, None
+        if color_match:
+            shift, shift_note = _color_shift(frames, plans, source)
+        # 3. The output, frame by frame.
+        out = _pasted(frames, plans, source, shift, in_place=in_place)
 
     kept = [p.kept for p in plans]
     result = Composited(frames=out, kept=kept, feather_px=feather_px, color_shift=shift)
@@ -256,12 +265,12 @@ def _pasted(
     return out
 
 
-def _check_frames(frames: np.ndarray, feather_px: int) -> None:
+def _check_frames(frames: Any, feather_px: int) -> None:
     import numpy as np
 
     if (
-        not isinstance(frames, np.ndarray)
-        or frames.dtype != np.uint8
+        not (isinstance(frames, np.ndarray) or _is_tensor(frames))
+        or str(frames.dtype) not in ("uint8", "torch.uint8")
         or frames.ndim != 4
         or frames.shape[-1] != 3
     ):
@@ -393,6 +402,14 @@ def _color_shift(
         src = source(i)[plan.ring].astype(np.int32)
         total += (gen - src).sum(axis=0)
         n += plan.ring.size
+    return _shift_from(total, n)
+
+
+def _shift_from(total: np.ndarray, n: int) -> tuple[tuple[float, float, float] | None, str | None]:
+    """The shift to subtract from the summed (generated − source) differences of ``n`` pixels
+    per channel, or ``None`` and a note saying why not."""
+    import numpy as np
+
     if n < MIN_RING_PIXELS:
         return None, None if n == 0 else f"colour shift not measured ({n} pixels along the edge)"
     mean = total / n
@@ -402,6 +419,70 @@ def _color_shift(
         return None, f"colour difference {_signed(mean)} along the edge too large for a shift: not corrected"
     r, g, b = (round(float(v), 2) for v in mean)
     return (r, g, b), None
+
+
+def _is_tensor(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")  # no torch import for an array
+
+
+def _on_host(frames: Any) -> np.ndarray:
+    return frames.cpu().numpy() if _is_tensor(frames) else frames
+
+
+def _on_device(
+    frames: Any, plans: Sequence[_MaskPlan], video: Any, color_match: bool
+) -> tuple[np.ndarray, tuple[float, float, float] | None, str | None]:
+    """:func:`_color_shift` and :func:`_pasted` on the frames' own device, in place, with the
+    same arithmetic (float32, rounded half to even), then the one copy to the host. The source
+    goes to the device once; each plan's indices once (candidates share plans)."""
+    import numpy as np
+    import torch
+
+    device, count = frames.device, frames.shape[0]
+    flat = frames.view(count, -1, 3)
+    source = torch.from_numpy(uint8_frames(video)).to(device).view(count, -1, 3)
+    moved: dict[tuple[int, str], torch.Tensor] = {}
+
+    def on(plan: _MaskPlan, name: str) -> torch.Tensor:
+        key = (id(plan), name)
+        if key not in moved:
+            moved[key] = torch.from_numpy(np.ascontiguousarray(getattr(plan, name))).to(device)
+        return moved[key]
+
+    shift, note = None, None
+    if color_match:
+        total, n = torch.zeros(3, dtype=torch.int64, device=device), 0
+        for i, plan in enumerate(plans):
+            if plan.kind == "partial" and plan.ring is not None and plan.ring.size:
+                ring = on(plan, "ring")
+                total += (flat[i, ring].long() - source[i, ring].long()).sum(dim=0)
+                n += plan.ring.size
+        shift, note = _shift_from(total.cpu().numpy().astype(np.float64), n)
+    offset = None if shift is None else torch.tensor(shift, dtype=torch.float32, device=device)
+
+    def corrected(pixels: torch.Tensor) -> torch.Tensor:
+        if offset is None:
+            return pixels
+        return (pixels.float() - offset).round_().clamp_(0, 255).to(torch.uint8)
+
+    for i, plan in enumerate(plans):
+        if plan.kind == "generate":
+            continue
+        if plan.kind == "keep":
+            flat[i].copy_(source[i])
+            continue
+        inside = on(plan, "inside")
+        generated = corrected(flat[i, inside])
+        band = on(plan, "band") if plan.band is not None and plan.band.size else None
+        blended = None
+        if band is not None:
+            s, g = source[i, band].float(), corrected(flat[i, band]).float()
+            blended = (s + on(plan, "alpha") * (g - s)).round_().clamp_(0, 255).to(torch.uint8)
+        flat[i].copy_(source[i])
+        flat[i, inside] = generated
+        if blended is not None:
+            flat[i, band] = blended
+    return frames.cpu().numpy(), shift, note
 
 
 def _corrected(pixels: np.ndarray, shift: tuple[float, float, float] | None) -> np.ndarray:

@@ -506,7 +506,8 @@ class Generator:
         progress: tuple[int, int] | None = None,
         stage: str = "generating",
         timings: Timings | None = None,
-    ) -> np.ndarray:
+        on_device: bool = False,
+    ) -> np.ndarray | torch.Tensor:
         """Generate ``prepared.num_frames`` frames: ``(F, H, W, 3)`` uint8, or with ``seeds``
         one batch of candidates ``(B, F, H, W, 3)``, one per seed (one pass over the batch).
 
@@ -526,6 +527,8 @@ class Generator:
             stage: the progress stage's name.
             timings: where this run's stages are added (``encode_prompt``, ``vace_encode``,
                 ``denoise``, ``vae_decode``, ``postprocess``; see :mod:`engine.timings`).
+            on_device: give the frames as the uint8 tensor on the execution device, not copied to
+                the host, for the composite to paste there (:func:`engine.composite.composite`).
         """
         pipe = self._ready(sampling)
         laps = Laps(timings if timings is not None else Timings())
@@ -546,8 +549,9 @@ class Generator:
                 #    step callback, VAE-decode, frames made uint8 on the device (engine.frames).
                 steps = _StepReport(control, stage, sampling.steps, progress, laps)
                 output = self._denoise(pipe, prepared, embeds, generators, latents, sampling, steps)
-                # 5. Frames: (B, F, H, W, 3) uint8, one copy to the host.
-                video = output.frames.cpu().numpy()
+                # 5. Frames: (B, F, H, W, 3) uint8, one copy to the host (after the paste, when
+                #    the composite works on the device).
+                video = output.frames if on_device else output.frames.cpu().numpy()
                 laps.lap("postprocess")
         except BaseException:
             # The pipeline only releases offload hooks (and resets cache state) at its normal end.

@@ -316,6 +316,7 @@ class Job:
         self.control.set_stage("preparing inputs")
         chain = Chain.of(plan, self.config)
         prepared = prepare(chain.first_plan(plan), self.prep_context())
+        prepared.arrays()  # the uint8 arrays the generator and the composite read: made once, here
         chain.start(prepared)
         self.notes.extend(prepared.notes)
         if len(chain.windows) > 1:
@@ -381,6 +382,14 @@ class Job:
         if self.sampling is not None and self.sampling.preserve is not None:
             preserve = self.sampling.preserve
 
+        results = self.config.results
+        ahead = None
+        if preserve and prepared.video is not None and prepared.mask is not None:
+            # The masks analysed while the model runs (the arrays made in prepare, once, are the
+            # ones the generator and the composite are given).
+            ahead = AnalysisAhead(
+                prepared.arrays()[1], feather_px=results.feather_px, color_match=results.color_match
+            )
         run = partial(
             generator.run,
             prompt=sampling.umt5_prompt,
@@ -388,15 +397,9 @@ class Job:
             sampling=sampling,
             control=self.control,
             timings=self.timings,
+            # On a GPU a one-window paste happens there, before the one copy to the host.
+            on_device=ahead is not None and len(chain.windows) == 1 and generator.device.type != "cpu",
         )
-        results = self.config.results
-        ahead = None
-        if preserve and prepared.video is not None and prepared.mask is not None:
-            # The masks analysed while the model runs; the arrays made here, once, are the ones
-            # the generator and the composite are given.
-            ahead = AnalysisAhead(
-                prepared.arrays()[1], feather_px=results.feather_px, color_match=results.color_match
-            )
 
         def paste(frames: Any, video: Any, mask: Any) -> Any:
             with self.timings.measure("composite"):

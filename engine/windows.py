@@ -180,8 +180,10 @@ class Chain:
         prep: Prepared, out: np.ndarray, composite: Callable[..., Composited] | None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         if composite is None or prep.mask is None or prep.video is None:
-            return out, {"preserved": False}
-        done = composite(out, *prep.arrays())  # the uint8 arrays the generator was given
+            return (out if isinstance(out, np.ndarray) else out.cpu().numpy()), {"preserved": False}
+        # The uint8 arrays the generator was given; ``out`` may still be on the generator's
+        # device (a torch tensor): the composite pastes there, then copies it to the host.
+        done = composite(out, *prep.arrays())
         return done.frames, done.metadata()
 
 

@@ -40,3 +40,31 @@ def test_bench_job_measures_both_ways_and_writes_its_tables(tiny_paths, tmp_path
     for stage in ("prepare", "write", "total (the job's own clock)"):
         assert float(stages[stage][1]) >= 0, stage
     assert float(stages["write"][1]) > 0 and float(stages["write"][4]) > 0  # both ways wrote a file
+
+
+def test_bench_job_without_the_mcp_column_imports_no_mcp(tiny_paths, tmp_path: Path):
+    """``--no-mcp`` (the lent GPU machine has no MCP SDK): the MCP column is "–" and the SDK is
+    never imported (a stub package named ``mcp`` that raises on import sits first on the path)."""
+    blocker = tmp_path / "block"
+    (blocker / "mcp").mkdir(parents=True)
+    (blocker / "mcp" / "__init__.py").write_text("raise ImportError('the MCP SDK was imported')\n")
+    out = tmp_path / "job.md"
+    env = {
+        **os.environ,
+        "UNISON_TINY_DIR": str(tiny_paths.root),
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        "PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)]),
+    }
+    command = [sys.executable, "benchmarks/bench_job.py", "--runs", "1", "--threads", "1", "--no-mcp"]
+    done = subprocess.run(
+        [*command, "--device", "cpu", "--cases", "image_edit", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in out.read_text().splitlines() if line.startswith("| image_edit")]
+    (case,) = [_cells(line) for line in lines]
+    assert case[2] == "–" and case[1].endswith(" s") and case[3].endswith(" s")

@@ -272,3 +272,26 @@ def test_an_analysis_ahead_that_fails_leaves_the_error_to_composite():
             feather_px=-1,
             color_match=False,
         )
+
+
+@pytest.mark.parametrize(("feather_px", "color_match"), [(4, True), (0, False), (6, False)])
+def test_the_paste_on_the_generators_device_equals_the_paste_on_the_host(feather_px, color_match):
+    """The generator's output left on its device (a torch tensor; here the CPU's) is pasted there:
+    the same frames, kept fractions, colour shift and notes as the numpy paste."""
+    import torch
+
+    from engine.geometry import uint8_frames
+
+    src = _source()
+    generated = np.clip(np.asarray(src).astype(int) + [6, -4, 3], 0, 255).astype(np.uint8)  # tinted
+    frames = np.stack([generated, _frames(1, 5)[0], generated, _frames(1, 6)[0]])
+    sources = uint8_frames([src, _source(2), src, _source(3)])
+    masks = uint8_frames([_square_mask(), _flat(0), _square_mask(8, 10, 20), _flat(255)])
+    want = composite(frames, sources, masks, feather_px=feather_px, color_match=color_match)
+    on_device = torch.from_numpy(frames.copy())
+    got = composite(on_device, sources, masks, feather_px=feather_px, color_match=color_match)
+    assert isinstance(got.frames, np.ndarray) and np.array_equal(got.frames, want.frames)
+    assert np.array_equal(on_device.numpy(), want.frames)  # pasted in place there
+    assert (got.kept, got.color_shift, got.notes) == (want.kept, want.color_shift, want.notes)
+    if color_match:
+        assert got.color_shift is not None  # the tint was measured and removed on both paths

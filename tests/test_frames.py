@@ -237,3 +237,15 @@ def test_a_blank_clips_conditioning_is_encoded_once_per_size_and_equals_diffuser
     want = _conditioning(pipe, None, None, refs, 5, stock=True)
     got = _conditioning(pipe, None, None, refs, 5, stock=False)
     assert got[0].shape[2] == 3 and torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_a_run_can_leave_its_frames_on_the_device_for_the_paste(generator: Generator):
+    """``on_device``: the uint8 frames as the tensor on the execution device (here the CPU's),
+    the same frames the host copy gives."""
+    prepared = Prepared(width=W, height=H, num_frames=5, video=_video(2)[:5], mask=_masks()[:5])
+    sampling = resolve_sampling(Sampling(seed=4, guidance=1.0), generator.config.sampling)
+    args = {"extra_tokens": None, "sampling": sampling, "control": None}
+    on_host = generator.run(prepared, "a fox", **args)
+    on_device = generator.run(prepared, "a fox", on_device=True, **args)
+    assert isinstance(on_host, np.ndarray) and isinstance(on_device, torch.Tensor)
+    assert on_device.dtype == torch.uint8 and np.array_equal(on_device.cpu().numpy(), on_host)
