@@ -434,7 +434,7 @@ def _on_device(
 ) -> tuple[np.ndarray, tuple[float, float, float] | None, str | None]:
     """:func:`_color_shift` and :func:`_pasted` on the frames' own device, in place, with the
     same arithmetic (float32, rounded half to even), then the one copy to the host. The source
-    goes to the device once; each plan's indices once (candidates share plans)."""
+    goes to the device once, and each distinct plan's indices once (frames share plans)."""
     import numpy as np
     import torch
 
