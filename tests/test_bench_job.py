@@ -44,10 +44,12 @@ def test_bench_job_measures_both_ways_and_writes_its_tables(tiny_paths, tmp_path
 
 def test_bench_job_without_the_mcp_column_imports_no_mcp(tiny_paths, tmp_path: Path):
     """``--no-mcp`` (the lent GPU machine has no MCP SDK): the MCP column is "–" and the SDK is
-    never imported (a stub package named ``mcp`` that raises on import sits first on the path)."""
+    never imported (stub packages named ``mcp`` and ``mcp_types`` that raise on import sit first
+    on the path)."""
     blocker = tmp_path / "block"
-    (blocker / "mcp").mkdir(parents=True)
-    (blocker / "mcp" / "__init__.py").write_text("raise ImportError('the MCP SDK was imported')\n")
+    for sdk in ("mcp", "mcp_types"):  # the SDK's two packages
+        (blocker / sdk).mkdir(parents=True)
+        (blocker / sdk / "__init__.py").write_text(f"raise ImportError('{sdk} was imported')\n")
     out = tmp_path / "job.md"
     env = {
         **os.environ,
