@@ -348,25 +348,15 @@ def _read_back_preview(out: Any, side: int) -> bytes:
     """The preview as the MCP layer made it before frames were kept (engine.preview's pieces,
     without the MCP SDK): the written file decoded again, a contact sheet of a video's frames at
     the sheet's indices, or the image reopened."""
-    import av
     from PIL import Image
 
-    from engine.preview import SHEET_WIDTH, contact_sheet, frame_labels, image_preview, sheet_indices
+    from engine.preview import SHEET_WIDTH, file_sheet, image_preview
 
     if out.num_frames == 1:
         with Image.open(out.path) as img:
             img.load()
             return image_preview(img, side)
-    indices = sheet_indices(out.num_frames)
-    wanted, frames, found = set(indices), [], []
-    with av.open(out.path) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i in wanted:
-                frames.append(frame.to_ndarray(format="rgb24"))
-                found.append(i)
-            if i >= indices[-1]:
-                break
-    return contact_sheet(frames, labels=frame_labels(found, out.fps), width=min(SHEET_WIDTH, 3 * side))
+    return file_sheet(out.path, out.num_frames, out.fps, width=min(SHEET_WIDTH, 3 * side))
 
 
 def _stock_video(frames: Any, path: Path) -> None:

@@ -5,8 +5,8 @@ frames (:data:`SHEET_FRAMES` at most, first and last included), tiled in reading
 labelled with its time, at most :data:`SHEET_WIDTH` pixels wide and :data:`PREVIEW_MAX_BYTES` as a
 JPEG. The functions take frames in memory (uint8 ``(H, W, 3)`` arrays), so the writer can make the
 preview from the frames it encodes, without reading the file back (:func:`make_preview`, called by
-``engine.outputs`` for every file it writes); the MCP layer reads a file back only for a result
-that carries no preview.
+``engine.outputs`` for every file it writes); a result that carries no preview has its file read
+back (:func:`file_sheet`).
 
 numpy and Pillow are imported inside the functions: importing the engine's light modules (the CLI's
 help, the server's start) stays free of them.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .results import Preview
@@ -37,6 +38,32 @@ SHEET_GAP = 2
 PREVIEW_MAX_BYTES = 200_000
 #: JPEG qualities tried in turn until the preview fits its byte budget.
 _QUALITIES = (85, 70, 55, 40)
+
+
+def file_sheet(
+    path: Path | str,
+    num_frames: int,
+    fps: float | None,
+    *,
+    width: int = SHEET_WIDTH,
+    max_bytes: int = PREVIEW_MAX_BYTES,
+) -> bytes:
+    """The contact sheet of the video written at ``path`` (:func:`contact_sheet`), its frames at
+    :func:`sheet_indices` decoded one at a time, so that a long video is never held whole."""
+    import av
+
+    indices = sheet_indices(num_frames)
+    wanted, frames, found = set(indices), [], []
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                frames.append(frame.to_ndarray(format="rgb24"))
+                found.append(i)
+            if i >= indices[-1]:
+                break
+    if not frames:
+        raise ValueError(f"{path} has no video frame")
+    return contact_sheet(frames, labels=frame_labels(found, fps), width=width, max_bytes=max_bytes)
 
 
 def sheet_indices(num_frames: int, count: int = SHEET_FRAMES) -> list[int]:

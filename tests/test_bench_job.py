@@ -16,10 +16,11 @@ def _cells(line: str) -> list[str]:
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
 
 
-def test_bench_job_measures_both_ways_and_writes_its_tables(tiny_paths, tmp_path: Path):
+def _bench(tiny_paths, tmp_path: Path, *flags: str, **env: str) -> str:
+    """bench_job's report for the image_edit case, one run, as a user runs it."""
     out = tmp_path / "job.md"
-    env = {**os.environ, "UNISON_TINY_DIR": str(tiny_paths.root), "HF_ENDPOINT": "http://127.0.0.1:9"}
-    command = [sys.executable, "benchmarks/bench_job.py", "--runs", "1", "--threads", "1"]
+    env = {**os.environ, "UNISON_TINY_DIR": str(tiny_paths.root), "HF_ENDPOINT": "http://127.0.0.1:9", **env}
+    command = [sys.executable, "benchmarks/bench_job.py", "--runs", "1", "--threads", "1", *flags]
     done = subprocess.run(
         [*command, "--cases", "image_edit", "--out", str(out)],
         cwd=ROOT,
@@ -29,7 +30,11 @@ def test_bench_job_measures_both_ways_and_writes_its_tables(tiny_paths, tmp_path
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    report = out.read_text()
+    return out.read_text()
+
+
+def test_bench_job_measures_both_ways_and_writes_its_tables(tiny_paths, tmp_path: Path):
+    report = _bench(tiny_paths, tmp_path)
     lines = [line for line in report.splitlines() if line.startswith("|")]
     summary = _cells(lines[0])
     (case,) = [_cells(line) for line in lines if line.startswith("| image_edit")]
@@ -50,23 +55,8 @@ def test_bench_job_without_the_mcp_column_imports_no_mcp(tiny_paths, tmp_path: P
     for sdk in ("mcp", "mcp_types"):  # the SDK's two packages
         (blocker / sdk).mkdir(parents=True)
         (blocker / sdk / "__init__.py").write_text(f"raise ImportError('{sdk} was imported')\n")
-    out = tmp_path / "job.md"
-    env = {
-        **os.environ,
-        "UNISON_TINY_DIR": str(tiny_paths.root),
-        "HF_ENDPOINT": "http://127.0.0.1:9",
-        "PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)]),
-    }
-    command = [sys.executable, "benchmarks/bench_job.py", "--runs", "1", "--threads", "1", "--no-mcp"]
-    done = subprocess.run(
-        [*command, "--device", "cpu", "--cases", "image_edit", "--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [line for line in out.read_text().splitlines() if line.startswith("| image_edit")]
+    path = os.pathsep.join([str(blocker), str(ROOT)])
+    report = _bench(tiny_paths, tmp_path, "--no-mcp", "--device", "cpu", PYTHONPATH=path)
+    lines = [line for line in report.splitlines() if line.startswith("| image_edit")]
     (case,) = [_cells(line) for line in lines]
     assert case[2] == "–" and case[1].endswith(" s") and case[3].endswith(" s")

@@ -32,7 +32,7 @@ from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent
 from engine.preview import (
     PREVIEW_MAX_BYTES,
     SHEET_WIDTH,
-    contact_sheet,
+    file_sheet,
     frame_labels,
     image_preview,
     jpeg,
@@ -43,7 +43,7 @@ from engine.results import AutoResult, GenerateResult, OutputFile, Preview, Unde
 from .models import AutoOutput, GenerateOutput, OutputInfo, UnderstandOutput, plan_json
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -88,24 +88,6 @@ def _is_video(out: OutputFile) -> bool:
     return out.mime_type.startswith("video/")
 
 
-def _video_frames(path: Path, indices: list[int]) -> tuple[list[np.ndarray], list[int]]:
-    """The frames of the video at ``path`` at ``indices`` (sorted), decoded one at a time so that
-    a long video is never held whole; with the indices actually found."""
-    import av
-
-    wanted, frames, found = set(indices), [], []
-    with av.open(str(path)) as container:
-        for i, frame in enumerate(container.decode(video=0)):
-            if i in wanted:
-                frames.append(frame.to_ndarray(format="rgb24"))
-                found.append(i)
-            if i >= indices[-1]:
-                break
-    if not frames:
-        raise ValueError(f"{path} has no video frame")
-    return frames, found
-
-
 def preview(out: OutputFile, side: int, max_bytes: int = PREVIEW_MAX_BYTES) -> ImageContent | None:
     """A JPEG of the output for the model to look at (``None`` if it cannot be made): an image
     with its longest side at most ``side``; a video's contact sheet, each frame at most ``side``
@@ -118,10 +100,7 @@ def preview(out: OutputFile, side: int, max_bytes: int = PREVIEW_MAX_BYTES) -> I
         if out.preview is not None:
             data = _fitted(out.preview, side if not _is_video(out) else width, max_bytes)
         elif _is_video(out):
-            frames, found = _video_frames(path, sheet_indices(out.num_frames))
-            data = contact_sheet(
-                frames, labels=frame_labels(found, out.fps), width=width, max_bytes=max_bytes
-            )
+            data = file_sheet(path, out.num_frames, out.fps, width=width, max_bytes=max_bytes)
         else:
             with Image.open(path) as img:
                 img.load()
